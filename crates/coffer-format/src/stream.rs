@@ -1,0 +1,173 @@
+//! The STREAM construction (Hoang, Reyhanitabar, Rogaway, Vizár, "Online
+//! Authenticated-Encryption and its Nonce-Reuse Misuse-Resistance", 2015)
+//! instantiated with AES-256-GCM.
+//!
+//! The plaintext is cut into chunks; chunk `i` is sealed under the payload key
+//! with the 96-bit nonce
+//!
+//! ```text
+//! nonce_i = BE88(i) || flag        flag = 0x01 for the final chunk, else 0x00
+//! ```
+//!
+//! so reordering chunks changes their nonces, dropping the tail leaves no
+//! chunk with the final flag, and appending after the final chunk is refused.
+//!
+//! **Invariant: a payload key must never be reused across files.** Each file
+//! derives its payload key from a fresh random file key *and* a fresh random
+//! salt (see [`crate::keys`]), and within a file the counter only ever moves
+//! forward, so no (key, nonce) pair can repeat. The counter is checked against
+//! its 88-bit bound before use; exhausting it is an error, never a wrap.
+//!
+//! This module does only the cryptography of one chunk at a time, in place;
+//! framing lives in [`crate::encrypt`] and [`crate::decrypt`].
+
+use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
+use zeroize::Zeroizing;
+
+use crate::{Error, Result};
+
+/// Length of the AES-GCM authentication tag appended to every chunk.
+pub const TAG_LEN: usize = 16;
+
+/// Chunk counters occupy 88 bits of the nonce.
+const MAX_COUNTER: u64 = u64::MAX; // 2^64-1 < 2^88: the u64 bound is the tighter one.
+
+fn nonce(counter: u64, last: bool) -> Nonce {
+    let mut bytes = [0u8; 12];
+    // Bytes 0..3 are the high 24 bits of the 88-bit counter; a u64 counter
+    // never sets them.
+    bytes[3..11].copy_from_slice(&counter.to_be_bytes());
+    bytes[11] = u8::from(last);
+    Nonce::assume_unique_for_key(bytes)
+}
+
+fn aead_key(key: &Zeroizing<[u8; 32]>) -> Result<LessSafeKey> {
+    let unbound = UnboundKey::new(&AES_256_GCM, key.as_ref())
+        .map_err(|_| Error::Crypto("AES-256-GCM key setup"))?;
+    Ok(LessSafeKey::new(unbound))
+}
+
+/// Seals successive chunks of one payload. Consumed by sealing the final chunk.
+pub struct StreamSealer {
+    key: LessSafeKey,
+    counter: u64,
+}
+
+impl StreamSealer {
+    /// Starts a stream at chunk 0. `payload_key` must be fresh for this file.
+    pub fn new(payload_key: &Zeroizing<[u8; 32]>) -> Result<Self> {
+        Ok(Self {
+            key: aead_key(payload_key)?,
+            counter: 0,
+        })
+    }
+
+    /// Index of the next chunk to be sealed.
+    pub fn next_index(&self) -> u64 {
+        self.counter
+    }
+
+    /// Encrypts a non-final chunk in place and appends its tag.
+    pub fn seal_chunk(&mut self, chunk: &mut Vec<u8>) -> Result<()> {
+        self.seal(chunk, false)?;
+        self.counter += 1;
+        Ok(())
+    }
+
+    /// Encrypts the final chunk in place and appends its tag. Taking `self`
+    /// makes a second final chunk (and any chunk after it) impossible.
+    pub fn seal_last(mut self, chunk: &mut Vec<u8>) -> Result<()> {
+        self.seal(chunk, true)
+    }
+
+    fn seal(&mut self, chunk: &mut Vec<u8>, last: bool) -> Result<()> {
+        if self.counter == MAX_COUNTER {
+            return Err(Error::Crypto("STREAM counter exhausted"));
+        }
+        let tag = self
+            .key
+            .seal_in_place_separate_tag(nonce(self.counter, last), Aad::empty(), chunk)
+            .map_err(|_| Error::Crypto("AES-256-GCM seal"))?;
+        chunk.extend_from_slice(tag.as_ref());
+        Ok(())
+    }
+}
+
+/// Opens chunks of one payload, sequentially or at any index.
+pub struct StreamOpener {
+    key: LessSafeKey,
+}
+
+impl StreamOpener {
+    /// Prepares to open chunks sealed under `payload_key`.
+    pub fn new(payload_key: &Zeroizing<[u8; 32]>) -> Result<Self> {
+        Ok(Self {
+            key: aead_key(payload_key)?,
+        })
+    }
+
+    /// Decrypts chunk `index` (ciphertext followed by its tag) in place and
+    /// returns the plaintext prefix of `chunk`. Nothing is returned unless the
+    /// tag verifies; on failure the buffer's contents are unspecified and
+    /// must not be used.
+    pub fn open_chunk<'a>(
+        &self,
+        index: u64,
+        last: bool,
+        chunk: &'a mut [u8],
+    ) -> Result<&'a mut [u8]> {
+        if chunk.len() < TAG_LEN || index == MAX_COUNTER {
+            return Err(Error::ChunkAuth { index });
+        }
+        self.key
+            .open_in_place(nonce(index, last), Aad::empty(), chunk)
+            .map_err(|_| Error::ChunkAuth { index })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(byte: u8) -> Zeroizing<[u8; 32]> {
+        Zeroizing::new([byte; 32])
+    }
+
+    #[test]
+    fn nonce_layout_is_counter_then_flag() {
+        let mut expect = [0u8; 12];
+        expect[10] = 5;
+        expect[11] = 1;
+        assert_eq!(nonce(5, true).as_ref(), &expect);
+        expect[11] = 0;
+        assert_eq!(nonce(5, false).as_ref(), &expect);
+    }
+
+    #[test]
+    fn chunk_opens_only_at_its_index_and_flag() {
+        let mut sealer = StreamSealer::new(&key(1)).unwrap();
+        let mut first = b"first".to_vec();
+        sealer.seal_chunk(&mut first).unwrap();
+        let mut last = b"last".to_vec();
+        sealer.seal_last(&mut last).unwrap();
+
+        let opener = StreamOpener::new(&key(1)).unwrap();
+        assert_eq!(opener.open_chunk(0, false, &mut first.clone()).unwrap(), b"first");
+        assert_eq!(opener.open_chunk(1, true, &mut last.clone()).unwrap(), b"last");
+        // Wrong index, wrong flag, wrong key: all refused.
+        assert!(opener.open_chunk(1, false, &mut first.clone()).is_err());
+        assert!(opener.open_chunk(0, true, &mut first.clone()).is_err());
+        assert!(opener.open_chunk(1, false, &mut last.clone()).is_err());
+        let other = StreamOpener::new(&key(2)).unwrap();
+        assert!(other.open_chunk(0, false, &mut first.clone()).is_err());
+    }
+
+    #[test]
+    fn short_chunk_is_refused_without_panic() {
+        let opener = StreamOpener::new(&key(1)).unwrap();
+        assert!(matches!(
+            opener.open_chunk(3, true, &mut [0u8; 15]),
+            Err(Error::ChunkAuth { index: 3 })
+        ));
+    }
+}

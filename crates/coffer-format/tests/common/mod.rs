@@ -1,0 +1,83 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use coffer_format::{EncryptOptions, Identity, Metadata, PublicIdentity, Stanzas, prepare};
+
+/// Deterministic pseudo-random test data (xorshift), so failures reproduce.
+pub fn data(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 24) as u8
+        })
+        .collect()
+}
+
+pub struct Party {
+    pub id: Identity,
+}
+
+impl Party {
+    pub fn new() -> Self {
+        Self { id: Identity::generate().unwrap() }
+    }
+    pub fn public(&self) -> PublicIdentity {
+        self.id.public().clone()
+    }
+}
+
+/// Encrypts `plain` from `sender` to `recipients` as a self-contained file.
+pub fn seal(sender: &Identity, recipients: &[PublicIdentity], plain: &[u8], chunk: u32) -> Vec<u8> {
+    seal_with(sender, recipients, plain, chunk, Metadata::default(), Stanzas::Embedded)
+}
+
+pub fn seal_with(
+    sender: &Identity,
+    recipients: &[PublicIdentity],
+    plain: &[u8],
+    chunk: u32,
+    metadata: Metadata,
+    placement: Stanzas,
+) -> Vec<u8> {
+    let mut options = EncryptOptions::new(recipients, sender);
+    options.chunk_size = chunk;
+    options.metadata = metadata;
+    let mut w = prepare(options).unwrap().writer(Vec::new(), placement).unwrap();
+    std::io::Write::write_all(&mut w, plain).unwrap();
+    w.finish().unwrap().0
+}
+
+/// Decrypts into a vector; on failure returns the error together with
+/// whatever plaintext the reader had released before failing.
+pub fn open(id: &Identity, file: &[u8]) -> Result<Vec<u8>, (coffer_format::Error, Vec<u8>)> {
+    let mut out = Vec::new();
+    match coffer_format::decrypt(id, file, &mut out) {
+        Ok(_) => Ok(out),
+        Err(err) => Err((err, out)),
+    }
+}
+
+/// Offsets of the payload and each sealed chunk in a self-contained file.
+pub struct Layout {
+    pub header_len: usize,
+    pub chunks: Vec<std::ops::Range<usize>>,
+    pub trailer: std::ops::Range<usize>,
+}
+
+pub fn layout(file: &[u8], chunk: u32) -> Layout {
+    let (header, header_len) = coffer_format::Header::parse(file).unwrap();
+    let _ = header;
+    let sealed = chunk as usize + 16;
+    let trailer_start = file.len() - coffer_format::header::TRAILER_LEN;
+    let mut chunks = Vec::new();
+    let mut pos = header_len;
+    while pos < trailer_start {
+        let end = (pos + sealed).min(trailer_start);
+        chunks.push(pos..end);
+        pos = end;
+    }
+    Layout { header_len, chunks, trailer: trailer_start..file.len() }
+}
