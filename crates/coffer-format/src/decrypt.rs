@@ -34,18 +34,28 @@ pub struct Header {
 
 impl Header {
     /// Reads the core header and the stanza section, leaving `reader` at the
-    /// first payload byte. Allocates at most the spec's bounds.
+    /// first payload byte (it never reads past the header). Allocates at most
+    /// the spec's bounds.
     pub fn read_from(reader: &mut impl Read) -> Result<Self> {
-        let core = CoreHeader::read_from(reader)?;
-        let stanzas = header::read_stanzas(reader)?;
-        Ok(Self { core, stanzas })
+        let mut bytes = Vec::new();
+        loop {
+            let need = header::header_bytes_needed(&bytes)?;
+            if need == 0 {
+                return Self::parse(&bytes).map(|(header, _)| header);
+            }
+            let start = bytes.len();
+            bytes.resize(start + need, 0);
+            let eof_error = header::eof_error(start);
+            header::read_exact_or(reader, &mut bytes[start..], eof_error)?;
+        }
     }
 
     /// Parses from the start of `bytes`; returns the header and its length.
     pub fn parse(bytes: &[u8]) -> Result<(Self, usize)> {
         let mut cursor = bytes;
-        let header = Self::read_from(&mut cursor)?;
-        Ok((header, bytes.len() - cursor.len()))
+        let core = CoreHeader::read_from(&mut cursor)?;
+        let stanzas = header::read_stanzas(&mut cursor)?;
+        Ok((Self { core, stanzas }, bytes.len() - cursor.len()))
     }
 
     /// The core header.
@@ -155,11 +165,7 @@ impl OpenedHeader {
             return Err(Error::TrailerMismatch("plaintext SHA-256"));
         }
         trailer.verify(&self.core.sender, &self.header_hash)?;
-        if self
-            .metadata
-            .size
-            .is_some_and(|size| size != plaintext_len)
-        {
+        if self.metadata.size.is_some_and(|size| size != plaintext_len) {
             return Err(Error::TrailerMismatch("metadata size"));
         }
         Ok(trailer)
@@ -168,18 +174,9 @@ impl OpenedHeader {
     /// Starts streaming the payload from `reader`, which must be positioned
     /// just after the header (as [`Header::read_from`] leaves it).
     pub fn decryptor<R: Read>(self, reader: R) -> Result<Decryptor<R>> {
-        let chunk_size = self.core.chunk_size as usize;
         Ok(Decryptor {
             inner: reader,
-            opener: StreamOpener::new(&self.keys.payload)?,
-            opened: self,
-            digest: digest::Context::new(&digest::SHA256),
-            plaintext_len: 0,
-            index: 0,
-            buf: Vec::with_capacity(chunk_size + TAG_LEN + TRAILER_LEN + 1),
-            plaintext: 0..0,
-            consumed: 0,
-            state: State::Reading,
+            core: DecoderCore::new(self)?,
         })
     }
 }
@@ -199,65 +196,90 @@ pub struct Verified {
 
 enum State {
     Reading,
-    Done(Verified),
+    Done(Box<Verified>),
     Failed,
 }
 
-/// Streams and verifies a payload. See the module docs.
-pub struct Decryptor<R> {
-    inner: R,
+/// The framing and verification state machine shared by the sync and async
+/// readers; it never does I/O. The caller fills [`DecoderCore::spare`] from
+/// its input, then calls [`DecoderCore::decode`].
+pub(crate) struct DecoderCore {
     opened: OpenedHeader,
     opener: StreamOpener,
     digest: digest::Context,
     plaintext_len: u64,
     index: u64,
-    /// Ciphertext read ahead; holds at most one chunk plus the trailer plus
+    /// Ciphertext read ahead: at most one sealed chunk plus the trailer plus
     /// one byte, which is how a chunk is known to be final or not.
     buf: Vec<u8>,
+    filled: usize,
     /// Verified plaintext in `buf` not yet handed out.
     plaintext: Range<usize>,
-    /// Bytes at the front of `buf` to discard before the next chunk.
+    /// Bytes at the front of `buf` to discard before reading more.
     consumed: usize,
     state: State,
 }
 
-impl<R: Read> Decryptor<R> {
-    /// The opened header (metadata, file key).
-    pub fn header(&self) -> &OpenedHeader {
-        &self.opened
+impl DecoderCore {
+    pub(crate) fn new(opened: OpenedHeader) -> Result<Self> {
+        let window = opened.core.chunk_size as usize + TAG_LEN + TRAILER_LEN + 1;
+        Ok(Self {
+            opener: StreamOpener::new(&opened.keys.payload)?,
+            opened,
+            digest: digest::Context::new(&digest::SHA256),
+            plaintext_len: 0,
+            index: 0,
+            buf: vec![0u8; window],
+            filled: 0,
+            plaintext: 0..0,
+            consumed: 0,
+            state: State::Reading,
+        })
     }
 
-    /// Set once the whole file verified (after `read` returned `Ok(0)`).
-    pub fn verified(&self) -> Option<&Verified> {
+    /// Verified plaintext not yet handed out.
+    pub(crate) fn plaintext(&self) -> &[u8] {
+        &self.buf[self.plaintext.clone()]
+    }
+
+    /// Marks `n` bytes of [`DecoderCore::plaintext`] as handed out.
+    pub(crate) fn consume_plaintext(&mut self, n: usize) {
+        self.plaintext.start += n;
+    }
+
+    /// `Some(Ok)` when everything verified and was handed out, `Some(Err)`
+    /// after a failure, `None` while more input is needed.
+    pub(crate) fn outcome(&self) -> Option<Result<&Verified>> {
         match &self.state {
-            State::Done(verified) => Some(verified),
+            State::Done(verified) if self.plaintext.is_empty() => Some(Ok(verified)),
+            State::Failed => Some(Err(Error::Crypto("decryption already failed"))),
             _ => None,
         }
     }
 
-    /// Decrypts everything into `out`, a chunk at a time with no extra copy,
-    /// and returns what was verified. On error, what was written to `out` must
-    /// be discarded.
-    pub fn copy_to(mut self, out: &mut impl Write) -> Result<Verified> {
-        loop {
-            if !self.plaintext.is_empty() {
-                out.write_all(&self.buf[self.plaintext.clone()])?;
-                self.plaintext = 0..0;
-            }
-            match std::mem::replace(&mut self.state, State::Failed) {
-                State::Done(verified) => return Ok(verified),
-                State::Failed => return Err(Error::Crypto("decryptor already failed")),
-                State::Reading => {
-                    self.state = State::Reading;
-                    self.advance()?;
-                }
-            }
+    /// Where the next input bytes go; empty once a decision can be made.
+    pub(crate) fn spare(&mut self) -> &mut [u8] {
+        if self.consumed > 0 {
+            self.buf.copy_within(self.consumed..self.filled, 0);
+            self.filled -= self.consumed;
+            self.consumed = 0;
         }
+        &mut self.buf[self.filled..]
     }
 
-    /// Decrypts the next chunk into `self.plaintext`, or fails for good.
-    fn advance(&mut self) -> Result<()> {
-        let result = self.advance_inner();
+    /// Records that `n` bytes were read into [`DecoderCore::spare`].
+    pub(crate) fn filled(&mut self, n: usize) {
+        self.filled += n;
+    }
+
+    /// Decrypts the next chunk once the window is full (`eof == false`) or
+    /// the input ended (`eof == true`). On failure the state is final.
+    pub(crate) fn decode(&mut self, eof: bool) -> Result<()> {
+        let result = if eof {
+            self.decode_last()
+        } else {
+            self.decode_middle()
+        };
         if result.is_err() {
             self.state = State::Failed;
             self.plaintext = 0..0;
@@ -265,64 +287,34 @@ impl<R: Read> Decryptor<R> {
         result
     }
 
-    fn advance_inner(&mut self) -> Result<()> {
-        self.buf.drain(..self.consumed);
-        self.consumed = 0;
-        let chunk_size = self.opened.core.chunk_size as usize;
-        let sealed_chunk = chunk_size + TAG_LEN;
-        let want = sealed_chunk + TRAILER_LEN + 1;
-        let eof = self.fill(want)?;
-        if !eof {
-            let plain = self.opener.open_chunk(self.index, false, &mut self.buf[..sealed_chunk])?;
-            self.digest.update(plain);
-            self.plaintext = 0..plain.len();
-            self.plaintext_len += plain.len() as u64;
-            self.consumed = sealed_chunk;
-            self.index += 1;
-            return Ok(());
-        }
-        self.finish_last()
-    }
-
-    /// Reads until `buf` holds `want` bytes; returns true if the input ended
-    /// first.
-    fn fill(&mut self, want: usize) -> Result<bool> {
-        while self.buf.len() < want {
-            let start = self.buf.len();
-            self.buf.resize(want, 0);
-            let read = loop {
-                match self.inner.read(&mut self.buf[start..]) {
-                    Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
-                    other => break other,
-                }
-            };
-            match read {
-                Ok(n) => {
-                    self.buf.truncate(start + n);
-                    if n == 0 {
-                        return Ok(true);
-                    }
-                }
-                Err(err) => {
-                    self.buf.truncate(start);
-                    return Err(Error::from_io(err));
-                }
-            }
-        }
-        Ok(false)
+    fn decode_middle(&mut self) -> Result<()> {
+        debug_assert_eq!(self.filled, self.buf.len());
+        let sealed_chunk = self.opened.core.chunk_size as usize + TAG_LEN;
+        let plain = self
+            .opener
+            .open_chunk(self.index, false, &mut self.buf[..sealed_chunk])?;
+        self.digest.update(plain);
+        self.plaintext = 0..plain.len();
+        self.plaintext_len += plain.len() as u64;
+        self.consumed = sealed_chunk;
+        self.index += 1;
+        Ok(())
     }
 
     /// At end of input: the last `TRAILER_LEN` bytes are the trailer and
     /// what precedes them is the final chunk.
-    fn finish_last(&mut self) -> Result<()> {
-        let len = self.buf.len();
+    fn decode_last(&mut self) -> Result<()> {
+        let len = self.filled;
         if len < TAG_LEN + TRAILER_LEN {
             return Err(Error::Truncated("payload or trailer missing"));
         }
         let chunk_end = len - TRAILER_LEN;
-        let saved = self.buf.clone();
+        let saved = self.buf[..len].to_vec();
         let index = self.index;
-        let plain_len = match self.opener.open_chunk(index, true, &mut self.buf[..chunk_end]) {
+        let plain_len = match self
+            .opener
+            .open_chunk(index, true, &mut self.buf[..chunk_end])
+        {
             Ok(plain) => plain.len(),
             Err(_) => return Err(self.diagnose_last(&saved)),
         };
@@ -334,18 +326,20 @@ impl<R: Read> Decryptor<R> {
         let digest = std::mem::replace(&mut self.digest, digest::Context::new(&digest::SHA256));
         let mut sha = [0u8; 32];
         sha.copy_from_slice(digest.finish().as_ref());
-        let trailer = self
-            .opened
-            .verify_trailer(&self.buf[chunk_end..], self.plaintext_len, Some(&sha))?;
+        let trailer = self.opened.verify_trailer(
+            &self.buf[chunk_end..len],
+            self.plaintext_len,
+            Some(&sha),
+        )?;
         // Only now, with the signature checked, is the final chunk released.
         self.plaintext = 0..plain_len;
         self.consumed = len;
-        self.state = State::Done(Verified {
+        self.state = State::Done(Box::new(Verified {
             plaintext_len: trailer.plaintext_len,
             plaintext_sha256: trailer.plaintext_sha256,
             sender: self.opened.core.sender.clone(),
             metadata: self.opened.metadata.clone(),
-        });
+        }));
         Ok(())
     }
 
@@ -366,23 +360,72 @@ impl<R: Read> Decryptor<R> {
     }
 }
 
+/// Streams and verifies a payload from a [`Read`]. See the module docs.
+pub struct Decryptor<R> {
+    inner: R,
+    core: DecoderCore,
+}
+
+impl<R: Read> Decryptor<R> {
+    /// The opened header (metadata, file key).
+    pub fn header(&self) -> &OpenedHeader {
+        &self.core.opened
+    }
+
+    /// Set once the whole file verified and was read (`read` returned `Ok(0)`).
+    pub fn verified(&self) -> Option<&Verified> {
+        self.core.outcome().and_then(Result::ok)
+    }
+
+    /// Decrypts everything into `out`, a chunk at a time with no extra copy,
+    /// and returns what was verified. On error, what was written to `out` must
+    /// be discarded.
+    pub fn copy_to(mut self, out: &mut impl Write) -> Result<Verified> {
+        loop {
+            let plain = self.core.plaintext();
+            if !plain.is_empty() {
+                out.write_all(plain)?;
+                let n = plain.len();
+                self.core.consume_plaintext(n);
+            }
+            if let Some(outcome) = self.core.outcome() {
+                return outcome.cloned();
+            }
+            self.advance()?;
+        }
+    }
+
+    /// Reads until the window is full or the input ends, then decodes.
+    fn advance(&mut self) -> Result<()> {
+        loop {
+            let spare = self.core.spare();
+            if spare.is_empty() {
+                return self.core.decode(false);
+            }
+            match self.inner.read(spare) {
+                Ok(0) => return self.core.decode(true),
+                Ok(n) => self.core.filled(n),
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(err) => return Err(Error::from_io(err)),
+            }
+        }
+    }
+}
+
 impl<R: Read> Read for Decryptor<R> {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
         loop {
-            if !self.plaintext.is_empty() {
-                let n = out.len().min(self.plaintext.len());
-                let start = self.plaintext.start;
-                out[..n].copy_from_slice(&self.buf[start..start + n]);
-                self.plaintext.start += n;
+            let plain = self.core.plaintext();
+            if !plain.is_empty() {
+                let n = out.len().min(plain.len());
+                out[..n].copy_from_slice(&plain[..n]);
+                self.core.consume_plaintext(n);
                 return Ok(n);
             }
-            match self.state {
-                State::Done(_) => return Ok(0),
-                State::Failed => {
-                    return Err(Error::Crypto("decryptor already failed").into());
-                }
-                State::Reading => self.advance()?,
+            if let Some(outcome) = self.core.outcome() {
+                return outcome.map(|_| 0).map_err(io::Error::from);
             }
+            self.advance()?;
         }
     }
 }
@@ -395,4 +438,50 @@ pub fn decrypt<R: Read, W: Write>(
 ) -> Result<Verified> {
     let opened = Header::read_from(&mut input)?.open(identity, &[])?;
     opened.decryptor(input)?.copy_to(output)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::encrypt::{EncryptOptions, Stanzas, prepare};
+
+    /// Bob, a recipient, knows the file key and so can re-seal the trailer.
+    /// A trailer signed by anyone but the header's sender must be refused.
+    #[test]
+    fn trailer_signed_by_someone_other_than_the_sender_is_refused() {
+        let alice = Identity::generate().unwrap();
+        let bob = Identity::generate().unwrap();
+        let recipients = [bob.public().clone()];
+        let mut w = prepare(EncryptOptions::new(&recipients, &alice))
+            .unwrap()
+            .writer(Vec::new(), Stanzas::Embedded)
+            .unwrap();
+        w.write_all(b"pay 100 to carol").unwrap();
+        let mut file = w.finish().unwrap().0;
+
+        let (header, _) = Header::parse(&file).unwrap();
+        let opened = header.open(&bob, &[]).unwrap();
+        let honest = Trailer::open(
+            &opened.keys.trailer,
+            &opened.header_hash,
+            &file[file.len() - TRAILER_LEN..],
+        )
+        .unwrap();
+        let forged = Trailer::sign(
+            &bob,
+            &opened.header_hash,
+            honest.plaintext_len,
+            honest.plaintext_sha256,
+        )
+        .seal(&opened.keys.trailer, &opened.header_hash)
+        .unwrap();
+        let at = file.len() - TRAILER_LEN;
+        file[at..].copy_from_slice(&forged);
+
+        let mut out = Vec::new();
+        let err = decrypt(&bob, &file[..], &mut out).unwrap_err();
+        assert!(matches!(err, Error::BadSignature), "{err}");
+        // The final (here: only) chunk is withheld until the signature verifies.
+        assert!(out.is_empty());
+    }
 }

@@ -147,12 +147,9 @@ impl<'a> Prepared<'a> {
     /// Writes the header to `out` and returns the payload writer.
     pub fn writer<W: Write>(self, mut out: W, placement: Stanzas) -> Result<Encryptor<'a, W>> {
         out.write_all(&self.header_bytes(placement)?)?;
-        let chunk_size = self.core.chunk_size as usize;
         Ok(Encryptor {
             out,
-            chunk: Vec::with_capacity(chunk_size + TAG_LEN),
-            chunk_size,
-            payload: PayloadEncoder::new(self)?,
+            core: EncoderCore::new(self)?,
         })
     }
 }
@@ -228,46 +225,140 @@ impl<'a> PayloadEncoder<'a> {
     }
 }
 
-/// Streams plaintext into a coffer payload. See the module docs.
-pub struct Encryptor<'a, W: Write> {
-    out: W,
-    /// The chunk being filled. A full chunk is sealed only once more input
-    /// arrives, because until then it may be the final one.
+/// The chunking state machine shared by the sync and async writers. It
+/// owns one chunk buffer that holds plaintext while filling and ciphertext
+/// while waiting to be written out; it never does I/O itself.
+pub(crate) struct EncoderCore<'a> {
+    payload: Option<PayloadEncoder<'a>>,
+    /// Plaintext being filled, or sealed bytes awaiting output.
     chunk: Vec<u8>,
     chunk_size: usize,
-    payload: PayloadEncoder<'a>,
+    /// Sealed bytes of `chunk` already handed to the output.
+    written: usize,
+    sealed: bool,
+    summary: Option<Written>,
 }
 
-impl<W: Write> Encryptor<'_, W> {
-    /// Seals the final chunk, writes the signed trailer, flushes, and returns
-    /// the inner writer with a summary.
-    pub fn finish(mut self) -> Result<(W, Written)> {
-        let (trailer, written) = self.payload.seal_last(&mut self.chunk)?;
-        self.out.write_all(&self.chunk)?;
-        self.out.write_all(&trailer)?;
-        self.out.flush()?;
-        Ok((self.out, written))
+impl<'a> EncoderCore<'a> {
+    pub(crate) fn new(prepared: Prepared<'a>) -> Result<Self> {
+        let chunk_size = prepared.core.chunk_size as usize;
+        Ok(Self {
+            payload: Some(PayloadEncoder::new(prepared)?),
+            chunk: Vec::with_capacity(chunk_size + TAG_LEN + crate::header::TRAILER_LEN),
+            chunk_size,
+            written: 0,
+            sealed: false,
+            summary: None,
+        })
     }
-}
 
-impl<W: Write> Write for Encryptor<'_, W> {
-    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        if data.is_empty() {
+    /// Sealed bytes waiting to be written; empty while filling.
+    pub(crate) fn pending(&self) -> &[u8] {
+        if self.sealed {
+            &self.chunk[self.written..]
+        } else {
+            &[]
+        }
+    }
+
+    /// Records that `n` pending bytes were written.
+    pub(crate) fn consume(&mut self, n: usize) {
+        self.written += n;
+        if self.sealed && self.written == self.chunk.len() && self.summary.is_none() {
+            self.chunk.clear();
+            self.written = 0;
+            self.sealed = false;
+        }
+    }
+
+    /// Takes plaintext into the current chunk. A full chunk is sealed (as
+    /// non-final) only when more data arrives, since until then it may be
+    /// the final one; then 0 is returned and `pending` must be drained.
+    pub(crate) fn accept(&mut self, data: &[u8]) -> Result<usize> {
+        if self.sealed || data.is_empty() {
             return Ok(0);
         }
+        let payload = self
+            .payload
+            .as_mut()
+            .ok_or(Error::Crypto("write after finish"))?;
         if self.chunk.len() == self.chunk_size {
-            self.payload.seal_chunk(&mut self.chunk)?;
-            self.out.write_all(&self.chunk)?;
-            self.chunk.clear();
+            payload.seal_chunk(&mut self.chunk)?;
+            self.sealed = true;
+            return Ok(0);
         }
         let take = data.len().min(self.chunk_size - self.chunk.len());
         self.chunk.extend_from_slice(&data[..take]);
         Ok(take)
     }
 
+    /// Seals the final chunk and appends the trailer to `pending`. Call once
+    /// `pending` is empty.
+    pub(crate) fn finish(&mut self) -> Result<()> {
+        if let Some(payload) = self.payload.take() {
+            debug_assert!(!self.sealed, "finish with output pending");
+            let (trailer, summary) = payload.seal_last(&mut self.chunk)?;
+            self.chunk.extend_from_slice(&trailer);
+            self.sealed = true;
+            self.summary = Some(summary);
+        }
+        Ok(())
+    }
+
+    /// The summary, once `finish` ran and everything was written.
+    pub(crate) fn summary(&self) -> Option<&Written> {
+        self.summary.as_ref().filter(|_| self.pending().is_empty())
+    }
+}
+
+/// Streams plaintext into a coffer payload. See the module docs.
+pub struct Encryptor<'a, W: Write> {
+    out: W,
+    core: EncoderCore<'a>,
+}
+
+impl<W: Write> Encryptor<'_, W> {
+    /// Seals the final chunk, writes the signed trailer, flushes, and returns
+    /// the inner writer with a summary.
+    pub fn finish(mut self) -> Result<(W, Written)> {
+        self.drain()?;
+        self.core.finish()?;
+        self.drain()?;
+        self.out.flush()?;
+        let summary = self
+            .core
+            .summary()
+            .cloned()
+            .ok_or(Error::Crypto("unfinished"))?;
+        Ok((self.out, summary))
+    }
+
+    fn drain(&mut self) -> io::Result<()> {
+        let pending = self.core.pending();
+        if !pending.is_empty() {
+            let n = pending.len();
+            self.out.write_all(pending)?;
+            self.core.consume(n);
+        }
+        Ok(())
+    }
+}
+
+impl<W: Write> Write for Encryptor<'_, W> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        loop {
+            self.drain()?;
+            let taken = self.core.accept(data)?;
+            if taken > 0 || data.is_empty() {
+                return Ok(taken);
+            }
+        }
+    }
+
     /// Flushes the inner writer. A partially filled chunk stays buffered:
     /// sealing it early would fix its length and change the format.
     fn flush(&mut self) -> io::Result<()> {
+        self.drain()?;
         self.out.flush()
     }
 }

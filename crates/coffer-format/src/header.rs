@@ -265,6 +265,43 @@ pub fn read_stanzas(reader: &mut impl Read) -> Result<Vec<Stanza>> {
     Ok(stanzas)
 }
 
+/// How many more bytes a header needs, given its first `prefix.len()` bytes
+/// (0 once complete). Lets a reader pull exactly the header from a stream,
+/// sync or async, validating each length field before trusting it.
+pub fn header_bytes_needed(prefix: &[u8]) -> Result<usize> {
+    let have = prefix.len();
+    if have < MAGIC.len() {
+        return Ok(MAGIC.len() - have);
+    }
+    if prefix[..MAGIC.len()] != MAGIC {
+        return Err(Error::NotCoffer);
+    }
+    if have < FIXED_LEN {
+        return Ok(FIXED_LEN - have);
+    }
+    let fixed: &[u8; FIXED_LEN] = prefix[..FIXED_LEN]
+        .try_into()
+        .map_err(|_| Error::MalformedHeader("fixed part"))?;
+    let core_len = FIXED_LEN + FixedFields::parse(fixed)?.metadata_ct_len + MAC_LEN;
+    if have < core_len + 2 {
+        return Ok(core_len + 2 - have);
+    }
+    let count = usize::from(u16::from_be_bytes([prefix[core_len], prefix[core_len + 1]]));
+    if count > MAX_STANZAS {
+        return Err(Error::MalformedHeader("too many recipient stanzas"));
+    }
+    Ok((core_len + 2 + count * STANZA_LEN).saturating_sub(have))
+}
+
+/// The error for input ending after `have` header bytes.
+pub(crate) fn eof_error(have: usize) -> Error {
+    if have < MAGIC.len() {
+        Error::NotCoffer
+    } else {
+        Error::Truncated("header")
+    }
+}
+
 /// `read_exact`, mapping a premature end to `on_eof`.
 pub(crate) fn read_exact_or(reader: &mut impl Read, buf: &mut [u8], on_eof: Error) -> Result<()> {
     match reader.read_exact(buf) {
@@ -308,11 +345,26 @@ mod tests {
             CoreHeader::parse(&bytes).unwrap_err()
         };
         assert!(matches!(patch(0, b"X"), Error::NotCoffer));
-        assert!(matches!(patch(8, &2u16.to_be_bytes()), Error::UnsupportedVersion(2)));
-        assert!(matches!(patch(10, &9u16.to_be_bytes()), Error::UnsupportedSuite(9)));
-        assert!(matches!(patch(12, &u32::MAX.to_be_bytes()), Error::MalformedHeader(_)));
-        assert!(matches!(patch(12, &1u32.to_be_bytes()), Error::MalformedHeader(_)));
-        assert!(matches!(patch(112, &u32::MAX.to_be_bytes()), Error::MalformedHeader(_)));
+        assert!(matches!(
+            patch(8, &2u16.to_be_bytes()),
+            Error::UnsupportedVersion(2)
+        ));
+        assert!(matches!(
+            patch(10, &9u16.to_be_bytes()),
+            Error::UnsupportedSuite(9)
+        ));
+        assert!(matches!(
+            patch(12, &u32::MAX.to_be_bytes()),
+            Error::MalformedHeader(_)
+        ));
+        assert!(matches!(
+            patch(12, &1u32.to_be_bytes()),
+            Error::MalformedHeader(_)
+        ));
+        assert!(matches!(
+            patch(112, &u32::MAX.to_be_bytes()),
+            Error::MalformedHeader(_)
+        ));
         assert!(matches!(patch(48, &[0u8; 64]), Error::MalformedHeader(_)));
     }
 
@@ -337,7 +389,10 @@ mod tests {
             wrapped_key: [3; 48],
         };
         let bytes = encode_stanzas(&[stanza.clone(), stanza.clone()]).unwrap();
-        assert_eq!(read_stanzas(&mut &bytes[..]).unwrap(), vec![stanza.clone(), stanza]);
+        assert_eq!(
+            read_stanzas(&mut &bytes[..]).unwrap(),
+            vec![stanza.clone(), stanza]
+        );
         let bomb = (u16::MAX).to_be_bytes();
         assert!(matches!(
             read_stanzas(&mut &bomb[..]),

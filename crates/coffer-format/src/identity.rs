@@ -114,7 +114,9 @@ impl PublicIdentity {
         let (hrp, data) = bech32::decode(text.trim())
             .map_err(|_| Error::InvalidPublicIdentity("not a valid coffer1… string"))?;
         if !hrp.as_str().eq_ignore_ascii_case(PUBLIC_HRP) {
-            return Err(Error::InvalidPublicIdentity("wrong prefix (expected coffer1…)"));
+            return Err(Error::InvalidPublicIdentity(
+                "wrong prefix (expected coffer1…)",
+            ));
         }
         let bytes: [u8; Self::LEN] = data
             .try_into()
@@ -325,7 +327,11 @@ impl Identity {
         let nonce: [u8; 12] = nonce.try_into().map_err(|_| Error::Crypto("nonce"))?;
         let aad = [PROTECTED_AAD, params].concat();
         let plain = aes_key(&key)?
-            .open_in_place(Nonce::assume_unique_for_key(nonce), Aad::from(&aad), &mut buf)
+            .open_in_place(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(&aad),
+                &mut buf,
+            )
             .map_err(|_| Error::WrongPassphrase)?;
         Self::from_secret_bytes(plain)
     }

@@ -135,7 +135,10 @@ mod tests {
             let mut bad = stanza.to_bytes();
             bad[1 + bit / 8] ^= 1 << (bit % 8);
             let bad = Stanza::from_bytes(&bad).unwrap();
-            assert!(unwrap_file_key(&[bad], &[1; 32], &alice).is_err(), "bit {bit}");
+            assert!(
+                unwrap_file_key(&[bad], &[1; 32], &alice).is_err(),
+                "bit {bit}"
+            );
         }
     }
 }

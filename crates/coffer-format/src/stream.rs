@@ -152,8 +152,14 @@ mod tests {
         sealer.seal_last(&mut last).unwrap();
 
         let opener = StreamOpener::new(&key(1)).unwrap();
-        assert_eq!(opener.open_chunk(0, false, &mut first.clone()).unwrap(), b"first");
-        assert_eq!(opener.open_chunk(1, true, &mut last.clone()).unwrap(), b"last");
+        assert_eq!(
+            opener.open_chunk(0, false, &mut first.clone()).unwrap(),
+            b"first"
+        );
+        assert_eq!(
+            opener.open_chunk(1, true, &mut last.clone()).unwrap(),
+            b"last"
+        );
         // Wrong index, wrong flag, wrong key: all refused.
         assert!(opener.open_chunk(1, false, &mut first.clone()).is_err());
         assert!(opener.open_chunk(0, true, &mut first.clone()).is_err());

@@ -18,9 +18,17 @@ use proptest::prelude::*;
 fn sizes_around_chunk_boundaries_round_trip() {
     let alice = Party::new();
     let chunk = DEFAULT_CHUNK_SIZE as usize;
-    for (i, len) in [0, 1, chunk - 1, chunk, chunk + 1, 2 * chunk, 5 * 1024 * 1024 + 7]
-        .into_iter()
-        .enumerate()
+    for (i, len) in [
+        0,
+        1,
+        chunk - 1,
+        chunk,
+        chunk + 1,
+        2 * chunk,
+        5 * 1024 * 1024 + 7,
+    ]
+    .into_iter()
+    .enumerate()
     {
         let plain = data(len, i as u64);
         let file = seal(&alice.id, &[alice.public()], &plain, DEFAULT_CHUNK_SIZE);
@@ -31,7 +39,10 @@ fn sizes_around_chunk_boundaries_round_trip() {
         assert_eq!(verified.sender, alice.public());
         // Chunk count is ceil(len / chunk), with one empty chunk for len 0.
         let expected_chunks = len.div_ceil(chunk).max(1);
-        assert_eq!(layout(&file, DEFAULT_CHUNK_SIZE).chunks.len(), expected_chunks);
+        assert_eq!(
+            layout(&file, DEFAULT_CHUNK_SIZE).chunks.len(),
+            expected_chunks
+        );
     }
 }
 
@@ -41,7 +52,10 @@ fn read_impl_matches_copy_to_with_small_reads() {
     let plain = data(3 * 1000 + 17, 9);
     let file = seal(&alice.id, &[alice.public()], &plain, 1000);
     let mut input = &file[..];
-    let opened = Header::read_from(&mut input).unwrap().open(&alice.id, &[]).unwrap();
+    let opened = Header::read_from(&mut input)
+        .unwrap()
+        .open(&alice.id, &[])
+        .unwrap();
     let mut reader = opened.decryptor(input).unwrap();
     let mut out = Vec::new();
     let mut buf = [0u8; 7];
@@ -69,7 +83,10 @@ fn every_recipient_decrypts_and_others_cannot() {
     let (err, released) = open(&sender.id, &file).unwrap_err();
     assert!(matches!(err, Error::NoMatchingRecipient), "{err}");
     assert!(released.is_empty());
-    assert!(matches!(open(&Party::new().id, &file), Err((Error::NoMatchingRecipient, _))));
+    assert!(matches!(
+        open(&Party::new().id, &file),
+        Err((Error::NoMatchingRecipient, _))
+    ));
 }
 
 #[test]
@@ -82,10 +99,24 @@ fn metadata_travels_encrypted_and_comes_back() {
         content_type: Some("text/csv".into()),
         path: Some("exports/patient-records-2026.csv".into()),
     };
-    let file = seal_with(&alice.id, &[alice.public()], b"hello", 4096, metadata.clone(), Stanzas::Embedded);
+    let file = seal_with(
+        &alice.id,
+        &[alice.public()],
+        b"hello",
+        4096,
+        metadata.clone(),
+        Stanzas::Embedded,
+    );
     let needle = b"patient-records";
-    assert!(!file.windows(needle.len()).any(|w| w == needle), "name leaked in clear");
-    let opened = Header::parse(&file).unwrap().0.open(&alice.id, &[]).unwrap();
+    assert!(
+        !file.windows(needle.len()).any(|w| w == needle),
+        "name leaked in clear"
+    );
+    let opened = Header::parse(&file)
+        .unwrap()
+        .0
+        .open(&alice.id, &[])
+        .unwrap();
     assert_eq!(opened.metadata(), &metadata);
 }
 
@@ -94,7 +125,10 @@ fn size_in_metadata_must_match_the_input() {
     let alice = Party::new();
     let mut options = EncryptOptions::new(std::slice::from_ref(alice.id.public()), &alice.id);
     options.metadata.size = Some(10);
-    let mut w = prepare(options).unwrap().writer(Vec::new(), Stanzas::Embedded).unwrap();
+    let mut w = prepare(options)
+        .unwrap()
+        .writer(Vec::new(), Stanzas::Embedded)
+        .unwrap();
     std::io::Write::write_all(&mut w, b"only nine").unwrap();
     assert!(matches!(w.finish(), Err(Error::InputChanged(_))));
 }
@@ -113,7 +147,10 @@ fn detached_stanzas_and_recipients_added_later() {
     let object = w.finish().unwrap().0;
 
     // The stored object alone opens for nobody.
-    assert!(matches!(open(&alice.id, &object), Err((Error::NoMatchingRecipient, _))));
+    assert!(matches!(
+        open(&alice.id, &object),
+        Err((Error::NoMatchingRecipient, _))
+    ));
     // With the detached stanza it opens.
     let (header, _) = Header::parse(&object).unwrap();
     assert!(header.stanzas().is_empty());
@@ -138,7 +175,14 @@ fn range_reads_match_the_plaintext() {
     let file = seal(&alice.id, &[alice.public()], &plain, 1000);
     let mut reader = RangeReader::open(Cursor::new(&file), &alice.id, &[]).unwrap();
     assert_eq!(reader.plaintext_len(), plain.len() as u64);
-    for (start, end) in [(0, 0), (0, 1), (999, 1001), (0, plain.len()), (5000, 5000), (9999, plain.len())] {
+    for (start, end) in [
+        (0, 0),
+        (0, 1),
+        (999, 1001),
+        (0, plain.len()),
+        (5000, 5000),
+        (9999, plain.len()),
+    ] {
         assert_eq!(
             reader.read_range(start as u64, end as u64).unwrap(),
             &plain[start..end],
@@ -163,7 +207,10 @@ fn range_reads_only_touch_covering_chunks() {
     let mut reader = RangeReader::open(Cursor::new(&file), &alice.id, &[]).unwrap();
     assert_eq!(reader.read_range(0, 2000).unwrap(), &plain[..2000]);
     assert_eq!(reader.read_range(3000, 5000).unwrap(), &plain[3000..]);
-    assert!(matches!(reader.read_range(1500, 2500), Err(Error::ChunkAuth { index: 2 })));
+    assert!(matches!(
+        reader.read_range(1500, 2500),
+        Err(Error::ChunkAuth { index: 2 })
+    ));
 }
 
 #[test]

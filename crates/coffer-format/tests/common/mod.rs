@@ -22,7 +22,9 @@ pub struct Party {
 
 impl Party {
     pub fn new() -> Self {
-        Self { id: Identity::generate().unwrap() }
+        Self {
+            id: Identity::generate().unwrap(),
+        }
     }
     pub fn public(&self) -> PublicIdentity {
         self.id.public().clone()
@@ -31,7 +33,14 @@ impl Party {
 
 /// Encrypts `plain` from `sender` to `recipients` as a self-contained file.
 pub fn seal(sender: &Identity, recipients: &[PublicIdentity], plain: &[u8], chunk: u32) -> Vec<u8> {
-    seal_with(sender, recipients, plain, chunk, Metadata::default(), Stanzas::Embedded)
+    seal_with(
+        sender,
+        recipients,
+        plain,
+        chunk,
+        Metadata::default(),
+        Stanzas::Embedded,
+    )
 }
 
 pub fn seal_with(
@@ -45,7 +54,10 @@ pub fn seal_with(
     let mut options = EncryptOptions::new(recipients, sender);
     options.chunk_size = chunk;
     options.metadata = metadata;
-    let mut w = prepare(options).unwrap().writer(Vec::new(), placement).unwrap();
+    let mut w = prepare(options)
+        .unwrap()
+        .writer(Vec::new(), placement)
+        .unwrap();
     std::io::Write::write_all(&mut w, plain).unwrap();
     w.finish().unwrap().0
 }
@@ -79,5 +91,9 @@ pub fn layout(file: &[u8], chunk: u32) -> Layout {
         chunks.push(pos..end);
         pos = end;
     }
-    Layout { header_len, chunks, trailer: trailer_start..file.len() }
+    Layout {
+        header_len,
+        chunks,
+        trailer: trailer_start..file.len(),
+    }
 }

@@ -1,0 +1,148 @@
+//! Command-line grammar. Kept apart from the commands so `--help` reads as
+//! the user's manual.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// Secure file transfer and end-to-end encrypted file exchange.
+#[derive(Debug, Parser)]
+#[command(name = "coffer", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create an identity (Ed25519 signing key + X25519 decryption key).
+    Keygen(KeygenArgs),
+    /// Print the public identity and fingerprint of an identity file.
+    Pubkey(PubkeyArgs),
+    /// Encrypt a file (or stdin) to one or more recipients, signed by you.
+    Encrypt(EncryptArgs),
+    /// Decrypt and verify a coffer file (or stdin).
+    Decrypt(DecryptArgs),
+    /// Show a coffer file's header without any key.
+    Inspect(InspectArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct IdentityArg {
+    /// Identity file [default: $COFFER_IDENTITY, else ~/.config/coffer/identity].
+    #[arg(short = 'i', long = "identity", env = "COFFER_IDENTITY")]
+    pub path: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct KeygenArgs {
+    /// Where to write the identity [default: ~/.config/coffer/identity].
+    #[arg(short, long)]
+    pub output: Option<PathBuf>,
+    /// Protect the identity with a passphrase (prompted without echo, or
+    /// taken from $COFFER_PASSPHRASE for automation).
+    #[arg(long)]
+    pub passphrase: bool,
+    /// Replace an existing identity file.
+    #[arg(long)]
+    pub force: bool,
+    /// Print machine-readable JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct PubkeyArgs {
+    #[command(flatten)]
+    pub identity: IdentityArg,
+    /// Print machine-readable JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct EncryptArgs {
+    /// Recipient public identity (coffer1…). Repeatable.
+    #[arg(short = 'r', long = "recipient")]
+    pub recipients: Vec<String>,
+    /// File of recipient identities, one per line ('#' starts a comment).
+    #[arg(short = 'R', long = "recipients-file")]
+    pub recipients_files: Vec<PathBuf>,
+    /// Also encrypt to the signer's own identity.
+    #[arg(long)]
+    pub to_self: bool,
+    /// Signing identity.
+    #[command(flatten)]
+    pub identity: IdentityArg,
+    /// Output file [default: stdout]. Written to a temporary file and
+    /// renamed into place when complete.
+    #[arg(short, long)]
+    pub output: Option<PathBuf>,
+    /// Plaintext bytes per chunk (256 B to 16 MiB; suffixes K and M).
+    #[arg(long, default_value = "64K", value_parser = parse_size)]
+    pub chunk_size: u32,
+    /// Overwrite the output file if it exists.
+    #[arg(long)]
+    pub force: bool,
+    /// Input file [default: stdin].
+    pub input: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DecryptArgs {
+    #[command(flatten)]
+    pub identity: IdentityArg,
+    /// Output file [default: stdout]. Written to a temporary file beside it
+    /// and renamed only after every chunk, the signature and the digest
+    /// verified.
+    #[arg(short, long)]
+    pub output: Option<PathBuf>,
+    /// Overwrite the output file if it exists.
+    #[arg(long)]
+    pub force: bool,
+    /// Require this sender (public identity or fingerprint).
+    #[arg(long)]
+    pub expect_sender: Option<String>,
+    /// Print what was verified as JSON on stderr.
+    #[arg(long)]
+    pub json: bool,
+    /// Input file [default: stdin].
+    pub input: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct InspectArgs {
+    /// Coffer file.
+    pub input: PathBuf,
+    /// Print machine-readable JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_size(text: &str) -> Result<u32, String> {
+    let text = text.trim();
+    let (digits, multiplier) = match text.char_indices().last() {
+        Some((i, 'K' | 'k')) => (&text[..i], 1024),
+        Some((i, 'M' | 'm')) => (&text[..i], 1024 * 1024),
+        _ => (text, 1),
+    };
+    digits
+        .parse::<u32>()
+        .ok()
+        .and_then(|n| n.checked_mul(multiplier))
+        .ok_or_else(|| format!("not a size: {text}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes_parse_with_suffixes() {
+        assert_eq!(parse_size("64K"), Ok(65536));
+        assert_eq!(parse_size("1M"), Ok(1 << 20));
+        assert_eq!(parse_size("300"), Ok(300));
+        assert!(parse_size("9999999M").is_err());
+        assert!(parse_size("x").is_err());
+    }
+}

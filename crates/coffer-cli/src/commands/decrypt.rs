@@ -1,0 +1,73 @@
+//! `coffer decrypt`.
+
+use std::fs::File;
+use std::io::{self, Read};
+
+use anyhow::{Context, Result, bail};
+use coffer_format::{Header, PublicIdentity, Verified};
+use serde_json::json;
+
+use crate::cli::DecryptArgs;
+use crate::identity_file;
+use crate::output::Output;
+
+pub fn run(args: &DecryptArgs) -> Result<()> {
+    let identity = identity_file::load(args.identity.path.as_deref())?;
+    let mut input: Box<dyn Read> = match &args.input {
+        Some(path) if path.as_os_str() != "-" => {
+            Box::new(File::open(path).with_context(|| format!("cannot open {}", path.display()))?)
+        }
+        _ => Box::new(io::stdin().lock()),
+    };
+    // Everything that can fail before any output exists is checked first,
+    // so a wrong key or a damaged header never creates a temporary file.
+    let opened = Header::read_from(&mut input)?.open(&identity, &[])?;
+    if let Some(expected) = &args.expect_sender {
+        check_sender(opened.core().sender.clone(), expected)?;
+    }
+    let mut output = Output::open(args.output.as_deref(), args.force, false)?;
+    let verified = opened.decryptor(input)?.copy_to(&mut output)?;
+    output.commit()?;
+    report(&verified, args.json);
+    Ok(())
+}
+
+fn check_sender(sender: PublicIdentity, expected: &str) -> Result<()> {
+    let expected = expected.trim();
+    let matches = match PublicIdentity::parse(expected) {
+        Ok(identity) => identity == sender,
+        Err(_) => expected.eq_ignore_ascii_case(&sender.fingerprint()),
+    };
+    if !matches {
+        bail!(
+            "sender mismatch: file claims {} (fingerprint {})",
+            sender,
+            sender.fingerprint()
+        );
+    }
+    Ok(())
+}
+
+fn report(verified: &Verified, json: bool) {
+    if json {
+        let value = json!({
+            "plaintext_len": verified.plaintext_len,
+            "plaintext_sha256": hex(&verified.plaintext_sha256),
+            "sender": verified.sender.to_string(),
+            "sender_fingerprint": verified.sender.fingerprint(),
+            "name": verified.metadata.name,
+        });
+        eprintln!("{value}");
+    } else {
+        eprintln!(
+            "verified: {} bytes signed by {} ({})",
+            verified.plaintext_len,
+            verified.sender.fingerprint(),
+            verified.sender
+        );
+    }
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

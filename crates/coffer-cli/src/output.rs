@@ -1,0 +1,120 @@
+//! Output that appears at its final path only when complete.
+//!
+//! Data goes to a temporary file created beside the target (same
+//! filesystem, so the rename is atomic), is fsync'd, and is renamed over the
+//! target only on [`AtomicOutput::commit`]. Dropping without commit deletes
+//! the temporary file, so a failed decryption leaves nothing at the target;
+//! a crash leaves at most a hidden `.coffer-tmp-*` file, never a partial
+//! target. The rename replaces a symlink at the target rather than
+//! following it.
+
+use std::fs::File;
+use std::io::{self, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use tempfile::NamedTempFile;
+
+use crate::identity_file::parent_dir;
+
+/// Where a command's output goes.
+pub enum Output {
+    /// Standard output, unbuffered beyond one chunk.
+    Stdout(io::StdoutLock<'static>),
+    /// A file, committed atomically.
+    File(AtomicOutput),
+}
+
+impl Output {
+    /// Opens the output; refuses an existing target unless `force`, and
+    /// refuses binary ciphertext to a terminal when `binary`.
+    pub fn open(path: Option<&Path>, force: bool, binary: bool) -> Result<Self> {
+        match path {
+            None => {
+                let stdout = io::stdout();
+                if binary && stdout.is_terminal() {
+                    bail!(
+                        "refusing to write binary ciphertext to a terminal (use -o FILE or redirect)"
+                    );
+                }
+                Ok(Self::Stdout(stdout.lock()))
+            }
+            Some(path) if path.as_os_str() == "-" => Self::open(None, force, binary),
+            Some(path) => Ok(Self::File(AtomicOutput::create(path, force)?)),
+        }
+    }
+
+    /// Makes the output final: renames the temporary file into place.
+    pub fn commit(self) -> Result<()> {
+        match self {
+            Self::Stdout(mut out) => Ok(out.flush()?),
+            Self::File(file) => file.commit(),
+        }
+    }
+}
+
+impl Write for Output {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Self::Stdout(out) => out.write(buf),
+            Self::File(file) => file.writer.write(buf),
+        }
+    }
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        match self {
+            Self::Stdout(out) => out.write_all(buf),
+            Self::File(file) => file.writer.write_all(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Self::Stdout(out) => out.flush(),
+            Self::File(file) => file.writer.flush(),
+        }
+    }
+}
+
+/// A temporary file that becomes `target` on commit.
+pub struct AtomicOutput {
+    writer: NamedTempFile,
+    target: PathBuf,
+    force: bool,
+}
+
+impl AtomicOutput {
+    fn create(target: &Path, force: bool) -> Result<Self> {
+        if !force && std::fs::symlink_metadata(target).is_ok() {
+            bail!(
+                "{} already exists (use --force to replace it)",
+                target.display()
+            );
+        }
+        let tmp = tempfile::Builder::new()
+            .prefix(".coffer-tmp-")
+            .tempfile_in(parent_dir(target))
+            .with_context(|| {
+                format!("cannot create a temporary file beside {}", target.display())
+            })?;
+        Ok(Self {
+            writer: tmp,
+            target: target.to_path_buf(),
+            force,
+        })
+    }
+
+    fn commit(self) -> Result<()> {
+        let tmp = self.writer;
+        tmp.as_file().sync_all()?;
+        let persisted = if self.force {
+            tmp.persist(&self.target)
+        } else {
+            tmp.persist_noclobber(&self.target)
+        };
+        persisted.with_context(|| format!("cannot move output into {}", self.target.display()))?;
+        // Make the rename itself durable.
+        File::open(parent_dir(&self.target))
+            .and_then(|dir| dir.sync_all())
+            .ok();
+        Ok(())
+    }
+}

@@ -1,0 +1,449 @@
+//! End-to-end tests of the `coffer` binary: the real executable, real files.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use assert_cmd::Command;
+use predicates::prelude::*;
+use tempfile::TempDir;
+
+const CHUNK: usize = 64 * 1024;
+
+fn coffer(dir: &Path) -> Command {
+    let mut cmd = Command::cargo_bin("coffer").unwrap();
+    cmd.current_dir(dir)
+        .env_remove("COFFER_IDENTITY")
+        .env_remove("COFFER_PASSPHRASE")
+        .env("HOME", dir)
+        .env("XDG_CONFIG_HOME", dir.join("config"));
+    cmd
+}
+
+fn data(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| {
+            (i as u32)
+                .wrapping_mul(2_654_435_761)
+                .rotate_left(seed as u32) as u8
+        })
+        .collect()
+}
+
+struct Env {
+    dir: TempDir,
+}
+
+impl Env {
+    fn new() -> Self {
+        Self {
+            dir: TempDir::new().unwrap(),
+        }
+    }
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+    fn cmd(&self) -> Command {
+        coffer(self.dir.path())
+    }
+    /// Creates an identity file `name` and returns its public identity.
+    fn keygen(&self, name: &str) -> String {
+        let out = self.cmd().args(["keygen", "-o", name]).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    }
+    fn encrypt(&self, signer: &str, recipients: &[&str], input: &str, output: &str) {
+        let mut cmd = self.cmd();
+        cmd.args(["encrypt", "-i", signer, "-o", output]);
+        for r in recipients {
+            cmd.args(["-r", r]);
+        }
+        cmd.arg(input).assert().success();
+    }
+    /// Names in the directory, to prove no temporary file was left behind.
+    fn entries(&self) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(self.dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+}
+
+#[test]
+fn keygen_writes_a_private_file_and_refuses_to_overwrite() {
+    let env = Env::new();
+    let public = env.keygen("me.key");
+    assert!(public.starts_with("coffer1"));
+    let mode = fs::metadata(env.path("me.key"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let before = fs::read(env.path("me.key")).unwrap();
+    env.cmd()
+        .args(["keygen", "-o", "me.key"])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("already exists"));
+    assert_eq!(fs::read(env.path("me.key")).unwrap(), before);
+    env.cmd()
+        .args(["keygen", "-o", "me.key", "--force"])
+        .assert()
+        .success();
+    assert_ne!(fs::read(env.path("me.key")).unwrap(), before);
+}
+
+#[test]
+fn keygen_defaults_to_the_config_directory_and_is_used_by_default() {
+    let env = Env::new();
+    env.cmd().arg("keygen").assert().success();
+    assert!(env.path("config/coffer/identity").exists());
+    fs::write(env.path("in.txt"), b"default identity").unwrap();
+    env.cmd()
+        .args(["encrypt", "--to-self", "-o", "in.cof", "in.txt"])
+        .assert()
+        .success();
+    env.cmd()
+        .args(["decrypt", "in.cof"])
+        .assert()
+        .success()
+        .stdout(predicate::eq(&b"default identity"[..]));
+}
+
+#[test]
+fn round_trips_at_chunk_boundaries_through_files() {
+    let env = Env::new();
+    let alice = env.keygen("alice.key");
+    let bob = env.keygen("bob.key");
+    for (i, len) in [0, 1, CHUNK - 1, CHUNK, CHUNK + 1, 3 * 1024 * 1024 + 5]
+        .into_iter()
+        .enumerate()
+    {
+        let plain = data(len, i as u8);
+        fs::write(env.path("in"), &plain).unwrap();
+        let cof = format!("f{i}.cof");
+        let out = format!("f{i}.out");
+        env.encrypt("alice.key", &[&bob], "in", &cof);
+        env.cmd()
+            .args([
+                "decrypt",
+                "-i",
+                "bob.key",
+                "-o",
+                &out,
+                "--expect-sender",
+                &alice,
+                &cof,
+            ])
+            .assert()
+            .success();
+        assert_eq!(fs::read(env.path(&out)).unwrap(), plain, "len {len}");
+    }
+}
+
+#[test]
+fn streams_from_stdin_to_stdout() {
+    let env = Env::new();
+    let alice = env.keygen("alice.key");
+    let plain = data(200_000, 3);
+    let cipher = env
+        .cmd()
+        .args(["encrypt", "-i", "alice.key", "-r", &alice])
+        .write_stdin(plain.clone())
+        .output()
+        .unwrap();
+    assert!(cipher.status.success());
+    env.cmd()
+        .args(["decrypt", "-i", "alice.key"])
+        .write_stdin(cipher.stdout)
+        .assert()
+        .success()
+        .stdout(predicate::eq(plain));
+}
+
+#[test]
+fn every_recipient_from_flags_and_files_decrypts() {
+    let env = Env::new();
+    env.keygen("alice.key");
+    let bob = env.keygen("bob.key");
+    let carol = env.keygen("carol.key");
+    let dave = env.keygen("dave.key");
+    fs::write(
+        env.path("team.txt"),
+        format!("# partners\n{carol}\n\n{dave}  # dave\n"),
+    )
+    .unwrap();
+    fs::write(env.path("in"), b"quarterly numbers").unwrap();
+    env.cmd()
+        .args([
+            "encrypt",
+            "-i",
+            "alice.key",
+            "-r",
+            &bob,
+            "-R",
+            "team.txt",
+            "-o",
+            "q.cof",
+            "in",
+        ])
+        .assert()
+        .success();
+    for who in ["bob", "carol", "dave"] {
+        env.cmd()
+            .args(["decrypt", "-i", &format!("{who}.key"), "q.cof"])
+            .assert()
+            .success()
+            .stdout("quarterly numbers");
+    }
+    env.cmd()
+        .args(["decrypt", "-i", "alice.key", "-o", "alice.out", "q.cof"])
+        .assert()
+        .code(3)
+        .stderr(predicate::str::contains("wrong key"));
+    assert!(!env.path("alice.out").exists());
+}
+
+/// Runs a failing decryption to `target` and checks that neither the target
+/// nor any temporary file exists afterwards.
+fn assert_fails_cleanly(env: &Env, input: &str, code: i32, reason: &str) {
+    let before = env.entries();
+    env.cmd()
+        .args(["decrypt", "-i", "bob.key", "-o", "target.out", input])
+        .assert()
+        .code(code)
+        .stderr(predicate::str::contains(reason));
+    assert!(!env.path("target.out").exists());
+    assert_eq!(env.entries(), before, "a temporary file was left behind");
+}
+
+#[test]
+fn damaged_files_fail_with_a_reason_and_leave_nothing() {
+    let env = Env::new();
+    env.keygen("alice.key");
+    let bob = env.keygen("bob.key");
+    fs::write(env.path("in"), data(5 * CHUNK + 10, 5)).unwrap();
+    env.encrypt("alice.key", &[&bob], "in", "good.cof");
+    let good = fs::read(env.path("good.cof")).unwrap();
+
+    // One flipped bit in the last chunk: output must not appear even though
+    // earlier chunks verified.
+    let mut tampered = good.clone();
+    let at = good.len() - 200;
+    tampered[at] ^= 0x20;
+    fs::write(env.path("tampered.cof"), &tampered).unwrap();
+    assert_fails_cleanly(&env, "tampered.cof", 4, "tampered");
+
+    // Cut right after the third chunk.
+    let header_len = good.len() - (5 * (CHUNK + 16) + 10 + 16) - 120;
+    fs::write(env.path("cut.cof"), &good[..header_len + 3 * (CHUNK + 16)]).unwrap();
+    assert_fails_cleanly(&env, "cut.cof", 5, "truncated");
+
+    fs::write(env.path("junk.cof"), b"not encrypted at all").unwrap();
+    assert_fails_cleanly(&env, "junk.cof", 6, "not a coffer file");
+
+    let mut future = good.clone();
+    future[9] = 7;
+    fs::write(env.path("future.cof"), &future).unwrap();
+    assert_fails_cleanly(&env, "future.cof", 6, "unsupported coffer format version 7");
+}
+
+#[test]
+fn existing_output_is_not_overwritten_without_force() {
+    let env = Env::new();
+    let alice = env.keygen("alice.key");
+    fs::write(env.path("in"), b"new").unwrap();
+    fs::write(env.path("out"), b"precious").unwrap();
+    env.encrypt("alice.key", &[&alice], "in", "in.cof");
+    env.cmd()
+        .args(["decrypt", "-i", "alice.key", "-o", "out", "in.cof"])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("already exists"));
+    assert_eq!(fs::read(env.path("out")).unwrap(), b"precious");
+    env.cmd()
+        .args([
+            "decrypt",
+            "-i",
+            "alice.key",
+            "-o",
+            "out",
+            "--force",
+            "in.cof",
+        ])
+        .assert()
+        .success();
+    assert_eq!(fs::read(env.path("out")).unwrap(), b"new");
+}
+
+#[test]
+fn output_symlink_is_replaced_not_followed() {
+    let env = Env::new();
+    let alice = env.keygen("alice.key");
+    fs::write(env.path("in"), b"secret").unwrap();
+    fs::write(env.path("victim"), b"keep me").unwrap();
+    std::os::unix::fs::symlink(env.path("victim"), env.path("link")).unwrap();
+    env.encrypt("alice.key", &[&alice], "in", "in.cof");
+    env.cmd()
+        .args([
+            "decrypt",
+            "-i",
+            "alice.key",
+            "-o",
+            "link",
+            "--force",
+            "in.cof",
+        ])
+        .assert()
+        .success();
+    assert_eq!(fs::read(env.path("victim")).unwrap(), b"keep me");
+    assert!(
+        !fs::symlink_metadata(env.path("link"))
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+}
+
+#[test]
+fn passphrase_protected_identity() {
+    let env = Env::new();
+    env.cmd()
+        .args(["keygen", "-o", "locked.key", "--passphrase"])
+        .env("COFFER_PASSPHRASE", "tr0ub4dor")
+        .assert()
+        .success();
+    let text = fs::read_to_string(env.path("locked.key")).unwrap();
+    assert!(text.contains("COFFER-PROTECTED-1"));
+    assert!(!text.contains("COFFERSECRET1"));
+    fs::write(env.path("in"), b"x").unwrap();
+    env.cmd()
+        .args([
+            "encrypt",
+            "-i",
+            "locked.key",
+            "--to-self",
+            "-o",
+            "in.cof",
+            "in",
+        ])
+        .env("COFFER_PASSPHRASE", "tr0ub4dor")
+        .assert()
+        .success();
+    env.cmd()
+        .args(["decrypt", "-i", "locked.key", "in.cof"])
+        .env("COFFER_PASSPHRASE", "wrong")
+        .assert()
+        .code(3)
+        .stderr(predicate::str::contains("wrong passphrase"));
+    // No terminal and no variable: a clear refusal, not a hang.
+    env.cmd()
+        .args(["decrypt", "-i", "locked.key", "in.cof"])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("COFFER_PASSPHRASE"));
+}
+
+#[test]
+fn inspect_shows_header_without_a_key() {
+    let env = Env::new();
+    let alice = env.keygen("alice.key");
+    let bob = env.keygen("bob.key");
+    fs::write(env.path("in"), data(100_000, 1)).unwrap();
+    env.encrypt("alice.key", &[&bob, &alice], "in", "in.cof");
+    let out = env
+        .cmd()
+        .args(["inspect", "--json", "in.cof"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let bob_info: serde_json::Value = serde_json::from_slice(
+        &env.cmd()
+            .args(["pubkey", "--json", "-i", "bob.key"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    assert_eq!(json["version"], 1);
+    assert_eq!(json["chunk_size"], 65536);
+    assert_eq!(json["plaintext_size"], 100_000);
+    assert_eq!(json["sender"], alice);
+    assert_eq!(json["recipient_key_ids"][0], bob_info["key_id"]);
+    assert_eq!(json["recipient_key_ids"].as_array().unwrap().len(), 2);
+    // The file name never appears in clear.
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("\"in\""));
+}
+
+#[test]
+fn expect_sender_refuses_other_senders_before_writing() {
+    let env = Env::new();
+    env.keygen("alice.key");
+    let bob = env.keygen("bob.key");
+    let mallory = env.keygen("mallory.key");
+    fs::write(env.path("in"), b"invoice").unwrap();
+    env.encrypt("mallory.key", &[&bob], "in", "in.cof");
+    let alice_fp = {
+        let out = env
+            .cmd()
+            .args(["pubkey", "--json", "-i", "alice.key"])
+            .output()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["fingerprint"].as_str().unwrap().to_string()
+    };
+    env.cmd()
+        .args([
+            "decrypt",
+            "-i",
+            "bob.key",
+            "--expect-sender",
+            &alice_fp,
+            "-o",
+            "x",
+            "in.cof",
+        ])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("sender mismatch"));
+    assert!(!env.path("x").exists());
+    env.cmd()
+        .args([
+            "decrypt",
+            "-i",
+            "bob.key",
+            "--expect-sender",
+            &mallory,
+            "-o",
+            "x",
+            "in.cof",
+        ])
+        .assert()
+        .success();
+}
+
+#[test]
+fn bad_recipients_are_refused_clearly() {
+    let env = Env::new();
+    let alice = env.keygen("alice.key");
+    fs::write(env.path("in"), b"x").unwrap();
+    let mut typo = alice.clone();
+    typo.replace_range(20..21, if &alice[20..21] == "q" { "p" } else { "q" });
+    env.cmd()
+        .args(["encrypt", "-i", "alice.key", "-r", &typo, "in"])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("invalid public identity"));
+    env.cmd()
+        .args(["encrypt", "-i", "alice.key", "in"])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("no recipients"));
+}
