@@ -2,9 +2,11 @@
 //! DHKEM(X25519, HKDF-SHA256), HKDF-SHA256, AES-256-GCM, from the `hpke`
 //! crate.
 //!
-//! `info = "coffer/v1/file-key" || SHA-256(core header)` binds each wrap to
-//! one file: a stanza copied into another file's header fails to open there.
-//! `aad = key id` binds the stanza's label to its ciphertext.
+//! `info = "coffer/v1/file-key" || SHA-256(core header) || key id` binds each
+//! wrap to one file and to its label: a stanza copied into another file's
+//! header fails to open there. The HPKE `aad` is empty, so implementations on
+//! HPKE APIs without associated data (e.g. Python's `cryptography`) can read
+//! the format.
 
 use hpke::aead::AesGcm256;
 use hpke::kdf::HkdfSha256;
@@ -13,15 +15,15 @@ use hpke::{Deserializable, OpModeR, OpModeS, Serializable};
 use zeroize::Zeroizing;
 
 use crate::header::{CoreHeader, Stanza};
-use crate::identity::{Identity, PublicIdentity};
+use crate::identity::{Identity, KeyId, PublicIdentity};
 use crate::keys::{FILE_KEY_LEN, FileKey};
 use crate::{Error, Result};
 
 type Kem = X25519HkdfSha256;
 const INFO_LABEL: &[u8] = b"coffer/v1/file-key";
 
-fn info(header_hash: &[u8; 32]) -> Vec<u8> {
-    [INFO_LABEL, header_hash].concat()
+fn info(header_hash: &[u8; 32], key_id: &KeyId) -> Vec<u8> {
+    [INFO_LABEL, header_hash, &key_id.0].concat()
 }
 
 /// Wraps `file_key` for `recipient`, bound to the header with `header_hash`.
@@ -36,9 +38,9 @@ pub fn wrap_file_key(
     let (enc, ciphertext) = hpke::single_shot_seal::<AesGcm256, HkdfSha256, Kem>(
         &OpModeS::Base,
         &public,
-        &info(header_hash),
+        &info(header_hash, &key_id),
         file_key.expose(),
-        &key_id.0,
+        &[],
     )
     .map_err(|_| Error::InvalidPublicIdentity("HPKE encapsulation refused the key"))?;
     let wrapped_key: [u8; 48] = ciphertext
@@ -66,7 +68,7 @@ pub fn unwrap_file_key(
     let key_id = identity.public().key_id();
     let secret = <Kem as hpke::Kem>::PrivateKey::from_bytes(identity.decryption_secret().as_ref())
         .map_err(|_| Error::Crypto("X25519 secret"))?;
-    let info = info(header_hash);
+    let info = info(header_hash, &key_id);
     let mut addressed_to_us = false;
     for stanza in stanzas.iter().filter(|s| s.key_id == key_id) {
         addressed_to_us = true;
@@ -79,7 +81,7 @@ pub fn unwrap_file_key(
             &enc,
             &info,
             &stanza.wrapped_key,
-            &key_id.0,
+            &[],
         );
         if let Ok(plain) = opened {
             let plain = Zeroizing::new(plain);
