@@ -14,8 +14,7 @@
 use std::io::{self, Read, Write};
 use std::ops::Range;
 
-use aws_lc_rs::digest;
-
+use crate::digest::PlaintextDigest;
 use crate::header::{self, CoreHeader, Stanza, TRAILER_LEN};
 use crate::identity::{Identity, PublicIdentity};
 use crate::keys::{DerivedKeys, FileKey, open_once};
@@ -206,7 +205,7 @@ enum State {
 pub(crate) struct DecoderCore {
     opened: OpenedHeader,
     opener: StreamOpener,
-    digest: digest::Context,
+    digest: Option<PlaintextDigest>,
     plaintext_len: u64,
     index: u64,
     /// Ciphertext read ahead: at most one sealed chunk plus the trailer plus
@@ -226,7 +225,7 @@ impl DecoderCore {
         Ok(Self {
             opener: StreamOpener::new(&opened.keys.payload)?,
             opened,
-            digest: digest::Context::new(&digest::SHA256),
+            digest: Some(PlaintextDigest::new()),
             plaintext_len: 0,
             index: 0,
             buf: vec![0u8; window],
@@ -293,7 +292,10 @@ impl DecoderCore {
         let plain = self
             .opener
             .open_chunk(self.index, false, &mut self.buf[..sealed_chunk])?;
-        self.digest.update(plain);
+        self.digest
+            .as_mut()
+            .ok_or(Error::Crypto("digest already finished"))?
+            .update(plain)?;
         self.plaintext = 0..plain.len();
         self.plaintext_len += plain.len() as u64;
         self.consumed = sealed_chunk;
@@ -321,11 +323,13 @@ impl DecoderCore {
         if plain_len == 0 && index != 0 {
             return Err(Error::ChunkAuth { index });
         }
-        self.digest.update(&self.buf[..plain_len]);
+        let mut digest = self
+            .digest
+            .take()
+            .ok_or(Error::Crypto("digest already finished"))?;
+        digest.update(&self.buf[..plain_len])?;
         self.plaintext_len += plain_len as u64;
-        let digest = std::mem::replace(&mut self.digest, digest::Context::new(&digest::SHA256));
-        let mut sha = [0u8; 32];
-        sha.copy_from_slice(digest.finish().as_ref());
+        let sha = digest.finish()?;
         let trailer = self.opened.verify_trailer(
             &self.buf[chunk_end..len],
             self.plaintext_len,

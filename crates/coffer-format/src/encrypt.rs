@@ -9,9 +9,9 @@
 
 use std::io::{self, Write};
 
-use aws_lc_rs::digest;
 use zeroize::Zeroizing;
 
+use crate::digest::PlaintextDigest;
 use crate::header::{self, CoreHeader, Stanza};
 use crate::identity::{Identity, PublicIdentity};
 use crate::keys::{DerivedKeys, FileKey, random_array, seal_once};
@@ -169,7 +169,7 @@ pub struct Written {
 /// running plaintext digest, and what the trailer needs.
 pub(crate) struct PayloadEncoder<'a> {
     sealer: StreamSealer,
-    digest: digest::Context,
+    digest: PlaintextDigest,
     plaintext_len: u64,
     prepared: Prepared<'a>,
 }
@@ -178,7 +178,7 @@ impl<'a> PayloadEncoder<'a> {
     fn new(prepared: Prepared<'a>) -> Result<Self> {
         Ok(Self {
             sealer: StreamSealer::new(&prepared.keys.payload)?,
-            digest: digest::Context::new(&digest::SHA256),
+            digest: PlaintextDigest::new(),
             plaintext_len: 0,
             prepared,
         })
@@ -186,18 +186,18 @@ impl<'a> PayloadEncoder<'a> {
 
     /// Seals a full, non-final chunk in place.
     fn seal_chunk(&mut self, chunk: &mut Vec<u8>) -> Result<()> {
-        self.absorb(chunk);
+        self.absorb(chunk)?;
         self.sealer.seal_chunk(chunk)
     }
 
-    fn absorb(&mut self, plaintext: &[u8]) {
-        self.digest.update(plaintext);
+    fn absorb(&mut self, plaintext: &[u8]) -> Result<()> {
         self.plaintext_len += plaintext.len() as u64;
+        self.digest.update(plaintext)
     }
 
     /// Seals the final chunk in place and returns the sealed trailer.
     fn seal_last(mut self, chunk: &mut Vec<u8>) -> Result<(Vec<u8>, Written)> {
-        self.absorb(chunk);
+        self.absorb(chunk)?;
         let chunks = self.sealer.next_index() + 1;
         self.sealer.seal_last(chunk)?;
         if self
@@ -207,8 +207,7 @@ impl<'a> PayloadEncoder<'a> {
         {
             return Err(Error::InputChanged("length differs from the metadata size"));
         }
-        let mut plaintext_sha256 = [0u8; 32];
-        plaintext_sha256.copy_from_slice(self.digest.finish().as_ref());
+        let plaintext_sha256 = self.digest.finish()?;
         let trailer = Trailer::sign(
             self.prepared.signer,
             &self.prepared.header_hash,

@@ -28,6 +28,7 @@
 #![warn(missing_docs)]
 
 pub mod decrypt;
+mod digest;
 pub mod encrypt;
 mod error;
 pub mod header;
