@@ -116,8 +116,14 @@ pub fn recipients(inline: &[String], files: &[PathBuf]) -> Result<Vec<PublicIden
             );
         }
     }
-    out.dedup();
-    Ok(out)
+    // The same recipient twice would only add a redundant stanza.
+    let mut unique: Vec<PublicIdentity> = Vec::with_capacity(out.len());
+    for identity in out {
+        if !unique.contains(&identity) {
+            unique.push(identity);
+        }
+    }
+    Ok(unique)
 }
 
 pub fn parent_dir(path: &Path) -> &Path {

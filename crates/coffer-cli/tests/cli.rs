@@ -447,3 +447,72 @@ fn bad_recipients_are_refused_clearly() {
         .failure()
         .stderr(predicate::str::contains("no recipients"));
 }
+
+#[test]
+fn duplicate_recipients_get_one_stanza() {
+    let env = Env::new();
+    let alice = env.keygen("alice.key");
+    let bob = env.keygen("bob.key");
+    fs::write(env.path("r.txt"), format!("{alice}\n")).unwrap();
+    fs::write(env.path("in"), b"x").unwrap();
+    env.cmd()
+        .args([
+            "encrypt",
+            "-i",
+            "alice.key",
+            "-r",
+            &alice,
+            "-r",
+            &bob,
+            "-R",
+            "r.txt",
+            "--to-self",
+            "-o",
+            "o.cof",
+            "in",
+        ])
+        .assert()
+        .success();
+    let out = env
+        .cmd()
+        .args(["inspect", "--json", "o.cof"])
+        .output()
+        .unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["recipient_key_ids"].as_array().unwrap().len(), 2);
+}
+
+/// kill -9 in the middle of a decryption: the target never appears, only a
+/// hidden temporary file may remain.
+#[test]
+fn killed_decryption_leaves_no_target() {
+    use std::io::Write;
+    use std::process::{Command as Std, Stdio};
+    let env = Env::new();
+    let alice = env.keygen("alice.key");
+    fs::write(env.path("in"), data(4 * 1024 * 1024, 9)).unwrap();
+    env.encrypt("alice.key", &[&alice], "in", "in.cof");
+    let cipher = fs::read(env.path("in.cof")).unwrap();
+    let mut child = Std::new(assert_cmd::cargo::cargo_bin("coffer"))
+        .current_dir(env.dir.path())
+        .args(["decrypt", "-i", "alice.key", "-o", "target.out"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(&cipher[..cipher.len() / 2]).unwrap();
+    stdin.flush().unwrap();
+    // Wait until the decryptor has started writing its temporary file.
+    let started = std::time::Instant::now();
+    while !env.entries().iter().any(|n| n.starts_with(".coffer-tmp-")) {
+        assert!(started.elapsed().as_secs() < 20, "decryption never started");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    drop(stdin);
+    assert!(!env.path("target.out").exists());
+    assert!(env.entries().iter().all(|n| n != "target.out"));
+}
