@@ -1,0 +1,296 @@
+//! The versioned HTTP API (`/v1/…`). Errors are JSON with a stable code and
+//! a human message: `{"error": {"code": "unauthorized", "message": "…"}}`.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::extract::{FromRequestParts, Path, State};
+use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use base64::Engine as _;
+use coffer_format::{Identity, PublicIdentity};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::auth::{self, b64, login_message, token_hash, valid_user_name};
+use crate::config::Config;
+use crate::serve::ConnInfo;
+use crate::store::{MetaStore, User};
+
+/// Shared state of all handlers.
+#[derive(Clone)]
+pub struct AppState {
+    /// Metadata store.
+    pub store: Arc<dyn MetaStore>,
+    /// The server's identity.
+    pub identity: Arc<Identity>,
+    /// Configuration.
+    pub config: Arc<Config>,
+}
+
+/// The router for all endpoints.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/v1/auth/challenge", post(challenge))
+        .route("/v1/auth/login", post(login))
+        .route("/v1/auth/refresh", post(refresh))
+        .route("/v1/auth/logout", post(logout))
+        .route("/v1/whoami", get(whoami))
+        .route("/v1/users/{name}/identity", get(user_identity))
+        .with_state(state)
+}
+
+/// An API error with a stable code.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+    /// The one answer to every failed login or bad token: which part failed
+    /// is not revealed.
+    pub fn unauthorized() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "authentication failed",
+        )
+    }
+    fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+    fn not_found(what: &str) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no such {what}"),
+        )
+    }
+    fn internal(err: impl std::fmt::Display) -> Self {
+        tracing::error!("internal error: {err}");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal server error",
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = Json(json!({"error": {"code": self.code, "message": self.message}}));
+        let mut response = (self.status, body).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                "Bearer".parse().expect("static header"),
+            );
+        }
+        response
+    }
+}
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(err: crate::store::StoreError) -> Self {
+        ApiError::internal(err)
+    }
+}
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+#[derive(Deserialize)]
+struct ChallengeRequest {
+    user: String,
+}
+
+#[derive(Serialize)]
+struct ChallengeResponse {
+    nonce: String,
+    expires_in: u64,
+    server_identity: String,
+}
+
+async fn challenge(
+    State(state): State<AppState>,
+    Json(req): Json<ChallengeRequest>,
+) -> Result<Json<ChallengeResponse>, ApiError> {
+    if !valid_user_name(&req.user) {
+        return Err(ApiError::bad_request("invalid user name"));
+    }
+    let mut nonce = [0u8; 32];
+    aws_lc_rs::rand::fill(&mut nonce).map_err(|_| ApiError::internal("rng"))?;
+    let ttl = state.config.challenge_ttl_secs;
+    let now = now();
+    state
+        .store
+        .put_challenge(&nonce, &req.user, now + ttl as i64, now)
+        .await?;
+    Ok(Json(ChallengeResponse {
+        nonce: b64().encode(nonce),
+        expires_in: ttl,
+        server_identity: state.identity.public().to_string(),
+    }))
+}
+
+#[derive(Deserialize)]
+struct LoginRequest {
+    user: String,
+    nonce: String,
+    signature: String,
+}
+
+#[derive(Serialize)]
+struct TokenResponse {
+    token: String,
+    expires_in: u64,
+}
+
+async fn login(
+    State(state): State<AppState>,
+    Extension(conn): Extension<ConnInfo>,
+    Json(req): Json<LoginRequest>,
+) -> Result<Json<TokenResponse>, ApiError> {
+    let nonce: [u8; 32] = b64()
+        .decode(&req.nonce)
+        .ok()
+        .and_then(|n| n.try_into().ok())
+        .ok_or_else(ApiError::unauthorized)?;
+    // Consume first: a nonce is single-use whatever happens next.
+    let Some((challenged_user, expires_at)) = state.store.take_challenge(&nonce).await? else {
+        return Err(ApiError::unauthorized());
+    };
+    if challenged_user != req.user || expires_at < now() {
+        return Err(ApiError::unauthorized());
+    }
+    let user = state
+        .store
+        .user(&req.user)
+        .await?
+        .filter(|u| !u.disabled)
+        .ok_or_else(ApiError::unauthorized)?;
+    let signature: [u8; 64] = b64()
+        .decode(&req.signature)
+        .ok()
+        .and_then(|s| s.try_into().ok())
+        .ok_or_else(ApiError::unauthorized)?;
+    let public = PublicIdentity::parse(&user.public_identity).map_err(ApiError::internal)?;
+    let message = login_message(&user.name, &nonce, state.identity.public(), &conn.exporter);
+    public
+        .verify(&message, &signature)
+        .map_err(|_| ApiError::unauthorized())?;
+    issue_token(&state, &user.name).await.map(Json)
+}
+
+async fn issue_token(state: &AppState, user: &str) -> Result<TokenResponse, ApiError> {
+    let token = auth::new_token().map_err(ApiError::internal)?;
+    let ttl = state.config.token_ttl_secs;
+    state
+        .store
+        .put_token(&token_hash(&token), user, now() + ttl as i64)
+        .await?;
+    Ok(TokenResponse {
+        token: token.to_string(),
+        expires_in: ttl,
+    })
+}
+
+/// A request authenticated by a bearer token.
+pub struct Authenticated {
+    /// The user.
+    pub user: User,
+    token_hash: [u8; 32],
+}
+
+impl FromRequestParts<AppState> for Authenticated {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let token = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or_else(ApiError::unauthorized)?;
+        let hash = token_hash(token.trim());
+        let user = state
+            .store
+            .token_user(&hash, now())
+            .await?
+            .ok_or_else(ApiError::unauthorized)?;
+        Ok(Self {
+            user,
+            token_hash: hash,
+        })
+    }
+}
+
+async fn refresh(
+    State(state): State<AppState>,
+    auth: Authenticated,
+) -> Result<Json<TokenResponse>, ApiError> {
+    let fresh = issue_token(&state, &auth.user.name).await?;
+    state.store.revoke_token(&auth.token_hash).await?;
+    Ok(Json(fresh))
+}
+
+async fn logout(
+    State(state): State<AppState>,
+    auth: Authenticated,
+) -> Result<StatusCode, ApiError> {
+    state.store.revoke_token(&auth.token_hash).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn whoami(auth: Authenticated) -> Json<serde_json::Value> {
+    Json(json!({"user": auth.user.name, "admin": auth.user.is_admin}))
+}
+
+async fn user_identity(
+    State(state): State<AppState>,
+    _auth: Authenticated,
+    Path(name): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let user = state
+        .store
+        .user(&name)
+        .await?
+        .ok_or_else(|| ApiError::not_found("user"))?;
+    let public = PublicIdentity::parse(&user.public_identity).map_err(ApiError::internal)?;
+    Ok(Json(json!({
+        "name": user.name,
+        "public_identity": user.public_identity,
+        "fingerprint": public.fingerprint(),
+    })))
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for ConnInfo {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        parts
+            .extensions
+            .get::<ConnInfo>()
+            .cloned()
+            .ok_or_else(|| ApiError::internal("no connection info"))
+    }
+}

@@ -1,0 +1,91 @@
+//! Server configuration: `config.toml` in the data directory, each value
+//! overridable by an environment variable (`COFFER_LISTEN`, …).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+/// Settings read at start-up.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Address of the HTTPS listener.
+    pub listen: SocketAddr,
+    /// Certificate chain (PEM), relative to the data directory.
+    pub tls_cert: PathBuf,
+    /// Private key (PEM), relative to the data directory.
+    pub tls_key: PathBuf,
+    /// Seconds a login challenge stays valid.
+    pub challenge_ttl_secs: u64,
+    /// Seconds a session token stays valid.
+    pub token_ttl_secs: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8443)),
+            tls_cert: PathBuf::from("tls/cert.pem"),
+            tls_key: PathBuf::from("tls/key.pem"),
+            challenge_ttl_secs: 60,
+            token_ttl_secs: 15 * 60,
+        }
+    }
+}
+
+/// Name of the configuration file inside the data directory.
+pub const FILE_NAME: &str = "config.toml";
+
+impl Config {
+    /// Reads `config.toml` from `data_dir` and applies environment overrides.
+    pub fn load(data_dir: &Path) -> Result<Self> {
+        let path = data_dir.join(FILE_NAME);
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let mut config: Config =
+            toml::from_str(&text).with_context(|| format!("invalid {}", path.display()))?;
+        config.apply_env(|name| std::env::var(name).ok())?;
+        Ok(config)
+    }
+
+    /// Applies `COFFER_*` overrides from `lookup`.
+    pub fn apply_env(&mut self, lookup: impl Fn(&str) -> Option<String>) -> Result<()> {
+        if let Some(value) = lookup("COFFER_LISTEN") {
+            self.listen = value
+                .parse()
+                .context("COFFER_LISTEN is not an address:port")?;
+        }
+        if let Some(value) = lookup("COFFER_CHALLENGE_TTL_SECS") {
+            self.challenge_ttl_secs = value.parse().context("COFFER_CHALLENGE_TTL_SECS")?;
+        }
+        if let Some(value) = lookup("COFFER_TOKEN_TTL_SECS") {
+            self.token_ttl_secs = value.parse().context("COFFER_TOKEN_TTL_SECS")?;
+        }
+        Ok(())
+    }
+
+    /// The TOML text.
+    pub fn to_toml(&self) -> Result<String> {
+        Ok(toml::to_string_pretty(self)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_and_env_overrides() {
+        let config = Config::default();
+        let back: Config = toml::from_str(&config.to_toml().unwrap()).unwrap();
+        assert_eq!(back, config);
+        let mut over = config.clone();
+        over.apply_env(|name| (name == "COFFER_LISTEN").then(|| "127.0.0.1:9000".to_string()))
+            .unwrap();
+        assert_eq!(over.listen.port(), 9000);
+        assert!(over.apply_env(|_| Some("nonsense".into())).is_err());
+        assert!(toml::from_str::<Config>("listen = \"127.0.0.1:1\"\nbogus = 1").is_err());
+    }
+}

@@ -1,0 +1,50 @@
+//! The coffer server: HTTPS (TLS 1.3 only) with key-based login.
+//!
+//! Module map: [`data_dir`] creates and opens the server's directory,
+//! [`config`] reads its settings, [`tls`] builds the rustls configuration,
+//! [`serve`] is the TLS accept loop, [`api`] the HTTP routes, [`auth`] the
+//! login protocol, [`store`] the metadata storage trait and its SQLite
+//! implementation.
+
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod auth;
+pub mod config;
+pub mod data_dir;
+pub mod serve;
+pub mod store;
+pub mod tls;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+
+pub use config::Config;
+pub use data_dir::{CertSource, DataDir, InitReport, init};
+
+/// Opens `data_dir`, binds its listener and serves until `shutdown`.
+/// `on_ready` receives the bound address (useful with port 0).
+pub async fn run(
+    data_dir: DataDir,
+    shutdown: impl Future<Output = ()>,
+    on_ready: impl FnOnce(std::net::SocketAddr),
+) -> Result<()> {
+    tls::install_provider();
+    let tls_config = tls::server_config(
+        &data_dir.path(&data_dir.config.tls_cert),
+        &data_dir.path(&data_dir.config.tls_key),
+    )?;
+    let store = data_dir.store().await?;
+    let listener = tokio::net::TcpListener::bind(data_dir.config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", data_dir.config.listen))?;
+    on_ready(listener.local_addr()?);
+    let state = api::AppState {
+        store: Arc::new(store),
+        identity: Arc::new(data_dir.identity),
+        config: Arc::new(data_dir.config),
+    };
+    serve::serve(listener, tls_config, api::router(state), shutdown).await
+}

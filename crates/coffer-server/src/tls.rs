@@ -1,0 +1,71 @@
+//! TLS 1.3 only, rustls with the aws-lc-rs provider.
+//!
+//! The provider is passed explicitly to every config (and installed as the
+//! process default by [`install_provider`]) so a second provider pulled in
+//! by a dependency cannot make rustls pick, or panic over, the wrong one.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use base64::Engine as _;
+use rustls::ServerConfig;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+/// Label for the TLS exporter value that login signatures bind to (RFC 8446
+/// §7.5 / RFC 5705), so a signature made on one TLS session is useless on
+/// another.
+pub const LOGIN_EXPORTER_LABEL: &[u8] = b"EXPORTER-coffer-v1-login";
+
+/// The crypto provider coffer uses everywhere.
+pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
+
+/// Makes aws-lc-rs the process-wide default; harmless if already done.
+pub fn install_provider() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}
+
+/// A self-signed certificate for `names` (DNS names or IP addresses), as PEM
+/// (certificate, private key).
+pub fn self_signed(names: &[String]) -> Result<(String, String)> {
+    let certified = rcgen::generate_simple_self_signed(names.to_vec())
+        .context("cannot generate a self-signed certificate")?;
+    Ok((certified.cert.pem(), certified.signing_key.serialize_pem()))
+}
+
+/// Reads a PEM certificate chain.
+pub fn load_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>> {
+    let chain = CertificateDer::pem_file_iter(path)
+        .with_context(|| format!("cannot read {}", path.display()))?
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("bad certificate in {}", path.display()))?;
+    anyhow::ensure!(!chain.is_empty(), "no certificate in {}", path.display());
+    Ok(chain)
+}
+
+/// `SHA256:<base64>` of the leaf certificate's DER, the value clients pin.
+pub fn fingerprint(leaf: &CertificateDer<'_>) -> String {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, leaf.as_ref());
+    format!(
+        "SHA256:{}",
+        base64::engine::general_purpose::STANDARD_NO_PAD.encode(digest.as_ref())
+    )
+}
+
+/// The server's rustls configuration: TLS 1.3 only, HTTP/1.1 via ALPN.
+pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>> {
+    let chain = load_chain(cert)?;
+    let key = PrivateKeyDer::from_pem_file(key)
+        .with_context(|| format!("cannot read key {}", key.display()))?;
+    let mut config = ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .context("TLS 1.3 unavailable")?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .context("certificate and key do not match")?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
