@@ -25,6 +25,100 @@ pub enum Command {
     Decrypt(DecryptArgs),
     /// Show a coffer file's header without any key.
     Inspect(InspectArgs),
+    /// Run and administer a coffer server.
+    #[command(subcommand)]
+    Server(ServerCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ServerCommand {
+    /// Create a data directory: server identity, TLS certificate, database.
+    Init(ServerInitArgs),
+    /// Serve HTTPS until SIGTERM or Ctrl-C.
+    Run(ServerRunArgs),
+    /// Manage users.
+    #[command(subcommand)]
+    User(UserCommand),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DataArg {
+    /// Server data directory.
+    #[arg(long = "data", env = "COFFER_DATA")]
+    pub dir: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ServerInitArgs {
+    #[command(flatten)]
+    pub data: DataArg,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8443")]
+    pub listen: std::net::SocketAddr,
+    /// Use this certificate chain (PEM) instead of a self-signed one.
+    #[arg(long, requires = "key")]
+    pub cert: Option<PathBuf>,
+    /// Private key (PEM) for --cert.
+    #[arg(long, requires = "cert")]
+    pub key: Option<PathBuf>,
+    /// Host names and addresses for the self-signed certificate.
+    #[arg(long = "name", default_values = ["localhost", "127.0.0.1"])]
+    pub names: Vec<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ServerRunArgs {
+    #[command(flatten)]
+    pub data: DataArg,
+    /// Override the configured listen address.
+    #[arg(long)]
+    pub listen: Option<std::net::SocketAddr>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Register a user by public identity.
+    Add(UserAddArgs),
+    /// List users.
+    List(UserListArgs),
+    /// Disable a user: its tokens stop working at once.
+    Disable(UserNameArgs),
+    /// Re-enable a disabled user.
+    Enable(UserNameArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct UserAddArgs {
+    /// User name (lowercase letters, digits, '.', '_', '-').
+    pub name: String,
+    /// The user's public identity (coffer1…).
+    #[arg(long)]
+    pub key: String,
+    /// Grant administration rights.
+    #[arg(long)]
+    pub admin: bool,
+    /// Storage quota, e.g. 10GiB.
+    #[arg(long, value_parser = parse_bytes)]
+    pub quota: Option<u64>,
+    #[command(flatten)]
+    pub data: DataArg,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct UserListArgs {
+    #[command(flatten)]
+    pub data: DataArg,
+    /// Print machine-readable JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct UserNameArgs {
+    /// User name.
+    pub name: String,
+    #[command(flatten)]
+    pub data: DataArg,
 }
 
 #[derive(Debug, clap::Args)]
@@ -133,9 +227,44 @@ fn parse_size(text: &str) -> Result<u32, String> {
         .ok_or_else(|| format!("not a size: {text}"))
 }
 
+/// Byte counts with binary or decimal suffixes: 500MiB, 10GiB, 1TB, 4096.
+fn parse_bytes(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let multiplier: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kib" => 1 << 10,
+        "m" | "mib" => 1 << 20,
+        "g" | "gib" => 1 << 30,
+        "t" | "tib" => 1 << 40,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        "tb" => 1_000_000_000_000,
+        _ => return Err(format!("unknown unit in {text:?}")),
+    };
+    digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(multiplier))
+        .ok_or_else(|| format!("not a byte count: {text:?}"))
+}
+
 #[cfg(test)]
 mod tests {
-    use super::parse_size;
+    use super::{parse_bytes, parse_size};
+
+    #[test]
+    fn byte_counts_parse_with_units() {
+        assert_eq!(parse_bytes("10GiB"), Ok(10 << 30));
+        assert_eq!(parse_bytes("1TB"), Ok(1_000_000_000_000));
+        assert_eq!(parse_bytes("4096"), Ok(4096));
+        assert!(parse_bytes("10 parsecs").is_err());
+        assert!(parse_bytes("99999999999TiB").is_err());
+    }
 
     #[test]
     fn sizes_parse_with_suffixes() {

@@ -23,6 +23,7 @@ fn main() -> ExitCode {
         Command::Encrypt(args) => commands::encrypt::run(args),
         Command::Decrypt(args) => commands::decrypt::run(args),
         Command::Inspect(args) => commands::inspect::run(args),
+        Command::Server(command) => commands::server::run(command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -4,3 +4,4 @@ pub mod decrypt;
 pub mod encrypt;
 pub mod inspect;
 pub mod keygen;
+pub mod server;

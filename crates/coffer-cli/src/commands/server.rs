@@ -1,0 +1,140 @@
+//! `coffer server …`: thin over `coffer-server`.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result, bail};
+use coffer_format::PublicIdentity;
+use coffer_server::store::{MetaStore, User};
+use coffer_server::{CertSource, Config, DataDir};
+use serde_json::json;
+
+use crate::cli::{ServerCommand, ServerInitArgs, ServerRunArgs, UserCommand};
+
+pub fn run(command: &ServerCommand) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        match command {
+            ServerCommand::Init(args) => init(args).await,
+            ServerCommand::Run(args) => serve(args).await,
+            ServerCommand::User(command) => user(command).await,
+        }
+    })
+}
+
+async fn init(args: &ServerInitArgs) -> Result<()> {
+    let cert = match (&args.cert, &args.key) {
+        (Some(cert), Some(key)) => CertSource::Files {
+            cert: cert.clone(),
+            key: key.clone(),
+        },
+        _ => CertSource::SelfSigned(args.names.clone()),
+    };
+    let config = Config {
+        listen: args.listen,
+        ..Config::default()
+    };
+    let report = coffer_server::init(&args.data.dir, cert, config).await?;
+    println!("url:                  {}", report.url);
+    println!("certificate:          {}", report.cert_fingerprint);
+    println!("server identity:      {}", report.server_identity);
+    eprintln!(
+        "Initialized {}. Start it with: coffer server run --data {}",
+        args.data.dir.display(),
+        args.data.dir.display()
+    );
+    Ok(())
+}
+
+async fn serve(args: &ServerRunArgs) -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("COFFER_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let mut data = DataDir::open(&args.data.dir)?;
+    if let Some(listen) = args.listen {
+        data.config.listen = listen;
+    }
+    let shutdown = async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        eprintln!("coffer server: shutting down");
+    };
+    coffer_server::run(data, shutdown, |addr| {
+        eprintln!("coffer server: listening on https://{addr}")
+    })
+    .await
+}
+
+async fn user(command: &UserCommand) -> Result<()> {
+    let dir = match command {
+        UserCommand::Add(a) => &a.data.dir,
+        UserCommand::List(a) => &a.data.dir,
+        UserCommand::Disable(a) | UserCommand::Enable(a) => &a.data.dir,
+    };
+    let store = DataDir::open(dir)?.store().await?;
+    match command {
+        UserCommand::Add(args) => {
+            if !coffer_server::auth::valid_user_name(&args.name) {
+                bail!(
+                    "invalid user name {:?}: use 1-64 of a-z 0-9 . _ -",
+                    args.name
+                );
+            }
+            let public = PublicIdentity::parse(&args.key).context("--key")?;
+            let user = User {
+                name: args.name.clone(),
+                public_identity: public.to_string(),
+                is_admin: args.admin,
+                quota_bytes: args.quota,
+                disabled: false,
+            };
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs() as i64)
+                .unwrap_or(0);
+            store.add_user(&user, now).await?;
+            println!("added {} (fingerprint {})", user.name, public.fingerprint());
+        }
+        UserCommand::List(args) => {
+            let users = store.list_users().await?;
+            if args.json {
+                let rows: Vec<_> = users
+                    .iter()
+                    .map(|u| json!({"name": u.name, "public_identity": u.public_identity, "admin": u.is_admin, "quota_bytes": u.quota_bytes, "disabled": u.disabled}))
+                    .collect();
+                println!("{}", serde_json::Value::Array(rows));
+            } else {
+                for u in users {
+                    let flags = [(u.is_admin, "admin"), (u.disabled, "disabled")]
+                        .iter()
+                        .filter(|(on, _)| *on)
+                        .map(|(_, name)| *name)
+                        .collect::<Vec<_>>()
+                        .join(",");
+                    println!("{}\t{}\t{}", u.name, u.public_identity, flags);
+                }
+            }
+        }
+        UserCommand::Disable(args) | UserCommand::Enable(args) => {
+            let disable = matches!(command, UserCommand::Disable(_));
+            if !store.set_disabled(&args.name, disable).await? {
+                bail!("no such user: {}", args.name);
+            }
+            println!(
+                "{} {}",
+                if disable { "disabled" } else { "enabled" },
+                args.name
+            );
+        }
+    }
+    Ok(())
+}

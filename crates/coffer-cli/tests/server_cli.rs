@@ -1,0 +1,163 @@
+//! `coffer server …` through the real binary: init, users, run, healthz
+//! over TLS 1.3 (checked with curl), graceful stop on SIGTERM.
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
+use std::process::{Command as Std, Stdio};
+
+use assert_cmd::Command;
+use predicates::prelude::*;
+
+fn coffer() -> Command {
+    let mut cmd = Command::cargo_bin("coffer").unwrap();
+    cmd.env_remove("COFFER_DATA").env_remove("COFFER_LISTEN");
+    cmd
+}
+
+fn public_identity(dir: &std::path::Path, name: &str) -> String {
+    let out = coffer()
+        .current_dir(dir)
+        .args(["keygen", "-o", name])
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+#[test]
+fn init_creates_a_private_data_directory_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("srv");
+    coffer()
+        .args(["server", "init", "--data"])
+        .arg(&data)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("https://127.0.0.1:8443"))
+        .stdout(predicate::str::contains("certificate:          SHA256:"))
+        .stdout(predicate::str::contains("server identity:      coffer1"));
+    let mode = |p: &str| {
+        std::fs::metadata(data.join(p))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_eq!(mode(""), 0o700);
+    assert_eq!(mode("server.identity"), 0o600);
+    assert_eq!(mode("tls/key.pem"), 0o600);
+    let before = std::fs::read(data.join("server.identity")).unwrap();
+    coffer()
+        .args(["server", "init", "--data"])
+        .arg(&data)
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("already a coffer data directory"));
+    assert_eq!(std::fs::read(data.join("server.identity")).unwrap(), before);
+}
+
+#[test]
+fn users_are_added_listed_and_disabled() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("srv");
+    coffer()
+        .args(["server", "init", "--data"])
+        .arg(&data)
+        .assert()
+        .success();
+    let alice = public_identity(tmp.path(), "alice.key");
+    let add = |name: &str, key: &str| {
+        let mut cmd = coffer();
+        cmd.args([
+            "server", "user", "add", name, "--key", key, "--quota", "10GiB", "--data",
+        ])
+        .arg(&data);
+        cmd
+    };
+    add("alice", &alice)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("added alice"));
+    add("alice", &alice)
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("already exists"));
+    add("Bad/Name", &alice)
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("invalid user name"));
+    add("bob", "coffer1notakey")
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("invalid public identity"));
+
+    coffer()
+        .args(["server", "user", "disable", "alice", "--data"])
+        .arg(&data)
+        .assert()
+        .success();
+    coffer()
+        .args(["server", "user", "disable", "nobody", "--data"])
+        .arg(&data)
+        .assert()
+        .failure();
+    let out = coffer()
+        .args(["server", "user", "list", "--json", "--data"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    let users: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(users.as_array().unwrap().len(), 1);
+    assert_eq!(users[0]["name"], "alice");
+    assert_eq!(users[0]["disabled"], true);
+    assert_eq!(users[0]["quota_bytes"], 10u64 << 30);
+    assert_eq!(users[0]["public_identity"], alice);
+}
+
+#[test]
+fn run_serves_tls_and_stops_on_sigterm() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("srv");
+    coffer()
+        .args(["server", "init", "--data"])
+        .arg(&data)
+        .assert()
+        .success();
+    let mut child = Std::new(assert_cmd::cargo::cargo_bin("coffer"))
+        .args(["server", "run", "--listen", "127.0.0.1:0", "--data"])
+        .arg(&data)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let port = loop {
+        let line = lines.next().expect("server exited").unwrap();
+        if let Some(rest) = line.split("listening on https://127.0.0.1:").nth(1) {
+            break rest.trim().to_string();
+        }
+    };
+    let curl = |extra: &[&str]| {
+        Std::new("curl")
+            .args(["-sS", "--max-time", "10", "--cacert"])
+            .arg(data.join("tls/cert.pem"))
+            .args(extra)
+            .arg(format!("https://localhost:{port}/healthz"))
+            .output()
+            .unwrap()
+    };
+    let ok = curl(&["--tlsv1.3"]);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&ok.stdout), "ok\n");
+    // TLS 1.2 at most: refused.
+    assert!(!curl(&["--tls-max", "1.2"]).status.success());
+
+    Std::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "server did not stop cleanly: {status}");
+}
