@@ -29,6 +29,10 @@ pub struct AppState {
     pub identity: Arc<Identity>,
     /// Configuration.
     pub config: Arc<Config>,
+    /// Object storage.
+    pub objects: Arc<dyn crate::objects::ObjectStore>,
+    /// Uploads being written on this node.
+    pub busy: crate::files::BusyUploads,
 }
 
 /// The router for all endpoints.
@@ -41,6 +45,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/auth/logout", post(logout))
         .route("/v1/whoami", get(whoami))
         .route("/v1/users/{name}/identity", get(user_identity))
+        .merge(crate::files::routes())
         .with_state(state)
 }
 
@@ -53,7 +58,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         Self {
             status,
             code,
@@ -69,17 +74,17 @@ impl ApiError {
             "authentication failed",
         )
     }
-    fn bad_request(message: impl Into<String>) -> Self {
+    pub(crate) fn bad_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
     }
-    fn not_found(what: &str) -> Self {
+    pub(crate) fn not_found(what: &str) -> Self {
         Self::new(
             StatusCode::NOT_FOUND,
             "not_found",
             format!("no such {what}"),
         )
     }
-    fn internal(err: impl std::fmt::Display) -> Self {
+    pub(crate) fn internal(err: impl std::fmt::Display) -> Self {
         tracing::error!("internal error: {err}");
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,

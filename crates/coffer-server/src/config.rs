@@ -21,6 +21,20 @@ pub struct Config {
     pub challenge_ttl_secs: u64,
     /// Seconds a session token stays valid.
     pub token_ttl_secs: u64,
+    /// Seconds an unfinished upload is kept before it is removed.
+    #[serde(default = "default_upload_ttl")]
+    pub upload_ttl_secs: u64,
+    /// Largest upload accepted, in bytes.
+    #[serde(default = "default_max_upload")]
+    pub max_upload_bytes: u64,
+}
+
+fn default_upload_ttl() -> u64 {
+    24 * 3600
+}
+
+fn default_max_upload() -> u64 {
+    1 << 40
 }
 
 impl Default for Config {
@@ -31,6 +45,8 @@ impl Default for Config {
             tls_key: PathBuf::from("tls/key.pem"),
             challenge_ttl_secs: 60,
             token_ttl_secs: 15 * 60,
+            upload_ttl_secs: default_upload_ttl(),
+            max_upload_bytes: default_max_upload(),
         }
     }
 }
@@ -59,6 +75,9 @@ impl Config {
         }
         if let Some(value) = lookup("COFFER_CHALLENGE_TTL_SECS") {
             self.challenge_ttl_secs = value.parse().context("COFFER_CHALLENGE_TTL_SECS")?;
+        }
+        if let Some(value) = lookup("COFFER_UPLOAD_TTL_SECS") {
+            self.upload_ttl_secs = value.parse().context("COFFER_UPLOAD_TTL_SECS")?;
         }
         if let Some(value) = lookup("COFFER_TOKEN_TTL_SECS") {
             self.token_ttl_secs = value.parse().context("COFFER_TOKEN_TTL_SECS")?;

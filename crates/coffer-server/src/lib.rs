@@ -12,6 +12,9 @@ pub mod api;
 pub mod auth;
 pub mod config;
 pub mod data_dir;
+pub mod files;
+pub mod objects;
+pub mod receipt;
 pub mod serve;
 pub mod store;
 pub mod tls;
@@ -41,10 +44,27 @@ pub async fn run(
         .await
         .with_context(|| format!("cannot listen on {}", data_dir.config.listen))?;
     on_ready(listener.local_addr()?);
+    let objects = objects::LocalObjects::new(&data_dir.root)?;
     let state = api::AppState {
         store: Arc::new(store),
         identity: Arc::new(data_dir.identity),
         config: Arc::new(data_dir.config),
+        objects: Arc::new(objects),
+        busy: files::BusyUploads::default(),
     };
-    serve::serve(listener, tls_config, api::router(state), shutdown).await
+    let sweeper = tokio::spawn(sweep_forever(state.clone()));
+    let served = serve::serve(listener, tls_config, api::router(state), shutdown).await;
+    sweeper.abort();
+    served
+}
+
+/// Removes abandoned uploads once a minute.
+async fn sweep_forever(state: api::AppState) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+    loop {
+        tick.tick().await;
+        if let Err(err) = files::sweep_expired(&state).await {
+            tracing::warn!("sweeping expired uploads failed: {err:?}");
+        }
+    }
 }

@@ -46,6 +46,40 @@ pub struct User {
     pub disabled: bool,
 }
 
+/// An upload in progress.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Upload {
+    /// Random id (also the staged object's name).
+    pub id: String,
+    /// Owning user.
+    pub owner: String,
+    /// Declared total length.
+    pub length: u64,
+    /// Bytes durably received.
+    pub offset: u64,
+    /// The tus `Upload-Metadata` header as sent.
+    pub metadata: String,
+    /// Unix time after which the upload is abandoned.
+    pub expires_at: i64,
+}
+
+/// A committed file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileRecord {
+    /// Random id (also the object's name).
+    pub id: String,
+    /// Owning user.
+    pub owner: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// SHA-256 of the stored bytes.
+    pub sha256: Vec<u8>,
+    /// Unix time of the commit.
+    pub created_at: i64,
+    /// The signed receipt (JSON).
+    pub receipt: String,
+}
+
 /// Everything the server keeps about users and sessions.
 pub trait MetaStore: Send + Sync + 'static {
     /// Registers a user; fails with `Conflict` if the name is taken.
@@ -77,6 +111,26 @@ pub trait MetaStore: Send + Sync + 'static {
     fn token_user<'a>(&'a self, hash: &'a [u8], now: i64) -> StoreFuture<'a, Option<User>>;
     /// Revokes a token; returns whether it existed.
     fn revoke_token<'a>(&'a self, hash: &'a [u8]) -> StoreFuture<'a, bool>;
+    /// Records a new upload.
+    fn create_upload<'a>(&'a self, upload: &'a Upload) -> StoreFuture<'a, ()>;
+    /// One upload by id.
+    fn upload<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Option<Upload>>;
+    /// Moves an upload's offset from `from` to `to`; false if it was not at
+    /// `from` any more (another writer got there first).
+    fn advance_upload<'a>(&'a self, id: &'a str, from: u64, to: u64) -> StoreFuture<'a, bool>;
+    /// Forgets an upload; returns whether it existed.
+    fn delete_upload<'a>(&'a self, id: &'a str) -> StoreFuture<'a, bool>;
+    /// Uploads abandoned before `now`.
+    fn expired_uploads(&self, now: i64) -> StoreFuture<'_, Vec<String>>;
+    /// In one transaction: records the file and forgets the upload.
+    fn commit_upload<'a>(&'a self, upload_id: &'a str, file: &'a FileRecord)
+    -> StoreFuture<'a, ()>;
+    /// One file by id.
+    fn file<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Option<FileRecord>>;
+    /// Files owned by `owner`, newest first.
+    fn list_files<'a>(&'a self, owner: &'a str) -> StoreFuture<'a, Vec<FileRecord>>;
+    /// Deletes a file row; returns whether it existed.
+    fn delete_file<'a>(&'a self, id: &'a str) -> StoreFuture<'a, bool>;
 }
 
 /// The embedded default: SQLite in WAL mode.
@@ -113,6 +167,32 @@ fn user_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<User, sqlx::Error> {
             .map(|q| q.max(0) as u64),
         disabled: row.try_get::<i64, _>("disabled")? != 0,
     })
+}
+
+fn upload_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<Upload, sqlx::Error> {
+    Ok(Upload {
+        id: row.try_get("id")?,
+        owner: row.try_get("owner")?,
+        length: row.try_get::<i64, _>("length")?.max(0) as u64,
+        offset: row.try_get::<i64, _>("offset")?.max(0) as u64,
+        metadata: row.try_get("metadata")?,
+        expires_at: row.try_get("expires_at")?,
+    })
+}
+
+fn file_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<FileRecord, sqlx::Error> {
+    Ok(FileRecord {
+        id: row.try_get("id")?,
+        owner: row.try_get("owner")?,
+        size: row.try_get::<i64, _>("size")?.max(0) as u64,
+        sha256: row.try_get("sha256")?,
+        created_at: row.try_get("created_at")?,
+        receipt: row.try_get("receipt")?,
+    })
+}
+
+fn sql_u64(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
 }
 
 impl MetaStore for SqliteStore {
@@ -236,6 +316,119 @@ impl MetaStore for SqliteStore {
         Box::pin(async move {
             let done = sqlx::query("DELETE FROM tokens WHERE token_hash = ?")
                 .bind(hash)
+                .execute(&self.pool)
+                .await?;
+            Ok(done.rows_affected() == 1)
+        })
+    }
+
+    fn create_upload<'a>(&'a self, upload: &'a Upload) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            sqlx::query("INSERT INTO uploads (id, owner, length, offset, metadata, expires_at) VALUES (?, ?, ?, ?, ?, ?)")
+                .bind(&upload.id)
+                .bind(&upload.owner)
+                .bind(sql_u64(upload.length))
+                .bind(sql_u64(upload.offset))
+                .bind(&upload.metadata)
+                .bind(upload.expires_at)
+                .execute(&self.pool)
+                .await?;
+            Ok(())
+        })
+    }
+
+    fn upload<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Option<Upload>> {
+        Box::pin(async move {
+            let row = sqlx::query("SELECT * FROM uploads WHERE id = ?")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?;
+            Ok(row.as_ref().map(upload_from_row).transpose()?)
+        })
+    }
+
+    fn advance_upload<'a>(&'a self, id: &'a str, from: u64, to: u64) -> StoreFuture<'a, bool> {
+        Box::pin(async move {
+            let done = sqlx::query("UPDATE uploads SET offset = ? WHERE id = ? AND offset = ?")
+                .bind(sql_u64(to))
+                .bind(id)
+                .bind(sql_u64(from))
+                .execute(&self.pool)
+                .await?;
+            Ok(done.rows_affected() == 1)
+        })
+    }
+
+    fn delete_upload<'a>(&'a self, id: &'a str) -> StoreFuture<'a, bool> {
+        Box::pin(async move {
+            let done = sqlx::query("DELETE FROM uploads WHERE id = ?")
+                .bind(id)
+                .execute(&self.pool)
+                .await?;
+            Ok(done.rows_affected() == 1)
+        })
+    }
+
+    fn expired_uploads(&self, now: i64) -> StoreFuture<'_, Vec<String>> {
+        Box::pin(async move {
+            let rows = sqlx::query("SELECT id FROM uploads WHERE expires_at < ?")
+                .bind(now)
+                .fetch_all(&self.pool)
+                .await?;
+            Ok(rows.iter().map(|r| r.get("id")).collect())
+        })
+    }
+
+    fn commit_upload<'a>(
+        &'a self,
+        upload_id: &'a str,
+        file: &'a FileRecord,
+    ) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            let mut tx = self.pool.begin().await?;
+            sqlx::query("INSERT INTO files (id, owner, size, sha256, created_at, receipt) VALUES (?, ?, ?, ?, ?, ?)")
+                .bind(&file.id)
+                .bind(&file.owner)
+                .bind(sql_u64(file.size))
+                .bind(&file.sha256)
+                .bind(file.created_at)
+                .bind(&file.receipt)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("DELETE FROM uploads WHERE id = ?")
+                .bind(upload_id)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+
+    fn file<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Option<FileRecord>> {
+        Box::pin(async move {
+            let row = sqlx::query("SELECT * FROM files WHERE id = ?")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?;
+            Ok(row.as_ref().map(file_from_row).transpose()?)
+        })
+    }
+
+    fn list_files<'a>(&'a self, owner: &'a str) -> StoreFuture<'a, Vec<FileRecord>> {
+        Box::pin(async move {
+            let rows =
+                sqlx::query("SELECT * FROM files WHERE owner = ? ORDER BY created_at DESC, id")
+                    .bind(owner)
+                    .fetch_all(&self.pool)
+                    .await?;
+            Ok(rows.iter().map(file_from_row).collect::<Result<_, _>>()?)
+        })
+    }
+
+    fn delete_file<'a>(&'a self, id: &'a str) -> StoreFuture<'a, bool> {
+        Box::pin(async move {
+            let done = sqlx::query("DELETE FROM files WHERE id = ?")
+                .bind(id)
                 .execute(&self.pool)
                 .await?;
             Ok(done.rows_affected() == 1)

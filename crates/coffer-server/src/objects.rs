@@ -1,0 +1,302 @@
+//! Object storage behind a trait (the local directory now; an S3-compatible
+//! store later). Objects are named only by random ids, never by anything a
+//! client sent, and sharded two levels deep (`ab/cd/abcd…`) so no directory
+//! grows without bound.
+//!
+//! Durability contract: `append` returns only after the bytes are on disk,
+//! and `commit` only after the object is durably at its final name. Callers
+//! record state in the metadata store *after* these return, so a crash at any
+//! point leaves metadata that never points at missing bytes.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+
+use aws_lc_rs::digest::{Context, SHA256};
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+
+/// A stream of body bytes.
+pub type ByteStream<'a> = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send + 'a>>;
+/// Boxed future returned by [`ObjectStore`] methods.
+pub type ObjectFuture<'a, T> =
+    Pin<Box<dyn std::future::Future<Output = io::Result<T>> + Send + 'a>>;
+
+/// What one append wrote.
+#[derive(Debug)]
+pub struct Appended {
+    /// Bytes written (never more than the limit).
+    pub written: u64,
+    /// SHA-256 of exactly those bytes (for the tus checksum extension).
+    pub sha256: [u8; 32],
+    /// The body had more bytes than the limit allowed; the excess was dropped.
+    pub overflow: bool,
+}
+
+/// Storage for staged uploads and committed objects.
+pub trait ObjectStore: Send + Sync + 'static {
+    /// Appends `body` to staged upload `id` at `offset` (anything staged past
+    /// `offset` is discarded first), writing at most `limit` bytes.
+    fn append<'a>(
+        &'a self,
+        id: &'a str,
+        offset: u64,
+        body: ByteStream<'a>,
+        limit: u64,
+    ) -> ObjectFuture<'a, Appended>;
+    /// Cuts staged upload `id` back to `len` bytes.
+    fn truncate<'a>(&'a self, id: &'a str, len: u64) -> ObjectFuture<'a, ()>;
+    /// Makes staged upload `upload` the object `object`; returns the object's
+    /// size and SHA-256. Idempotent: if the move already happened, it only
+    /// reads the object back.
+    fn commit<'a>(&'a self, upload: &'a str, object: &'a str) -> ObjectFuture<'a, (u64, [u8; 32])>;
+    /// Bytes `start..end` of an object.
+    fn read<'a>(
+        &'a self,
+        object: &'a str,
+        start: u64,
+        end: u64,
+    ) -> ObjectFuture<'a, ByteStream<'static>>;
+    /// Removes a staged upload (absent is fine).
+    fn delete_staged<'a>(&'a self, id: &'a str) -> ObjectFuture<'a, ()>;
+    /// Removes an object (absent is fine).
+    fn delete_object<'a>(&'a self, id: &'a str) -> ObjectFuture<'a, ()>;
+}
+
+/// Objects in a local directory.
+pub struct LocalObjects {
+    root: PathBuf,
+}
+
+/// Ids are lowercase hex; anything else never reaches the filesystem.
+fn checked(id: &str) -> io::Result<&str> {
+    if id.len() >= 8
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
+        Ok(id)
+    } else {
+        Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "invalid object id",
+        ))
+    }
+}
+
+impl LocalObjects {
+    /// Uses `root/uploads` and `root/objects`.
+    pub fn new(root: &Path) -> io::Result<Self> {
+        std::fs::create_dir_all(root.join("uploads"))?;
+        std::fs::create_dir_all(root.join("objects"))?;
+        Ok(Self {
+            root: root.to_path_buf(),
+        })
+    }
+
+    fn staged(&self, id: &str) -> io::Result<PathBuf> {
+        Ok(self
+            .root
+            .join("uploads")
+            .join(format!("{}.part", checked(id)?)))
+    }
+
+    fn object(&self, id: &str) -> io::Result<PathBuf> {
+        let id = checked(id)?;
+        Ok(self
+            .root
+            .join("objects")
+            .join(&id[..2])
+            .join(&id[2..4])
+            .join(id))
+    }
+}
+
+async fn sync_dir(dir: &Path) -> io::Result<()> {
+    tokio::fs::File::open(dir).await?.sync_all().await
+}
+
+async fn sha256_of(path: &Path) -> io::Result<(u64, [u8; 32])> {
+    let mut file = tokio::fs::File::open(path).await?;
+    let mut ctx = Context::new(&SHA256);
+    let mut buf = vec![0u8; 1 << 20];
+    let mut size = 0u64;
+    loop {
+        let n = file.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        ctx.update(&buf[..n]);
+        size += n as u64;
+    }
+    let mut out = [0u8; 32];
+    out.copy_from_slice(ctx.finish().as_ref());
+    Ok((size, out))
+}
+
+impl ObjectStore for LocalObjects {
+    fn append<'a>(
+        &'a self,
+        id: &'a str,
+        offset: u64,
+        mut body: ByteStream<'a>,
+        limit: u64,
+    ) -> ObjectFuture<'a, Appended> {
+        Box::pin(async move {
+            let path = self.staged(id)?;
+            let mut file = tokio::fs::OpenOptions::new()
+                .create(true)
+                .write(true)
+                .truncate(false)
+                .open(&path)
+                .await?;
+            file.set_len(offset).await?;
+            file.seek(io::SeekFrom::Start(offset)).await?;
+            let mut ctx = Context::new(&SHA256);
+            let (mut written, mut overflow) = (0u64, false);
+            while let Some(chunk) = body.next().await {
+                let chunk = chunk?;
+                let room = limit - written;
+                let take = (chunk.len() as u64).min(room) as usize;
+                file.write_all(&chunk[..take]).await?;
+                ctx.update(&chunk[..take]);
+                written += take as u64;
+                if take < chunk.len() {
+                    overflow = true;
+                    break;
+                }
+            }
+            file.sync_data().await?;
+            let mut sha256 = [0u8; 32];
+            sha256.copy_from_slice(ctx.finish().as_ref());
+            Ok(Appended {
+                written,
+                sha256,
+                overflow,
+            })
+        })
+    }
+
+    fn truncate<'a>(&'a self, id: &'a str, len: u64) -> ObjectFuture<'a, ()> {
+        Box::pin(async move {
+            let file = tokio::fs::OpenOptions::new()
+                .write(true)
+                .open(self.staged(id)?)
+                .await?;
+            file.set_len(len).await?;
+            file.sync_data().await
+        })
+    }
+
+    fn commit<'a>(&'a self, upload: &'a str, object: &'a str) -> ObjectFuture<'a, (u64, [u8; 32])> {
+        Box::pin(async move {
+            let staged = self.staged(upload)?;
+            let target = self.object(object)?;
+            let dir = target.parent().map(Path::to_path_buf).unwrap_or_default();
+            match tokio::fs::File::open(&staged).await {
+                Ok(file) => {
+                    file.sync_all().await?;
+                    tokio::fs::create_dir_all(&dir).await?;
+                    tokio::fs::rename(&staged, &target).await?;
+                    sync_dir(&dir).await?;
+                }
+                // Already moved by an earlier, interrupted commit.
+                Err(err)
+                    if err.kind() == io::ErrorKind::NotFound
+                        && tokio::fs::try_exists(&target).await? => {}
+                Err(err) => return Err(err),
+            }
+            sha256_of(&target).await
+        })
+    }
+
+    fn read<'a>(
+        &'a self,
+        object: &'a str,
+        start: u64,
+        end: u64,
+    ) -> ObjectFuture<'a, ByteStream<'static>> {
+        Box::pin(async move {
+            let mut file = tokio::fs::File::open(self.object(object)?).await?;
+            file.seek(io::SeekFrom::Start(start)).await?;
+            let reader = file.take(end.saturating_sub(start));
+            let stream: ByteStream<'static> = Box::pin(
+                tokio_util::io::ReaderStream::with_capacity(reader, 256 * 1024),
+            );
+            Ok(stream)
+        })
+    }
+
+    fn delete_staged<'a>(&'a self, id: &'a str) -> ObjectFuture<'a, ()> {
+        Box::pin(async move { remove_if_present(&self.staged(id)?).await })
+    }
+
+    fn delete_object<'a>(&'a self, id: &'a str) -> ObjectFuture<'a, ()> {
+        Box::pin(async move { remove_if_present(&self.object(id)?).await })
+    }
+}
+
+async fn remove_if_present(path: &Path) -> io::Result<()> {
+    match tokio::fs::remove_file(path).await {
+        Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_that_are_not_hex_never_become_paths() {
+        for bad in [
+            "../../etc/passwd",
+            "abc",
+            "ABCDEF0123",
+            "abcd/efgh12",
+            "",
+            "0123456789abcdef\0",
+        ] {
+            assert!(checked(bad).is_err(), "{bad:?}");
+        }
+        assert!(checked("0123456789abcdef").is_ok());
+    }
+
+    #[tokio::test]
+    async fn append_truncate_commit_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalObjects::new(dir.path()).unwrap();
+        let body = |parts: Vec<&'static [u8]>| -> ByteStream<'static> {
+            Box::pin(futures_util::stream::iter(
+                parts.into_iter().map(|p| Ok(Bytes::from_static(p))),
+            ))
+        };
+        let id = "00112233445566778899aabbccddeeff";
+        let first = store
+            .append(id, 0, body(vec![b"hello ", b"world"]), 100)
+            .await
+            .unwrap();
+        assert_eq!(first.written, 11);
+        // A crash left junk past offset 6: the next append discards it.
+        let second = store
+            .append(id, 6, body(vec![b"there, too long"]), 5)
+            .await
+            .unwrap();
+        assert!(second.overflow);
+        assert_eq!(second.written, 5);
+        let object = "ffeeddccbbaa99887766554433221100";
+        let (size, _) = store.commit(id, object).await.unwrap();
+        assert_eq!(size, 11);
+        assert!(dir.path().join("objects/ff/ee").join(object).exists());
+        // Committing again (an interrupted commit being retried) is harmless.
+        assert_eq!(store.commit(id, object).await.unwrap().0, 11);
+        let mut stream = store.read(object, 6, 11).await.unwrap();
+        let mut got = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            got.extend_from_slice(&chunk.unwrap());
+        }
+        assert_eq!(got, b"there");
+    }
+}

@@ -1,0 +1,317 @@
+//! Test harness: the real server on 127.0.0.1 (random port) and a pinned
+//! TLS 1.3 client that can read its session's exporter value.
+#![allow(dead_code)]
+
+use std::sync::Arc;
+
+use base64::Engine as _;
+use coffer_format::{Identity, PublicIdentity};
+use coffer_server::auth::login_message;
+use coffer_server::store::{MetaStore, User};
+use coffer_server::tls::LOGIN_EXPORTER_LABEL;
+use coffer_server::{CertSource, Config, DataDir};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+
+pub const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+/// Accepts exactly one certificate (by DER equality), like a pinned client.
+#[derive(Debug)]
+struct Pinned(CertificateDer<'static>, Arc<rustls::crypto::CryptoProvider>);
+
+impl ServerCertVerifier for Pinned {
+    fn verify_server_cert(
+        &self,
+        end: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        if end.as_ref() == self.0.as_ref() {
+            Ok(ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::General("pin mismatch".into()))
+        }
+    }
+    fn verify_tls12_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(m, c, d, &self.1.signature_verification_algorithms)
+    }
+    fn verify_tls13_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(m, c, d, &self.1.signature_verification_algorithms)
+    }
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.1.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+pub struct Server {
+    pub dir: tempfile::TempDir,
+    pub addr: std::net::SocketAddr,
+    pub cert: CertificateDer<'static>,
+    pub identity: PublicIdentity,
+    pub stop: Option<tokio::sync::oneshot::Sender<()>>,
+    pub task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Server {
+    pub async fn start(challenge_ttl: u64) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("data");
+        let config = Config {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            challenge_ttl_secs: challenge_ttl,
+            ..Config::default()
+        };
+        coffer_server::init(
+            &root,
+            CertSource::SelfSigned(vec!["localhost".into()]),
+            config,
+        )
+        .await
+        .unwrap();
+        let data = DataDir::open(&root).unwrap();
+        let identity = data.identity.public().clone();
+        let cert = coffer_server::tls::load_chain(&data.path(&data.config.tls_cert))
+            .unwrap()
+            .remove(0);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(coffer_server::run(
+            data,
+            async {
+                let _ = stopped.await;
+            },
+            move |addr| {
+                let _ = ready_tx.send(addr);
+            },
+        ));
+        let addr = ready_rx.await.unwrap();
+        Server {
+            dir,
+            addr,
+            cert,
+            identity,
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    pub async fn store(&self) -> impl MetaStore {
+        coffer_server::store::SqliteStore::open(&self.dir.path().join("data/meta.db"))
+            .await
+            .unwrap()
+    }
+
+    pub async fn add_user(&self, name: &str) -> Identity {
+        let id = Identity::generate().unwrap();
+        let user = User {
+            name: name.into(),
+            public_identity: id.public().to_string(),
+            is_admin: false,
+            quota_bytes: None,
+            disabled: false,
+        };
+        self.store().await.add_user(&user, 0).await.unwrap();
+        id
+    }
+
+    pub async fn connect(&self) -> Client {
+        self.connect_with(&[&rustls::version::TLS13]).await.unwrap()
+    }
+
+    pub async fn connect_with(
+        &self,
+        versions: &[&'static rustls::SupportedProtocolVersion],
+    ) -> Result<Client, std::io::Error> {
+        Self::connect_to(self.addr, self.cert.clone(), versions).await
+    }
+
+    pub async fn connect_to(
+        addr: std::net::SocketAddr,
+        cert: CertificateDer<'static>,
+        versions: &[&'static rustls::SupportedProtocolVersion],
+    ) -> Result<Client, std::io::Error> {
+        let provider = coffer_server::tls::provider();
+        let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(versions)
+            .unwrap()
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(Pinned(cert.clone(), provider)))
+            .with_no_client_auth();
+        let tcp = TcpStream::connect(addr).await?;
+        let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect(ServerName::try_from("localhost").unwrap(), tcp)
+            .await?;
+        let mut exporter = [0u8; 32];
+        tls.get_ref()
+            .1
+            .export_keying_material(&mut exporter, LOGIN_EXPORTER_LABEL, None)
+            .unwrap();
+        let (sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        Ok(Client {
+            sender,
+            exporter,
+            addr,
+            cert,
+        })
+    }
+
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        self.task.await.unwrap().unwrap();
+    }
+}
+
+pub struct Client {
+    pub sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    pub exporter: [u8; 32],
+    addr: std::net::SocketAddr,
+    cert: CertificateDer<'static>,
+}
+
+impl Client {
+    pub async fn call(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+        token: Option<&str>,
+    ) -> (u16, Value) {
+        let mut req = hyper::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", "localhost");
+        if let Some(token) = token {
+            req = req.header("authorization", format!("Bearer {token}"));
+        }
+        let body = match body {
+            Some(v) => {
+                req = req.header("content-type", "application/json");
+                Full::new(Bytes::from(v.to_string()))
+            }
+            None => Full::new(Bytes::new()),
+        };
+        let resp = self
+            .sender
+            .send_request(req.body(body).unwrap())
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
+    }
+
+    pub async fn challenge(&mut self, user: &str) -> (Vec<u8>, String) {
+        let (status, body) = self
+            .call(
+                "POST",
+                "/v1/auth/challenge",
+                Some(json!({"user": user})),
+                None,
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        (
+            B64.decode(body["nonce"].as_str().unwrap()).unwrap(),
+            body["server_identity"].as_str().unwrap().to_string(),
+        )
+    }
+
+    /// Signs a login for `user` with `id`, bound to `server` and `exporter`.
+    pub async fn login_with(
+        &mut self,
+        user: &str,
+        id: &Identity,
+        nonce: &[u8],
+        server: &PublicIdentity,
+        exporter: [u8; 32],
+    ) -> (u16, Value) {
+        let nonce_arr: [u8; 32] = nonce.try_into().unwrap();
+        let sig = id.sign(&login_message(user, &nonce_arr, server, &exporter));
+        self.call(
+            "POST",
+            "/v1/auth/login",
+            Some(json!({"user": user, "nonce": B64.encode(nonce), "signature": B64.encode(sig)})),
+            None,
+        )
+        .await
+    }
+
+    pub async fn login(&mut self, user: &str, id: &Identity, server: &PublicIdentity) -> String {
+        let (nonce, _) = self.challenge(user).await;
+        let exporter = self.exporter;
+        let (status, body) = self.login_with(user, id, &nonce, server, exporter).await;
+        assert_eq!(status, 200, "{body}");
+        body["token"].as_str().unwrap().to_string()
+    }
+}
+
+impl Client {
+    /// A raw request: returns status, headers and body bytes.
+    pub async fn raw(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+        token: Option<&str>,
+    ) -> (u16, hyper::HeaderMap, Vec<u8>) {
+        // The server closes a connection after refusing a request whose body
+        // it did not read; reconnect as a real client would.
+        if self.sender.ready().await.is_err() {
+            let fresh =
+                Server::connect_to(self.addr, self.cert.clone(), &[&rustls::version::TLS13])
+                    .await
+                    .unwrap();
+            self.sender = fresh.sender;
+        }
+        let mut req = hyper::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", "localhost");
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
+        if let Some(token) = token {
+            req = req.header("authorization", format!("Bearer {token}"));
+        }
+        let resp = self
+            .sender
+            .send_request(req.body(Full::new(Bytes::from(body))).unwrap())
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let bytes = resp
+            .into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec();
+        (status, headers, bytes)
+    }
+}

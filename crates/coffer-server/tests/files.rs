@@ -1,0 +1,443 @@
+//! tus uploads, downloads and receipts against the real server over TLS.
+
+mod common;
+
+use base64::Engine as _;
+use coffer_server::receipt::SignedReceipt;
+use common::{B64, Client, Server};
+
+const TUS: (&str, &str) = ("tus-resumable", "1.0.0");
+const OCTETS: (&str, &str) = ("content-type", "application/offset+octet-stream");
+
+fn data(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i * 7 % 251) as u8).collect()
+}
+
+fn sha256(data: &[u8]) -> Vec<u8> {
+    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, data)
+        .as_ref()
+        .to_vec()
+}
+
+async fn setup() -> (Server, Client, String) {
+    let server = Server::start(60).await;
+    let alice = server.add_user("alice").await;
+    let mut client = server.connect().await;
+    let token = client.login("alice", &alice, &server.identity).await;
+    (server, client, token)
+}
+
+async fn create(client: &mut Client, token: &str, length: usize) -> String {
+    let len = length.to_string();
+    let (status, headers, _) = client
+        .raw(
+            "POST",
+            "/v1/uploads",
+            &[TUS, ("upload-length", &len)],
+            vec![],
+            Some(token),
+        )
+        .await;
+    assert_eq!(status, 201);
+    headers["location"].to_str().unwrap().to_string()
+}
+
+async fn offset(client: &mut Client, token: &str, location: &str) -> u64 {
+    let (status, headers, _) = client
+        .raw("HEAD", location, &[TUS], vec![], Some(token))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(headers["cache-control"], "no-store");
+    headers["upload-offset"].to_str().unwrap().parse().unwrap()
+}
+
+#[tokio::test]
+async fn upload_in_one_request_then_download_with_ranges_and_digests() {
+    let (server, mut client, token) = setup().await;
+    let body = data(300_000);
+    let (status, headers, _) = client
+        .raw(
+            "POST",
+            "/v1/uploads",
+            &[TUS, OCTETS, ("upload-length", "300000")],
+            body.clone(),
+            Some(&token),
+        )
+        .await;
+    assert_eq!(status, 201);
+    assert_eq!(headers["upload-offset"], "300000");
+    assert!(headers.contains_key("upload-expires"));
+    let file_id = headers["coffer-file-id"].to_str().unwrap().to_string();
+    let receipt: SignedReceipt =
+        serde_json::from_slice(&B64.decode(headers["coffer-receipt"].as_bytes()).unwrap()).unwrap();
+    assert!(
+        receipt.verify(&server.identity),
+        "receipt must verify with the pinned server key"
+    );
+    assert_eq!(receipt.receipt.size, 300_000);
+    assert_eq!(receipt.receipt.uploader, "alice");
+    assert_eq!(
+        receipt.receipt.sha256,
+        sha256(&body)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    );
+
+    let path = format!("/v1/files/{file_id}");
+    let (status, headers, got) = client.raw("GET", &path, &[], vec![], Some(&token)).await;
+    assert_eq!(status, 200);
+    assert_eq!(got, body);
+    let digest = format!(
+        "sha-256=:{}:",
+        base64::engine::general_purpose::STANDARD.encode(sha256(&body))
+    );
+    assert_eq!(headers["content-digest"].to_str().unwrap(), digest);
+    let etag = headers["etag"].to_str().unwrap().to_string();
+
+    for (range, start, end) in [
+        ("bytes=0-9", 0, 10),
+        ("bytes=-5", 299_995, 300_000),
+        ("bytes=150000-", 150_000, 300_000),
+    ] {
+        let (status, headers, got) = client
+            .raw("GET", &path, &[("range", range)], vec![], Some(&token))
+            .await;
+        assert_eq!(status, 206, "{range}");
+        assert_eq!(got, &body[start..end], "{range}");
+        assert_eq!(
+            headers["content-range"].to_str().unwrap(),
+            format!("bytes {start}-{}/300000", end - 1)
+        );
+        assert_eq!(headers["repr-digest"].to_str().unwrap(), digest);
+    }
+    assert_eq!(
+        client
+            .raw(
+                "GET",
+                &path,
+                &[("range", "bytes=300000-")],
+                vec![],
+                Some(&token)
+            )
+            .await
+            .0,
+        416
+    );
+    assert_eq!(
+        client
+            .raw(
+                "GET",
+                &path,
+                &[("if-none-match", &etag)],
+                vec![],
+                Some(&token)
+            )
+            .await
+            .0,
+        304
+    );
+
+    let (status, _, listing) = client
+        .raw("GET", "/v1/files", &[], vec![], Some(&token))
+        .await;
+    assert_eq!(status, 200);
+    let listing: serde_json::Value = serde_json::from_slice(&listing).unwrap();
+    assert_eq!(listing["files"][0]["id"], file_id.as_str());
+    let (_, _, stored) = client
+        .raw("GET", &format!("{path}/receipt"), &[], vec![], Some(&token))
+        .await;
+    assert_eq!(
+        serde_json::from_slice::<SignedReceipt>(&stored).unwrap(),
+        receipt
+    );
+
+    assert_eq!(
+        client
+            .raw("DELETE", &path, &[], vec![], Some(&token))
+            .await
+            .0,
+        204
+    );
+    assert_eq!(
+        client.raw("GET", &path, &[], vec![], Some(&token)).await.0,
+        404
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn interrupted_upload_resumes_from_the_server_offset() {
+    let (server, mut client, token) = setup().await;
+    let body = data(100_000);
+    let location = create(&mut client, &token, body.len()).await;
+    let checksum = format!(
+        "sha256 {}",
+        base64::engine::general_purpose::STANDARD.encode(sha256(&body[..40_000]))
+    );
+    let (status, headers, _) = client
+        .raw(
+            "PATCH",
+            &location,
+            &[
+                TUS,
+                OCTETS,
+                ("upload-offset", "0"),
+                ("upload-checksum", &checksum),
+            ],
+            body[..40_000].to_vec(),
+            Some(&token),
+        )
+        .await;
+    assert_eq!(
+        (status, headers["upload-offset"].to_str().unwrap()),
+        (204, "40000")
+    );
+    // Nothing is visible before the upload completes.
+    let (_, _, listing) = client
+        .raw("GET", "/v1/files", &[], vec![], Some(&token))
+        .await;
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&listing).unwrap()["files"],
+        serde_json::json!([])
+    );
+
+    // A client that lost track asks, and a wrong offset is refused.
+    assert_eq!(offset(&mut client, &token, &location).await, 40_000);
+    let (status, _, _) = client
+        .raw(
+            "PATCH",
+            &location,
+            &[TUS, OCTETS, ("upload-offset", "0")],
+            body.clone(),
+            Some(&token),
+        )
+        .await;
+    assert_eq!(status, 409);
+
+    let (status, headers, _) = client
+        .raw(
+            "PATCH",
+            &location,
+            &[TUS, OCTETS, ("upload-offset", "40000")],
+            body[40_000..].to_vec(),
+            Some(&token),
+        )
+        .await;
+    assert_eq!(status, 204);
+    let file_id = headers["coffer-file-id"].to_str().unwrap().to_string();
+    let (_, _, got) = client
+        .raw(
+            "GET",
+            &format!("/v1/files/{file_id}"),
+            &[],
+            vec![],
+            Some(&token),
+        )
+        .await;
+    assert_eq!(got, body);
+    // The finished upload is gone.
+    assert_eq!(
+        client
+            .raw("HEAD", &location, &[TUS], vec![], Some(&token))
+            .await
+            .0,
+        404
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn bad_chunks_are_refused_and_leave_the_offset_alone() {
+    let (server, mut client, token) = setup().await;
+    let location = create(&mut client, &token, 1000).await;
+    let wrong = format!(
+        "sha256 {}",
+        base64::engine::general_purpose::STANDARD.encode(sha256(b"something else"))
+    );
+    let (status, _, _) = client
+        .raw(
+            "PATCH",
+            &location,
+            &[
+                TUS,
+                OCTETS,
+                ("upload-offset", "0"),
+                ("upload-checksum", &wrong),
+            ],
+            data(500),
+            Some(&token),
+        )
+        .await;
+    assert_eq!(status, 460);
+    assert_eq!(offset(&mut client, &token, &location).await, 0);
+    // More bytes than Upload-Length.
+    let (status, _, _) = client
+        .raw(
+            "PATCH",
+            &location,
+            &[TUS, OCTETS, ("upload-offset", "0")],
+            data(1001),
+            Some(&token),
+        )
+        .await;
+    assert_eq!(status, 413);
+    assert_eq!(offset(&mut client, &token, &location).await, 0);
+    // Protocol errors.
+    assert_eq!(
+        client
+            .raw(
+                "PATCH",
+                &location,
+                &[OCTETS, ("upload-offset", "0")],
+                data(1),
+                Some(&token)
+            )
+            .await
+            .0,
+        412
+    );
+    assert_eq!(
+        client
+            .raw(
+                "PATCH",
+                &location,
+                &[TUS, ("content-type", "text/plain"), ("upload-offset", "0")],
+                data(1),
+                Some(&token)
+            )
+            .await
+            .0,
+        415
+    );
+    let (status, _, _) = client
+        .raw(
+            "PATCH",
+            &location,
+            &[
+                TUS,
+                OCTETS,
+                ("upload-offset", "0"),
+                ("upload-checksum", "md5 xyz"),
+            ],
+            data(1),
+            Some(&token),
+        )
+        .await;
+    assert_eq!(status, 400);
+    assert_eq!(
+        client
+            .raw("POST", "/v1/uploads", &[TUS], vec![], Some(&token))
+            .await
+            .0,
+        400,
+        "Upload-Length is required"
+    );
+    // Still resumable and correct after all that.
+    let body = data(1000);
+    let (status, headers, _) = client
+        .raw(
+            "PATCH",
+            &location,
+            &[TUS, OCTETS, ("upload-offset", "0")],
+            body.clone(),
+            Some(&token),
+        )
+        .await;
+    assert_eq!(status, 204);
+    let file_id = headers["coffer-file-id"].to_str().unwrap();
+    assert_eq!(
+        client
+            .raw(
+                "GET",
+                &format!("/v1/files/{file_id}"),
+                &[],
+                vec![],
+                Some(&token)
+            )
+            .await
+            .2,
+        body
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn other_users_see_nothing_and_termination_removes_the_upload() {
+    let (server, mut client, token) = setup().await;
+    let bob = server.add_user("bob").await;
+    let bob_token = client.login("bob", &bob, &server.identity).await;
+    let (_, headers, _) = client
+        .raw(
+            "POST",
+            "/v1/uploads",
+            &[TUS, OCTETS, ("upload-length", "10")],
+            data(10),
+            Some(&token),
+        )
+        .await;
+    let file = format!("/v1/files/{}", headers["coffer-file-id"].to_str().unwrap());
+    let location = create(&mut client, &token, 50).await;
+
+    assert_eq!(
+        client
+            .raw("GET", &file, &[], vec![], Some(&bob_token))
+            .await
+            .0,
+        404
+    );
+    assert_eq!(
+        client
+            .raw("DELETE", &file, &[], vec![], Some(&bob_token))
+            .await
+            .0,
+        404
+    );
+    assert_eq!(
+        client
+            .raw("HEAD", &location, &[TUS], vec![], Some(&bob_token))
+            .await
+            .0,
+        404
+    );
+    assert_eq!(
+        client
+            .raw(
+                "PATCH",
+                &location,
+                &[TUS, OCTETS, ("upload-offset", "0")],
+                data(5),
+                Some(&bob_token)
+            )
+            .await
+            .0,
+        404
+    );
+    assert_eq!(client.raw("GET", &file, &[], vec![], None).await.0, 401);
+
+    assert_eq!(
+        client
+            .raw("DELETE", &location, &[TUS], vec![], Some(&token))
+            .await
+            .0,
+        204
+    );
+    assert_eq!(
+        client
+            .raw("HEAD", &location, &[TUS], vec![], Some(&token))
+            .await
+            .0,
+        404
+    );
+    let (status, headers, _) = client
+        .raw("OPTIONS", "/v1/uploads", &[], vec![], None)
+        .await;
+    assert_eq!(status, 204);
+    assert!(
+        headers["tus-extension"]
+            .to_str()
+            .unwrap()
+            .contains("checksum")
+    );
+    server.shutdown().await;
+}
