@@ -147,17 +147,7 @@ impl Server {
         cert: CertificateDer<'static>,
         versions: &[&'static rustls::SupportedProtocolVersion],
     ) -> Result<Client, std::io::Error> {
-        let provider = coffer_server::tls::provider();
-        let config = rustls::ClientConfig::builder_with_provider(provider.clone())
-            .with_protocol_versions(versions)
-            .unwrap()
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(Pinned(cert.clone(), provider)))
-            .with_no_client_auth();
-        let tcp = TcpStream::connect(addr).await?;
-        let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
-            .connect(ServerName::try_from("localhost").unwrap(), tcp)
-            .await?;
+        let tls = Self::tls_connect(addr, cert.clone(), versions).await?;
         let mut exporter = [0u8; 32];
         tls.get_ref()
             .1
@@ -174,6 +164,25 @@ impl Server {
             addr,
             cert,
         })
+    }
+
+    /// A pinned TLS connection, for tests that speak HTTP by hand.
+    pub async fn tls_connect(
+        addr: std::net::SocketAddr,
+        cert: CertificateDer<'static>,
+        versions: &[&'static rustls::SupportedProtocolVersion],
+    ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, std::io::Error> {
+        let provider = coffer_server::tls::provider();
+        let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(versions)
+            .unwrap()
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(Pinned(cert, provider)))
+            .with_no_client_auth();
+        let tcp = TcpStream::connect(addr).await?;
+        tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect(ServerName::try_from("localhost").unwrap(), tcp)
+            .await
     }
 
     pub async fn shutdown(mut self) {
