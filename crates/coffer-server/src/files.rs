@@ -71,6 +71,12 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/files/{id}", get(download).delete(remove))
         .route("/v1/files/{id}/meta", get(stat))
         .route("/v1/files/{id}/receipt", get(receipt))
+        .route("/v1/files/{id}/wrap", get(own_wrap))
+        .route("/v1/files/{id}/shares", get(list_shares))
+        .route(
+            "/v1/files/{id}/shares/{user}",
+            axum::routing::put(share).delete(revoke),
+        )
 }
 
 fn now() -> i64 {
@@ -442,6 +448,22 @@ async fn owned_file(
     }
 }
 
+/// A file the caller owns or that was shared with them (holds a wrap).
+async fn readable_file(
+    state: &AppState,
+    auth: &Authenticated,
+    id: &str,
+) -> Result<FileRecord, ApiError> {
+    let Some(file) = state.store.file(id).await? else {
+        return Err(ApiError::not_found("file"));
+    };
+    if file.owner == auth.user.name || state.store.wrap(id, &auth.user.name).await?.is_some() {
+        Ok(file)
+    } else {
+        Err(ApiError::not_found("file"))
+    }
+}
+
 fn file_json(file: &FileRecord) -> serde_json::Value {
     json!({
         "id": file.id,
@@ -452,11 +474,22 @@ fn file_json(file: &FileRecord) -> serde_json::Value {
     })
 }
 
+#[derive(serde::Deserialize)]
+struct ListQuery {
+    #[serde(default)]
+    shared_with_me: bool,
+}
+
 async fn list(
     State(state): State<AppState>,
     auth: Authenticated,
+    axum::extract::Query(query): axum::extract::Query<ListQuery>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let files = state.store.list_files(&auth.user.name).await?;
+    let files = if query.shared_with_me {
+        state.store.shared_with(&auth.user.name).await?
+    } else {
+        state.store.list_files(&auth.user.name).await?
+    };
     Ok(Json(
         json!({"files": files.iter().map(file_json).collect::<Vec<_>>()}),
     ))
@@ -467,7 +500,85 @@ async fn stat(
     auth: Authenticated,
     Path(id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    Ok(Json(file_json(&owned_file(&state, &auth, &id).await?)))
+    Ok(Json(file_json(&readable_file(&state, &auth, &id).await?)))
+}
+
+#[derive(serde::Deserialize)]
+struct ShareRequest {
+    /// The recipient's stanza (coffer format §4.2), base64url.
+    stanza: String,
+}
+
+/// Stores a key wrap for `user`, computed by the owner's client; the server
+/// checks only that it is a well-formed stanza addressed to that user's key.
+async fn share(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    Path((id, user)): Path<(String, String)>,
+    Json(req): Json<ShareRequest>,
+) -> Result<StatusCode, ApiError> {
+    let file = owned_file(&state, &auth, &id).await?;
+    let recipient = state
+        .store
+        .user(&user)
+        .await?
+        .filter(|u| !u.disabled)
+        .ok_or_else(|| ApiError::not_found("user"))?;
+    let bytes = crate::auth::b64()
+        .decode(&req.stanza)
+        .map_err(|_| ApiError::bad_request("stanza is not base64url"))?;
+    let stanza = coffer_format::Stanza::from_bytes(&bytes)
+        .map_err(|_| ApiError::bad_request("not a coffer stanza"))?;
+    let public = coffer_format::PublicIdentity::parse(&recipient.public_identity)
+        .map_err(ApiError::internal)?;
+    if stanza.key_id != public.key_id() {
+        return Err(ApiError::bad_request(
+            "the wrap is not addressed to that user's key",
+        ));
+    }
+    state
+        .store
+        .put_wrap(&file.id, &recipient.name, &bytes, now())
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn revoke(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    Path((id, user)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let file = owned_file(&state, &auth, &id).await?;
+    if state.store.delete_wrap(&file.id, &user).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found("share"))
+    }
+}
+
+async fn list_shares(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let file = owned_file(&state, &auth, &id).await?;
+    Ok(Json(
+        json!({"users": state.store.wrap_users(&file.id).await?}),
+    ))
+}
+
+/// The caller's own key wrap for a file (owner or recipient).
+async fn own_wrap(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let stanza = state
+        .store
+        .wrap(&id, &auth.user.name)
+        .await?
+        .ok_or_else(|| ApiError::not_found("wrap"))?;
+    Ok(Json(json!({"stanza": crate::auth::b64().encode(stanza)})))
 }
 
 async fn receipt(
@@ -533,7 +644,7 @@ async fn download(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let file = owned_file(&state, &auth, &id).await?;
+    let file = readable_file(&state, &auth, &id).await?;
     let hex: String = file.sha256.iter().map(|b| format!("{b:02x}")).collect();
     let etag = format!("\"sha256-{hex}\"");
     let digest = format!(

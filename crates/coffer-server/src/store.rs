@@ -129,8 +129,24 @@ pub trait MetaStore: Send + Sync + 'static {
     fn file<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Option<FileRecord>>;
     /// Files owned by `owner`, newest first.
     fn list_files<'a>(&'a self, owner: &'a str) -> StoreFuture<'a, Vec<FileRecord>>;
-    /// Deletes a file row; returns whether it existed.
+    /// Deletes a file row (and its wraps); returns whether it existed.
     fn delete_file<'a>(&'a self, id: &'a str) -> StoreFuture<'a, bool>;
+    /// Stores (or replaces) `user`'s key wrap for a file: the share.
+    fn put_wrap<'a>(
+        &'a self,
+        file_id: &'a str,
+        user: &'a str,
+        stanza: &'a [u8],
+        now: i64,
+    ) -> StoreFuture<'a, ()>;
+    /// `user`'s key wrap for a file, if shared with them.
+    fn wrap<'a>(&'a self, file_id: &'a str, user: &'a str) -> StoreFuture<'a, Option<Vec<u8>>>;
+    /// Removes a share; returns whether it existed.
+    fn delete_wrap<'a>(&'a self, file_id: &'a str, user: &'a str) -> StoreFuture<'a, bool>;
+    /// Users holding a wrap for a file.
+    fn wrap_users<'a>(&'a self, file_id: &'a str) -> StoreFuture<'a, Vec<String>>;
+    /// Files others shared with `user`.
+    fn shared_with<'a>(&'a self, user: &'a str) -> StoreFuture<'a, Vec<FileRecord>>;
 }
 
 /// The embedded default: SQLite in WAL mode.
@@ -432,6 +448,73 @@ impl MetaStore for SqliteStore {
                 .execute(&self.pool)
                 .await?;
             Ok(done.rows_affected() == 1)
+        })
+    }
+
+    fn put_wrap<'a>(
+        &'a self,
+        file_id: &'a str,
+        user: &'a str,
+        stanza: &'a [u8],
+        now: i64,
+    ) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            sqlx::query(
+                "INSERT INTO wraps (file_id, user_name, stanza, created_at) VALUES (?, ?, ?, ?) ON CONFLICT (file_id, user_name) DO UPDATE SET stanza = excluded.stanza",
+            )
+            .bind(file_id)
+            .bind(user)
+            .bind(stanza)
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+            Ok(())
+        })
+    }
+
+    fn wrap<'a>(&'a self, file_id: &'a str, user: &'a str) -> StoreFuture<'a, Option<Vec<u8>>> {
+        Box::pin(async move {
+            let row = sqlx::query("SELECT stanza FROM wraps WHERE file_id = ? AND user_name = ?")
+                .bind(file_id)
+                .bind(user)
+                .fetch_optional(&self.pool)
+                .await?;
+            Ok(row.map(|r| r.get("stanza")))
+        })
+    }
+
+    fn delete_wrap<'a>(&'a self, file_id: &'a str, user: &'a str) -> StoreFuture<'a, bool> {
+        Box::pin(async move {
+            let done = sqlx::query("DELETE FROM wraps WHERE file_id = ? AND user_name = ?")
+                .bind(file_id)
+                .bind(user)
+                .execute(&self.pool)
+                .await?;
+            Ok(done.rows_affected() == 1)
+        })
+    }
+
+    fn wrap_users<'a>(&'a self, file_id: &'a str) -> StoreFuture<'a, Vec<String>> {
+        Box::pin(async move {
+            let rows =
+                sqlx::query("SELECT user_name FROM wraps WHERE file_id = ? ORDER BY user_name")
+                    .bind(file_id)
+                    .fetch_all(&self.pool)
+                    .await?;
+            Ok(rows.iter().map(|r| r.get("user_name")).collect())
+        })
+    }
+
+    fn shared_with<'a>(&'a self, user: &'a str) -> StoreFuture<'a, Vec<FileRecord>> {
+        Box::pin(async move {
+            let rows = sqlx::query(
+                "SELECT f.* FROM files f JOIN wraps w ON w.file_id = f.id WHERE w.user_name = ? AND f.owner <> ? ORDER BY f.created_at DESC, f.id",
+            )
+            .bind(user)
+            .bind(user)
+            .fetch_all(&self.pool)
+            .await?;
+            Ok(rows.iter().map(file_from_row).collect::<Result<_, _>>()?)
         })
     }
 }

@@ -1,0 +1,311 @@
+//! End-to-end encrypted sharing through the server: the object is stored
+//! without stanzas, each user's key wrap is stored separately, sharing adds a
+//! wrap without touching the object, and revoking removes access.
+
+mod common;
+
+use base64::Engine as _;
+use coffer_format::recipient::add_recipient;
+use coffer_format::{EncryptOptions, Header, Identity, Stanza, Stanzas, prepare};
+use common::{B64, Client, Server};
+use serde_json::{Value, json};
+
+const TUS: (&str, &str) = ("tus-resumable", "1.0.0");
+const OCTETS: (&str, &str) = ("content-type", "application/offset+octet-stream");
+
+async fn put_share(
+    client: &mut Client,
+    token: &str,
+    file: &str,
+    user: &str,
+    stanza: &Stanza,
+) -> u16 {
+    let body = json!({"stanza": B64.encode(stanza.to_bytes())})
+        .to_string()
+        .into_bytes();
+    client
+        .raw(
+            "PUT",
+            &format!("/v1/files/{file}/shares/{user}"),
+            &[("content-type", "application/json")],
+            body,
+            Some(token),
+        )
+        .await
+        .0
+}
+
+async fn fetch_and_decrypt(
+    client: &mut Client,
+    token: &str,
+    file: &str,
+    me: &Identity,
+) -> Result<Vec<u8>, u16> {
+    let (status, _, wrap) = client
+        .raw(
+            "GET",
+            &format!("/v1/files/{file}/wrap"),
+            &[],
+            vec![],
+            Some(token),
+        )
+        .await;
+    if status != 200 {
+        return Err(status);
+    }
+    let wrap: Value = serde_json::from_slice(&wrap).unwrap();
+    let stanza =
+        Stanza::from_bytes(&B64.decode(wrap["stanza"].as_str().unwrap()).unwrap()).unwrap();
+    let (status, _, object) = client
+        .raw(
+            "GET",
+            &format!("/v1/files/{file}"),
+            &[],
+            vec![],
+            Some(token),
+        )
+        .await;
+    if status != 200 {
+        return Err(status);
+    }
+    let (header, len) = Header::parse(&object).unwrap();
+    let mut out = Vec::new();
+    header
+        .open(me, &[stanza])
+        .unwrap()
+        .decryptor(&object[len..])
+        .unwrap()
+        .copy_to(&mut out)
+        .unwrap();
+    Ok(out)
+}
+
+#[tokio::test]
+async fn share_decrypt_revoke() {
+    let server = Server::start(60).await;
+    let alice = server.add_user("alice").await;
+    let bob = server.add_user("bob").await;
+    let carol = server.add_user("carol").await;
+    let mut client = server.connect().await;
+    let alice_token = client.login("alice", &alice, &server.identity).await;
+    let bob_token = client.login("bob", &bob, &server.identity).await;
+    let carol_token = client.login("carol", &carol, &server.identity).await;
+
+    // Alice encrypts locally; the object carries no stanzas.
+    let plain: Vec<u8> = (0..200_000u32).map(|i| (i % 241) as u8).collect();
+    let me = [alice.public().clone()];
+    let prepared = prepare(EncryptOptions::new(&me, &alice)).unwrap();
+    let own_wrap = prepared.stanzas()[0].clone();
+    let mut w = prepared.writer(Vec::new(), Stanzas::Detached).unwrap();
+    std::io::Write::write_all(&mut w, &plain).unwrap();
+    let object = w.finish().unwrap().0;
+
+    let len = object.len().to_string();
+    let (status, headers, _) = client
+        .raw(
+            "POST",
+            "/v1/uploads",
+            &[TUS, OCTETS, ("upload-length", &len)],
+            object.clone(),
+            Some(&alice_token),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let file = headers["coffer-file-id"].to_str().unwrap().to_string();
+    assert_eq!(
+        put_share(&mut client, &alice_token, &file, "alice", &own_wrap).await,
+        204
+    );
+    assert_eq!(
+        fetch_and_decrypt(&mut client, &alice_token, &file, &alice)
+            .await
+            .unwrap(),
+        plain
+    );
+
+    // Bob has nothing yet.
+    assert_eq!(
+        fetch_and_decrypt(&mut client, &bob_token, &file, &bob).await,
+        Err(404)
+    );
+
+    // Alice's client computes Bob's wrap from the file key; the object is untouched.
+    let (header, _) = Header::parse(&object).unwrap();
+    let opened = header
+        .open(&alice, std::slice::from_ref(&own_wrap))
+        .unwrap();
+    let for_bob = add_recipient(opened.core(), opened.file_key(), bob.public()).unwrap();
+    // A wrap addressed to Carol's key is refused for Bob.
+    let for_carol = add_recipient(opened.core(), opened.file_key(), carol.public()).unwrap();
+    assert_eq!(
+        put_share(&mut client, &alice_token, &file, "bob", &for_carol).await,
+        400
+    );
+    assert_eq!(
+        put_share(&mut client, &alice_token, &file, "bob", &for_bob).await,
+        204
+    );
+    // Only the owner may share.
+    assert_eq!(
+        put_share(&mut client, &carol_token, &file, "carol", &for_carol).await,
+        404
+    );
+    assert_eq!(
+        put_share(&mut client, &alice_token, &file, "nobody", &for_bob).await,
+        404
+    );
+
+    assert_eq!(
+        fetch_and_decrypt(&mut client, &bob_token, &file, &bob)
+            .await
+            .unwrap(),
+        plain
+    );
+    let (_, _, shared) = client
+        .raw(
+            "GET",
+            "/v1/files?shared_with_me=true",
+            &[],
+            vec![],
+            Some(&bob_token),
+        )
+        .await;
+    let shared: Value = serde_json::from_slice(&shared).unwrap();
+    assert_eq!(shared["files"][0]["id"], file.as_str());
+    assert_eq!(shared["files"][0]["owner"], "alice");
+    let (_, _, shares) = client
+        .raw(
+            "GET",
+            &format!("/v1/files/{file}/shares"),
+            &[],
+            vec![],
+            Some(&alice_token),
+        )
+        .await;
+    assert_eq!(
+        serde_json::from_slice::<Value>(&shares).unwrap()["users"],
+        json!(["alice", "bob"])
+    );
+    // Bob cannot manage shares or delete the file.
+    assert_eq!(
+        client
+            .raw(
+                "GET",
+                &format!("/v1/files/{file}/shares"),
+                &[],
+                vec![],
+                Some(&bob_token)
+            )
+            .await
+            .0,
+        404
+    );
+    assert_eq!(
+        client
+            .raw(
+                "DELETE",
+                &format!("/v1/files/{file}"),
+                &[],
+                vec![],
+                Some(&bob_token)
+            )
+            .await
+            .0,
+        404
+    );
+    // Carol still has nothing.
+    assert_eq!(
+        fetch_and_decrypt(&mut client, &carol_token, &file, &carol).await,
+        Err(404)
+    );
+
+    // Revoke: Bob loses the wrap and the bytes.
+    assert_eq!(
+        client
+            .raw(
+                "DELETE",
+                &format!("/v1/files/{file}/shares/bob"),
+                &[],
+                vec![],
+                Some(&alice_token)
+            )
+            .await
+            .0,
+        204
+    );
+    assert_eq!(
+        fetch_and_decrypt(&mut client, &bob_token, &file, &bob).await,
+        Err(404)
+    );
+    assert_eq!(
+        client
+            .raw(
+                "GET",
+                &format!("/v1/files/{file}"),
+                &[],
+                vec![],
+                Some(&bob_token)
+            )
+            .await
+            .0,
+        404
+    );
+    assert_eq!(
+        client
+            .raw(
+                "DELETE",
+                &format!("/v1/files/{file}/shares/bob"),
+                &[],
+                vec![],
+                Some(&alice_token)
+            )
+            .await
+            .0,
+        404
+    );
+
+    // Garbage stanzas are refused.
+    let body = json!({"stanza": B64.encode([7u8; 89])})
+        .to_string()
+        .into_bytes();
+    let status = client
+        .raw(
+            "PUT",
+            &format!("/v1/files/{file}/shares/bob"),
+            &[("content-type", "application/json")],
+            body,
+            Some(&alice_token),
+        )
+        .await
+        .0;
+    assert_eq!(status, 400);
+
+    // Deleting the file removes its wraps with it.
+    assert_eq!(
+        client
+            .raw(
+                "DELETE",
+                &format!("/v1/files/{file}"),
+                &[],
+                vec![],
+                Some(&alice_token)
+            )
+            .await
+            .0,
+        204
+    );
+    assert_eq!(
+        client
+            .raw(
+                "GET",
+                &format!("/v1/files/{file}/wrap"),
+                &[],
+                vec![],
+                Some(&alice_token)
+            )
+            .await
+            .0,
+        404
+    );
+    server.shutdown().await;
+}
