@@ -82,14 +82,18 @@ impl Header {
     /// (stanzas kept outside the file, e.g. by a server), then opens.
     pub fn open(self, identity: &Identity, extra: &[Stanza]) -> Result<OpenedHeader> {
         let hash = self.core.hash();
-        let candidates: Vec<Stanza> = self.stanzas.iter().chain(extra).cloned().collect();
-        let file_key = unwrap_file_key(&candidates, &hash, identity)?;
-        self.open_with_file_key(file_key)
+        let file_key = unwrap_file_key(self.stanzas.iter().chain(extra), &hash, identity)?;
+        self.open_verified(file_key, hash)
     }
 
     /// Opens with a file key obtained some other way (e.g. a share link).
     /// Fails unless the header MAC verifies under this key.
     pub fn open_with_file_key(self, file_key: FileKey) -> Result<OpenedHeader> {
+        let hash = self.core.hash();
+        self.open_verified(file_key, hash)
+    }
+
+    fn open_verified(self, file_key: FileKey, header_hash: [u8; 32]) -> Result<OpenedHeader> {
         let keys = DerivedKeys::derive(&file_key, &self.core.salt)?;
         let mac_input = self.core.mac_input();
         keys.verify_header_mac(&mac_input, &self.core.mac)?;
@@ -98,7 +102,6 @@ impl Header {
         let plain_len = open_once(&keys.metadata, &mac_input[..aad_len], &mut metadata)
             .map_err(|_| Error::HeaderAuth)?;
         let metadata = Metadata::decode(&metadata[..plain_len])?;
-        let header_hash = self.core.hash();
         let encoded_len = self.encoded_len();
         Ok(OpenedHeader {
             core: self.core,

@@ -60,8 +60,8 @@ pub fn wrap_file_key(
 /// caller must still verify the header MAC with it (see
 /// [`crate::decrypt::Header::open`]); this function alone proves nothing about
 /// the header.
-pub fn unwrap_file_key(
-    stanzas: &[Stanza],
+pub fn unwrap_file_key<'s>(
+    stanzas: impl IntoIterator<Item = &'s Stanza>,
     header_hash: &[u8; 32],
     identity: &Identity,
 ) -> Result<FileKey> {
@@ -70,7 +70,7 @@ pub fn unwrap_file_key(
         .map_err(|_| Error::Crypto("X25519 secret"))?;
     let info = info(header_hash, &key_id);
     let mut addressed_to_us = false;
-    for stanza in stanzas.iter().filter(|s| s.key_id == key_id) {
+    for stanza in stanzas.into_iter().filter(|s| s.key_id == key_id) {
         addressed_to_us = true;
         let Ok(enc) = <Kem as hpke::Kem>::EncappedKey::from_bytes(&stanza.enc) else {
             continue;

@@ -2,7 +2,6 @@
 //! a human message: `{"error": {"code": "unauthorized", "message": "…"}}`.
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::extract::{FromRequestParts, Path, State};
 use axum::http::request::Parts;
@@ -114,13 +113,6 @@ impl From<crate::store::StoreError> for ApiError {
     }
 }
 
-fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
-
 #[derive(Deserialize)]
 struct ChallengeRequest {
     user: String,
@@ -143,7 +135,7 @@ async fn challenge(
     let mut nonce = [0u8; 32];
     aws_lc_rs::rand::fill(&mut nonce).map_err(|_| ApiError::internal("rng"))?;
     let ttl = state.config.challenge_ttl_secs;
-    let now = now();
+    let now = crate::unix_now();
     state
         .store
         .put_challenge(&nonce, &req.user, now + ttl as i64, now)
@@ -182,7 +174,7 @@ async fn login(
     let Some((challenged_user, expires_at)) = state.store.take_challenge(&nonce).await? else {
         return Err(ApiError::unauthorized());
     };
-    if challenged_user != req.user || expires_at < now() {
+    if challenged_user != req.user || expires_at < crate::unix_now() {
         return Err(ApiError::unauthorized());
     }
     let user = state
@@ -209,7 +201,7 @@ async fn issue_token(state: &AppState, user: &str) -> Result<TokenResponse, ApiE
     let ttl = state.config.token_ttl_secs;
     state
         .store
-        .put_token(&token_hash(&token), user, now() + ttl as i64)
+        .put_token(&token_hash(&token), user, crate::unix_now() + ttl as i64)
         .await?;
     Ok(TokenResponse {
         token: token.to_string(),
@@ -240,7 +232,7 @@ impl FromRequestParts<AppState> for Authenticated {
         let hash = token_hash(token.trim());
         let user = state
             .store
-            .token_user(&hash, now())
+            .token_user(&hash, crate::unix_now())
             .await?
             .ok_or_else(ApiError::unauthorized)?;
         Ok(Self {
@@ -287,15 +279,4 @@ async fn user_identity(
         "public_identity": user.public_identity,
         "fingerprint": public.fingerprint(),
     })))
-}
-
-impl<S: Send + Sync> FromRequestParts<S> for ConnInfo {
-    type Rejection = ApiError;
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        parts
-            .extensions
-            .get::<ConnInfo>()
-            .cloned()
-            .ok_or_else(|| ApiError::internal("no connection info"))
-    }
 }

@@ -9,7 +9,7 @@
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use axum::body::Body;
 use axum::extract::{Path, State};
@@ -79,31 +79,20 @@ pub fn routes() -> Router<AppState> {
         )
 }
 
-fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
-
 fn new_id() -> Result<String, ApiError> {
     let mut bytes = [0u8; 16];
     aws_lc_rs::rand::fill(&mut bytes).map_err(|_| ApiError::internal("rng"))?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+    Ok(crate::hex(&bytes))
 }
 
 fn http_date(unix: i64) -> String {
     httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(unix.max(0) as u64))
 }
 
-fn tus_error(status: StatusCode, code: &'static str, message: &str) -> ApiError {
-    ApiError::new(status, code, message.to_string())
-}
-
 fn check_tus(headers: &HeaderMap) -> Result<(), ApiError> {
     match headers.get("tus-resumable").and_then(|v| v.to_str().ok()) {
         Some(TUS_VERSION) => Ok(()),
-        _ => Err(tus_error(
+        _ => Err(ApiError::new(
             StatusCode::PRECONDITION_FAILED,
             "tus_version",
             "Tus-Resumable: 1.0.0 required",
@@ -154,7 +143,7 @@ async fn create(
     let length = header_u64(&headers, "upload-length")?
         .ok_or_else(|| ApiError::bad_request("Upload-Length required"))?;
     if length > state.config.max_upload_bytes {
-        return Err(tus_error(
+        return Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "too_large",
             "upload larger than the server accepts",
@@ -173,7 +162,7 @@ async fn create(
         length,
         offset: 0,
         metadata,
-        expires_at: now() + state.config.upload_ttl_secs as i64,
+        expires_at: crate::unix_now() + state.config.upload_ttl_secs as i64,
     };
     state.store.create_upload(&upload).await?;
     let has_body = headers
@@ -204,7 +193,11 @@ async fn owned_upload(
     id: &str,
 ) -> Result<Upload, ApiError> {
     match state.store.upload(id).await? {
-        Some(upload) if upload.owner == auth.user.name && upload.expires_at >= now() => Ok(upload),
+        Some(upload)
+            if upload.owner == auth.user.name && upload.expires_at >= crate::unix_now() =>
+        {
+            Ok(upload)
+        }
         _ => Err(ApiError::not_found("upload")),
     }
 }
@@ -245,7 +238,7 @@ async fn append(
         .get(header::CONTENT_TYPE)
         .is_none_or(|v| v != OFFSET_CONTENT_TYPE)
     {
-        return Err(tus_error(
+        return Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "content_type",
             "Content-Type: application/offset+octet-stream required",
@@ -291,7 +284,7 @@ async fn write_chunk(
 ) -> Result<Response, ApiError> {
     let claimed_offset = header_u64(headers, "upload-offset")?.unwrap_or(0);
     if claimed_offset != upload.offset {
-        return Err(tus_error(
+        return Err(ApiError::new(
             StatusCode::CONFLICT,
             "offset_mismatch",
             "Upload-Offset does not match the server's offset",
@@ -299,7 +292,7 @@ async fn write_chunk(
     }
     let checksum = expected_checksum(headers)?;
     let _busy = state.busy.claim(&upload.id).ok_or_else(|| {
-        tus_error(
+        ApiError::new(
             StatusCode::LOCKED,
             "busy",
             "another request is writing this upload",
@@ -315,7 +308,7 @@ async fn write_chunk(
     let rollback = || state.objects.truncate(&upload.id, upload.offset);
     if appended.overflow {
         rollback().await.map_err(ApiError::internal)?;
-        return Err(tus_error(
+        return Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "too_large",
             "body goes past Upload-Length",
@@ -323,7 +316,7 @@ async fn write_chunk(
     }
     if checksum.is_some_and(|expected| expected != appended.sha256) {
         rollback().await.map_err(ApiError::internal)?;
-        return Err(tus_error(
+        return Err(ApiError::new(
             StatusCode::from_u16(460).map_err(ApiError::internal)?,
             "checksum_mismatch",
             "Upload-Checksum does not match the body",
@@ -336,7 +329,7 @@ async fn write_chunk(
         .await?
     {
         rollback().await.map_err(ApiError::internal)?;
-        return Err(tus_error(
+        return Err(ApiError::new(
             StatusCode::CONFLICT,
             "offset_mismatch",
             "the upload moved on concurrently",
@@ -377,12 +370,12 @@ pub async fn commit(state: &AppState, upload: &Upload) -> Result<SignedReceipt, 
             upload.length
         )));
     }
-    let time = now();
+    let time = crate::unix_now();
     let signed = SignedReceipt::sign(
         Receipt {
             file_id: file_id.clone(),
             size,
-            sha256: sha256.iter().map(|b| format!("{b:02x}")).collect(),
+            sha256: crate::hex(&sha256),
             uploader: upload.owner.clone(),
             time,
             server: state.identity.public().to_string(),
@@ -412,7 +405,7 @@ async fn terminate(
     let _busy = state
         .busy
         .claim(&upload.id)
-        .ok_or_else(|| tus_error(StatusCode::LOCKED, "busy", "upload in use"))?;
+        .ok_or_else(|| ApiError::new(StatusCode::LOCKED, "busy", "upload in use"))?;
     state.store.delete_upload(&upload.id).await?;
     state
         .objects
@@ -425,7 +418,7 @@ async fn terminate(
 /// Removes uploads past their expiry, rows first so nothing points at
 /// deleted bytes.
 pub async fn sweep_expired(state: &AppState) -> Result<usize, ApiError> {
-    let expired = state.store.expired_uploads(now()).await?;
+    let expired = state.store.expired_uploads(crate::unix_now()).await?;
     for id in &expired {
         state.store.delete_upload(id).await?;
         state
@@ -469,7 +462,7 @@ fn file_json(file: &FileRecord) -> serde_json::Value {
         "id": file.id,
         "owner": file.owner,
         "size": file.size,
-        "sha256": file.sha256.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+        "sha256": crate::hex(&file.sha256),
         "created_at": file.created_at,
     })
 }
@@ -538,7 +531,7 @@ async fn share(
     }
     state
         .store
-        .put_wrap(&file.id, &recipient.name, &bytes, now())
+        .put_wrap(&file.id, &recipient.name, &bytes, crate::unix_now())
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -645,7 +638,7 @@ async fn download(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let file = readable_file(&state, &auth, &id).await?;
-    let hex: String = file.sha256.iter().map(|b| format!("{b:02x}")).collect();
+    let hex = crate::hex(&file.sha256);
     let etag = format!("\"sha256-{hex}\"");
     let digest = format!(
         "sha-256=:{}:",

@@ -27,6 +27,19 @@ use anyhow::{Context, Result};
 pub use config::Config;
 pub use data_dir::{CertSource, DataDir, InitReport, init};
 
+/// Seconds since the Unix epoch: the one clock for expiries and receipts.
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Lowercase hex, for ids and digests in the API.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// Opens `data_dir`, binds its listener and serves until `shutdown`.
 /// `on_ready` receives the bound address (useful with port 0).
 pub async fn run(

@@ -441,3 +441,130 @@ async fn other_users_see_nothing_and_termination_removes_the_upload() {
     );
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn hostile_headers_ids_and_bodies_are_refused() {
+    let (server, mut client, token) = setup().await;
+    let huge = (1u64 << 41).to_string();
+    assert_eq!(
+        client
+            .raw(
+                "POST",
+                "/v1/uploads",
+                &[TUS, ("upload-length", &huge)],
+                vec![],
+                Some(&token)
+            )
+            .await
+            .0,
+        413
+    );
+    assert_eq!(
+        client
+            .raw(
+                "POST",
+                "/v1/uploads",
+                &[TUS, ("upload-length", "-1")],
+                vec![],
+                Some(&token)
+            )
+            .await
+            .0,
+        400
+    );
+    assert_eq!(
+        client
+            .raw(
+                "POST",
+                "/v1/uploads",
+                &[TUS, ("upload-length", "10abc")],
+                vec![],
+                Some(&token)
+            )
+            .await
+            .0,
+        400
+    );
+    let long_metadata = format!("filename {}", "A".repeat(5000));
+    let (status, _, _) = client
+        .raw(
+            "POST",
+            "/v1/uploads",
+            &[
+                TUS,
+                ("upload-length", "10"),
+                ("upload-metadata", &long_metadata),
+            ],
+            vec![],
+            Some(&token),
+        )
+        .await;
+    assert_eq!(status, 400);
+    assert_eq!(
+        client
+            .raw(
+                "POST",
+                "/v1/uploads",
+                &[TUS, ("upload-defer-length", "1")],
+                vec![],
+                Some(&token)
+            )
+            .await
+            .0,
+        400
+    );
+    let location = create(&mut client, &token, 10).await;
+    let (status, _, _) = client
+        .raw(
+            "PATCH",
+            &location,
+            &[TUS, OCTETS, ("upload-offset", "zero")],
+            data(10),
+            Some(&token),
+        )
+        .await;
+    assert_eq!(status, 400);
+    // Ids never reach the filesystem unless they name a row the caller owns.
+    for id in [
+        "..%2F..%2Fserver.identity",
+        "%2e%2e",
+        "00112233445566778899aabbccddeeff",
+        "ZZZZ",
+    ] {
+        assert_eq!(
+            client
+                .raw("GET", &format!("/v1/files/{id}"), &[], vec![], Some(&token))
+                .await
+                .0,
+            404,
+            "{id}"
+        );
+        assert_eq!(
+            client
+                .raw(
+                    "HEAD",
+                    &format!("/v1/uploads/{id}"),
+                    &[TUS],
+                    vec![],
+                    Some(&token)
+                )
+                .await
+                .0,
+            404,
+            "{id}"
+        );
+    }
+    // JSON bodies are bounded (axum's 2 MB default) before they are parsed.
+    let big = format!("{{\"user\": \"{}\"}}", "a".repeat(3 << 20)).into_bytes();
+    let (status, _, _) = client
+        .raw(
+            "POST",
+            "/v1/auth/challenge",
+            &[("content-type", "application/json")],
+            big,
+            None,
+        )
+        .await;
+    assert_eq!(status, 413);
+    server.shutdown().await;
+}

@@ -1,7 +1,5 @@
 //! `coffer server …`: thin over `coffer-server`.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use anyhow::{Context, Result, bail};
 use coffer_format::PublicIdentity;
 use coffer_server::store::{MetaStore, User};
@@ -97,10 +95,7 @@ async fn user(command: &UserCommand) -> Result<()> {
                 quota_bytes: args.quota,
                 disabled: false,
             };
-            let now = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_secs() as i64)
-                .unwrap_or(0);
+            let now = coffer_server::unix_now();
             store.add_user(&user, now).await?;
             println!("added {} (fingerprint {})", user.name, public.fingerprint());
         }
