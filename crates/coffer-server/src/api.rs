@@ -45,6 +45,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/whoami", get(whoami))
         .route("/v1/users/{name}/identity", get(user_identity))
         .merge(crate::files::routes())
+        .merge(crate::shares::routes())
+        .merge(crate::links::routes())
         .with_state(state)
 }
 

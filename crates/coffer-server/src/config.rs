@@ -7,46 +7,61 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
-/// Settings read at start-up.
+/// Settings read at start-up. Every field may be left out of the file and
+/// takes its default then.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// Address of the HTTPS listener.
     pub listen: SocketAddr,
+    /// Address of the Prometheus metrics listener (HTTPS, same certificate);
+    /// none by default.
+    pub metrics_listen: Option<SocketAddr>,
     /// Certificate chain (PEM), relative to the data directory.
     pub tls_cert: PathBuf,
     /// Private key (PEM), relative to the data directory.
     pub tls_key: PathBuf,
+    /// CA certificates (PEM) for client certificates; when set, every
+    /// connection must present a certificate signed by one of them (mTLS).
+    pub client_ca: Option<PathBuf>,
     /// Seconds a login challenge stays valid.
     pub challenge_ttl_secs: u64,
     /// Seconds a session token stays valid.
     pub token_ttl_secs: u64,
     /// Seconds an unfinished upload is kept before it is removed.
-    #[serde(default = "default_upload_ttl")]
     pub upload_ttl_secs: u64,
     /// Largest upload accepted, in bytes.
-    #[serde(default = "default_max_upload")]
     pub max_upload_bytes: u64,
-}
-
-fn default_upload_ttl() -> u64 {
-    24 * 3600
-}
-
-fn default_max_upload() -> u64 {
-    1 << 40
+    /// Most key wraps (owner and shares) one file may hold.
+    pub max_wraps_per_file: usize,
+    /// Lifetime of a link when its creator does not say.
+    pub default_link_ttl_secs: u64,
+    /// Longest lifetime a link may be given.
+    pub max_link_ttl_secs: u64,
+    /// Seconds a link's download ticket stays valid once the link is opened
+    /// (long enough to resume a large download).
+    pub link_ticket_ttl_secs: u64,
+    /// Wrong passwords after which a link is locked for good.
+    pub link_max_password_failures: u32,
 }
 
 impl Default for Config {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8443)),
+            metrics_listen: None,
             tls_cert: PathBuf::from("tls/cert.pem"),
             tls_key: PathBuf::from("tls/key.pem"),
+            client_ca: None,
             challenge_ttl_secs: 60,
             token_ttl_secs: 15 * 60,
-            upload_ttl_secs: default_upload_ttl(),
-            max_upload_bytes: default_max_upload(),
+            upload_ttl_secs: 24 * 3600,
+            max_upload_bytes: 1 << 40,
+            max_wraps_per_file: 64,
+            default_link_ttl_secs: 24 * 3600,
+            max_link_ttl_secs: 30 * 24 * 3600,
+            link_ticket_ttl_secs: 3600,
+            link_max_password_failures: 10,
         }
     }
 }
@@ -72,6 +87,16 @@ impl Config {
             self.listen = value
                 .parse()
                 .context("COFFER_LISTEN is not an address:port")?;
+        }
+        if let Some(value) = lookup("COFFER_METRICS_LISTEN") {
+            self.metrics_listen = Some(
+                value
+                    .parse()
+                    .context("COFFER_METRICS_LISTEN is not an address:port")?,
+            );
+        }
+        if let Some(value) = lookup("COFFER_CLIENT_CA") {
+            self.client_ca = Some(PathBuf::from(value));
         }
         if let Some(value) = lookup("COFFER_CHALLENGE_TTL_SECS") {
             self.challenge_ttl_secs = value.parse().context("COFFER_CHALLENGE_TTL_SECS")?;

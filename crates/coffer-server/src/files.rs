@@ -71,15 +71,9 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/files/{id}", get(download).delete(remove))
         .route("/v1/files/{id}/meta", get(stat))
         .route("/v1/files/{id}/receipt", get(receipt))
-        .route("/v1/files/{id}/wrap", get(own_wrap))
-        .route("/v1/files/{id}/shares", get(list_shares))
-        .route(
-            "/v1/files/{id}/shares/{user}",
-            axum::routing::put(share).delete(revoke),
-        )
 }
 
-fn new_id() -> Result<String, ApiError> {
+pub(crate) fn new_id() -> Result<String, ApiError> {
     let mut bytes = [0u8; 16];
     aws_lc_rs::rand::fill(&mut bytes).map_err(|_| ApiError::internal("rng"))?;
     Ok(crate::hex(&bytes))
@@ -156,6 +150,11 @@ async fn create(
     if metadata.len() > MAX_METADATA_HEADER {
         return Err(ApiError::bad_request("Upload-Metadata too long"));
     }
+    let wraps = wraps_in_metadata(&metadata)?;
+    crate::shares::check_wrap_count(&state, wraps.len())?;
+    for (user, stanza) in &wraps {
+        crate::shares::check_wrap(&state, user, stanza).await?;
+    }
     let upload = Upload {
         id: new_id()?,
         owner: auth.user.name.clone(),
@@ -184,6 +183,30 @@ async fn create(
         HeaderValue::from_str(&http_date(upload.expires_at)).map_err(ApiError::internal)?,
     );
     Ok(with_tus(response))
+}
+
+/// Upload-Metadata key prefix of a key wrap sent with the upload
+/// (`coffer-wrap.<user> <base64 stanza>`), so that the file and its wraps
+/// are committed in one transaction.
+const WRAP_KEY_PREFIX: &str = "coffer-wrap.";
+
+/// The key wraps in a tus `Upload-Metadata` value; other pairs are ignored.
+fn wraps_in_metadata(metadata: &str) -> Result<Vec<crate::store::NewWrap>, ApiError> {
+    let mut wraps: Vec<crate::store::NewWrap> = Vec::new();
+    for pair in metadata.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once(' ').unwrap_or((pair, ""));
+        let Some(user) = key.strip_prefix(WRAP_KEY_PREFIX) else {
+            continue;
+        };
+        if wraps.iter().any(|(seen, _)| seen == user) {
+            return Err(ApiError::bad_request(format!("two wraps for {user}")));
+        }
+        let stanza = base64::engine::general_purpose::STANDARD
+            .decode(value.trim())
+            .map_err(|_| ApiError::bad_request("a wrap in Upload-Metadata is not base64"))?;
+        wraps.push((user.to_string(), stanza));
+    }
+    Ok(wraps)
 }
 
 /// The caller's own upload, or 404 (another user's upload is not revealed).
@@ -390,7 +413,11 @@ pub async fn commit(state: &AppState, upload: &Upload) -> Result<SignedReceipt, 
         created_at: time,
         receipt: serde_json::to_string(&signed).map_err(ApiError::internal)?,
     };
-    state.store.commit_upload(&upload.id, &record).await?;
+    let wraps = wraps_in_metadata(&upload.metadata)?;
+    state
+        .store
+        .commit_upload(&upload.id, &record, &wraps)
+        .await?;
     Ok(signed)
 }
 
@@ -430,7 +457,7 @@ pub async fn sweep_expired(state: &AppState) -> Result<usize, ApiError> {
     Ok(expired.len())
 }
 
-async fn owned_file(
+pub(crate) async fn owned_file(
     state: &AppState,
     auth: &Authenticated,
     id: &str,
@@ -494,84 +521,6 @@ async fn stat(
     Path(id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     Ok(Json(file_json(&readable_file(&state, &auth, &id).await?)))
-}
-
-#[derive(serde::Deserialize)]
-struct ShareRequest {
-    /// The recipient's stanza (coffer format §4.2), base64url.
-    stanza: String,
-}
-
-/// Stores a key wrap for `user`, computed by the owner's client; the server
-/// checks only that it is a well-formed stanza addressed to that user's key.
-async fn share(
-    State(state): State<AppState>,
-    auth: Authenticated,
-    Path((id, user)): Path<(String, String)>,
-    Json(req): Json<ShareRequest>,
-) -> Result<StatusCode, ApiError> {
-    let file = owned_file(&state, &auth, &id).await?;
-    let recipient = state
-        .store
-        .user(&user)
-        .await?
-        .filter(|u| !u.disabled)
-        .ok_or_else(|| ApiError::not_found("user"))?;
-    let bytes = crate::auth::b64()
-        .decode(&req.stanza)
-        .map_err(|_| ApiError::bad_request("stanza is not base64url"))?;
-    let stanza = coffer_format::Stanza::from_bytes(&bytes)
-        .map_err(|_| ApiError::bad_request("not a coffer stanza"))?;
-    let public = coffer_format::PublicIdentity::parse(&recipient.public_identity)
-        .map_err(ApiError::internal)?;
-    if stanza.key_id != public.key_id() {
-        return Err(ApiError::bad_request(
-            "the wrap is not addressed to that user's key",
-        ));
-    }
-    state
-        .store
-        .put_wrap(&file.id, &recipient.name, &bytes, crate::unix_now())
-        .await?;
-    Ok(StatusCode::NO_CONTENT)
-}
-
-async fn revoke(
-    State(state): State<AppState>,
-    auth: Authenticated,
-    Path((id, user)): Path<(String, String)>,
-) -> Result<StatusCode, ApiError> {
-    let file = owned_file(&state, &auth, &id).await?;
-    if state.store.delete_wrap(&file.id, &user).await? {
-        Ok(StatusCode::NO_CONTENT)
-    } else {
-        Err(ApiError::not_found("share"))
-    }
-}
-
-async fn list_shares(
-    State(state): State<AppState>,
-    auth: Authenticated,
-    Path(id): Path<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    let file = owned_file(&state, &auth, &id).await?;
-    Ok(Json(
-        json!({"users": state.store.wrap_users(&file.id).await?}),
-    ))
-}
-
-/// The caller's own key wrap for a file (owner or recipient).
-async fn own_wrap(
-    State(state): State<AppState>,
-    auth: Authenticated,
-    Path(id): Path<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    let stanza = state
-        .store
-        .wrap(&id, &auth.user.name)
-        .await?
-        .ok_or_else(|| ApiError::not_found("wrap"))?;
-    Ok(Json(json!({"stanza": crate::auth::b64().encode(stanza)})))
 }
 
 async fn receipt(
@@ -638,6 +587,15 @@ async fn download(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let file = readable_file(&state, &auth, &id).await?;
+    serve_object(&state, &file, &headers).await
+}
+
+/// Streams a file's stored bytes, honouring `Range` and `If-None-Match`.
+pub(crate) async fn serve_object(
+    state: &AppState,
+    file: &FileRecord,
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
     let hex = crate::hex(&file.sha256);
     let etag = format!("\"sha256-{hex}\"");
     let digest = format!(

@@ -13,9 +13,11 @@ pub mod auth;
 pub mod config;
 pub mod data_dir;
 pub mod files;
+pub mod links;
 pub mod objects;
 pub mod receipt;
 pub mod serve;
+pub mod shares;
 pub mod store;
 pub mod tls;
 
@@ -71,13 +73,16 @@ pub async fn run(
     served
 }
 
-/// Removes abandoned uploads once a minute.
+/// Removes abandoned uploads and expired links once a minute.
 async fn sweep_forever(state: api::AppState) {
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
     loop {
         tick.tick().await;
         if let Err(err) = files::sweep_expired(&state).await {
             tracing::warn!("sweeping expired uploads failed: {err:?}");
+        }
+        if let Err(err) = links::sweep_expired(&state).await {
+            tracing::warn!("sweeping expired links failed: {err:?}");
         }
     }
 }

@@ -80,6 +80,34 @@ pub struct FileRecord {
     pub receipt: String,
 }
 
+/// An anonymous share link.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Link {
+    /// Random id (in the link's URL path).
+    pub id: String,
+    /// The file it opens.
+    pub file_id: String,
+    /// Key wrap for the link's key, which the server cannot derive.
+    pub stanza: Vec<u8>,
+    /// Unix time of creation.
+    pub created_at: i64,
+    /// Unix time after which it can no longer be opened.
+    pub expires_at: i64,
+    /// How many times it may be opened, if limited.
+    pub max_downloads: Option<u64>,
+    /// How many times it has been opened.
+    pub downloads: u64,
+    /// Argon2id PHC string of the password verifier, if one is required.
+    pub password_hash: Option<String>,
+    /// Opaque salt for the opener's client-side key derivation.
+    pub client_salt: Option<Vec<u8>>,
+    /// Wrong passwords so far.
+    pub failed_attempts: u32,
+}
+
+/// A key wrap to store with a committed upload: (user, stanza bytes).
+pub type NewWrap = (String, Vec<u8>);
+
 /// Everything the server keeps about users and sessions.
 pub trait MetaStore: Send + Sync + 'static {
     /// Registers a user; fails with `Conflict` if the name is taken.
@@ -122,9 +150,14 @@ pub trait MetaStore: Send + Sync + 'static {
     fn delete_upload<'a>(&'a self, id: &'a str) -> StoreFuture<'a, bool>;
     /// Uploads abandoned before `now`.
     fn expired_uploads(&self, now: i64) -> StoreFuture<'_, Vec<String>>;
-    /// In one transaction: records the file and forgets the upload.
-    fn commit_upload<'a>(&'a self, upload_id: &'a str, file: &'a FileRecord)
-    -> StoreFuture<'a, ()>;
+    /// In one transaction: records the file with its key wraps and forgets
+    /// the upload.
+    fn commit_upload<'a>(
+        &'a self,
+        upload_id: &'a str,
+        file: &'a FileRecord,
+        wraps: &'a [NewWrap],
+    ) -> StoreFuture<'a, ()>;
     /// One file by id.
     fn file<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Option<FileRecord>>;
     /// Files owned by `owner`, newest first.
@@ -147,6 +180,37 @@ pub trait MetaStore: Send + Sync + 'static {
     fn wrap_users<'a>(&'a self, file_id: &'a str) -> StoreFuture<'a, Vec<String>>;
     /// Files others shared with `user`.
     fn shared_with<'a>(&'a self, user: &'a str) -> StoreFuture<'a, Vec<FileRecord>>;
+    /// Records a new link.
+    fn create_link<'a>(&'a self, link: &'a Link) -> StoreFuture<'a, ()>;
+    /// One link by id.
+    fn link<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Option<Link>>;
+    /// The links of a file, newest first.
+    fn file_links<'a>(&'a self, file_id: &'a str) -> StoreFuture<'a, Vec<Link>>;
+    /// Deletes a link and its tickets; returns whether it existed.
+    fn delete_link<'a>(&'a self, id: &'a str) -> StoreFuture<'a, bool>;
+    /// Counts a wrong password; returns the new count.
+    fn link_failed_attempt<'a>(&'a self, id: &'a str) -> StoreFuture<'a, u32>;
+    /// Spends one download of a link, atomically: false if it is expired,
+    /// exhausted or locked by `max_failures` wrong passwords (so two openers
+    /// racing for the last download cannot both win).
+    fn spend_link_download<'a>(
+        &'a self,
+        id: &'a str,
+        now: i64,
+        max_failures: u32,
+    ) -> StoreFuture<'a, bool>;
+    /// Stores a download ticket (hash) for a link.
+    fn put_link_ticket<'a>(
+        &'a self,
+        hash: &'a [u8],
+        link_id: &'a str,
+        expires_at: i64,
+    ) -> StoreFuture<'a, ()>;
+    /// The link an unexpired ticket hash belongs to.
+    fn ticket_link<'a>(&'a self, hash: &'a [u8], now: i64) -> StoreFuture<'a, Option<Link>>;
+    /// Removes expired tickets, and expired links no ticket still uses;
+    /// returns the number of links removed.
+    fn sweep_links(&self, now: i64) -> StoreFuture<'_, u64>;
 }
 
 /// The embedded default: SQLite in WAL mode.
@@ -204,6 +268,25 @@ fn file_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<FileRecord, sqlx::Erro
         sha256: row.try_get("sha256")?,
         created_at: row.try_get("created_at")?,
         receipt: row.try_get("receipt")?,
+    })
+}
+
+fn link_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<Link, sqlx::Error> {
+    Ok(Link {
+        id: row.try_get("id")?,
+        file_id: row.try_get("file_id")?,
+        stanza: row.try_get("stanza")?,
+        created_at: row.try_get("created_at")?,
+        expires_at: row.try_get("expires_at")?,
+        max_downloads: row
+            .try_get::<Option<i64>, _>("max_downloads")?
+            .map(|n| n.max(0) as u64),
+        downloads: row.try_get::<i64, _>("downloads")?.max(0) as u64,
+        password_hash: row.try_get("password_hash")?,
+        client_salt: row.try_get("client_salt")?,
+        failed_attempts: row
+            .try_get::<i64, _>("failed_attempts")?
+            .clamp(0, i64::from(u32::MAX)) as u32,
     })
 }
 
@@ -399,6 +482,7 @@ impl MetaStore for SqliteStore {
         &'a self,
         upload_id: &'a str,
         file: &'a FileRecord,
+        wraps: &'a [NewWrap],
     ) -> StoreFuture<'a, ()> {
         Box::pin(async move {
             let mut tx = self.pool.begin().await?;
@@ -411,6 +495,17 @@ impl MetaStore for SqliteStore {
                 .bind(&file.receipt)
                 .execute(&mut *tx)
                 .await?;
+            for (user, stanza) in wraps {
+                sqlx::query(
+                    "INSERT INTO wraps (file_id, user_name, stanza, created_at) VALUES (?, ?, ?, ?)",
+                )
+                .bind(&file.id)
+                .bind(user)
+                .bind(stanza)
+                .bind(file.created_at)
+                .execute(&mut *tx)
+                .await?;
+            }
             sqlx::query("DELETE FROM uploads WHERE id = ?")
                 .bind(upload_id)
                 .execute(&mut *tx)
@@ -515,6 +610,142 @@ impl MetaStore for SqliteStore {
             .fetch_all(&self.pool)
             .await?;
             Ok(rows.iter().map(file_from_row).collect::<Result<_, _>>()?)
+        })
+    }
+
+    fn create_link<'a>(&'a self, link: &'a Link) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            sqlx::query(
+                "INSERT INTO links (id, file_id, stanza, created_at, expires_at, max_downloads, downloads, password_hash, client_salt, failed_attempts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(&link.id)
+            .bind(&link.file_id)
+            .bind(&link.stanza)
+            .bind(link.created_at)
+            .bind(link.expires_at)
+            .bind(link.max_downloads.map(sql_u64))
+            .bind(sql_u64(link.downloads))
+            .bind(&link.password_hash)
+            .bind(&link.client_salt)
+            .bind(i64::from(link.failed_attempts))
+            .execute(&self.pool)
+            .await?;
+            Ok(())
+        })
+    }
+
+    fn link<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Option<Link>> {
+        Box::pin(async move {
+            let row = sqlx::query("SELECT * FROM links WHERE id = ?")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?;
+            Ok(row.as_ref().map(link_from_row).transpose()?)
+        })
+    }
+
+    fn file_links<'a>(&'a self, file_id: &'a str) -> StoreFuture<'a, Vec<Link>> {
+        Box::pin(async move {
+            let rows =
+                sqlx::query("SELECT * FROM links WHERE file_id = ? ORDER BY created_at DESC, id")
+                    .bind(file_id)
+                    .fetch_all(&self.pool)
+                    .await?;
+            Ok(rows.iter().map(link_from_row).collect::<Result<_, _>>()?)
+        })
+    }
+
+    fn delete_link<'a>(&'a self, id: &'a str) -> StoreFuture<'a, bool> {
+        Box::pin(async move {
+            let done = sqlx::query("DELETE FROM links WHERE id = ?")
+                .bind(id)
+                .execute(&self.pool)
+                .await?;
+            Ok(done.rows_affected() == 1)
+        })
+    }
+
+    fn link_failed_attempt<'a>(&'a self, id: &'a str) -> StoreFuture<'a, u32> {
+        Box::pin(async move {
+            let row = sqlx::query(
+                "UPDATE links SET failed_attempts = failed_attempts + 1 WHERE id = ? RETURNING failed_attempts",
+            )
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+            Ok(row.map_or(0, |r| {
+                r.get::<i64, _>("failed_attempts")
+                    .clamp(0, i64::from(u32::MAX)) as u32
+            }))
+        })
+    }
+
+    fn spend_link_download<'a>(
+        &'a self,
+        id: &'a str,
+        now: i64,
+        max_failures: u32,
+    ) -> StoreFuture<'a, bool> {
+        Box::pin(async move {
+            let done = sqlx::query(
+                "UPDATE links SET downloads = downloads + 1 WHERE id = ? AND expires_at > ? AND (max_downloads IS NULL OR downloads < max_downloads) AND failed_attempts < ?",
+            )
+            .bind(id)
+            .bind(now)
+            .bind(i64::from(max_failures))
+            .execute(&self.pool)
+            .await?;
+            Ok(done.rows_affected() == 1)
+        })
+    }
+
+    fn put_link_ticket<'a>(
+        &'a self,
+        hash: &'a [u8],
+        link_id: &'a str,
+        expires_at: i64,
+    ) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            sqlx::query(
+                "INSERT INTO link_tickets (ticket_hash, link_id, expires_at) VALUES (?, ?, ?)",
+            )
+            .bind(hash)
+            .bind(link_id)
+            .bind(expires_at)
+            .execute(&self.pool)
+            .await?;
+            Ok(())
+        })
+    }
+
+    fn ticket_link<'a>(&'a self, hash: &'a [u8], now: i64) -> StoreFuture<'a, Option<Link>> {
+        Box::pin(async move {
+            let row = sqlx::query(
+                "SELECT l.* FROM link_tickets t JOIN links l ON l.id = t.link_id WHERE t.ticket_hash = ? AND t.expires_at > ?",
+            )
+            .bind(hash)
+            .bind(now)
+            .fetch_optional(&self.pool)
+            .await?;
+            Ok(row.as_ref().map(link_from_row).transpose()?)
+        })
+    }
+
+    fn sweep_links(&self, now: i64) -> StoreFuture<'_, u64> {
+        Box::pin(async move {
+            let mut tx = self.pool.begin().await?;
+            sqlx::query("DELETE FROM link_tickets WHERE expires_at <= ?")
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            let done = sqlx::query(
+                "DELETE FROM links WHERE expires_at <= ? AND NOT EXISTS (SELECT 1 FROM link_tickets t WHERE t.link_id = links.id)",
+            )
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(done.rows_affected())
         })
     }
 }

@@ -309,3 +309,103 @@ async fn share_decrypt_revoke() {
     );
     server.shutdown().await;
 }
+
+/// Wraps sent with the tus creation request are checked before anything is
+/// stored and committed in the same transaction as the file.
+#[tokio::test]
+async fn wraps_sent_with_the_upload() {
+    let server = Server::start(60).await;
+    let alice = server.add_user("alice").await;
+    let bob = server.add_user("bob").await;
+    let carol = server.add_user("carol").await;
+    let mut client = server.connect().await;
+    let alice_token = client.login("alice", &alice, &server.identity).await;
+    let bob_token = client.login("bob", &bob, &server.identity).await;
+
+    let plain = b"quarterly figures".repeat(1000);
+    let to = [alice.public().clone(), bob.public().clone()];
+    let prepared = prepare(EncryptOptions::new(&to, &alice)).unwrap();
+    let wraps: Vec<String> = prepared
+        .stanzas()
+        .iter()
+        .map(|s| base64::engine::general_purpose::STANDARD.encode(s.to_bytes()))
+        .collect();
+    let mut w = prepared.writer(Vec::new(), Stanzas::Detached).unwrap();
+    std::io::Write::write_all(&mut w, &plain).unwrap();
+    let object = w.finish().unwrap().0;
+    let len = object.len().to_string();
+
+    let refused = [
+        // Bob's wrap filed under Carol's name.
+        (format!("coffer-wrap.carol {}", wraps[1]), 400),
+        // No such user.
+        (format!("coffer-wrap.nobody {}", wraps[1]), 404),
+        // Not a stanza, not base64, twice the same user.
+        ("coffer-wrap.bob AAAA".to_string(), 400),
+        ("coffer-wrap.bob !!!".to_string(), 400),
+        (
+            format!("coffer-wrap.bob {},coffer-wrap.bob {}", wraps[1], wraps[1]),
+            400,
+        ),
+    ];
+    for (metadata, expected) in refused {
+        let (status, _, _) = client
+            .raw(
+                "POST",
+                "/v1/uploads",
+                &[
+                    TUS,
+                    OCTETS,
+                    ("upload-length", &len),
+                    ("upload-metadata", &metadata),
+                ],
+                object.clone(),
+                Some(&alice_token),
+            )
+            .await;
+        assert_eq!(status, expected, "{metadata}");
+    }
+    let (_, listed) = client
+        .call("GET", "/v1/files", None, Some(&alice_token))
+        .await;
+    assert_eq!(
+        listed["files"],
+        json!([]),
+        "a refused upload stores nothing"
+    );
+
+    let metadata = format!(
+        "filename aWdub3JlZA==,coffer-wrap.alice {},coffer-wrap.bob {}",
+        wraps[0], wraps[1]
+    );
+    let (status, headers, _) = client
+        .raw(
+            "POST",
+            "/v1/uploads",
+            &[
+                TUS,
+                OCTETS,
+                ("upload-length", &len),
+                ("upload-metadata", &metadata),
+            ],
+            object.clone(),
+            Some(&alice_token),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let file = headers["coffer-file-id"].to_str().unwrap().to_string();
+    for (token, me) in [(&alice_token, &alice), (&bob_token, &bob)] {
+        assert_eq!(
+            fetch_and_decrypt(&mut client, token, &file, me)
+                .await
+                .unwrap(),
+            plain
+        );
+    }
+    let carol_token = client.login("carol", &carol, &server.identity).await;
+    assert_eq!(
+        fetch_and_decrypt(&mut client, &carol_token, &file, &carol).await,
+        Err(404)
+    );
+    server.shutdown().await;
+}

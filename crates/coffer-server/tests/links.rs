@@ -1,0 +1,450 @@
+//! Anonymous share links: the server stores a wrap for a key it never sees,
+//! and enforces expiry, the download limit and the password verifier.
+
+mod common;
+
+use base64::Engine as _;
+use coffer_format::recipient::add_recipient;
+use coffer_format::{EncryptOptions, Header, Identity, Stanza, Stanzas, prepare};
+use common::{B64, Client, Server};
+use serde_json::{Value, json};
+
+const TUS: (&str, &str) = ("tus-resumable", "1.0.0");
+const OCTETS: (&str, &str) = ("content-type", "application/offset+octet-stream");
+const JSON: (&str, &str) = ("content-type", "application/json");
+
+struct Shared {
+    file: String,
+    object: Vec<u8>,
+    plain: Vec<u8>,
+}
+
+/// Alice encrypts and uploads with her own wrap in the creation request.
+async fn upload(client: &mut Client, token: &str, alice: &Identity) -> Shared {
+    let plain: Vec<u8> = (0..150_000u32).map(|i| (i % 251) as u8).collect();
+    let me = [alice.public().clone()];
+    let prepared = prepare(EncryptOptions::new(&me, alice)).unwrap();
+    let own_wrap = prepared.stanzas()[0].to_bytes();
+    let mut w = prepared.writer(Vec::new(), Stanzas::Detached).unwrap();
+    std::io::Write::write_all(&mut w, &plain).unwrap();
+    let object = w.finish().unwrap().0;
+    let metadata = format!(
+        "coffer-wrap.alice {}",
+        base64::engine::general_purpose::STANDARD.encode(own_wrap)
+    );
+    let (status, headers, _) = client
+        .raw(
+            "POST",
+            "/v1/uploads",
+            &[
+                TUS,
+                OCTETS,
+                ("upload-length", &object.len().to_string()),
+                ("upload-metadata", &metadata),
+            ],
+            object.clone(),
+            Some(token),
+        )
+        .await;
+    assert_eq!(status, 201);
+    Shared {
+        file: headers["coffer-file-id"].to_str().unwrap().to_string(),
+        object,
+        plain,
+    }
+}
+
+/// Alice's client opens the file key with her wrap and wraps it for `link_key`.
+async fn link_stanza(
+    client: &mut Client,
+    token: &str,
+    shared: &Shared,
+    alice: &Identity,
+    link_key: &Identity,
+) -> Stanza {
+    let (status, wrap) = client
+        .call(
+            "GET",
+            &format!("/v1/files/{}/wrap", shared.file),
+            None,
+            Some(token),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let own = Stanza::from_bytes(&B64.decode(wrap["stanza"].as_str().unwrap()).unwrap()).unwrap();
+    let (header, _) = Header::parse(&shared.object).unwrap();
+    let opened = header.open(alice, &[own]).unwrap();
+    add_recipient(opened.core(), opened.file_key(), link_key.public()).unwrap()
+}
+
+async fn create_link(client: &mut Client, token: &str, file: &str, body: Value) -> (u16, Value) {
+    client
+        .call(
+            "POST",
+            &format!("/v1/files/{file}/links"),
+            Some(body),
+            Some(token),
+        )
+        .await
+}
+
+async fn open(client: &mut Client, link: &str, password: Option<&str>) -> (u16, Value) {
+    let body = password.map(|p| json!({"password": p}));
+    client
+        .call("POST", &format!("/v1/links/{link}/open"), body, None)
+        .await
+}
+
+async fn content(
+    client: &mut Client,
+    link: &str,
+    ticket: &str,
+    range: Option<&str>,
+) -> (u16, Vec<u8>) {
+    let mut headers = vec![("coffer-link-ticket", ticket)];
+    if let Some(range) = range {
+        headers.push(("range", range));
+    }
+    let (status, _, body) = client
+        .raw(
+            "GET",
+            &format!("/v1/links/{link}/content"),
+            &headers,
+            vec![],
+            None,
+        )
+        .await;
+    (status, body)
+}
+
+fn decrypt(object: &[u8], stanza_b64: &str, key: &Identity) -> Vec<u8> {
+    let stanza = Stanza::from_bytes(&B64.decode(stanza_b64).unwrap()).unwrap();
+    let (header, len) = Header::parse(object).unwrap();
+    let mut out = Vec::new();
+    header
+        .open(key, &[stanza])
+        .unwrap()
+        .decryptor(&object[len..])
+        .unwrap()
+        .copy_to(&mut out)
+        .unwrap();
+    out
+}
+
+#[tokio::test]
+async fn download_limit_tickets_and_revocation() {
+    let server = Server::start(60).await;
+    let alice = server.add_user("alice").await;
+    let bob = server.add_user("bob").await;
+    let mut client = server.connect().await;
+    let alice_token = client.login("alice", &alice, &server.identity).await;
+    let bob_token = client.login("bob", &bob, &server.identity).await;
+    let shared = upload(&mut client, &alice_token, &alice).await;
+    let link_key = Identity::generate().unwrap();
+    let stanza = link_stanza(&mut client, &alice_token, &shared, &alice, &link_key).await;
+    let stanza_b64 = B64.encode(stanza.to_bytes());
+
+    // Only the owner may make links.
+    let (status, _) = create_link(
+        &mut client,
+        &bob_token,
+        &shared.file,
+        json!({"stanza": stanza_b64}),
+    )
+    .await;
+    assert_eq!(status, 404);
+    let (status, link) = create_link(
+        &mut client,
+        &alice_token,
+        &shared.file,
+        json!({"stanza": stanza_b64, "max_downloads": 2}),
+    )
+    .await;
+    assert_eq!(status, 201, "{link}");
+    let id = link["id"].as_str().unwrap().to_string();
+
+    // Anyone with the link sees what it is before opening it.
+    let (status, info) = client
+        .call("GET", &format!("/v1/links/{id}"), None, None)
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(info["downloads_left"], 2);
+    assert_eq!(info["password_required"], false);
+    assert_eq!(info["size"], shared.object.len() as u64);
+
+    // First open: the wrap plus a ticket for the bytes, which decrypt with
+    // the link key alone.
+    let (status, opened) = open(&mut client, &id, None).await;
+    assert_eq!(status, 200, "{opened}");
+    let ticket = opened["ticket"].as_str().unwrap().to_string();
+    let (status, object) = content(&mut client, &id, &ticket, None).await;
+    assert_eq!(status, 200);
+    assert_eq!(object, shared.object);
+    let stanza_out = opened["stanza"].as_str().unwrap();
+    assert_eq!(decrypt(&object, stanza_out, &link_key), shared.plain);
+    // The ticket resumes with ranges without spending a download.
+    let (status, tail) = content(&mut client, &id, &ticket, Some("bytes=100000-")).await;
+    assert_eq!(status, 206);
+    assert_eq!(tail, shared.object[100_000..]);
+    let (_, info) = client
+        .call("GET", &format!("/v1/links/{id}"), None, None)
+        .await;
+    assert_eq!(info["downloads_left"], 1);
+
+    // A wrong or missing ticket gets nothing.
+    assert_eq!(content(&mut client, &id, "bogus", None).await.0, 401);
+    let (status, _, _) = client
+        .raw("GET", &format!("/v1/links/{id}/content"), &[], vec![], None)
+        .await;
+    assert_eq!(status, 401);
+    // A user token is not a ticket.
+    assert_eq!(content(&mut client, &id, &alice_token, None).await.0, 401);
+
+    // Second open works, the third finds the limit.
+    assert_eq!(open(&mut client, &id, None).await.0, 200);
+    let (status, body) = open(&mut client, &id, None).await;
+    assert_eq!(status, 410);
+    assert_eq!(body["error"]["code"], "link_exhausted");
+    let (status, _) = client
+        .call("GET", &format!("/v1/links/{id}"), None, None)
+        .await;
+    assert_eq!(status, 410);
+
+    // The owner sees the count; a ticket of one link does not open another.
+    let (_, list) = client
+        .call(
+            "GET",
+            &format!("/v1/files/{}/links", shared.file),
+            None,
+            Some(&alice_token),
+        )
+        .await;
+    assert_eq!(list["links"].as_array().unwrap().len(), 1);
+    assert_eq!(list["links"][0]["downloads"], 2);
+    let (_, other) = create_link(
+        &mut client,
+        &alice_token,
+        &shared.file,
+        json!({"stanza": stanza_b64}),
+    )
+    .await;
+    let other = other["id"].as_str().unwrap().to_string();
+    assert_eq!(content(&mut client, &other, &ticket, None).await.0, 401);
+
+    // Revoking: bob may not, alice may; outstanding tickets die with it.
+    let (status, _) = client
+        .call("DELETE", &format!("/v1/links/{id}"), None, Some(&bob_token))
+        .await;
+    assert_eq!(status, 404);
+    assert_eq!(content(&mut client, &id, &ticket, None).await.0, 200);
+    let (status, _) = client
+        .call(
+            "DELETE",
+            &format!("/v1/links/{id}"),
+            None,
+            Some(&alice_token),
+        )
+        .await;
+    assert_eq!(status, 204);
+    assert_eq!(content(&mut client, &id, &ticket, None).await.0, 401);
+    let (status, _) = client
+        .call("GET", &format!("/v1/links/{id}"), None, None)
+        .await;
+    assert_eq!(status, 404);
+
+    // Deleting the file takes its links with it.
+    let (status, _) = client
+        .call(
+            "DELETE",
+            &format!("/v1/files/{}", shared.file),
+            None,
+            Some(&alice_token),
+        )
+        .await;
+    assert_eq!(status, 204);
+    assert_eq!(open(&mut client, &other, None).await.0, 404);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn expiry_and_bad_requests() {
+    let server = Server::start(60).await;
+    let alice = server.add_user("alice").await;
+    let mut client = server.connect().await;
+    let token = client.login("alice", &alice, &server.identity).await;
+    let shared = upload(&mut client, &token, &alice).await;
+    let link_key = Identity::generate().unwrap();
+    let stanza = B64.encode(
+        link_stanza(&mut client, &token, &shared, &alice, &link_key)
+            .await
+            .to_bytes(),
+    );
+
+    for bad in [
+        json!({"stanza": stanza, "expires_in": 0}),
+        json!({"stanza": stanza, "expires_in": 31 * 24 * 3600}),
+        json!({"stanza": stanza, "max_downloads": 0}),
+        json!({"stanza": B64.encode([7u8; 89])}),
+        json!({"stanza": "not base64!"}),
+        json!({"stanza": stanza, "client_salt": B64.encode([0u8; 65])}),
+        json!({"stanza": stanza, "password": ""}),
+    ] {
+        let (status, body) = create_link(&mut client, &token, &shared.file, bad.clone()).await;
+        assert_eq!(status, 400, "{bad} → {body}");
+    }
+    let (status, _, _) = client
+        .raw(
+            "POST",
+            &format!("/v1/files/{}/links", shared.file),
+            &[JSON],
+            b"{garbage".to_vec(),
+            Some(&token),
+        )
+        .await;
+    assert_eq!(status, 400);
+    assert_eq!(
+        open(&mut client, "0123456789abcdef0123456789abcdef", None)
+            .await
+            .0,
+        404
+    );
+    assert_eq!(open(&mut client, "../../etc/passwd", None).await.0, 404);
+
+    let (status, link) = create_link(
+        &mut client,
+        &token,
+        &shared.file,
+        json!({"stanza": stanza, "expires_in": 1}),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let id = link["id"].as_str().unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let (status, body) = open(&mut client, id, None).await;
+    assert_eq!(status, 410);
+    assert_eq!(body["error"]["code"], "link_expired");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn password_verifier_and_lockout() {
+    let server = Server::start(60).await;
+    let alice = server.add_user("alice").await;
+    let mut client = server.connect().await;
+    let token = client.login("alice", &alice, &server.identity).await;
+    let shared = upload(&mut client, &token, &alice).await;
+    let link_key = Identity::generate().unwrap();
+    let stanza = B64.encode(
+        link_stanza(&mut client, &token, &shared, &alice, &link_key)
+            .await
+            .to_bytes(),
+    );
+    let salt = B64.encode([9u8; 16]);
+    let (status, link) = create_link(
+        &mut client,
+        &token,
+        &shared.file,
+        json!({"stanza": stanza, "password": "correct horse", "client_salt": salt, "max_downloads": 1}),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let id = link["id"].as_str().unwrap().to_string();
+
+    let (_, info) = client
+        .call("GET", &format!("/v1/links/{id}"), None, None)
+        .await;
+    assert_eq!(info["password_required"], true);
+    assert_eq!(info["client_salt"], salt.as_str());
+    assert!(info.get("stanza").is_none(), "no wrap before the password");
+
+    let (status, body) = open(&mut client, &id, None).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (401, Some("password_required"))
+    );
+    let (status, body) = open(&mut client, &id, Some("wrong horse")).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (401, Some("wrong_password"))
+    );
+    assert!(body.get("stanza").is_none());
+    // Wrong passwords spend no download: the single one is still there.
+    let (status, opened) = open(&mut client, &id, Some("correct horse")).await;
+    assert_eq!(status, 200, "{opened}");
+    let (status, object) =
+        content(&mut client, &id, opened["ticket"].as_str().unwrap(), None).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        decrypt(&object, opened["stanza"].as_str().unwrap(), &link_key),
+        shared.plain
+    );
+
+    // Guessing locks a link for good (default: after 10 wrong passwords).
+    let (_, link) = create_link(
+        &mut client,
+        &token,
+        &shared.file,
+        json!({"stanza": stanza, "password": "correct horse"}),
+    )
+    .await;
+    let id = link["id"].as_str().unwrap().to_string();
+    for _ in 0..10 {
+        assert_eq!(open(&mut client, &id, Some("guess")).await.0, 401);
+    }
+    let (status, body) = open(&mut client, &id, Some("correct horse")).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (410, Some("link_locked"))
+    );
+    let (_, list) = client
+        .call(
+            "GET",
+            &format!("/v1/files/{}/links", shared.file),
+            None,
+            Some(&token),
+        )
+        .await;
+    let locked = list["links"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["id"] == id.as_str());
+    assert_eq!(locked.unwrap()["locked"], true);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn racing_openers_share_the_last_download() {
+    let server = Server::start(60).await;
+    let alice = server.add_user("alice").await;
+    let mut client = server.connect().await;
+    let token = client.login("alice", &alice, &server.identity).await;
+    let shared = upload(&mut client, &token, &alice).await;
+    let link_key = Identity::generate().unwrap();
+    let stanza = B64.encode(
+        link_stanza(&mut client, &token, &shared, &alice, &link_key)
+            .await
+            .to_bytes(),
+    );
+    let (_, link) = create_link(
+        &mut client,
+        &token,
+        &shared.file,
+        json!({"stanza": stanza, "max_downloads": 1}),
+    )
+    .await;
+    let id = link["id"].as_str().unwrap().to_string();
+    let mut openers = Vec::new();
+    for _ in 0..8 {
+        let mut c = server.connect().await;
+        let id = id.clone();
+        openers.push(tokio::spawn(async move { open(&mut c, &id, None).await.0 }));
+    }
+    let mut statuses = Vec::new();
+    for opener in openers {
+        statuses.push(opener.await.unwrap());
+    }
+    statuses.sort();
+    assert_eq!(statuses, [200, 410, 410, 410, 410, 410, 410, 410]);
+    server.shutdown().await;
+}
