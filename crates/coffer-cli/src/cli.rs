@@ -64,6 +64,13 @@ pub struct ServerInitArgs {
     /// Host names and addresses for the self-signed certificate.
     #[arg(long = "name", default_values = ["localhost", "127.0.0.1"])]
     pub names: Vec<String>,
+    /// Require client certificates signed by a CA in this PEM file (mTLS);
+    /// the file is copied into the data directory.
+    #[arg(long)]
+    pub client_ca: Option<PathBuf>,
+    /// Serve Prometheus metrics (over HTTPS, same certificate) here.
+    #[arg(long)]
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -73,6 +80,13 @@ pub struct ServerRunArgs {
     /// Override the configured listen address.
     #[arg(long)]
     pub listen: Option<std::net::SocketAddr>,
+    /// Override the configured client CA (PEM) and require client
+    /// certificates (mTLS).
+    #[arg(long)]
+    pub client_ca: Option<PathBuf>,
+    /// Override the configured Prometheus metrics address.
+    #[arg(long)]
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -47,6 +47,7 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::files::routes())
         .merge(crate::shares::routes())
         .merge(crate::links::routes())
+        .route_layer(axum::middleware::from_fn(crate::metrics::track))
         .with_state(state)
 }
 
@@ -74,6 +75,10 @@ impl ApiError {
             "unauthorized",
             "authentication failed",
         )
+    }
+    /// The stable error code.
+    pub fn code(&self) -> &'static str {
+        self.code
     }
     pub(crate) fn bad_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
@@ -167,6 +172,18 @@ async fn login(
     Extension(conn): Extension<ConnInfo>,
     Json(req): Json<LoginRequest>,
 ) -> Result<Json<TokenResponse>, ApiError> {
+    let result = verify_login(&state, &conn, &req).await;
+    let outcome = if result.is_ok() { "ok" } else { "failed" };
+    metrics::counter!("coffer_logins_total", "result" => outcome).increment(1);
+    issue_token(&state, &result?).await.map(Json)
+}
+
+/// Checks a login request; returns the user's name.
+async fn verify_login(
+    state: &AppState,
+    conn: &ConnInfo,
+    req: &LoginRequest,
+) -> Result<String, ApiError> {
     let nonce: [u8; 32] = b64()
         .decode(&req.nonce)
         .ok()
@@ -195,7 +212,7 @@ async fn login(
     public
         .verify(&message, &signature)
         .map_err(|_| ApiError::unauthorized())?;
-    issue_token(&state, &user.name).await.map(Json)
+    Ok(user.name)
 }
 
 async fn issue_token(state: &AppState, user: &str) -> Result<TokenResponse, ApiError> {

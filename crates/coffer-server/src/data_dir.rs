@@ -54,7 +54,9 @@ fn write_private(path: &Path, contents: &[u8]) -> Result<()> {
 }
 
 /// Creates a new data directory. Refuses to touch an existing one.
-pub async fn init(root: &Path, cert: CertSource, config: Config) -> Result<InitReport> {
+/// A `client_ca` in `config` names a PEM file outside the directory; it is
+/// copied in as `tls/client-ca.pem`.
+pub async fn init(root: &Path, cert: CertSource, mut config: Config) -> Result<InitReport> {
     if root.join(config::FILE_NAME).exists() {
         bail!("{} is already a coffer data directory", root.display());
     }
@@ -81,8 +83,20 @@ pub async fn init(root: &Path, cert: CertSource, config: Config) -> Result<InitR
     };
     write_private(&root.join(&config.tls_cert), cert_pem.as_bytes())?;
     write_private(&root.join(&config.tls_key), key_pem.as_bytes())?;
-    // Fail now, not at first start, if the pair is unusable.
-    tls::server_config(&root.join(&config.tls_cert), &root.join(&config.tls_key))?;
+    if let Some(ca) = config.client_ca.take() {
+        let pem =
+            fs::read_to_string(&ca).with_context(|| format!("cannot read {}", ca.display()))?;
+        let inside = PathBuf::from("tls/client-ca.pem");
+        write_private(&root.join(&inside), pem.as_bytes())?;
+        config.client_ca = Some(inside);
+    }
+    // Fail now, not at first start, if the pair or the CA is unusable.
+    let client_ca = config.client_ca.as_ref().map(|p| root.join(p));
+    tls::server_config(
+        &root.join(&config.tls_cert),
+        &root.join(&config.tls_key),
+        client_ca.as_deref(),
+    )?;
 
     SqliteStore::open(&root.join("meta.db")).await?;
     write_private(&root.join(config::FILE_NAME), config.to_toml()?.as_bytes())?;

@@ -345,6 +345,7 @@ async fn write_chunk(
             "Upload-Checksum does not match the body",
         ));
     }
+    metrics::counter!("coffer_upload_bytes_total").increment(appended.written);
     let new_offset = upload.offset + appended.written;
     if !state
         .store
@@ -637,6 +638,7 @@ pub(crate) async fn serve_object(
         .read(&file.id, start, end)
         .await
         .map_err(ApiError::internal)?;
+    metrics::counter!("coffer_download_bytes_total").increment(end - start);
     let mut response = Response::new(Body::from_stream(stream));
     let h = response.headers_mut();
     h.insert(

@@ -14,6 +14,7 @@ pub mod config;
 pub mod data_dir;
 pub mod files;
 pub mod links;
+pub mod metrics;
 pub mod objects;
 pub mod receipt;
 pub mod serve;
@@ -42,23 +43,50 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Opens `data_dir`, binds its listener and serves until `shutdown`.
-/// `on_ready` receives the bound address (useful with port 0).
+/// The addresses a running server listens on.
+#[derive(Clone, Copy, Debug)]
+pub struct Bound {
+    /// The HTTPS API.
+    pub api: std::net::SocketAddr,
+    /// The Prometheus metrics listener, if configured.
+    pub metrics: Option<std::net::SocketAddr>,
+}
+
+/// Opens `data_dir`, binds its listeners and serves until `shutdown`;
+/// in-flight requests get a grace period. `on_ready` receives the bound
+/// addresses (useful with port 0).
 pub async fn run(
     data_dir: DataDir,
     shutdown: impl Future<Output = ()>,
-    on_ready: impl FnOnce(std::net::SocketAddr),
+    on_ready: impl FnOnce(Bound),
 ) -> Result<()> {
     tls::install_provider();
+    let client_ca = data_dir.config.client_ca.as_ref().map(|p| data_dir.path(p));
     let tls_config = tls::server_config(
         &data_dir.path(&data_dir.config.tls_cert),
         &data_dir.path(&data_dir.config.tls_key),
+        client_ca.as_deref(),
     )?;
     let store = data_dir.store().await?;
     let listener = tokio::net::TcpListener::bind(data_dir.config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", data_dir.config.listen))?;
-    on_ready(listener.local_addr()?);
+    let metrics_listener = match data_dir.config.metrics_listen {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} for metrics"))?,
+        ),
+        None => None,
+    };
+    metrics::install();
+    on_ready(Bound {
+        api: listener.local_addr()?,
+        metrics: metrics_listener
+            .as_ref()
+            .map(|l| l.local_addr())
+            .transpose()?,
+    });
     let objects = objects::LocalObjects::new(&data_dir.root)?;
     let state = api::AppState {
         store: Arc::new(store),
@@ -67,9 +95,35 @@ pub async fn run(
         objects: Arc::new(objects),
         busy: files::BusyUploads::default(),
     };
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        }
+    };
+    let metrics_server = metrics_listener.map(|listener| {
+        tokio::spawn(serve::serve(
+            listener,
+            tls_config.clone(),
+            metrics::router(),
+            stopped(),
+        ))
+    });
     let sweeper = tokio::spawn(sweep_forever(state.clone()));
-    let served = serve::serve(listener, tls_config, api::router(state), shutdown).await;
+    let api = serve::serve(listener, tls_config, api::router(state), stopped());
+    tokio::pin!(api);
+    let served = tokio::select! {
+        served = &mut api => served,
+        () = shutdown => {
+            let _ = stop_tx.send(true);
+            api.await
+        }
+    };
     sweeper.abort();
+    if let Some(task) = metrics_server {
+        task.await??;
+    }
     served
 }
 

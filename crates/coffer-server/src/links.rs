@@ -259,10 +259,24 @@ async fn open(
     Path(link_id): Path<String>,
     body: Option<Json<OpenRequest>>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    let result = open_link(&state, &link_id, body).await;
+    let outcome = match &result {
+        Ok(_) => "ok",
+        Err(err) => err.code(),
+    };
+    metrics::counter!("coffer_link_opens_total", "result" => outcome).increment(1);
+    result
+}
+
+async fn open_link(
+    state: &AppState,
+    link_id: &str,
+    body: Option<Json<OpenRequest>>,
+) -> Result<Json<serde_json::Value>, ApiError> {
     let req = body.map(|Json(req)| req).unwrap_or_default();
-    let link = existing_link(&state, &link_id).await?;
+    let link = existing_link(state, link_id).await?;
     let now = crate::unix_now();
-    if let Some(refusal) = closed(&state, &link, now) {
+    if let Some(refusal) = closed(state, &link, now) {
         return Err(refusal);
     }
     if let Some(phc) = &link.password_hash {

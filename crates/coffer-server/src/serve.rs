@@ -72,6 +72,28 @@ pub async fn serve(
     Ok(())
 }
 
+fn handshake_failed(err: anyhow::Error) -> anyhow::Error {
+    metrics::counter!("coffer_tls_handshake_failures_total").increment(1);
+    err
+}
+
+/// Counts an established connection in `coffer_connections_open` while alive.
+struct OpenConnection(metrics::Gauge);
+
+impl OpenConnection {
+    fn new() -> Self {
+        let gauge = metrics::gauge!("coffer_connections_open");
+        gauge.increment(1.0);
+        Self(gauge)
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
+    }
+}
+
 async fn connection(
     acceptor: TlsAcceptor,
     stream: tokio::net::TcpStream,
@@ -79,7 +101,14 @@ async fn connection(
     router: Router,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> Result<()> {
-    let tls = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await??;
+    let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await;
+    let tls = match handshake {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(err)) => return Err(handshake_failed(err.into())),
+        Err(elapsed) => return Err(handshake_failed(elapsed.into())),
+    };
+    metrics::counter!("coffer_connections_total").increment(1);
+    let _open = OpenConnection::new();
     let mut exporter = [0u8; 32];
     tls.get_ref()
         .1

@@ -56,16 +56,40 @@ pub fn fingerprint(leaf: &CertificateDer<'_>) -> String {
 }
 
 /// The server's rustls configuration: TLS 1.3 only, HTTP/1.1 via ALPN.
-pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>> {
+/// With `client_ca`, every client must present a certificate chaining to
+/// one of the CA certificates in that PEM file (mTLS); this is in addition
+/// to, not instead of, the key-based login.
+pub fn server_config(
+    cert: &Path,
+    key: &Path,
+    client_ca: Option<&Path>,
+) -> Result<Arc<ServerConfig>> {
     let chain = load_chain(cert)?;
     let key = PrivateKeyDer::from_pem_file(key)
         .with_context(|| format!("cannot read key {}", key.display()))?;
-    let mut config = ServerConfig::builder_with_provider(provider())
+    let builder = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
-        .context("TLS 1.3 unavailable")?
-        .with_no_client_auth()
+        .context("TLS 1.3 unavailable")?;
+    let builder = match client_ca {
+        None => builder.with_no_client_auth(),
+        Some(path) => builder.with_client_cert_verifier(client_verifier(path)?),
+    };
+    let mut config = builder
         .with_single_cert(chain, key)
         .context("certificate and key do not match")?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
+}
+
+/// Verifies client certificates against the CA certificates in `path`.
+fn client_verifier(path: &Path) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>> {
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in load_chain(path)? {
+        roots
+            .add(ca)
+            .with_context(|| format!("unusable CA certificate in {}", path.display()))?;
+    }
+    rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+        .build()
+        .with_context(|| format!("cannot use {} as client CA", path.display()))
 }

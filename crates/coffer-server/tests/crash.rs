@@ -29,7 +29,7 @@ fn child_server() {
         .block_on(coffer_server::run(
             DataDir::open(dir.as_ref()).unwrap(),
             std::future::pending(),
-            |addr| println!("LISTENING {addr}"),
+            |bound| println!("LISTENING {}", bound.api),
         ))
         .unwrap();
 }

@@ -31,6 +31,8 @@ async fn init(args: &ServerInitArgs) -> Result<()> {
     };
     let config = Config {
         listen: args.listen,
+        client_ca: args.client_ca.clone(),
+        metrics_listen: args.metrics_listen,
         ..Config::default()
     };
     let report = coffer_server::init(&args.data.dir, cert, config).await?;
@@ -57,6 +59,13 @@ async fn serve(args: &ServerRunArgs) -> Result<()> {
     if let Some(listen) = args.listen {
         data.config.listen = listen;
     }
+    if let Some(ca) = &args.client_ca {
+        // An absolute path stays as it is when joined to the data directory.
+        data.config.client_ca = Some(std::path::absolute(ca)?);
+    }
+    if let Some(metrics) = args.metrics_listen {
+        data.config.metrics_listen = Some(metrics);
+    }
     let shutdown = async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .expect("SIGTERM handler");
@@ -66,8 +75,11 @@ async fn serve(args: &ServerRunArgs) -> Result<()> {
         }
         eprintln!("coffer server: shutting down");
     };
-    coffer_server::run(data, shutdown, |addr| {
-        eprintln!("coffer server: listening on https://{addr}")
+    coffer_server::run(data, shutdown, |bound| {
+        eprintln!("coffer server: listening on https://{}", bound.api);
+        if let Some(metrics) = bound.metrics {
+            eprintln!("coffer server: metrics on https://{metrics}/metrics");
+        }
     })
     .await
 }

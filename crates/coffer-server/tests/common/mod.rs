@@ -63,6 +63,7 @@ impl ServerCertVerifier for Pinned {
 pub struct Server {
     pub dir: tempfile::TempDir,
     pub addr: std::net::SocketAddr,
+    pub metrics: Option<std::net::SocketAddr>,
     pub cert: CertificateDer<'static>,
     pub identity: PublicIdentity,
     pub stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -71,12 +72,20 @@ pub struct Server {
 
 impl Server {
     pub async fn start(challenge_ttl: u64) -> Self {
+        Self::start_with(Config {
+            challenge_ttl_secs: challenge_ttl,
+            ..Config::default()
+        })
+        .await
+    }
+
+    /// Starts a server with `config`, on a random 127.0.0.1 port.
+    pub async fn start_with(config: Config) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("data");
         let config = Config {
             listen: "127.0.0.1:0".parse().unwrap(),
-            challenge_ttl_secs: challenge_ttl,
-            ..Config::default()
+            ..config
         };
         coffer_server::init(
             &root,
@@ -97,14 +106,15 @@ impl Server {
             async {
                 let _ = stopped.await;
             },
-            move |addr| {
-                let _ = ready_tx.send(addr);
+            move |bound| {
+                let _ = ready_tx.send(bound);
             },
         ));
-        let addr = ready_rx.await.unwrap();
+        let bound: coffer_server::Bound = ready_rx.await.unwrap();
         Server {
             dir,
-            addr,
+            addr: bound.api,
+            metrics: bound.metrics,
             cert,
             identity,
             stop: Some(stop),
@@ -172,13 +182,29 @@ impl Server {
         cert: CertificateDer<'static>,
         versions: &[&'static rustls::SupportedProtocolVersion],
     ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, std::io::Error> {
+        Self::tls_connect_as(addr, cert, versions, None).await
+    }
+
+    /// Like [`Self::tls_connect`], presenting a client certificate if given.
+    pub async fn tls_connect_as(
+        addr: std::net::SocketAddr,
+        cert: CertificateDer<'static>,
+        versions: &[&'static rustls::SupportedProtocolVersion],
+        client_auth: Option<(
+            Vec<CertificateDer<'static>>,
+            rustls::pki_types::PrivateKeyDer<'static>,
+        )>,
+    ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, std::io::Error> {
         let provider = coffer_server::tls::provider();
-        let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+        let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
             .with_protocol_versions(versions)
             .unwrap()
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(Pinned(cert, provider)))
-            .with_no_client_auth();
+            .with_custom_certificate_verifier(Arc::new(Pinned(cert, provider)));
+        let config = match client_auth {
+            None => builder.with_no_client_auth(),
+            Some((chain, key)) => builder.with_client_auth_cert(chain, key).unwrap(),
+        };
         let tcp = TcpStream::connect(addr).await?;
         tokio_rustls::TlsConnector::from(Arc::new(config))
             .connect(ServerName::try_from("localhost").unwrap(), tcp)

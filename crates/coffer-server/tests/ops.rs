@@ -1,0 +1,139 @@
+//! Operator features: client certificates (mTLS) and the Prometheus
+//! metrics listener.
+
+mod common;
+
+use coffer_server::Config;
+use common::Server;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use rcgen::{
+    BasicConstraints, CertificateParams, CertifiedIssuer, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+
+type ClientAuth = (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>);
+
+fn ca() -> CertifiedIssuer<'static, KeyPair> {
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap()
+}
+
+fn client_cert(issuer: &CertifiedIssuer<'static, KeyPair>) -> ClientAuth {
+    let mut params = CertificateParams::new(vec!["batch-job".to_string()]).unwrap();
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let key = KeyPair::generate().unwrap();
+    let cert = params.signed_by(&key, issuer).unwrap();
+    (
+        vec![cert.der().clone()],
+        PrivatePkcs8KeyDer::from(key.serialize_der()).into(),
+    )
+}
+
+/// GET `path` over a fresh pinned TLS 1.3 connection; Err if the TLS
+/// handshake or the exchange fails (a refused client certificate surfaces
+/// at the first read in TLS 1.3).
+async fn get(
+    server: &Server,
+    addr: std::net::SocketAddr,
+    path: &str,
+    auth: Option<ClientAuth>,
+) -> Result<(u16, String), String> {
+    let tls = Server::tls_connect_as(addr, server.cert.clone(), &[&rustls::version::TLS13], auth)
+        .await
+        .map_err(|e| e.to_string())?;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+            .await
+            .map_err(|e| e.to_string())?;
+    tokio::spawn(conn);
+    let req = hyper::Request::builder()
+        .uri(path)
+        .header("host", "localhost")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
+    let status = resp.status().as_u16();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok((
+        status,
+        String::from_utf8_lossy(&body.to_bytes()).into_owned(),
+    ))
+}
+
+#[tokio::test]
+async fn mtls_requires_a_certificate_from_the_configured_ca() {
+    let issuer = ca();
+    let dir = tempfile::tempdir().unwrap();
+    let ca_path = dir.path().join("ca.pem");
+    std::fs::write(&ca_path, issuer.pem()).unwrap();
+    let server = Server::start_with(Config {
+        client_ca: Some(ca_path),
+        ..Config::default()
+    })
+    .await;
+    // The CA was copied into the data directory.
+    assert!(server.dir.path().join("data/tls/client-ca.pem").exists());
+
+    let ok = get(&server, server.addr, "/healthz", Some(client_cert(&issuer))).await;
+    assert_eq!(ok, Ok((200, "ok\n".to_string())));
+    assert!(get(&server, server.addr, "/healthz", None).await.is_err());
+    let stranger = client_cert(&ca());
+    assert!(
+        get(&server, server.addr, "/healthz", Some(stranger))
+            .await
+            .is_err()
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn metrics_listener_serves_prometheus_text_apart_from_the_api() {
+    let server = Server::start_with(Config {
+        metrics_listen: Some("127.0.0.1:0".parse().unwrap()),
+        ..Config::default()
+    })
+    .await;
+    let metrics = server.metrics.expect("metrics listener bound");
+    assert_ne!(metrics, server.addr);
+
+    // Some traffic: a health check, a failed login, an unknown route.
+    let mut client = server.connect().await;
+    assert_eq!(client.call("GET", "/healthz", None, None).await.0, 200);
+    let bogus = serde_json::json!({"user": "nobody", "nonce": "AAAA", "signature": "AAAA"});
+    assert_eq!(
+        client
+            .call("POST", "/v1/auth/login", Some(bogus), None)
+            .await
+            .0,
+        401
+    );
+
+    let (status, text) = get(&server, metrics, "/metrics", None).await.unwrap();
+    assert_eq!(status, 200);
+    assert!(
+        text.contains(r#"coffer_http_requests_total{method="GET",route="/healthz",status="200"}"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"coffer_logins_total{result="failed"}"#),
+        "{text}"
+    );
+    assert!(text.contains("coffer_connections_open"), "{text}");
+    assert!(
+        text.contains("coffer_http_request_duration_seconds"),
+        "{text}"
+    );
+    // Metrics are not on the API listener, and the API is not on the metrics one.
+    assert_eq!(client.call("GET", "/metrics", None, None).await.0, 404);
+    assert_eq!(
+        get(&server, metrics, "/healthz", None).await.unwrap().0,
+        404
+    );
+    server.shutdown().await;
+}
