@@ -7,12 +7,15 @@ use axum::extract::{FromRequestParts, Path, State};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use base64::Engine as _;
 use coffer_format::{Identity, PublicIdentity};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{OpenApi, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::{self, b64, login_message, token_hash, valid_user_name};
 use crate::config::Config;
@@ -34,21 +37,86 @@ pub struct AppState {
     pub busy: crate::files::BusyUploads,
 }
 
-/// The router for all endpoints.
-pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/v1/auth/challenge", post(challenge))
-        .route("/v1/auth/login", post(login))
-        .route("/v1/auth/refresh", post(refresh))
-        .route("/v1/auth/logout", post(logout))
-        .route("/v1/whoami", get(whoami))
-        .route("/v1/users/{name}/identity", get(user_identity))
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "coffer",
+        description = "End-to-end encrypted file exchange. See docs/API.md for the protocol around these endpoints."
+    ),
+    modifiers(&BearerAuth),
+    components(schemas(ErrorBody))
+)]
+struct ApiDoc;
+
+/// Declares the bearer-token scheme that authenticated paths refer to.
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        openapi
+            .components
+            .get_or_insert_default()
+            .add_security_scheme(
+                "bearer",
+                SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+            );
+    }
+}
+
+/// Every route together with its OpenAPI description: a handler cannot be
+/// routed without being documented, because both come from one macro.
+pub fn documented_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(healthz))
+        .routes(routes!(challenge))
+        .routes(routes!(login))
+        .routes(routes!(refresh))
+        .routes(routes!(logout))
+        .routes(routes!(whoami))
+        .routes(routes!(user_identity))
         .merge(crate::files::routes())
         .merge(crate::shares::routes())
         .merge(crate::links::routes())
+        .split_for_parts()
+}
+
+/// The router for all endpoints, including `/v1/openapi.json`.
+pub fn router(state: AppState) -> Router {
+    let (routes, openapi) = documented_routes();
+    let document = Arc::new(openapi.to_json().unwrap_or_default());
+    routes
+        .route(
+            "/v1/openapi.json",
+            axum::routing::get(move || async move {
+                (
+                    [(header::CONTENT_TYPE, "application/json")],
+                    (*document).clone(),
+                )
+            }),
+        )
         .route_layer(axum::middleware::from_fn(crate::metrics::track))
         .with_state(state)
+}
+
+/// The JSON body of every error response.
+#[derive(Serialize, ToSchema)]
+pub struct ErrorBody {
+    error: ErrorDetail,
+}
+
+#[derive(Serialize, ToSchema)]
+struct ErrorDetail {
+    /// Stable, machine-readable code (`unauthorized`, `not_found`, …).
+    code: String,
+    /// Human-readable explanation.
+    message: String,
+}
+
+/// Liveness check.
+#[utoipa::path(get, path = "/healthz", tag = "server",
+    responses((status = 200, description = "The server is up", body = String)))]
+async fn healthz() -> &'static str {
+    "ok\n"
 }
 
 /// An API error with a stable code.
@@ -102,7 +170,12 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = Json(json!({"error": {"code": self.code, "message": self.message}}));
+        let body = Json(ErrorBody {
+            error: ErrorDetail {
+                code: self.code.to_string(),
+                message: self.message,
+            },
+        });
         let mut response = (self.status, body).into_response();
         if self.status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(
@@ -120,18 +193,24 @@ impl From<crate::store::StoreError> for ApiError {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 struct ChallengeRequest {
     user: String,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct ChallengeResponse {
     nonce: String,
     expires_in: u64,
     server_identity: String,
 }
 
+/// Step 1 of login: a single-use nonce (also for unknown users).
+#[utoipa::path(post, path = "/v1/auth/challenge", tag = "auth",
+    request_body = ChallengeRequest,
+    responses(
+        (status = 200, body = ChallengeResponse),
+        (status = 400, description = "Invalid user name", body = ErrorBody)))]
 async fn challenge(
     State(state): State<AppState>,
     Json(req): Json<ChallengeRequest>,
@@ -154,19 +233,25 @@ async fn challenge(
     }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 struct LoginRequest {
     user: String,
     nonce: String,
     signature: String,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct TokenResponse {
     token: String,
     expires_in: u64,
 }
 
+/// Step 2 of login: the signed challenge, bound to this TLS session.
+#[utoipa::path(post, path = "/v1/auth/login", tag = "auth",
+    request_body = LoginRequest,
+    responses(
+        (status = 200, body = TokenResponse),
+        (status = 401, description = "Authentication failed (which part is not said)", body = ErrorBody)))]
 async fn login(
     State(state): State<AppState>,
     Extension(conn): Extension<ConnInfo>,
@@ -261,6 +346,9 @@ impl FromRequestParts<AppState> for Authenticated {
     }
 }
 
+/// A fresh token for a valid one, which is revoked.
+#[utoipa::path(post, path = "/v1/auth/refresh", tag = "auth", security(("bearer" = [])),
+    responses((status = 200, body = TokenResponse), (status = 401, body = ErrorBody)))]
 async fn refresh(
     State(state): State<AppState>,
     auth: Authenticated,
@@ -270,6 +358,9 @@ async fn refresh(
     Ok(Json(fresh))
 }
 
+/// Revokes the token.
+#[utoipa::path(post, path = "/v1/auth/logout", tag = "auth", security(("bearer" = [])),
+    responses((status = 204, description = "Revoked"), (status = 401, body = ErrorBody)))]
 async fn logout(
     State(state): State<AppState>,
     auth: Authenticated,
@@ -278,10 +369,19 @@ async fn logout(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// The authenticated user.
+#[utoipa::path(get, path = "/v1/whoami", tag = "auth", security(("bearer" = [])),
+    responses((status = 200, description = "`{user, admin}`", body = serde_json::Value),
+        (status = 401, body = ErrorBody)))]
 async fn whoami(auth: Authenticated) -> Json<serde_json::Value> {
     Json(json!({"user": auth.user.name, "admin": auth.user.is_admin}))
 }
 
+/// A user's public identity and fingerprint, for wrapping keys to them.
+#[utoipa::path(get, path = "/v1/users/{name}/identity", tag = "users", security(("bearer" = [])),
+    params(("name" = String, Path, description = "User name")),
+    responses((status = 200, description = "`{name, public_identity, fingerprint}`", body = serde_json::Value),
+        (status = 404, body = ErrorBody)))]
 async fn user_identity(
     State(state): State<AppState>,
     _auth: Authenticated,

@@ -11,17 +11,18 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, UNIX_EPOCH};
 
+use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, patch};
-use axum::{Json, Router};
 use base64::Engine as _;
 use futures_util::TryStreamExt;
-use serde_json::json;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use crate::api::{ApiError, AppState, Authenticated};
+use crate::api::{ApiError, AppState, Authenticated, ErrorBody};
 use crate::objects::ByteStream;
 use crate::receipt::{Receipt, SignedReceipt};
 use crate::store::{FileRecord, Upload};
@@ -60,17 +61,14 @@ impl Drop for BusyGuard {
 }
 
 /// Routes for uploads and files.
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/v1/uploads", axum::routing::post(create).options(options))
-        .route(
-            "/v1/uploads/{id}",
-            patch(append).head(status).delete(terminate),
-        )
-        .route("/v1/files", get(list))
-        .route("/v1/files/{id}", get(download).delete(remove))
-        .route("/v1/files/{id}/meta", get(stat))
-        .route("/v1/files/{id}/receipt", get(receipt))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create, options))
+        .routes(routes!(append, status, terminate))
+        .routes(routes!(list))
+        .routes(routes!(download, remove))
+        .routes(routes!(stat))
+        .routes(routes!(receipt))
 }
 
 pub(crate) fn new_id() -> Result<String, ApiError> {
@@ -109,6 +107,9 @@ fn with_tus(mut response: Response) -> Response {
     response
 }
 
+/// tus discovery: version, extensions, checksum algorithm, maximum size.
+#[utoipa::path(options, path = "/v1/uploads", tag = "uploads",
+    responses((status = 204, description = "Tus-Version, Tus-Extension, Tus-Checksum-Algorithm and Tus-Max-Size headers")))]
 async fn options(State(state): State<AppState>) -> Response {
     let mut response = StatusCode::NO_CONTENT.into_response();
     let h = response.headers_mut();
@@ -122,6 +123,21 @@ async fn options(State(state): State<AppState>) -> Response {
     with_tus(response)
 }
 
+/// tus creation (optionally with the first bytes). Key wraps may be sent
+/// as `coffer-wrap.<user> <base64 stanza>` pairs in `Upload-Metadata`; they
+/// are checked now and committed with the file.
+#[utoipa::path(post, path = "/v1/uploads", tag = "uploads", security(("bearer" = [])),
+    params(
+        ("Tus-Resumable" = String, Header, description = "1.0.0"),
+        ("Upload-Length" = u64, Header, description = "Total size in bytes"),
+        ("Upload-Metadata" = Option<String>, Header, description = "tus metadata; `coffer-wrap.<user>` pairs carry key wraps"),
+        ("Upload-Checksum" = Option<String>, Header, description = "`sha256 <base64>` of this request's body")),
+    request_body(content = Vec<u8>, content_type = "application/offset+octet-stream", description = "Optional first bytes"),
+    responses(
+        (status = 201, description = "Created; Location, Upload-Offset, Upload-Expires; Coffer-File-Id and Coffer-Receipt once complete"),
+        (status = 400, body = ErrorBody), (status = 404, description = "A wrap names an unknown user", body = ErrorBody),
+        (status = 412, description = "Tus-Resumable missing", body = ErrorBody),
+        (status = 413, body = ErrorBody)))]
 async fn create(
     State(state): State<AppState>,
     auth: Authenticated,
@@ -225,6 +241,10 @@ async fn owned_upload(
     }
 }
 
+/// tus offset of an upload.
+#[utoipa::path(head, path = "/v1/uploads/{id}", tag = "uploads", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Upload id")),
+    responses((status = 200, description = "Upload-Offset, Upload-Length, Upload-Expires"), (status = 404)))]
 async fn status(
     State(state): State<AppState>,
     auth: Authenticated,
@@ -249,6 +269,18 @@ async fn status(
     Ok(with_tus(response))
 }
 
+/// tus append at the server's offset; the last byte commits the file.
+#[utoipa::path(patch, path = "/v1/uploads/{id}", tag = "uploads", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Upload id"),
+        ("Upload-Offset" = u64, Header, description = "Must equal the server's offset"),
+        ("Upload-Checksum" = Option<String>, Header, description = "`sha256 <base64>` of this body")),
+    request_body(content = Vec<u8>, content_type = "application/offset+octet-stream"),
+    responses(
+        (status = 204, description = "Appended; Upload-Offset; Coffer-File-Id and Coffer-Receipt when complete"),
+        (status = 404, body = ErrorBody), (status = 409, description = "Offset mismatch", body = ErrorBody),
+        (status = 413, body = ErrorBody), (status = 415, body = ErrorBody),
+        (status = 423, description = "Another request is writing this upload", body = ErrorBody),
+        (status = 460, description = "Checksum mismatch", body = ErrorBody)))]
 async fn append(
     State(state): State<AppState>,
     auth: Authenticated,
@@ -422,6 +454,10 @@ pub async fn commit(state: &AppState, upload: &Upload) -> Result<SignedReceipt, 
     Ok(signed)
 }
 
+/// tus termination: abandons an upload.
+#[utoipa::path(delete, path = "/v1/uploads/{id}", tag = "uploads", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Upload id")),
+    responses((status = 204), (status = 404, body = ErrorBody)))]
 async fn terminate(
     State(state): State<AppState>,
     auth: Authenticated,
@@ -485,14 +521,37 @@ async fn readable_file(
     }
 }
 
-fn file_json(file: &FileRecord) -> serde_json::Value {
-    json!({
-        "id": file.id,
-        "owner": file.owner,
-        "size": file.size,
-        "sha256": crate::hex(&file.sha256),
-        "created_at": file.created_at,
-    })
+/// A committed file as the API shows it.
+#[derive(serde::Serialize, ToSchema)]
+pub struct FileInfo {
+    /// Random id.
+    id: String,
+    /// Owning user.
+    owner: String,
+    /// Size of the stored (encrypted) bytes.
+    size: u64,
+    /// Hex SHA-256 of the stored bytes.
+    sha256: String,
+    /// Unix time of the commit.
+    created_at: i64,
+}
+
+impl From<&FileRecord> for FileInfo {
+    fn from(file: &FileRecord) -> Self {
+        Self {
+            id: file.id.clone(),
+            owner: file.owner.clone(),
+            size: file.size,
+            sha256: crate::hex(&file.sha256),
+            created_at: file.created_at,
+        }
+    }
+}
+
+/// A list of files.
+#[derive(serde::Serialize, ToSchema)]
+pub struct FileList {
+    files: Vec<FileInfo>,
 }
 
 #[derive(serde::Deserialize)]
@@ -501,29 +560,44 @@ struct ListQuery {
     shared_with_me: bool,
 }
 
+/// Files the caller owns, or (`shared_with_me=true`) that others shared.
+#[utoipa::path(get, path = "/v1/files", tag = "files", security(("bearer" = [])),
+    params(("shared_with_me" = Option<bool>, Query)),
+    responses((status = 200, body = FileList)))]
 async fn list(
     State(state): State<AppState>,
     auth: Authenticated,
     axum::extract::Query(query): axum::extract::Query<ListQuery>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<FileList>, ApiError> {
     let files = if query.shared_with_me {
         state.store.shared_with(&auth.user.name).await?
     } else {
         state.store.list_files(&auth.user.name).await?
     };
-    Ok(Json(
-        json!({"files": files.iter().map(file_json).collect::<Vec<_>>()}),
-    ))
+    Ok(Json(FileList {
+        files: files.iter().map(FileInfo::from).collect(),
+    }))
 }
 
+/// One file's record.
+#[utoipa::path(get, path = "/v1/files/{id}/meta", tag = "files", security(("bearer" = [])),
+    params(("id" = String, Path)),
+    responses((status = 200, body = FileInfo), (status = 404, body = ErrorBody)))]
 async fn stat(
     State(state): State<AppState>,
     auth: Authenticated,
     Path(id): Path<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    Ok(Json(file_json(&readable_file(&state, &auth, &id).await?)))
+) -> Result<Json<FileInfo>, ApiError> {
+    Ok(Json(FileInfo::from(
+        &readable_file(&state, &auth, &id).await?,
+    )))
 }
 
+/// The signed receipt of a committed upload (owner only).
+#[utoipa::path(get, path = "/v1/files/{id}/receipt", tag = "files", security(("bearer" = [])),
+    params(("id" = String, Path)),
+    responses((status = 200, description = "`{receipt, signature}` (see docs/API.md)", body = serde_json::Value),
+        (status = 404, body = ErrorBody)))]
 async fn receipt(
     State(state): State<AppState>,
     auth: Authenticated,
@@ -533,6 +607,10 @@ async fn receipt(
     Ok(([(header::CONTENT_TYPE, "application/json")], file.receipt).into_response())
 }
 
+/// Deletes a file with its wraps and links (owner only).
+#[utoipa::path(delete, path = "/v1/files/{id}", tag = "files", security(("bearer" = [])),
+    params(("id" = String, Path)),
+    responses((status = 204), (status = 404, body = ErrorBody)))]
 async fn remove(
     State(state): State<AppState>,
     auth: Authenticated,
@@ -581,6 +659,14 @@ fn parse_range(value: Option<&HeaderValue>, size: u64) -> Result<Option<(u64, u6
     Ok(Some((start, end)))
 }
 
+/// The stored (encrypted) bytes, with Range, ETag and Content-Digest.
+#[utoipa::path(get, path = "/v1/files/{id}", tag = "files", security(("bearer" = [])),
+    params(("id" = String, Path), ("Range" = Option<String>, Header), ("If-None-Match" = Option<String>, Header)),
+    responses(
+        (status = 200, content_type = "application/octet-stream", body = Vec<u8>),
+        (status = 206, content_type = "application/octet-stream", body = Vec<u8>),
+        (status = 304), (status = 404, body = ErrorBody),
+        (status = 416, body = ErrorBody)))]
 async fn download(
     State(state): State<AppState>,
     auth: Authenticated,

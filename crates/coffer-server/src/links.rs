@@ -16,17 +16,19 @@
 //! counted and lock the link after `link_max_password_failures`.
 
 use argon2::{Argon2, PasswordHasher as _, PasswordVerifier as _};
+use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use base64::Engine as _;
 use secrecy::{ExposeSecret as _, SecretString};
 use serde::Deserialize;
 use serde_json::json;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use crate::api::{ApiError, AppState, Authenticated};
+use crate::api::{ApiError, AppState, Authenticated, ErrorBody};
 use crate::auth::{b64, new_token, token_hash};
 use crate::files::{owned_file, serve_object};
 use crate::store::Link;
@@ -37,12 +39,12 @@ const MAX_PASSWORD_LEN: usize = 1024;
 const MAX_CLIENT_SALT_LEN: usize = 64;
 
 /// Routes for links.
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/v1/files/{id}/links", post(create).get(list))
-        .route("/v1/links/{link}", get(info).delete(remove))
-        .route("/v1/links/{link}/open", post(open))
-        .route("/v1/links/{link}/content", get(content))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create, list))
+        .routes(routes!(info, remove))
+        .routes(routes!(open))
+        .routes(routes!(content))
 }
 
 /// Argon2id at the OWASP minimum (19 MiB, 2 passes): the verifier only
@@ -100,7 +102,7 @@ fn closed(state: &AppState, link: &Link, now: i64) -> Option<ApiError> {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 struct CreateRequest {
     /// Wrap of the file key for the link key, base64url.
     stanza: String,
@@ -109,24 +111,49 @@ struct CreateRequest {
     /// How many times the link may be opened.
     max_downloads: Option<u64>,
     /// Password verifier input, if the link needs a password.
+    #[schema(value_type = Option<String>)]
     password: Option<SecretString>,
     /// Opaque salt for the opener's key derivation, base64url.
     client_salt: Option<String>,
 }
 
-fn link_json(link: &Link, state: &AppState) -> serde_json::Value {
-    json!({
-        "id": link.id,
-        "file_id": link.file_id,
-        "created_at": link.created_at,
-        "expires_at": link.expires_at,
-        "max_downloads": link.max_downloads,
-        "downloads": link.downloads,
-        "password_required": link.password_hash.is_some(),
-        "locked": link.failed_attempts >= state.config.link_max_password_failures,
-    })
+/// A link as its owner sees it.
+#[derive(serde::Serialize, ToSchema)]
+struct LinkInfo {
+    id: String,
+    file_id: String,
+    created_at: i64,
+    expires_at: i64,
+    max_downloads: Option<u64>,
+    downloads: u64,
+    password_required: bool,
+    /// Locked for good after too many wrong passwords.
+    locked: bool,
 }
 
+#[derive(serde::Serialize, ToSchema)]
+struct LinkList {
+    links: Vec<LinkInfo>,
+}
+
+fn link_info(link: &Link, state: &AppState) -> LinkInfo {
+    LinkInfo {
+        id: link.id.clone(),
+        file_id: link.file_id.clone(),
+        created_at: link.created_at,
+        expires_at: link.expires_at,
+        max_downloads: link.max_downloads,
+        downloads: link.downloads,
+        password_required: link.password_hash.is_some(),
+        locked: link.failed_attempts >= state.config.link_max_password_failures,
+    }
+}
+
+/// Creates a link holding a wrap the server cannot open.
+#[utoipa::path(post, path = "/v1/files/{id}/links", tag = "links", security(("bearer" = [])),
+    params(("id" = String, Path)),
+    request_body = CreateRequest,
+    responses((status = 201, body = LinkInfo), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn create(
     State(state): State<AppState>,
     auth: Authenticated,
@@ -185,21 +212,29 @@ async fn create(
         failed_attempts: 0,
     };
     state.store.create_link(&link).await?;
-    Ok((StatusCode::CREATED, Json(link_json(&link, &state))).into_response())
+    Ok((StatusCode::CREATED, Json(link_info(&link, &state))).into_response())
 }
 
+/// The links of a file (owner only).
+#[utoipa::path(get, path = "/v1/files/{id}/links", tag = "links", security(("bearer" = [])),
+    params(("id" = String, Path)),
+    responses((status = 200, body = LinkList), (status = 404, body = ErrorBody)))]
 async fn list(
     State(state): State<AppState>,
     auth: Authenticated,
     Path(id): Path<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<LinkList>, ApiError> {
     let file = owned_file(&state, &auth, &id).await?;
     let links = state.store.file_links(&file.id).await?;
-    Ok(Json(json!({
-        "links": links.iter().map(|l| link_json(l, &state)).collect::<Vec<_>>()
-    })))
+    Ok(Json(LinkList {
+        links: links.iter().map(|l| link_info(l, &state)).collect(),
+    }))
 }
 
+/// Revokes a link and its outstanding tickets (file owner only).
+#[utoipa::path(delete, path = "/v1/links/{link}", tag = "links", security(("bearer" = [])),
+    params(("link" = String, Path)),
+    responses((status = 204), (status = 404, body = ErrorBody)))]
 async fn remove(
     State(state): State<AppState>,
     auth: Authenticated,
@@ -225,7 +260,11 @@ async fn existing_link(state: &AppState, link_id: &str) -> Result<Link, ApiError
         .ok_or_else(|| ApiError::not_found("link"))
 }
 
-/// What anyone holding the link may learn before opening it.
+/// What anyone holding the link may learn before opening it (no wrap).
+#[utoipa::path(get, path = "/v1/links/{link}", tag = "links",
+    params(("link" = String, Path)),
+    responses((status = 200, description = "`{id, size, expires_at, downloads_left, password_required, client_salt}`", body = serde_json::Value),
+        (status = 404, body = ErrorBody), (status = 410, description = "Expired, exhausted or locked", body = ErrorBody)))]
 async fn info(
     State(state): State<AppState>,
     Path(link_id): Path<String>,
@@ -249,11 +288,21 @@ async fn info(
     })))
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, ToSchema)]
 struct OpenRequest {
+    /// Required when the link has a password.
+    #[schema(value_type = Option<String>)]
     password: Option<SecretString>,
 }
 
+/// Opens a link: checks the password, spends one download, returns the
+/// wrap and a ticket for `/content`.
+#[utoipa::path(post, path = "/v1/links/{link}/open", tag = "links",
+    params(("link" = String, Path)),
+    request_body(content = Option<OpenRequest>),
+    responses((status = 200, description = "`{ticket, expires_in, stanza, size, sha256}`", body = serde_json::Value),
+        (status = 401, description = "password_required or wrong_password", body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 410, body = ErrorBody)))]
 async fn open(
     State(state): State<AppState>,
     Path(link_id): Path<String>,
@@ -331,7 +380,12 @@ async fn open_link(
     })))
 }
 
-/// The file's bytes for the holder of a ticket from `open`.
+/// The file's stored bytes for a ticket holder, with ranges.
+#[utoipa::path(get, path = "/v1/links/{link}/content", tag = "links",
+    params(("link" = String, Path), ("Coffer-Link-Ticket" = String, Header), ("Range" = Option<String>, Header)),
+    responses((status = 200, content_type = "application/octet-stream", body = Vec<u8>),
+        (status = 206, content_type = "application/octet-stream", body = Vec<u8>),
+        (status = 401, body = ErrorBody)))]
 async fn content(
     State(state): State<AppState>,
     Path(link_id): Path<String>,

@@ -3,25 +3,24 @@
 //! server stores it and lets that user read the file; it never sees a file
 //! key. Revoking deletes the wrap, and with it the access.
 
+use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::get;
-use axum::{Json, Router};
 use base64::Engine as _;
 use serde_json::json;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use crate::api::{ApiError, AppState, Authenticated};
+use crate::api::{ApiError, AppState, Authenticated, ErrorBody};
 use crate::files::owned_file;
 
 /// Routes for shares and wraps.
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/v1/files/{id}/wrap", get(own_wrap))
-        .route("/v1/files/{id}/shares", get(list_shares))
-        .route(
-            "/v1/files/{id}/shares/{user}",
-            axum::routing::put(share).delete(revoke),
-        )
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(own_wrap))
+        .routes(routes!(list_shares))
+        .routes(routes!(share, revoke))
 }
 
 /// Checks that `stanza` is a well-formed coffer stanza addressed to the
@@ -65,12 +64,19 @@ pub(crate) fn check_wrap_count(state: &AppState, count: usize) -> Result<(), Api
     Ok(())
 }
 
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, ToSchema)]
 struct ShareRequest {
     /// The recipient's stanza (coffer format §4.2), base64url.
     stanza: String,
 }
 
+/// Shares a file: stores the recipient's key wrap (computed by the owner's
+/// client, addressed to the recipient's current key).
+#[utoipa::path(put, path = "/v1/files/{id}/shares/{user}", tag = "sharing", security(("bearer" = [])),
+    params(("id" = String, Path), ("user" = String, Path)),
+    request_body = ShareRequest,
+    responses((status = 204), (status = 400, description = "Not a stanza, or not for that user's key", body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 413, description = "Too many wraps", body = ErrorBody)))]
 async fn share(
     State(state): State<AppState>,
     auth: Authenticated,
@@ -93,6 +99,10 @@ async fn share(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Revokes a share: deletes the wrap and with it the access.
+#[utoipa::path(delete, path = "/v1/files/{id}/shares/{user}", tag = "sharing", security(("bearer" = [])),
+    params(("id" = String, Path), ("user" = String, Path)),
+    responses((status = 204), (status = 404, body = ErrorBody)))]
 async fn revoke(
     State(state): State<AppState>,
     auth: Authenticated,
@@ -106,6 +116,10 @@ async fn revoke(
     }
 }
 
+/// Users holding a wrap for a file (owner only).
+#[utoipa::path(get, path = "/v1/files/{id}/shares", tag = "sharing", security(("bearer" = [])),
+    params(("id" = String, Path)),
+    responses((status = 200, description = "`{users: [name…]}`", body = serde_json::Value), (status = 404, body = ErrorBody)))]
 async fn list_shares(
     State(state): State<AppState>,
     auth: Authenticated,
@@ -117,7 +131,10 @@ async fn list_shares(
     ))
 }
 
-/// The caller's own key wrap for a file (owner or recipient).
+/// The caller's own key wrap for a file.
+#[utoipa::path(get, path = "/v1/files/{id}/wrap", tag = "sharing", security(("bearer" = [])),
+    params(("id" = String, Path)),
+    responses((status = 200, description = "`{stanza: base64url}`", body = serde_json::Value), (status = 404, body = ErrorBody)))]
 async fn own_wrap(
     State(state): State<AppState>,
     auth: Authenticated,
