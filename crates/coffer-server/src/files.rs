@@ -483,7 +483,14 @@ async fn terminate(
 /// deleted bytes.
 pub async fn sweep_expired(state: &AppState) -> Result<usize, ApiError> {
     let expired = state.store.expired_uploads(crate::unix_now()).await?;
+    let mut removed = 0;
     for id in &expired {
+        // A PATCH that began before the expiry may still be writing; leave
+        // that upload to the next sweep.
+        let Some(_busy) = state.busy.claim(id) else {
+            continue;
+        };
+        removed += 1;
         state.store.delete_upload(id).await?;
         state
             .objects
@@ -491,7 +498,7 @@ pub async fn sweep_expired(state: &AppState) -> Result<usize, ApiError> {
             .await
             .map_err(ApiError::internal)?;
     }
-    Ok(expired.len())
+    Ok(removed)
 }
 
 pub(crate) async fn owned_file(
