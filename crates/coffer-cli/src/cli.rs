@@ -39,6 +39,9 @@ pub enum ServerCommand {
     /// Manage users.
     #[command(subcommand)]
     User(UserCommand),
+    /// Check or export the tamper-evident audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
 }
 
 #[derive(Debug, clap::Args)]
@@ -87,6 +90,33 @@ pub struct ServerRunArgs {
     /// Override the configured Prometheus metrics address.
     #[arg(long)]
     pub metrics_listen: Option<std::net::SocketAddr>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Recompute the hash chain and check the signed heads; exits non-zero
+    /// and names the entry if anything was edited, deleted or reordered.
+    Verify(AuditVerifyArgs),
+    /// Print every entry as JSON Lines (one object per line).
+    Export(AuditExportArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct AuditVerifyArgs {
+    #[command(flatten)]
+    pub data: DataArg,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct AuditExportArgs {
+    #[command(flatten)]
+    pub data: DataArg,
+    /// JSON Lines output (the only format; accepted for clarity in scripts).
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -35,6 +35,30 @@ pub struct AppState {
     pub objects: Arc<dyn crate::objects::ObjectStore>,
     /// Uploads being written on this node.
     pub busy: crate::files::BusyUploads,
+    /// Per-address rate limiters.
+    pub rate_limits: Arc<crate::limits::RateLimits>,
+    /// Refusals already audited in the current window.
+    pub refusals: Arc<crate::audit::RefusalMemo>,
+}
+
+impl AppState {
+    /// State for a server over `store` and `objects`.
+    pub fn new(
+        store: Arc<dyn MetaStore>,
+        objects: Arc<dyn crate::objects::ObjectStore>,
+        identity: Identity,
+        config: Config,
+    ) -> Self {
+        Self {
+            store,
+            identity: Arc::new(identity),
+            rate_limits: crate::limits::RateLimits::new(&config.limits),
+            config: Arc::new(config),
+            objects,
+            busy: crate::files::BusyUploads::default(),
+            refusals: Arc::default(),
+        }
+    }
 }
 
 #[derive(OpenApi)]
@@ -260,6 +284,13 @@ async fn login(
     let result = verify_login(&state, &conn, &req).await;
     let outcome = if result.is_ok() { "ok" } else { "failed" };
     metrics::counter!("coffer_logins_total", "result" => outcome).increment(1);
+    let actor = if valid_user_name(&req.user) {
+        req.user.as_str()
+    } else {
+        "-"
+    };
+    let event = crate::audit::Event::new(actor, Some(conn.peer.ip()), "login", "").outcome(outcome);
+    crate::audit::record(&state, event).await?;
     issue_token(&state, &result?).await.map(Json)
 }
 
@@ -317,7 +348,16 @@ async fn issue_token(state: &AppState, user: &str) -> Result<TokenResponse, ApiE
 pub struct Authenticated {
     /// The user.
     pub user: User,
+    /// The client's address.
+    pub ip: Option<std::net::IpAddr>,
     token_hash: [u8; 32],
+}
+
+impl Authenticated {
+    /// An audit event by this user.
+    pub fn event(&self, action: &'static str, target: &str) -> crate::audit::Event {
+        crate::audit::Event::new(&self.user.name, self.ip, action, target)
+    }
 }
 
 impl FromRequestParts<AppState> for Authenticated {
@@ -339,8 +379,10 @@ impl FromRequestParts<AppState> for Authenticated {
             .token_user(&hash, crate::unix_now())
             .await?
             .ok_or_else(ApiError::unauthorized)?;
+        let ip = parts.extensions.get::<ConnInfo>().map(|c| c.peer.ip());
         Ok(Self {
             user,
+            ip,
             token_hash: hash,
         })
     }

@@ -43,6 +43,58 @@ pub struct Config {
     pub link_ticket_ttl_secs: u64,
     /// Wrong passwords after which a link is locked for good.
     pub link_max_password_failures: u32,
+    /// Abuse limits.
+    pub limits: Limits,
+}
+
+/// Abuse limits (`[limits]` in `config.toml`). Defaults follow the seeds:
+/// 100 requests per 60 s per address, 50 connections, 60 s idle.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// API requests one client address may make per window.
+    pub api_requests_per_window: u32,
+    /// Login requests (`/v1/auth/challenge` and `/v1/auth/login`) one client
+    /// address may make per window, counted apart from other requests.
+    pub login_requests_per_window: u32,
+    /// The rate-limit window in seconds.
+    pub window_secs: u64,
+    /// Connections open at once, in all; more are closed at once.
+    pub max_connections: usize,
+    /// Connections open at once from one address, so one address cannot
+    /// take the whole `max_connections`.
+    pub max_connections_per_ip: usize,
+    /// Seconds a client may take to send a request's headers.
+    pub header_read_timeout_secs: u64,
+    /// Seconds a connection may sit with no traffic and no request being
+    /// handled before it is closed.
+    pub idle_timeout_secs: u64,
+    /// Seconds a request body may stall (no bytes) before the request fails.
+    pub body_stall_secs: u64,
+    /// Largest request head (request line and headers), in bytes.
+    pub max_header_bytes: usize,
+    /// Largest JSON request body, in bytes.
+    pub max_json_bytes: usize,
+    /// Unfinished uploads one user may have at once.
+    pub max_open_uploads_per_user: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            api_requests_per_window: 100,
+            login_requests_per_window: 100,
+            window_secs: 60,
+            max_connections: 50,
+            max_connections_per_ip: 16,
+            header_read_timeout_secs: 10,
+            idle_timeout_secs: 60,
+            body_stall_secs: 30,
+            max_header_bytes: 16 * 1024,
+            max_json_bytes: 64 * 1024,
+            max_open_uploads_per_user: 16,
+        }
+    }
 }
 
 impl Default for Config {
@@ -62,6 +114,7 @@ impl Default for Config {
             max_link_ttl_secs: 30 * 24 * 3600,
             link_ticket_ttl_secs: 3600,
             link_max_password_failures: 10,
+            limits: Limits::default(),
         }
     }
 }

@@ -166,6 +166,7 @@ async fn create(
     if metadata.len() > MAX_METADATA_HEADER {
         return Err(ApiError::bad_request("Upload-Metadata too long"));
     }
+    check_usage(&state, &auth, length).await?;
     let wraps = wraps_in_metadata(&metadata)?;
     crate::shares::check_wrap_count(&state, wraps.len())?;
     for (user, stanza) in &wraps {
@@ -184,7 +185,7 @@ async fn create(
         .get(header::CONTENT_TYPE)
         .is_some_and(|v| v == OFFSET_CONTENT_TYPE);
     let mut response = if has_body || length == 0 {
-        write_chunk(&state, &upload, &headers, body).await?
+        write_chunk(&state, &upload, auth.ip, &headers, body).await?
     } else {
         StatusCode::CREATED.into_response()
     };
@@ -199,6 +200,47 @@ async fn create(
         HeaderValue::from_str(&http_date(upload.expires_at)).map_err(ApiError::internal)?,
     );
     Ok(with_tus(response))
+}
+
+/// Refuses an upload past the user's quota (counting unfinished uploads at
+/// their declared length) or past the number of open uploads.
+async fn check_usage(state: &AppState, auth: &Authenticated, length: u64) -> Result<(), ApiError> {
+    let usage = state.store.usage(&auth.user.name).await?;
+    let refuse = |kind: &'static str, err: ApiError| async move {
+        let event = auth.event("limit", "").outcome("refused").detail(kind);
+        crate::audit::record(state, event).await?;
+        Err(err)
+    };
+    let max_open = state.config.limits.max_open_uploads_per_user;
+    if usage.open_uploads >= max_open {
+        return refuse(
+            "open_uploads",
+            ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_uploads",
+                format!("at most {max_open} unfinished uploads; finish or terminate one"),
+            ),
+        )
+        .await;
+    }
+    if let Some(quota) = auth.user.quota_bytes {
+        let committed = usage.stored_bytes.saturating_add(usage.reserved_bytes);
+        if committed.saturating_add(length) > quota {
+            return refuse(
+                "quota",
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "quota_exceeded",
+                    format!(
+                        "storage quota of {quota} bytes exceeded: {} bytes stored, {} in unfinished uploads, {length} requested",
+                        usage.stored_bytes, usage.reserved_bytes
+                    ),
+                ),
+            )
+            .await;
+        }
+    }
+    Ok(())
 }
 
 /// Upload-Metadata key prefix of a key wrap sent with the upload
@@ -301,7 +343,7 @@ async fn append(
     }
     let upload = owned_upload(&state, &auth, &id).await?;
     Ok(with_tus(
-        write_chunk(&state, &upload, &headers, body).await?,
+        write_chunk(&state, &upload, auth.ip, &headers, body).await?,
     ))
 }
 
@@ -334,6 +376,7 @@ fn expected_checksum(headers: &HeaderMap) -> Result<Option<[u8; 32]>, ApiError> 
 async fn write_chunk(
     state: &AppState,
     upload: &Upload,
+    ip: Option<std::net::IpAddr>,
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
@@ -397,6 +440,9 @@ async fn write_chunk(
         .insert("upload-offset", HeaderValue::from(new_offset));
     if new_offset == upload.length {
         let signed = commit(state, upload).await?;
+        let event = crate::audit::Event::new(&upload.owner, ip, "upload", &signed.receipt.file_id)
+            .detail(format!("{} bytes", signed.receipt.size));
+        crate::audit::record(state, event).await?;
         let h = response.headers_mut();
         h.insert(
             "coffer-file-id",
@@ -421,6 +467,10 @@ pub async fn commit(state: &AppState, upload: &Upload) -> Result<SignedReceipt, 
         .await
         .map_err(ApiError::internal)?;
     if size != upload.length {
+        let event = crate::audit::Event::new(&upload.owner, None, "integrity", &upload.id)
+            .outcome("failed")
+            .detail(format!("staged {size} bytes, declared {}", upload.length));
+        crate::audit::record(state, event).await?;
         return Err(ApiError::internal(format!(
             "staged size {size} differs from declared {}",
             upload.length
@@ -476,6 +526,7 @@ async fn terminate(
         .delete_staged(&upload.id)
         .await
         .map_err(ApiError::internal)?;
+    crate::audit::record(&state, auth.event("upload_terminate", &upload.id)).await?;
     Ok(with_tus(StatusCode::NO_CONTENT.into_response()))
 }
 
@@ -628,6 +679,7 @@ async fn remove(
     // between the two leaves at worst an unreachable object, never a
     // listed file without bytes.
     state.store.delete_file(&file.id).await?;
+    crate::audit::record(&state, auth.event("delete", &file.id)).await?;
     state
         .objects
         .delete_object(&file.id)
@@ -681,6 +733,11 @@ async fn download(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let file = readable_file(&state, &auth, &id).await?;
+    let range = headers
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("all");
+    crate::audit::record(&state, auth.event("download", &file.id).detail(range)).await?;
     serve_object(&state, &file, &headers).await
 }
 

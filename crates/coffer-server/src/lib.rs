@@ -9,10 +9,12 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod audit;
 pub mod auth;
 pub mod config;
 pub mod data_dir;
 pub mod files;
+pub mod limits;
 pub mod links;
 pub mod metrics;
 pub mod objects;
@@ -27,7 +29,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 
-pub use config::Config;
+pub use config::{Config, Limits};
 pub use data_dir::{CertSource, DataDir, InitReport, init};
 
 /// Seconds since the Unix epoch: the one clock for expiries and receipts.
@@ -88,13 +90,13 @@ pub async fn run(
             .transpose()?,
     });
     let objects = objects::LocalObjects::new(&data_dir.root)?;
-    let state = api::AppState {
-        store: Arc::new(store),
-        identity: Arc::new(data_dir.identity),
-        config: Arc::new(data_dir.config),
-        objects: Arc::new(objects),
-        busy: files::BusyUploads::default(),
-    };
+    let limits = data_dir.config.limits.clone();
+    let state = api::AppState::new(
+        Arc::new(store),
+        Arc::new(objects),
+        data_dir.identity,
+        data_dir.config,
+    );
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = move || {
         let mut rx = stop_rx.clone();
@@ -107,11 +109,18 @@ pub async fn run(
             listener,
             tls_config.clone(),
             metrics::router(),
+            limits.clone(),
             stopped(),
         ))
     });
     let sweeper = tokio::spawn(sweep_forever(state.clone()));
-    let api = serve::serve(listener, tls_config, api::router(state), stopped());
+    let api = serve::serve(
+        listener,
+        tls_config,
+        api::router(state.clone()),
+        limits,
+        stopped(),
+    );
     tokio::pin!(api);
     let served = tokio::select! {
         served = &mut api => served,
@@ -121,13 +130,17 @@ pub async fn run(
         }
     };
     sweeper.abort();
+    if let Err(err) = audit::checkpoint(state.store.as_ref(), &state.identity).await {
+        tracing::warn!("signing the audit head at shutdown failed: {err}");
+    }
     if let Some(task) = metrics_server {
         task.await??;
     }
     served
 }
 
-/// Removes abandoned uploads and expired links once a minute.
+/// Once a minute: removes abandoned uploads and expired links, forgets
+/// idle rate-limit entries and signs the audit head.
 async fn sweep_forever(state: api::AppState) {
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
     loop {
@@ -137,6 +150,10 @@ async fn sweep_forever(state: api::AppState) {
         }
         if let Err(err) = links::sweep_expired(&state).await {
             tracing::warn!("sweeping expired links failed: {err:?}");
+        }
+        state.rate_limits.forget_idle();
+        if let Err(err) = audit::checkpoint(state.store.as_ref(), &state.identity).await {
+            tracing::warn!("signing the audit head failed: {err}");
         }
     }
 }

@@ -212,6 +212,10 @@ async fn create(
         failed_attempts: 0,
     };
     state.store.create_link(&link).await?;
+    let event = auth
+        .event("link_create", &link.id)
+        .detail(link.file_id.clone());
+    crate::audit::record(&state, event).await?;
     Ok((StatusCode::CREATED, Json(link_info(&link, &state))).into_response())
 }
 
@@ -249,6 +253,7 @@ async fn remove(
         .await
         .map_err(|_| ApiError::not_found("link"))?;
     state.store.delete_link(&link.id).await?;
+    crate::audit::record(&state, auth.event("link_delete", &link.id)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -305,15 +310,23 @@ struct OpenRequest {
         (status = 404, body = ErrorBody), (status = 410, body = ErrorBody)))]
 async fn open(
     State(state): State<AppState>,
+    conn: Option<axum::Extension<crate::serve::ConnInfo>>,
     Path(link_id): Path<String>,
     body: Option<Json<OpenRequest>>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let result = open_link(&state, &link_id, body).await;
-    let outcome = match &result {
-        Ok(_) => "ok",
-        Err(err) => err.code(),
+    let (outcome, code) = match &result {
+        Ok(_) => ("ok", "ok"),
+        Err(err) => ("failed", err.code()),
     };
-    metrics::counter!("coffer_link_opens_total", "result" => outcome).increment(1);
+    metrics::counter!("coffer_link_opens_total", "result" => code).increment(1);
+    if !matches!(code, "not_found" | "bad_request") {
+        let ip = conn.map(|c| c.peer.ip());
+        let event = crate::audit::Event::new("-", ip, "link_open", &link_id)
+            .outcome(outcome)
+            .detail(code);
+        crate::audit::record(&state, event).await?;
+    }
     result
 }
 
@@ -388,6 +401,7 @@ async fn open_link(
         (status = 401, body = ErrorBody)))]
 async fn content(
     State(state): State<AppState>,
+    conn: Option<axum::Extension<crate::serve::ConnInfo>>,
     Path(link_id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
@@ -406,6 +420,10 @@ async fn content(
         .file(&link.file_id)
         .await?
         .ok_or_else(|| ApiError::not_found("link"))?;
+    let ip = conn.map(|c| c.peer.ip());
+    let event =
+        crate::audit::Event::new("-", ip, "link_download", &link.id).detail(file.id.clone());
+    crate::audit::record(&state, event).await?;
     serve_object(&state, &file, &headers).await
 }
 

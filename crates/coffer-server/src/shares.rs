@@ -96,6 +96,7 @@ async fn share(
         .store
         .put_wrap(&file.id, &recipient, &bytes, crate::unix_now())
         .await?;
+    crate::audit::record(&state, auth.event("share", &file.id).detail(recipient)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -110,6 +111,7 @@ async fn revoke(
 ) -> Result<StatusCode, ApiError> {
     let file = owned_file(&state, &auth, &id).await?;
     if state.store.delete_wrap(&file.id, &user).await? {
+        crate::audit::record(&state, auth.event("revoke", &file.id).detail(user)).await?;
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::not_found("share"))

@@ -105,6 +105,55 @@ pub struct Link {
     pub failed_attempts: u32,
 }
 
+/// One audit log entry as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditRow {
+    /// Position in the chain, from 1.
+    pub seq: i64,
+    /// Unix time.
+    pub time: i64,
+    /// Who acted: a user name, `-` for anonymous, `admin` for the CLI.
+    pub actor: String,
+    /// Client address, or empty.
+    pub ip: String,
+    /// What was done (`login`, `upload`, …).
+    pub action: String,
+    /// What it was done to (file id, user, link id), or empty.
+    pub target: String,
+    /// `ok`, `failed` or `refused`.
+    pub outcome: String,
+    /// Small free-form detail (never secrets).
+    pub detail: String,
+    /// Hash of the previous entry (zeros for the first).
+    pub prev_hash: Vec<u8>,
+    /// Hash of this entry.
+    pub hash: Vec<u8>,
+}
+
+/// A signed head of the audit chain.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditCheckpoint {
+    /// Sequence number of the entry it covers.
+    pub seq: i64,
+    /// That entry's hash.
+    pub hash: Vec<u8>,
+    /// Unix time of signing.
+    pub time: i64,
+    /// Ed25519 signature by the server identity.
+    pub signature: Vec<u8>,
+}
+
+/// Bytes stored and uploads open for one user.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Sum of committed file sizes.
+    pub stored_bytes: u64,
+    /// Sum of declared lengths of unfinished uploads.
+    pub reserved_bytes: u64,
+    /// Unfinished uploads.
+    pub open_uploads: u64,
+}
+
 /// A key wrap to store with a committed upload: (user, stanza bytes).
 pub type NewWrap = (String, Vec<u8>);
 
@@ -211,6 +260,19 @@ pub trait MetaStore: Send + Sync + 'static {
     /// Removes expired tickets, and expired links no ticket still uses;
     /// returns the number of links removed.
     fn sweep_links(&self, now: i64) -> StoreFuture<'_, u64>;
+    /// Storage used by `user`.
+    fn usage<'a>(&'a self, user: &'a str) -> StoreFuture<'a, Usage>;
+    /// The last audit entry's sequence number and hash.
+    fn audit_head(&self) -> StoreFuture<'_, Option<(i64, Vec<u8>)>>;
+    /// Appends an audit entry; `Conflict` if its `seq` is taken (another
+    /// writer appended first: re-read the head and retry).
+    fn insert_audit<'a>(&'a self, row: &'a AuditRow) -> StoreFuture<'a, ()>;
+    /// Up to `limit` audit entries with `seq > after`, in order.
+    fn audit_entries(&self, after: i64, limit: u32) -> StoreFuture<'_, Vec<AuditRow>>;
+    /// Stores a signed head.
+    fn insert_audit_checkpoint<'a>(&'a self, cp: &'a AuditCheckpoint) -> StoreFuture<'a, ()>;
+    /// All signed heads, by sequence number.
+    fn audit_checkpoints(&self) -> StoreFuture<'_, Vec<AuditCheckpoint>>;
 }
 
 /// The embedded default: SQLite in WAL mode.
@@ -287,6 +349,21 @@ fn link_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<Link, sqlx::Error> {
         failed_attempts: row
             .try_get::<i64, _>("failed_attempts")?
             .clamp(0, i64::from(u32::MAX)) as u32,
+    })
+}
+
+fn audit_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<AuditRow, sqlx::Error> {
+    Ok(AuditRow {
+        seq: row.try_get("seq")?,
+        time: row.try_get("time")?,
+        actor: row.try_get("actor")?,
+        ip: row.try_get("ip")?,
+        action: row.try_get("action")?,
+        target: row.try_get("target")?,
+        outcome: row.try_get("outcome")?,
+        detail: row.try_get("detail")?,
+        prev_hash: row.try_get("prev_hash")?,
+        hash: row.try_get("hash")?,
     })
 }
 
@@ -746,6 +823,103 @@ impl MetaStore for SqliteStore {
             .await?;
             tx.commit().await?;
             Ok(done.rows_affected())
+        })
+    }
+
+    fn usage<'a>(&'a self, user: &'a str) -> StoreFuture<'a, Usage> {
+        Box::pin(async move {
+            let row = sqlx::query(
+                "SELECT (SELECT COALESCE(SUM(size), 0) FROM files WHERE owner = ?1) AS stored, (SELECT COALESCE(SUM(length), 0) FROM uploads WHERE owner = ?1) AS reserved, (SELECT COUNT(*) FROM uploads WHERE owner = ?1) AS open",
+            )
+            .bind(user)
+            .fetch_one(&self.pool)
+            .await?;
+            let get = |name: &str| row.try_get::<i64, _>(name).map(|v| v.max(0) as u64);
+            Ok(Usage {
+                stored_bytes: get("stored")?,
+                reserved_bytes: get("reserved")?,
+                open_uploads: get("open")?,
+            })
+        })
+    }
+
+    fn audit_head(&self) -> StoreFuture<'_, Option<(i64, Vec<u8>)>> {
+        Box::pin(async move {
+            let row = sqlx::query("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
+                .fetch_optional(&self.pool)
+                .await?;
+            Ok(row.map(|r| (r.get("seq"), r.get("hash"))))
+        })
+    }
+
+    fn insert_audit<'a>(&'a self, row: &'a AuditRow) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            let result = sqlx::query(
+                "INSERT INTO audit_log (seq, time, actor, ip, action, target, outcome, detail, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(row.seq)
+            .bind(row.time)
+            .bind(&row.actor)
+            .bind(&row.ip)
+            .bind(&row.action)
+            .bind(&row.target)
+            .bind(&row.outcome)
+            .bind(&row.detail)
+            .bind(&row.prev_hash)
+            .bind(&row.hash)
+            .execute(&self.pool)
+            .await;
+            match result {
+                Err(sqlx::Error::Database(err)) if err.is_unique_violation() => {
+                    Err(StoreError::Conflict("audit entry"))
+                }
+                other => other.map(|_| ()).map_err(StoreError::from),
+            }
+        })
+    }
+
+    fn audit_entries(&self, after: i64, limit: u32) -> StoreFuture<'_, Vec<AuditRow>> {
+        Box::pin(async move {
+            let rows = sqlx::query("SELECT * FROM audit_log WHERE seq > ? ORDER BY seq LIMIT ?")
+                .bind(after)
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await?;
+            Ok(rows.iter().map(audit_from_row).collect::<Result<_, _>>()?)
+        })
+    }
+
+    fn insert_audit_checkpoint<'a>(&'a self, cp: &'a AuditCheckpoint) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            sqlx::query(
+                "INSERT OR IGNORE INTO audit_checkpoints (seq, hash, time, signature) VALUES (?, ?, ?, ?)",
+            )
+            .bind(cp.seq)
+            .bind(&cp.hash)
+            .bind(cp.time)
+            .bind(&cp.signature)
+            .execute(&self.pool)
+            .await?;
+            Ok(())
+        })
+    }
+
+    fn audit_checkpoints(&self) -> StoreFuture<'_, Vec<AuditCheckpoint>> {
+        Box::pin(async move {
+            let rows = sqlx::query("SELECT * FROM audit_checkpoints ORDER BY seq")
+                .fetch_all(&self.pool)
+                .await?;
+            rows.iter()
+                .map(|r| {
+                    Ok(AuditCheckpoint {
+                        seq: r.try_get("seq")?,
+                        hash: r.try_get("hash")?,
+                        time: r.try_get("time")?,
+                        signature: r.try_get("signature")?,
+                    })
+                })
+                .collect::<Result<_, sqlx::Error>>()
+                .map_err(StoreError::from)
         })
     }
 }

@@ -2,11 +2,12 @@
 
 use anyhow::{Context, Result, bail};
 use coffer_format::PublicIdentity;
+use coffer_server::audit::{self, Event};
 use coffer_server::store::{MetaStore, User};
 use coffer_server::{CertSource, Config, DataDir};
 use serde_json::json;
 
-use crate::cli::{ServerCommand, ServerInitArgs, ServerRunArgs, UserCommand};
+use crate::cli::{AuditCommand, ServerCommand, ServerInitArgs, ServerRunArgs, UserCommand};
 
 pub fn run(command: &ServerCommand) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -17,6 +18,7 @@ pub fn run(command: &ServerCommand) -> Result<()> {
             ServerCommand::Init(args) => init(args).await,
             ServerCommand::Run(args) => serve(args).await,
             ServerCommand::User(command) => user(command).await,
+            ServerCommand::Audit(command) => audit_command(command).await,
         }
     })
 }
@@ -109,6 +111,11 @@ async fn user(command: &UserCommand) -> Result<()> {
             };
             let now = coffer_server::unix_now();
             store.add_user(&user, now).await?;
+            let event = Event::new("admin", None, "user_add", &user.name).detail(format!(
+                "admin={} quota={:?}",
+                user.is_admin, user.quota_bytes
+            ));
+            audit::append(&store, &event).await?;
             println!("added {} (fingerprint {})", user.name, public.fingerprint());
         }
         UserCommand::List(args) => {
@@ -136,11 +143,55 @@ async fn user(command: &UserCommand) -> Result<()> {
             if !store.set_disabled(&args.name, disable).await? {
                 bail!("no such user: {}", args.name);
             }
+            let action = if disable {
+                "user_disable"
+            } else {
+                "user_enable"
+            };
+            audit::append(&store, &Event::new("admin", None, action, &args.name)).await?;
             println!(
                 "{} {}",
                 if disable { "disabled" } else { "enabled" },
                 args.name
             );
+        }
+    }
+    Ok(())
+}
+
+async fn audit_command(command: &AuditCommand) -> Result<()> {
+    match command {
+        AuditCommand::Verify(args) => {
+            let data = DataDir::open(&args.data.dir)?;
+            let store = data.store().await?;
+            let report = audit::verify(&store, data.identity.public()).await?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                for problem in &report.problems {
+                    println!("TAMPERED: {problem}");
+                }
+                println!(
+                    "{} entries, {} signed heads checked: {}",
+                    report.entries,
+                    report.checkpoints,
+                    if report.is_intact() {
+                        "intact"
+                    } else {
+                        "NOT intact"
+                    }
+                );
+            }
+            if !report.is_intact() {
+                bail!("the audit log has been tampered with");
+            }
+        }
+        AuditCommand::Export(args) => {
+            let store = DataDir::open(&args.data.dir)?.store().await?;
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::new(stdout.lock());
+            audit::export_json_lines(&store, &mut out).await?;
+            std::io::Write::flush(&mut out)?;
         }
     }
     Ok(())
