@@ -161,3 +161,69 @@ fn run_serves_tls_and_stops_on_sigterm() {
     let status = child.wait().unwrap();
     assert!(status.success(), "server did not stop cleanly: {status}");
 }
+
+#[test]
+fn audit_verify_and_export_through_the_cli() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("srv");
+    coffer()
+        .args(["server", "init", "--data"])
+        .arg(&data)
+        .assert()
+        .success();
+    for name in ["alice", "bob"] {
+        let key = public_identity(tmp.path(), name);
+        coffer()
+            .args(["server", "user", "add", name, "--key", &key, "--data"])
+            .arg(&data)
+            .assert()
+            .success();
+    }
+    coffer()
+        .args(["server", "user", "disable", "bob", "--data"])
+        .arg(&data)
+        .assert()
+        .success();
+    coffer()
+        .args(["server", "audit", "verify", "--data"])
+        .arg(&data)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("3 entries"))
+        .stdout(predicate::str::contains("intact"));
+    let out = coffer()
+        .args(["server", "audit", "export", "--json", "--data"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let actions: Vec<&str> = lines
+        .iter()
+        .map(|l| l["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions, ["user_add", "user_add", "user_disable"]);
+    assert_eq!(lines[2]["target"], "bob");
+
+    // Edit entry 2 behind the server's back (python's sqlite3 module).
+    let edited = Std::new("python3")
+        .args([
+            "-c",
+            "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.execute(\"UPDATE audit_log SET target='mallory' WHERE seq=2\"); c.commit()",
+        ])
+        .arg(data.join("meta.db"))
+        .status()
+        .unwrap();
+    assert!(edited.success());
+    coffer()
+        .args(["server", "audit", "verify", "--data"])
+        .arg(&data)
+        .assert()
+        .failure()
+        .stdout(predicate::str::contains("TAMPERED: entry 2:"))
+        .stderr(predicate::str::contains("tampered"));
+}

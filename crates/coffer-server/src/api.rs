@@ -108,6 +108,7 @@ pub fn documented_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
 pub fn router(state: AppState) -> Router {
     let (routes, openapi) = documented_routes();
     let document = Arc::new(openapi.to_json().unwrap_or_default());
+    let json_limit = state.config.limits.max_json_bytes;
     routes
         .route(
             "/v1/openapi.json",
@@ -119,6 +120,15 @@ pub fn router(state: AppState) -> Router {
             }),
         )
         .route_layer(axum::middleware::from_fn(crate::metrics::track))
+        .layer(axum::extract::DefaultBodyLimit::max(json_limit))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::limits::body_stall,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::limits::rate_limit,
+        ))
         .with_state(state)
 }
 

@@ -165,22 +165,7 @@ impl Server {
         versions: &[&'static rustls::SupportedProtocolVersion],
     ) -> Result<Client, std::io::Error> {
         let tls = Self::tls_connect(addr, cert.clone(), versions).await?;
-        let mut exporter = [0u8; 32];
-        tls.get_ref()
-            .1
-            .export_keying_material(&mut exporter, LOGIN_EXPORTER_LABEL, None)
-            .unwrap();
-        let (sender, conn) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
-                .await
-                .unwrap();
-        tokio::spawn(conn);
-        Ok(Client {
-            sender,
-            exporter,
-            addr,
-            cert,
-        })
+        Ok(Client::from_tls(tls, addr, cert).await)
     }
 
     /// A pinned TLS connection, for tests that speak HTTP by hand.
@@ -218,9 +203,15 @@ impl Server {
             .await
     }
 
-    pub async fn shutdown(mut self) {
+    pub async fn shutdown(self) {
+        drop(self.stop().await);
+    }
+
+    /// Shuts down and hands back the data directory for inspection.
+    pub async fn stop(mut self) -> tempfile::TempDir {
         let _ = self.stop.take().unwrap().send(());
-        self.task.await.unwrap().unwrap();
+        (&mut self.task).await.unwrap().unwrap();
+        self.dir
     }
 }
 
@@ -231,7 +222,52 @@ pub struct Client {
     cert: CertificateDer<'static>,
 }
 
+/// A pinned TLS 1.3 client handshake over an existing TCP stream.
+pub async fn tls_over(
+    tcp: TcpStream,
+    cert: CertificateDer<'static>,
+) -> Result<tokio_rustls::client::TlsStream<TcpStream>, std::io::Error> {
+    let provider = coffer_server::tls::provider();
+    let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(Pinned(cert, provider)))
+        .with_no_client_auth();
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+}
+
 impl Client {
+    /// An HTTP/1.1 client over an established TLS stream to `server`.
+    pub async fn over(tls: tokio_rustls::client::TlsStream<TcpStream>, server: &Server) -> Self {
+        Self::from_tls(tls, server.addr, server.cert.clone()).await
+    }
+
+    async fn from_tls(
+        tls: tokio_rustls::client::TlsStream<TcpStream>,
+        addr: std::net::SocketAddr,
+        cert: CertificateDer<'static>,
+    ) -> Self {
+        let mut exporter = [0u8; 32];
+        tls.get_ref()
+            .1
+            .export_keying_material(&mut exporter, LOGIN_EXPORTER_LABEL, None)
+            .unwrap();
+        let (sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        Client {
+            sender,
+            exporter,
+            addr,
+            cert,
+        }
+    }
+
     pub async fn call(
         &mut self,
         method: &str,

@@ -1,0 +1,376 @@
+//! Abuse limits, in bounded loops on 127.0.0.x: rate limits per address,
+//! connection caps, slow and idle clients, oversized requests, quotas.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use coffer_server::store::MetaStore;
+use coffer_server::{Config, Limits};
+use common::{Client, Server};
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const TUS: (&str, &str) = ("tus-resumable", "1.0.0");
+const OCTETS: (&str, &str) = ("content-type", "application/offset+octet-stream");
+
+fn with_limits(limits: Limits) -> Config {
+    Config {
+        limits,
+        ..Config::default()
+    }
+}
+
+/// A TLS connection from a chosen loopback address (127.0.0.0/8 is all
+/// local on Linux, which gives tests a "second client address").
+async fn tls_from(
+    server: &Server,
+    from: &str,
+) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(format!("{from}:0").parse().unwrap())?;
+    let tcp = socket.connect(server.addr).await?;
+    common::tls_over(tcp, server.cert.clone()).await
+}
+
+async fn client_from(server: &Server, from: &str) -> Client {
+    Client::over(tls_from(server, from).await.unwrap(), server).await
+}
+
+/// True if the server closed the connection (EOF or error) within `within`.
+async fn closed_within<S: tokio::io::AsyncRead + Unpin>(stream: &mut S, within: Duration) -> bool {
+    let mut buf = [0u8; 256];
+    let deadline = Instant::now() + within;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, stream.read(&mut buf)).await {
+            Err(_) => return false,
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => continue,
+        }
+    }
+}
+
+#[tokio::test]
+async fn login_flood_is_limited_per_address() {
+    let server = Server::start_with(with_limits(Limits::default())).await;
+    let alice = server.add_user("alice").await;
+    let mut flooder = client_from(&server, "127.0.0.1").await;
+    // The budget is 100 at once, refilled at one per 0.6 s (GCRA), so the
+    // first refusal comes after 100 requests plus whatever refilled.
+    let started = Instant::now();
+    let mut first_refused = None;
+    for i in 0..130 {
+        let (status, body) = flooder
+            .call(
+                "POST",
+                "/v1/auth/challenge",
+                Some(json!({"user": "alice"})),
+                None,
+            )
+            .await;
+        if status == 429 {
+            assert_eq!(body["error"]["code"], "rate_limited");
+            first_refused = Some(i);
+            break;
+        }
+        assert_eq!(status, 200, "request {i}: {body}");
+    }
+    let refilled = (started.elapsed().as_secs_f64() / 0.6).ceil() as usize;
+    let first_refused = first_refused.expect("a login flood was never refused");
+    assert!(
+        (100..=100 + refilled).contains(&first_refused),
+        "refused at request {first_refused} (refill {refilled})"
+    );
+    let (status, headers, _) = flooder
+        .raw(
+            "POST",
+            "/v1/auth/login",
+            &[("content-type", "application/json")],
+            b"{}".to_vec(),
+            None,
+        )
+        .await;
+    assert_eq!(status, 429);
+    let retry: u64 = headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=60).contains(&retry), "Retry-After {retry}");
+
+    // Another address logs in normally meanwhile.
+    let mut other = client_from(&server, "127.0.0.2").await;
+    let token = other.login("alice", &alice, &server.identity).await;
+    assert_eq!(
+        other.call("GET", "/v1/whoami", None, Some(&token)).await.0,
+        200
+    );
+    // The flooder's login budget is separate from its API budget.
+    assert_eq!(
+        flooder
+            .call("GET", "/v1/whoami", None, Some(&token))
+            .await
+            .0,
+        200
+    );
+
+    // The refusal was audited (once for the window, not once per request).
+    let store = server.store().await;
+    let report = coffer_server::audit::verify(&store, &server.identity)
+        .await
+        .unwrap();
+    assert!(report.is_intact(), "{:?}", report.problems);
+    let mut out = Vec::new();
+    coffer_server::audit::export_json_lines(&store, &mut out)
+        .await
+        .unwrap();
+    let text = String::from_utf8(out).unwrap();
+    let refusals = text
+        .lines()
+        .filter(|l| l.contains("\"rate_limit\""))
+        .count();
+    assert_eq!(refusals, 1, "{text}");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn connection_caps_refuse_the_51st_and_a_hog() {
+    let server = Server::start_with(with_limits(Limits {
+        max_connections: 50,
+        max_connections_per_ip: 50,
+        ..Limits::default()
+    }))
+    .await;
+    // 50 connections from five addresses, each proven alive.
+    let mut held = Vec::new();
+    for i in 0..50 {
+        let mut client = client_from(&server, &format!("127.0.0.{}", 1 + i % 5)).await;
+        assert_eq!(client.call("GET", "/healthz", None, None).await.0, 200);
+        held.push(client);
+    }
+    // The 51st is closed without a handshake.
+    assert!(tls_from(&server, "127.0.0.9").await.is_err());
+    // One closes; a new one gets in.
+    drop(held.pop());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut late = client_from(&server, "127.0.0.9").await;
+    assert_eq!(late.call("GET", "/healthz", None, None).await.0, 200);
+    drop(held);
+    drop(late);
+    server.shutdown().await;
+
+    // Per address: one address cannot take every slot.
+    let server = Server::start_with(with_limits(Limits {
+        max_connections_per_ip: 4,
+        ..Limits::default()
+    }))
+    .await;
+    let mut hog = Vec::new();
+    for _ in 0..4 {
+        hog.push(client_from(&server, "127.0.0.1").await);
+    }
+    assert!(tls_from(&server, "127.0.0.1").await.is_err());
+    let mut other = client_from(&server, "127.0.0.2").await;
+    assert_eq!(other.call("GET", "/healthz", None, None).await.0, 200);
+    drop(hog);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn slow_headers_and_idle_connections_are_cut_off() {
+    let server = Server::start_with(with_limits(Limits {
+        header_read_timeout_secs: 2,
+        idle_timeout_secs: 2,
+        ..Limits::default()
+    }))
+    .await;
+    // Slowloris: one header byte per second.
+    let mut slow = tls_from(&server, "127.0.0.1").await.unwrap();
+    let started = Instant::now();
+    let request =
+        b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Slow: aaaaaaaaaaaaaaaaaaaa\r\n\r\n";
+    let mut cut = false;
+    for byte in request {
+        if slow.write_all(&[*byte]).await.is_err() || slow.flush().await.is_err() {
+            cut = true;
+            break;
+        }
+        if closed_within(&mut slow, Duration::from_secs(1)).await {
+            cut = true;
+            break;
+        }
+    }
+    let took = started.elapsed();
+    assert!(cut, "a one-byte-per-second client was never disconnected");
+    assert!(
+        took < Duration::from_secs(6),
+        "disconnected only after {took:?}"
+    );
+
+    // Idle keep-alive connection: closed after the idle timeout.
+    let mut idle = tls_from(&server, "127.0.0.1").await.unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 512];
+    let n = idle.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    let started = Instant::now();
+    assert!(closed_within(&mut idle, Duration::from_secs(6)).await);
+    assert!(started.elapsed() >= Duration::from_millis(1500));
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn oversized_headers_bodies_and_stalled_bodies() {
+    let server = Server::start_with(with_limits(Limits {
+        body_stall_secs: 2,
+        ..Limits::default()
+    }))
+    .await;
+    let alice = server.add_user("alice").await;
+    let mut client = server.connect().await;
+    let token = client.login("alice", &alice, &server.identity).await;
+
+    let huge = "a".repeat(64 * 1024);
+    let (status, _, _) = client
+        .raw("GET", "/healthz", &[("x-huge", &huge)], vec![], None)
+        .await;
+    assert_eq!(status, 431);
+    let big_json = format!("{{\"user\": \"{}\"}}", "a".repeat(100 * 1024)).into_bytes();
+    let (status, _, body) = client
+        .raw(
+            "POST",
+            "/v1/auth/challenge",
+            &[("content-type", "application/json")],
+            big_json,
+            None,
+        )
+        .await;
+    assert_eq!(status, 413, "{}", String::from_utf8_lossy(&body));
+
+    // A PATCH whose body stalls fails; the offset stays where it was.
+    let (status, headers, _) = client
+        .raw(
+            "POST",
+            "/v1/uploads",
+            &[TUS, ("upload-length", "1000")],
+            vec![],
+            Some(&token),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let location = headers["location"].to_str().unwrap().to_string();
+    let mut raw = tls_from(&server, "127.0.0.1").await.unwrap();
+    let head = format!(
+        "PATCH {location} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {token}\r\nTus-Resumable: 1.0.0\r\nContent-Type: application/offset+octet-stream\r\nUpload-Offset: 0\r\nContent-Length: 1000\r\n\r\n"
+    );
+    raw.write_all(head.as_bytes()).await.unwrap();
+    raw.write_all(&[7u8; 100]).await.unwrap();
+    raw.flush().await.unwrap();
+    let started = Instant::now();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(8), raw.read_to_end(&mut answer)).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "a stalled body held the request"
+    );
+    let (status, headers, _) = client
+        .raw("HEAD", &location, &[TUS], vec![], Some(&token))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(headers["upload-offset"], "0");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn quota_and_open_upload_limits() {
+    let server = Server::start_with(with_limits(Limits {
+        max_open_uploads_per_user: 2,
+        ..Limits::default()
+    }))
+    .await;
+    let bob = {
+        let id = coffer_format::Identity::generate().unwrap();
+        let store = server.store().await;
+        store
+            .add_user(
+                &coffer_server::store::User {
+                    name: "bob".into(),
+                    public_identity: id.public().to_string(),
+                    is_admin: false,
+                    quota_bytes: Some(1000),
+                    disabled: false,
+                },
+                0,
+            )
+            .await
+            .unwrap();
+        id
+    };
+    let mut client = server.connect().await;
+    let token = client.login("bob", &bob, &server.identity).await;
+
+    // Over quota at once: refused, nothing stored.
+    let (status, _, body) = client
+        .raw(
+            "POST",
+            "/v1/uploads",
+            &[TUS, OCTETS, ("upload-length", "1500")],
+            vec![1u8; 1500],
+            Some(&token),
+        )
+        .await;
+    assert_eq!(status, 413);
+    let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(body["error"]["code"], "quota_exceeded");
+    assert!(body["error"]["message"].as_str().unwrap().contains("1000"));
+    assert_eq!(
+        client.call("GET", "/v1/files", None, Some(&token)).await.1["files"],
+        json!([])
+    );
+
+    // 600 fits; another 600 does not.
+    let (status, _, _) = client
+        .raw(
+            "POST",
+            "/v1/uploads",
+            &[TUS, OCTETS, ("upload-length", "600")],
+            vec![1u8; 600],
+            Some(&token),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let (status, _, _) = client
+        .raw(
+            "POST",
+            "/v1/uploads",
+            &[TUS, ("upload-length", "600")],
+            vec![],
+            Some(&token),
+        )
+        .await;
+    assert_eq!(status, 413);
+    // Unfinished uploads count against the quota at their declared length,
+    // and against the open-upload limit.
+    for _ in 0..2 {
+        let (status, _, _) = client
+            .raw(
+                "POST",
+                "/v1/uploads",
+                &[TUS, ("upload-length", "100")],
+                vec![],
+                Some(&token),
+            )
+            .await;
+        assert_eq!(status, 201);
+    }
+    let (status, _, body) = client
+        .raw(
+            "POST",
+            "/v1/uploads",
+            &[TUS, ("upload-length", "1")],
+            vec![],
+            Some(&token),
+        )
+        .await;
+    assert_eq!(status, 429, "{}", String::from_utf8_lossy(&body));
+    server.shutdown().await;
+}
