@@ -409,3 +409,89 @@ async fn wraps_sent_with_the_upload() {
     );
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn wraps_per_file_are_capped() {
+    let server = Server::start_with(coffer_server::Config {
+        max_wraps_per_file: 2,
+        ..coffer_server::Config::default()
+    })
+    .await;
+    let ids = [
+        server.add_user("alice").await,
+        server.add_user("bob").await,
+        server.add_user("carol").await,
+    ];
+    let mut client = server.connect().await;
+    let token = client.login("alice", &ids[0], &server.identity).await;
+    let everyone: Vec<_> = ids.iter().map(|i| i.public().clone()).collect();
+    let prepared = prepare(EncryptOptions::new(&everyone, &ids[0])).unwrap();
+    let wraps: Vec<String> = prepared
+        .stanzas()
+        .iter()
+        .map(|s| base64::engine::general_purpose::STANDARD.encode(s.to_bytes()))
+        .collect();
+    let stanza_for_carol = prepared.stanzas()[2].clone();
+    let mut w = prepared.writer(Vec::new(), Stanzas::Detached).unwrap();
+    std::io::Write::write_all(&mut w, b"x").unwrap();
+    let object = w.finish().unwrap().0;
+    let len = object.len().to_string();
+    let upload = |metadata: String| (metadata, object.clone());
+    let names = ["alice", "bob", "carol"];
+    let all_three = (0..3)
+        .map(|i| format!("coffer-wrap.{} {}", names[i], wraps[i]))
+        .collect::<Vec<_>>()
+        .join(",");
+    let (metadata, body) = upload(all_three);
+    let (status, _, _) = client
+        .raw(
+            "POST",
+            "/v1/uploads",
+            &[
+                TUS,
+                OCTETS,
+                ("upload-length", &len),
+                ("upload-metadata", &metadata),
+            ],
+            body,
+            Some(&token),
+        )
+        .await;
+    assert_eq!(status, 413);
+    let (metadata, body) = upload(format!(
+        "coffer-wrap.alice {},coffer-wrap.bob {}",
+        wraps[0], wraps[1]
+    ));
+    let (status, headers, _) = client
+        .raw(
+            "POST",
+            "/v1/uploads",
+            &[
+                TUS,
+                OCTETS,
+                ("upload-length", &len),
+                ("upload-metadata", &metadata),
+            ],
+            body,
+            Some(&token),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let file = headers["coffer-file-id"].to_str().unwrap().to_string();
+    assert_eq!(
+        put_share(&mut client, &token, &file, "carol", &stanza_for_carol).await,
+        413
+    );
+    // Replacing an existing wrap is not a new one.
+    let own = Stanza::from_bytes(
+        &base64::engine::general_purpose::STANDARD
+            .decode(&wraps[1])
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        put_share(&mut client, &token, &file, "bob", &own).await,
+        204
+    );
+    server.shutdown().await;
+}
