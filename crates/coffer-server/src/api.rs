@@ -39,6 +39,10 @@ pub struct AppState {
     pub rate_limits: Arc<crate::limits::RateLimits>,
     /// Refusals already audited in the current window.
     pub refusals: Arc<crate::audit::RefusalMemo>,
+    /// KEKs for files the server encrypts.
+    pub keyring: Arc<crate::keyring::Keyring>,
+    /// Recently unwrapped file keys.
+    pub deks: Arc<crate::keyring::DekCache>,
 }
 
 impl AppState {
@@ -48,8 +52,13 @@ impl AppState {
         objects: Arc<dyn crate::objects::ObjectStore>,
         identity: Identity,
         config: Config,
+        keyring: crate::keyring::Keyring,
     ) -> Self {
         Self {
+            keyring: Arc::new(keyring),
+            deks: Arc::new(crate::keyring::DekCache::new(
+                std::time::Duration::from_secs(config.dek_cache_secs),
+            )),
             store,
             identity: Arc::new(identity),
             rate_limits: crate::limits::RateLimits::new(&config.limits),

@@ -43,6 +43,12 @@ pub struct Config {
     pub link_ticket_ttl_secs: u64,
     /// Wrong passwords after which a link is locked for good.
     pub link_max_password_failures: u32,
+    /// File holding the base64 master key that seals the keyring, relative
+    /// to the data directory; `COFFER_MASTER_KEY` takes precedence. Keep it
+    /// off the disk that holds the database and objects where you can.
+    pub master_key_file: PathBuf,
+    /// Seconds an unwrapped file key stays cached in memory (0: never).
+    pub dek_cache_secs: u64,
     /// Abuse limits.
     pub limits: Limits,
 }
@@ -114,6 +120,8 @@ impl Default for Config {
             max_link_ttl_secs: 30 * 24 * 3600,
             link_ticket_ttl_secs: 3600,
             link_max_password_failures: 10,
+            master_key_file: PathBuf::from("master.key"),
+            dek_cache_secs: 60,
             limits: Limits::default(),
         }
     }

@@ -98,7 +98,19 @@ pub async fn init(root: &Path, cert: CertSource, mut config: Config) -> Result<I
         client_ca.as_deref(),
     )?;
 
-    SqliteStore::open(&root.join("meta.db")).await?;
+    let store = SqliteStore::open(&root.join("meta.db")).await?;
+    // The master key: taken from COFFER_MASTER_KEY if set (and then not
+    // written), else generated into `master_key_file`.
+    let master = match std::env::var(crate::keyring::MASTER_KEY_ENV) {
+        Ok(_) => crate::keyring::load_master_key(&root.join(&config.master_key_file))?,
+        Err(_) => {
+            let key = crate::keyring::random_key()?;
+            let text = crate::keyring::encode_key(&key);
+            write_private(&root.join(&config.master_key_file), text.as_bytes())?;
+            key
+        }
+    };
+    crate::keyring::Keyring::open(&store, master).await?;
     write_private(&root.join(config::FILE_NAME), config.to_toml()?.as_bytes())?;
 
     let leaf = tls::load_chain(&root.join(&config.tls_cert))?;

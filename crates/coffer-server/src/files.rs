@@ -172,13 +172,30 @@ async fn create(
     for (user, stanza) in &wraps {
         crate::shares::check_wrap(&state, user, stanza).await?;
     }
+    let id = new_id()?;
+    // An upload that carries key wraps, or says `coffer-e2ee`, is already
+    // ciphertext and is stored as sent; anything else the server encrypts.
+    let e2ee = !wraps.is_empty() || metadata_has_key(&metadata, E2EE_KEY);
+    let staging_key = if e2ee {
+        None
+    } else {
+        let key = crate::keyring::random_key().map_err(ApiError::internal)?;
+        Some(
+            state
+                .keyring
+                .wrap(&key, crate::keyring::KeyUse::Staging(&id))
+                .map_err(ApiError::internal)?,
+        )
+    };
     let upload = Upload {
-        id: new_id()?,
+        id,
         owner: auth.user.name.clone(),
         length,
         offset: 0,
         metadata,
         expires_at: crate::unix_now() + state.config.upload_ttl_secs as i64,
+        staged_len: 0,
+        staging_key,
     };
     state.store.create_upload(&upload).await?;
     let has_body = headers
@@ -241,6 +258,145 @@ async fn check_usage(state: &AppState, auth: &Authenticated, length: u64) -> Res
         }
     }
     Ok(())
+}
+
+/// Upload-Metadata key marking an upload as end-to-end encrypted already.
+const E2EE_KEY: &str = "coffer-e2ee";
+
+fn metadata_has_key(metadata: &str, wanted: &str) -> bool {
+    metadata
+        .split(',')
+        .map(|pair| pair.trim().split(' ').next().unwrap_or_default())
+        .any(|key| key == wanted)
+}
+
+/// What one request body added to an upload.
+struct Staged {
+    /// Plaintext (upload) bytes taken.
+    plain: u64,
+    /// Bytes added to the staged file.
+    staged: u64,
+    /// SHA-256 of the plaintext taken.
+    sha256: [u8; 32],
+    /// The body went past the declared length.
+    overflow: bool,
+}
+
+/// Stages `body` at the upload's offset: as sent for E2EE uploads, sealed
+/// under the upload's staging key otherwise.
+async fn stage(state: &AppState, upload: &Upload, body: Body) -> Result<Staged, ApiError> {
+    let stream: ByteStream<'_> = Box::pin(body.into_data_stream().map_err(std::io::Error::other));
+    let room = upload.length - upload.offset;
+    let Some(wrapped) = &upload.staging_key else {
+        let appended = state
+            .objects
+            .append(&upload.id, upload.staged_len, stream, room)
+            .await
+            .map_err(ApiError::internal)?;
+        return Ok(Staged {
+            plain: appended.written,
+            staged: appended.written,
+            sha256: appended.sha256,
+            overflow: appended.overflow,
+        });
+    };
+    let key = checked(
+        state,
+        &upload.owner,
+        &upload.id,
+        state
+            .keyring
+            .unwrap(wrapped, crate::keyring::KeyUse::Staging(&upload.id)),
+    )
+    .await?;
+    let (sealed, summary) =
+        crate::at_rest::seal_body(stream, &key, &upload.id, upload.offset, room)
+            .map_err(ApiError::internal)?;
+    state
+        .objects
+        .append(&upload.id, upload.staged_len, sealed, u64::MAX)
+        .await
+        .map_err(ApiError::internal)?;
+    let summary = summary.lock().unwrap_or_else(|p| p.into_inner());
+    Ok(Staged {
+        plain: summary.plain_len,
+        staged: summary.staged_len,
+        sha256: summary.sha256,
+        overflow: summary.overflow,
+    })
+}
+
+/// Bytes `start..end` of what the user uploaded: the stored bytes for E2EE
+/// files, decrypted on the fly for files the server encrypted.
+async fn read_plaintext(
+    state: &AppState,
+    file: &FileRecord,
+    start: u64,
+    end: u64,
+) -> Result<ByteStream<'static>, ApiError> {
+    let Some(object_key) = state.store.object_key(&file.id).await? else {
+        return state
+            .objects
+            .read(&file.id, start, end)
+            .await
+            .map_err(ApiError::internal);
+    };
+    let dek = match state.deks.get(&file.id) {
+        Some(dek) => dek,
+        None => {
+            let dek = checked(
+                state,
+                &file.owner,
+                &file.id,
+                state
+                    .keyring
+                    .unwrap(&object_key.key, crate::keyring::KeyUse::File(&file.id)),
+            )
+            .await?;
+            state.deks.put(&file.id, &dek);
+            dek
+        }
+    };
+    let stored = state
+        .objects
+        .read(&file.id, 0, object_key.stored_size)
+        .await
+        .map_err(ApiError::internal)?;
+    let plain = crate::at_rest::decrypt_range(stored, &dek, start, end).await;
+    checked(state, &file.owner, &file.id, plain).await
+}
+
+/// Passes `result` through, turning an error into an audited integrity
+/// failure (fail closed).
+async fn checked<T, E: std::fmt::Display>(
+    state: &AppState,
+    owner: &str,
+    target: &str,
+    result: Result<T, E>,
+) -> Result<T, ApiError> {
+    match result {
+        Ok(value) => Ok(value),
+        Err(err) => Err(integrity_failure(state, owner, target, err).await),
+    }
+}
+
+/// Logs, counts and audits a key or data integrity failure; the caller
+/// fails closed with the returned error.
+async fn integrity_failure(
+    state: &AppState,
+    owner: &str,
+    target: &str,
+    err: impl std::fmt::Display,
+) -> ApiError {
+    metrics::counter!("coffer_integrity_failures_total").increment(1);
+    tracing::error!(owner, target, "integrity failure: {err:#}");
+    let event = crate::audit::Event::new(owner, None, "integrity", target).outcome("failed");
+    let _ = crate::audit::record(state, event).await;
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "integrity",
+        "stored data or keys failed verification",
+    )
 }
 
 /// Upload-Metadata key prefix of a key wrap sent with the upload
@@ -396,14 +552,8 @@ async fn write_chunk(
             "another request is writing this upload",
         )
     })?;
-    let stream: ByteStream<'_> = Box::pin(body.into_data_stream().map_err(std::io::Error::other));
-    let room = upload.length - upload.offset;
-    let appended = state
-        .objects
-        .append(&upload.id, upload.offset, stream, room)
-        .await
-        .map_err(ApiError::internal)?;
-    let rollback = || state.objects.truncate(&upload.id, upload.offset);
+    let appended = stage(state, upload, body).await?;
+    let rollback = || state.objects.truncate(&upload.id, upload.staged_len);
     if appended.overflow {
         rollback().await.map_err(ApiError::internal)?;
         return Err(ApiError::new(
@@ -420,11 +570,12 @@ async fn write_chunk(
             "Upload-Checksum does not match the body",
         ));
     }
-    metrics::counter!("coffer_upload_bytes_total").increment(appended.written);
-    let new_offset = upload.offset + appended.written;
+    metrics::counter!("coffer_upload_bytes_total").increment(appended.plain);
+    let new_offset = upload.offset + appended.plain;
+    let staged_len = upload.staged_len + appended.staged;
     if !state
         .store
-        .advance_upload(&upload.id, upload.offset, new_offset)
+        .advance_upload(&upload.id, upload.offset, new_offset, staged_len)
         .await?
     {
         rollback().await.map_err(ApiError::internal)?;
@@ -439,7 +590,12 @@ async fn write_chunk(
         .headers_mut()
         .insert("upload-offset", HeaderValue::from(new_offset));
     if new_offset == upload.length {
-        let signed = commit(state, upload).await?;
+        let upload = Upload {
+            offset: new_offset,
+            staged_len,
+            ..upload.clone()
+        };
+        let signed = commit(state, &upload).await?;
         let event = crate::audit::Event::new(&upload.owner, ip, "upload", &signed.receipt.file_id)
             .detail(format!("{} bytes", signed.receipt.size));
         crate::audit::record(state, event).await?;
@@ -461,11 +617,55 @@ async fn write_chunk(
 /// Moves a complete upload into place and records it, with a receipt.
 pub async fn commit(state: &AppState, upload: &Upload) -> Result<SignedReceipt, ApiError> {
     let file_id = new_id()?;
-    let (size, sha256) = state
-        .objects
-        .commit(&upload.id, &file_id)
-        .await
-        .map_err(ApiError::internal)?;
+    let (size, sha256, object_key) = match &upload.staging_key {
+        None => {
+            let (size, sha256) = state
+                .objects
+                .commit(&upload.id, &file_id)
+                .await
+                .map_err(ApiError::internal)?;
+            (size, sha256, None)
+        }
+        Some(wrapped) => {
+            let staging = checked(
+                state,
+                &upload.owner,
+                &upload.id,
+                state
+                    .keyring
+                    .unwrap(wrapped, crate::keyring::KeyUse::Staging(&upload.id)),
+            )
+            .await?;
+            let converted = checked(
+                state,
+                &upload.owner,
+                &upload.id,
+                crate::at_rest::convert(
+                    state.objects.as_ref(),
+                    &staging,
+                    upload,
+                    &file_id,
+                    &state.identity,
+                )
+                .await,
+            )
+            .await?;
+            let key = state
+                .keyring
+                .wrap(&converted.dek, crate::keyring::KeyUse::File(&file_id))
+                .map_err(ApiError::internal)?;
+            let object_key = crate::store::ObjectKey {
+                file_id: file_id.clone(),
+                key,
+                stored_size: converted.stored_size,
+            };
+            (
+                converted.plain_size,
+                converted.plain_sha256,
+                Some(object_key),
+            )
+        }
+    };
     if size != upload.length {
         let event = crate::audit::Event::new(&upload.owner, None, "integrity", &upload.id)
             .outcome("failed")
@@ -499,8 +699,16 @@ pub async fn commit(state: &AppState, upload: &Upload) -> Result<SignedReceipt, 
     let wraps = wraps_in_metadata(&upload.metadata)?;
     state
         .store
-        .commit_upload(&upload.id, &record, &wraps)
+        .commit_upload(&upload.id, &record, &wraps, object_key.as_ref())
         .await?;
+    if object_key.is_some() {
+        // The sealed records are no longer needed once the object is in.
+        state
+            .objects
+            .delete_staged(&upload.id)
+            .await
+            .map_err(ApiError::internal)?;
+    }
     Ok(signed)
 }
 
@@ -679,6 +887,7 @@ async fn remove(
     // between the two leaves at worst an unreachable object, never a
     // listed file without bytes.
     state.store.delete_file(&file.id).await?;
+    state.deks.forget(&file.id);
     crate::audit::record(&state, auth.event("delete", &file.id)).await?;
     state
         .objects
@@ -783,11 +992,7 @@ pub(crate) async fn serve_object(
         }
     };
     let (start, end) = range.unwrap_or((0, file.size));
-    let stream = state
-        .objects
-        .read(&file.id, start, end)
-        .await
-        .map_err(ApiError::internal)?;
+    let stream = read_plaintext(state, file, start, end).await?;
     metrics::counter!("coffer_download_bytes_total").increment(end - start);
     let mut response = Response::new(Body::from_stream(stream));
     let h = response.headers_mut();

@@ -9,11 +9,13 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod at_rest;
 pub mod audit;
 pub mod auth;
 pub mod config;
 pub mod data_dir;
 pub mod files;
+pub mod keyring;
 pub mod limits;
 pub mod links;
 pub mod metrics;
@@ -70,6 +72,8 @@ pub async fn run(
         client_ca.as_deref(),
     )?;
     let store = data_dir.store().await?;
+    let master = keyring::load_master_key(&data_dir.path(&data_dir.config.master_key_file))?;
+    let keyring = keyring::Keyring::open(&store, master).await?;
     let listener = tokio::net::TcpListener::bind(data_dir.config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", data_dir.config.listen))?;
@@ -96,6 +100,7 @@ pub async fn run(
         Arc::new(objects),
         data_dir.identity,
         data_dir.config,
+        keyring,
     );
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = move || {
@@ -152,6 +157,10 @@ async fn sweep_forever(state: api::AppState) {
             tracing::warn!("sweeping expired links failed: {err:?}");
         }
         state.rate_limits.forget_idle();
+        state.deks.evict_expired();
+        if let Err(err) = state.keyring.reload(state.store.as_ref()).await {
+            tracing::error!("reloading the keyring failed: {err:#}");
+        }
         if let Err(err) = audit::checkpoint(state.store.as_ref(), &state.identity).await {
             tracing::warn!("signing the audit head failed: {err}");
         }

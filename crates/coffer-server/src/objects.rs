@@ -58,6 +58,15 @@ pub trait ObjectStore: Send + Sync + 'static {
         start: u64,
         end: u64,
     ) -> ObjectFuture<'a, ByteStream<'static>>;
+    /// The first `len` bytes of staged upload `id`.
+    fn read_staged<'a>(&'a self, id: &'a str, len: u64) -> ObjectFuture<'a, ByteStream<'static>>;
+    /// Writes object `id` from `body`, durably, replacing any earlier
+    /// attempt; returns its size and SHA-256.
+    fn write_object<'a>(
+        &'a self,
+        id: &'a str,
+        body: ByteStream<'a>,
+    ) -> ObjectFuture<'a, (u64, [u8; 32])>;
     /// Removes a staged upload (absent is fine).
     fn delete_staged<'a>(&'a self, id: &'a str) -> ObjectFuture<'a, ()>;
     /// Removes an object (absent is fine).
@@ -226,6 +235,45 @@ impl ObjectStore for LocalObjects {
                 tokio_util::io::ReaderStream::with_capacity(reader, 256 * 1024),
             );
             Ok(stream)
+        })
+    }
+
+    fn read_staged<'a>(&'a self, id: &'a str, len: u64) -> ObjectFuture<'a, ByteStream<'static>> {
+        Box::pin(async move {
+            let file = tokio::fs::File::open(self.staged(id)?).await?;
+            let stream: ByteStream<'static> = Box::pin(
+                tokio_util::io::ReaderStream::with_capacity(file.take(len), 256 * 1024),
+            );
+            Ok(stream)
+        })
+    }
+
+    fn write_object<'a>(
+        &'a self,
+        id: &'a str,
+        mut body: ByteStream<'a>,
+    ) -> ObjectFuture<'a, (u64, [u8; 32])> {
+        Box::pin(async move {
+            let target = self.object(id)?;
+            let dir = target.parent().map(Path::to_path_buf).unwrap_or_default();
+            tokio::fs::create_dir_all(&dir).await?;
+            let temp = dir.join(format!("{id}.tmp"));
+            let mut file = tokio::fs::File::create(&temp).await?;
+            let mut ctx = Context::new(&SHA256);
+            let mut size = 0u64;
+            while let Some(chunk) = body.next().await {
+                let chunk = chunk?;
+                file.write_all(&chunk).await?;
+                ctx.update(&chunk);
+                size += chunk.len() as u64;
+            }
+            file.sync_all().await?;
+            drop(file);
+            tokio::fs::rename(&temp, &target).await?;
+            sync_dir(&dir).await?;
+            let mut sha256 = [0u8; 32];
+            sha256.copy_from_slice(ctx.finish().as_ref());
+            Ok((size, sha256))
         })
     }
 

@@ -61,6 +61,44 @@ pub struct Upload {
     pub metadata: String,
     /// Unix time after which the upload is abandoned.
     pub expires_at: i64,
+    /// Length of the staged file at `offset` (differs from `offset` when the
+    /// server encrypts the staged bytes).
+    pub staged_len: u64,
+    /// For uploads the server encrypts: the staging key wrapped by a KEK.
+    pub staging_key: Option<WrappedKey>,
+}
+
+/// A key wrapped by a KEK version.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WrappedKey {
+    /// KEK version that wraps it.
+    pub kek_version: u32,
+    /// Nonce, ciphertext and tag.
+    pub wrapped: Vec<u8>,
+}
+
+/// The DEK of a server-encrypted file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObjectKey {
+    /// The file.
+    pub file_id: String,
+    /// The DEK, wrapped.
+    pub key: WrappedKey,
+    /// Size of the stored (encrypted) object.
+    pub stored_size: u64,
+}
+
+/// How many keys a KEK version wraps.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KekUsage {
+    /// Version.
+    pub version: u32,
+    /// Unix time it was added.
+    pub created_at: i64,
+    /// File DEKs it wraps.
+    pub objects: u64,
+    /// Staging keys of unfinished uploads it wraps.
+    pub uploads: u64,
 }
 
 /// A committed file.
@@ -192,9 +230,16 @@ pub trait MetaStore: Send + Sync + 'static {
     fn create_upload<'a>(&'a self, upload: &'a Upload) -> StoreFuture<'a, ()>;
     /// One upload by id.
     fn upload<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Option<Upload>>;
-    /// Moves an upload's offset from `from` to `to`; false if it was not at
-    /// `from` any more (another writer got there first).
-    fn advance_upload<'a>(&'a self, id: &'a str, from: u64, to: u64) -> StoreFuture<'a, bool>;
+    /// Moves an upload's offset from `from` to `to` and its staged length to
+    /// `staged_len`; false if it was not at `from` any more (another writer
+    /// got there first).
+    fn advance_upload<'a>(
+        &'a self,
+        id: &'a str,
+        from: u64,
+        to: u64,
+        staged_len: u64,
+    ) -> StoreFuture<'a, bool>;
     /// Forgets an upload; returns whether it existed.
     fn delete_upload<'a>(&'a self, id: &'a str) -> StoreFuture<'a, bool>;
     /// Uploads abandoned before `now`.
@@ -206,6 +251,7 @@ pub trait MetaStore: Send + Sync + 'static {
         upload_id: &'a str,
         file: &'a FileRecord,
         wraps: &'a [NewWrap],
+        object_key: Option<&'a ObjectKey>,
     ) -> StoreFuture<'a, ()>;
     /// One file by id.
     fn file<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Option<FileRecord>>;
@@ -273,6 +319,31 @@ pub trait MetaStore: Send + Sync + 'static {
     fn insert_audit_checkpoint<'a>(&'a self, cp: &'a AuditCheckpoint) -> StoreFuture<'a, ()>;
     /// All signed heads, by sequence number.
     fn audit_checkpoints(&self) -> StoreFuture<'_, Vec<AuditCheckpoint>>;
+    /// Every KEK version with its sealed key, by version.
+    fn keks(&self) -> StoreFuture<'_, Vec<(u32, Vec<u8>)>>;
+    /// Adds a KEK version; `Conflict` if it exists.
+    fn insert_kek<'a>(&'a self, version: u32, sealed: &'a [u8], now: i64) -> StoreFuture<'a, ()>;
+    /// The DEK of a server-encrypted file.
+    fn object_key<'a>(&'a self, file_id: &'a str) -> StoreFuture<'a, Option<ObjectKey>>;
+    /// Up to `limit` file DEKs wrapped under a version below `version`.
+    fn stale_object_keys(&self, version: u32, limit: u32) -> StoreFuture<'_, Vec<ObjectKey>>;
+    /// Up to `limit` (upload id, staging key) under a version below `version`.
+    fn stale_upload_keys(
+        &self,
+        version: u32,
+        limit: u32,
+    ) -> StoreFuture<'_, Vec<(String, WrappedKey)>>;
+    /// In one transaction, replaces wraps (files and uploads) whose stored
+    /// version still equals the old one; returns how many were replaced.
+    fn rewrap<'a>(
+        &'a self,
+        objects: &'a [(String, WrappedKey, WrappedKey)],
+        uploads: &'a [(String, WrappedKey, WrappedKey)],
+    ) -> StoreFuture<'a, u64>;
+    /// Each KEK version with the number of keys it wraps.
+    fn kek_usage(&self) -> StoreFuture<'_, Vec<KekUsage>>;
+    /// Deletes a KEK version if nothing references it; returns whether it did.
+    fn delete_unused_kek(&self, version: u32) -> StoreFuture<'_, bool>;
 }
 
 /// The embedded default: SQLite in WAL mode.
@@ -319,6 +390,15 @@ fn upload_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<Upload, sqlx::Error>
         offset: row.try_get::<i64, _>("offset")?.max(0) as u64,
         metadata: row.try_get("metadata")?,
         expires_at: row.try_get("expires_at")?,
+        staged_len: row.try_get::<i64, _>("staged_len")?.max(0) as u64,
+        staging_key: wrapped_from(row.try_get("kek_version")?, row.try_get("staging_key")?),
+    })
+}
+
+fn wrapped_from(version: Option<i64>, wrapped: Option<Vec<u8>>) -> Option<WrappedKey> {
+    Some(WrappedKey {
+        kek_version: u32::try_from(version?).ok()?,
+        wrapped: wrapped?,
     })
 }
 
@@ -364,6 +444,17 @@ fn audit_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<AuditRow, sqlx::Error
         detail: row.try_get("detail")?,
         prev_hash: row.try_get("prev_hash")?,
         hash: row.try_get("hash")?,
+    })
+}
+
+fn object_key_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<ObjectKey, sqlx::Error> {
+    Ok(ObjectKey {
+        file_id: row.try_get("file_id")?,
+        key: WrappedKey {
+            kek_version: u32::try_from(row.try_get::<i64, _>("kek_version")?).unwrap_or(0),
+            wrapped: row.try_get("wrapped")?,
+        },
+        stored_size: row.try_get::<i64, _>("stored_size")?.max(0) as u64,
     })
 }
 
@@ -500,13 +591,17 @@ impl MetaStore for SqliteStore {
 
     fn create_upload<'a>(&'a self, upload: &'a Upload) -> StoreFuture<'a, ()> {
         Box::pin(async move {
-            sqlx::query("INSERT INTO uploads (id, owner, length, offset, metadata, expires_at) VALUES (?, ?, ?, ?, ?, ?)")
+            let key = upload.staging_key.as_ref();
+            sqlx::query("INSERT INTO uploads (id, owner, length, offset, metadata, expires_at, staged_len, kek_version, staging_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)")
                 .bind(&upload.id)
                 .bind(&upload.owner)
                 .bind(sql_u64(upload.length))
                 .bind(sql_u64(upload.offset))
                 .bind(&upload.metadata)
                 .bind(upload.expires_at)
+                .bind(sql_u64(upload.staged_len))
+                .bind(key.map(|k| i64::from(k.kek_version)))
+                .bind(key.map(|k| k.wrapped.clone()))
                 .execute(&self.pool)
                 .await?;
             Ok(())
@@ -523,14 +618,23 @@ impl MetaStore for SqliteStore {
         })
     }
 
-    fn advance_upload<'a>(&'a self, id: &'a str, from: u64, to: u64) -> StoreFuture<'a, bool> {
+    fn advance_upload<'a>(
+        &'a self,
+        id: &'a str,
+        from: u64,
+        to: u64,
+        staged_len: u64,
+    ) -> StoreFuture<'a, bool> {
         Box::pin(async move {
-            let done = sqlx::query("UPDATE uploads SET offset = ? WHERE id = ? AND offset = ?")
-                .bind(sql_u64(to))
-                .bind(id)
-                .bind(sql_u64(from))
-                .execute(&self.pool)
-                .await?;
+            let done = sqlx::query(
+                "UPDATE uploads SET offset = ?, staged_len = ? WHERE id = ? AND offset = ?",
+            )
+            .bind(sql_u64(to))
+            .bind(sql_u64(staged_len))
+            .bind(id)
+            .bind(sql_u64(from))
+            .execute(&self.pool)
+            .await?;
             Ok(done.rows_affected() == 1)
         })
     }
@@ -560,6 +664,7 @@ impl MetaStore for SqliteStore {
         upload_id: &'a str,
         file: &'a FileRecord,
         wraps: &'a [NewWrap],
+        object_key: Option<&'a ObjectKey>,
     ) -> StoreFuture<'a, ()> {
         Box::pin(async move {
             let mut tx = self.pool.begin().await?;
@@ -572,6 +677,17 @@ impl MetaStore for SqliteStore {
                 .bind(&file.receipt)
                 .execute(&mut *tx)
                 .await?;
+            if let Some(key) = object_key {
+                sqlx::query(
+                    "INSERT INTO object_keys (file_id, kek_version, wrapped, stored_size) VALUES (?, ?, ?, ?)",
+                )
+                .bind(&key.file_id)
+                .bind(i64::from(key.key.kek_version))
+                .bind(&key.key.wrapped)
+                .bind(sql_u64(key.stored_size))
+                .execute(&mut *tx)
+                .await?;
+            }
             for (user, stanza) in wraps {
                 sqlx::query(
                     "INSERT INTO wraps (file_id, user_name, stanza, created_at) VALUES (?, ?, ?, ?)",
@@ -920,6 +1036,163 @@ impl MetaStore for SqliteStore {
                 })
                 .collect::<Result<_, sqlx::Error>>()
                 .map_err(StoreError::from)
+        })
+    }
+
+    fn keks(&self) -> StoreFuture<'_, Vec<(u32, Vec<u8>)>> {
+        Box::pin(async move {
+            let rows = sqlx::query("SELECT version, sealed FROM keks ORDER BY version")
+                .fetch_all(&self.pool)
+                .await?;
+            rows.iter()
+                .map(|r| {
+                    let version: i64 = r.try_get("version")?;
+                    Ok((
+                        u32::try_from(version).unwrap_or(0),
+                        r.try_get::<Vec<u8>, _>("sealed")?,
+                    ))
+                })
+                .collect::<Result<_, sqlx::Error>>()
+                .map_err(StoreError::from)
+        })
+    }
+
+    fn insert_kek<'a>(&'a self, version: u32, sealed: &'a [u8], now: i64) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            let result =
+                sqlx::query("INSERT INTO keks (version, sealed, created_at) VALUES (?, ?, ?)")
+                    .bind(i64::from(version))
+                    .bind(sealed)
+                    .bind(now)
+                    .execute(&self.pool)
+                    .await;
+            match result {
+                Err(sqlx::Error::Database(err)) if err.is_unique_violation() => {
+                    Err(StoreError::Conflict("KEK version"))
+                }
+                other => other.map(|_| ()).map_err(StoreError::from),
+            }
+        })
+    }
+
+    fn object_key<'a>(&'a self, file_id: &'a str) -> StoreFuture<'a, Option<ObjectKey>> {
+        Box::pin(async move {
+            let row = sqlx::query("SELECT * FROM object_keys WHERE file_id = ?")
+                .bind(file_id)
+                .fetch_optional(&self.pool)
+                .await?;
+            Ok(row.as_ref().map(object_key_from_row).transpose()?)
+        })
+    }
+
+    fn stale_object_keys(&self, version: u32, limit: u32) -> StoreFuture<'_, Vec<ObjectKey>> {
+        Box::pin(async move {
+            let rows = sqlx::query(
+                "SELECT * FROM object_keys WHERE kek_version < ? ORDER BY file_id LIMIT ?",
+            )
+            .bind(i64::from(version))
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+            Ok(rows
+                .iter()
+                .map(object_key_from_row)
+                .collect::<Result<_, _>>()?)
+        })
+    }
+
+    fn stale_upload_keys(
+        &self,
+        version: u32,
+        limit: u32,
+    ) -> StoreFuture<'_, Vec<(String, WrappedKey)>> {
+        Box::pin(async move {
+            let rows = sqlx::query(
+                "SELECT id, kek_version, staging_key FROM uploads WHERE kek_version < ? ORDER BY id LIMIT ?",
+            )
+            .bind(i64::from(version))
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+            let mut out = Vec::new();
+            for row in &rows {
+                if let Some(key) =
+                    wrapped_from(row.try_get("kek_version")?, row.try_get("staging_key")?)
+                {
+                    out.push((row.try_get("id")?, key));
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    fn rewrap<'a>(
+        &'a self,
+        objects: &'a [(String, WrappedKey, WrappedKey)],
+        uploads: &'a [(String, WrappedKey, WrappedKey)],
+    ) -> StoreFuture<'a, u64> {
+        Box::pin(async move {
+            let mut tx = self.pool.begin().await?;
+            let mut done = 0;
+            for (id, old, new) in objects {
+                done += sqlx::query(
+                    "UPDATE object_keys SET kek_version = ?, wrapped = ? WHERE file_id = ? AND kek_version = ?",
+                )
+                .bind(i64::from(new.kek_version))
+                .bind(&new.wrapped)
+                .bind(id)
+                .bind(i64::from(old.kek_version))
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            }
+            for (id, old, new) in uploads {
+                done += sqlx::query(
+                    "UPDATE uploads SET kek_version = ?, staging_key = ? WHERE id = ? AND kek_version = ?",
+                )
+                .bind(i64::from(new.kek_version))
+                .bind(&new.wrapped)
+                .bind(id)
+                .bind(i64::from(old.kek_version))
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            }
+            tx.commit().await?;
+            Ok(done)
+        })
+    }
+
+    fn kek_usage(&self) -> StoreFuture<'_, Vec<KekUsage>> {
+        Box::pin(async move {
+            let rows = sqlx::query(
+                "SELECT k.version, k.created_at, (SELECT COUNT(*) FROM object_keys o WHERE o.kek_version = k.version) AS objects, (SELECT COUNT(*) FROM uploads u WHERE u.kek_version = k.version) AS uploads FROM keks k ORDER BY k.version",
+            )
+            .fetch_all(&self.pool)
+            .await?;
+            rows.iter()
+                .map(|r| {
+                    Ok(KekUsage {
+                        version: u32::try_from(r.try_get::<i64, _>("version")?).unwrap_or(0),
+                        created_at: r.try_get("created_at")?,
+                        objects: r.try_get::<i64, _>("objects")?.max(0) as u64,
+                        uploads: r.try_get::<i64, _>("uploads")?.max(0) as u64,
+                    })
+                })
+                .collect::<Result<_, sqlx::Error>>()
+                .map_err(StoreError::from)
+        })
+    }
+
+    fn delete_unused_kek(&self, version: u32) -> StoreFuture<'_, bool> {
+        Box::pin(async move {
+            let done = sqlx::query(
+                "DELETE FROM keks WHERE version = ?1 AND NOT EXISTS (SELECT 1 FROM object_keys WHERE kek_version = ?1) AND NOT EXISTS (SELECT 1 FROM uploads WHERE kek_version = ?1)",
+            )
+            .bind(i64::from(version))
+            .execute(&self.pool)
+            .await?;
+            Ok(done.rows_affected() == 1)
         })
     }
 }
