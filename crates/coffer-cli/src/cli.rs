@@ -42,6 +42,12 @@ pub enum ServerCommand {
     /// Check or export the tamper-evident audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Add a key-encryption key version and re-wrap every file key under it
+    /// (data is not re-encrypted). Resumes an interrupted rotation.
+    RotateKek(RotateArgs),
+    /// Inspect or prune the KEK versions.
+    #[command(subcommand)]
+    Keys(KeysCommand),
 }
 
 #[derive(Debug, clap::Args)]
@@ -90,6 +96,38 @@ pub struct ServerRunArgs {
     /// Override the configured Prometheus metrics address.
     #[arg(long)]
     pub metrics_listen: Option<std::net::SocketAddr>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RotateArgs {
+    #[command(flatten)]
+    pub data: DataArg,
+    /// Keys re-wrapped per transaction.
+    #[arg(long, default_value_t = 500)]
+    pub batch: u32,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Each KEK version and how many keys it wraps.
+    Status(KeysStatusArgs),
+    /// Remove KEK versions nothing references any more.
+    Prune(DataOnly),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct KeysStatusArgs {
+    #[command(flatten)]
+    pub data: DataArg,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DataOnly {
+    #[command(flatten)]
+    pub data: DataArg,
 }
 
 #[derive(Debug, Subcommand)]

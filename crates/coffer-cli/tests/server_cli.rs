@@ -10,7 +10,9 @@ use predicates::prelude::*;
 
 fn coffer() -> Command {
     let mut cmd = Command::cargo_bin("coffer").unwrap();
-    cmd.env_remove("COFFER_DATA").env_remove("COFFER_LISTEN");
+    cmd.env_remove("COFFER_DATA")
+        .env_remove("COFFER_LISTEN")
+        .env_remove("COFFER_MASTER_KEY");
     cmd
 }
 
@@ -226,4 +228,75 @@ fn audit_verify_and_export_through_the_cli() {
         .failure()
         .stdout(predicate::str::contains("TAMPERED: entry 2:"))
         .stderr(predicate::str::contains("tampered"));
+}
+
+#[test]
+fn kek_rotation_status_and_prune_through_the_cli() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("srv");
+    coffer()
+        .args(["server", "init", "--data"])
+        .arg(&data)
+        .assert()
+        .success();
+    let key_file = data.join("master.key");
+    let mode = std::fs::metadata(&key_file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let status = |json: bool| {
+        let mut cmd = coffer();
+        cmd.args(["server", "keys", "status", "--data"]).arg(&data);
+        if json {
+            cmd.arg("--json");
+        }
+        let out = cmd.output().unwrap();
+        assert!(out.status.success());
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let versions = |text: &str| -> Vec<u64> {
+        serde_json::from_str::<serde_json::Value>(text)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v["version"].as_u64().unwrap())
+            .collect()
+    };
+    assert_eq!(versions(&status(true)), [1]);
+    coffer()
+        .args(["server", "rotate-kek", "--data"])
+        .arg(&data)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("KEK version 2 (added)"));
+    assert_eq!(versions(&status(true)), [1, 2]);
+    coffer()
+        .args(["server", "keys", "prune", "--data"])
+        .arg(&data)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("removed versions [1]"));
+    assert_eq!(versions(&status(true)), [2]);
+    assert!(status(false).contains("file keys"));
+
+    // Without the master key nothing opens, and the message says why.
+    let key = std::fs::read_to_string(&key_file).unwrap();
+    std::fs::remove_file(&key_file).unwrap();
+    coffer()
+        .args(["server", "keys", "status", "--data"])
+        .arg(&data)
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("no master key"));
+    // The environment variable works instead of the file.
+    coffer()
+        .env("COFFER_MASTER_KEY", key.trim())
+        .args(["server", "keys", "status", "--data"])
+        .arg(&data)
+        .assert()
+        .success();
+    coffer()
+        .args(["server", "audit", "verify", "--data"])
+        .arg(&data)
+        .assert()
+        .success();
 }

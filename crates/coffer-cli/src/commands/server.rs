@@ -3,11 +3,15 @@
 use anyhow::{Context, Result, bail};
 use coffer_format::PublicIdentity;
 use coffer_server::audit::{self, Event};
+use coffer_server::keyring;
 use coffer_server::store::{MetaStore, User};
 use coffer_server::{CertSource, Config, DataDir};
 use serde_json::json;
 
-use crate::cli::{AuditCommand, ServerCommand, ServerInitArgs, ServerRunArgs, UserCommand};
+use crate::cli::{
+    AuditCommand, KeysCommand, RotateArgs, ServerCommand, ServerInitArgs, ServerRunArgs,
+    UserCommand,
+};
 
 pub fn run(command: &ServerCommand) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -19,6 +23,8 @@ pub fn run(command: &ServerCommand) -> Result<()> {
             ServerCommand::Run(args) => serve(args).await,
             ServerCommand::User(command) => user(command).await,
             ServerCommand::Audit(command) => audit_command(command).await,
+            ServerCommand::RotateKek(args) => rotate_kek(args).await,
+            ServerCommand::Keys(command) => keys_command(command).await,
         }
     })
 }
@@ -192,6 +198,74 @@ async fn audit_command(command: &AuditCommand) -> Result<()> {
             let mut out = std::io::BufWriter::new(stdout.lock());
             audit::export_json_lines(&store, &mut out).await?;
             std::io::Write::flush(&mut out)?;
+        }
+    }
+    Ok(())
+}
+
+/// Opens the data directory's store and keyring (needs the master key).
+async fn open_keyring(
+    dir: &std::path::Path,
+) -> Result<(coffer_server::store::SqliteStore, keyring::Keyring)> {
+    let data = DataDir::open(dir)?;
+    let store = data.store().await?;
+    let master = keyring::load_master_key(&data.path(&data.config.master_key_file))?;
+    let ring = keyring::Keyring::open(&store, master).await?;
+    Ok((store, ring))
+}
+
+async fn rotate_kek(args: &RotateArgs) -> Result<()> {
+    let (store, ring) = open_keyring(&args.data.dir).await?;
+    let rotation = keyring::rotate(&store, &ring, args.batch, |done| {
+        eprintln!("re-wrapped {done} keys");
+    })
+    .await?;
+    let detail = format!(
+        "version {} ({}), {} keys re-wrapped",
+        rotation.version,
+        if rotation.added { "added" } else { "resumed" },
+        rotation.rewrapped
+    );
+    audit::append(
+        &store,
+        &Event::new("admin", None, "kek_rotate", "").detail(detail.clone()),
+    )
+    .await?;
+    println!("KEK {detail}");
+    Ok(())
+}
+
+async fn keys_command(command: &KeysCommand) -> Result<()> {
+    match command {
+        KeysCommand::Status(args) => {
+            let (store, _) = open_keyring(&args.data.dir).await?;
+            let usage = store.kek_usage().await?;
+            if args.json {
+                let rows: Vec<_> = usage
+                    .iter()
+                    .map(|u| json!({"version": u.version, "created_at": u.created_at, "objects": u.objects, "uploads": u.uploads}))
+                    .collect();
+                println!("{}", serde_json::Value::Array(rows));
+            } else {
+                println!("version\tcreated_at\tfile keys\tupload keys");
+                for u in usage {
+                    println!(
+                        "{}\t{}\t{}\t{}",
+                        u.version, u.created_at, u.objects, u.uploads
+                    );
+                }
+            }
+        }
+        KeysCommand::Prune(args) => {
+            let (store, _) = open_keyring(&args.data.dir).await?;
+            let removed = keyring::prune(&store).await?;
+            let detail = format!("removed versions {removed:?}");
+            audit::append(
+                &store,
+                &Event::new("admin", None, "kek_prune", "").detail(detail.clone()),
+            )
+            .await?;
+            println!("{detail}");
         }
     }
     Ok(())

@@ -1,0 +1,367 @@
+//! Envelope encryption at rest: plain uploads never reach the disk in
+//! clear, wraps fail closed, the master key is required, and KEK rotation
+//! survives a kill -9 halfway and resumes.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use coffer_server::keyring::{self, Keyring};
+use coffer_server::store::{MetaStore, SqliteStore};
+use coffer_server::{Config, DataDir};
+use common::{Client, Server};
+
+const TUS: (&str, &str) = ("tus-resumable", "1.0.0");
+const OCTETS: (&str, &str) = ("content-type", "application/offset+octet-stream");
+const MARKER: &[u8] = b"PATIENT-RECORD-0042;";
+
+fn record(n: usize) -> Vec<u8> {
+    MARKER.iter().copied().cycle().take(n).collect()
+}
+
+/// True if any file under `dir` contains `needle`.
+fn found_on_disk(dir: &Path, needle: &[u8]) -> bool {
+    walk(dir).iter().any(|path| {
+        std::fs::read(path).is_ok_and(|bytes| bytes.windows(needle.len()).any(|w| w == needle))
+    })
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+async fn upload(client: &mut Client, token: &str, bytes: &[u8], metadata: &str) -> String {
+    let mut headers = vec![TUS, OCTETS];
+    let len = bytes.len().to_string();
+    headers.push(("upload-length", &len));
+    if !metadata.is_empty() {
+        headers.push(("upload-metadata", metadata));
+    }
+    let (status, h, _) = client
+        .raw("POST", "/v1/uploads", &headers, bytes.to_vec(), Some(token))
+        .await;
+    assert_eq!(status, 201);
+    h["coffer-file-id"].to_str().unwrap().to_string()
+}
+
+async fn download(
+    client: &mut Client,
+    token: &str,
+    file: &str,
+    range: Option<&str>,
+) -> (u16, Vec<u8>) {
+    let headers: Vec<(&str, &str)> = range.map(|r| ("range", r)).into_iter().collect();
+    let (status, _, body) = client
+        .raw(
+            "GET",
+            &format!("/v1/files/{file}"),
+            &headers,
+            vec![],
+            Some(token),
+        )
+        .await;
+    (status, body)
+}
+
+#[tokio::test]
+async fn plain_uploads_never_reach_the_disk_in_clear() {
+    let server = Server::start(60).await;
+    let alice = server.add_user("alice").await;
+    let mut client = server.connect().await;
+    let token = client.login("alice", &alice, &server.identity).await;
+    let data = server.dir.path().join("data");
+    let plain = record(300_000);
+
+    // Part of the body with the creation request, the rest in a PATCH.
+    let (status, headers, _) = client
+        .raw(
+            "POST",
+            "/v1/uploads",
+            &[TUS, OCTETS, ("upload-length", &plain.len().to_string())],
+            plain[..100_000].to_vec(),
+            Some(&token),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let location = headers["location"].to_str().unwrap().to_string();
+    assert!(!found_on_disk(&data, MARKER), "staged bytes are in clear");
+    let (status, headers, _) = client
+        .raw(
+            "PATCH",
+            &location,
+            &[TUS, OCTETS, ("upload-offset", "100000")],
+            plain[100_000..].to_vec(),
+            Some(&token),
+        )
+        .await;
+    assert_eq!(status, 204);
+    let file = headers["coffer-file-id"].to_str().unwrap().to_string();
+    assert!(
+        !found_on_disk(&data, MARKER),
+        "the stored object is in clear"
+    );
+    assert!(
+        walk(&data.join("uploads")).is_empty(),
+        "staged records left behind"
+    );
+
+    // The object is a coffer file; the user gets the plaintext back.
+    let object = walk(&data.join("objects"))
+        .into_iter()
+        .find(|p| p.ends_with(&file))
+        .unwrap();
+    assert!(std::fs::read(object).unwrap().starts_with(b"\x89COFFER\n"));
+    assert_eq!(
+        download(&mut client, &token, &file, None).await,
+        (200, plain.clone())
+    );
+    let (status, part) = download(&mut client, &token, &file, Some("bytes=123456-200000")).await;
+    assert_eq!(status, 206);
+    assert_eq!(part, plain[123_456..=200_000]);
+
+    // An upload marked E2EE is stored exactly as sent.
+    let e2ee = upload(&mut client, &token, &record(5000), "coffer-e2ee").await;
+    assert!(found_on_disk(&data.join("objects"), MARKER));
+    assert_eq!(
+        download(&mut client, &token, &e2ee, None).await.1,
+        record(5000)
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn edited_or_moved_key_wraps_fail_closed() {
+    let server = Server::start_with(Config {
+        dek_cache_secs: 0,
+        limits: coffer_server::Limits {
+            api_requests_per_window: 1_000_000,
+            ..Default::default()
+        },
+        ..Config::default()
+    })
+    .await;
+    let alice = server.add_user("alice").await;
+    let mut client = server.connect().await;
+    let token = client.login("alice", &alice, &server.identity).await;
+    let first = upload(&mut client, &token, &record(70_000), "").await;
+    let second = upload(&mut client, &token, &record(80_000), "").await;
+    let db = sqlx::SqlitePool::connect(&format!(
+        "sqlite://{}",
+        server.dir.path().join("data/meta.db").display()
+    ))
+    .await
+    .unwrap();
+
+    // Moving the first file's wrap onto the second: AAD binds the file id.
+    sqlx::query("UPDATE object_keys SET wrapped = (SELECT wrapped FROM object_keys WHERE file_id = ?) WHERE file_id = ?")
+        .bind(&first)
+        .bind(&second)
+        .execute(&db)
+        .await
+        .unwrap();
+    let (status, body) = download(&mut client, &token, &second, None).await;
+    assert_eq!(status, 500);
+    assert!(String::from_utf8_lossy(&body).contains("\"integrity\""));
+    // Flipping one byte of a wrap.
+    let mut wrapped: Vec<u8> =
+        sqlx::query_scalar("SELECT wrapped FROM object_keys WHERE file_id = ?")
+            .bind(&first)
+            .fetch_one(&db)
+            .await
+            .unwrap();
+    wrapped[20] ^= 1;
+    sqlx::query("UPDATE object_keys SET wrapped = ? WHERE file_id = ?")
+        .bind(wrapped)
+        .bind(&first)
+        .execute(&db)
+        .await
+        .unwrap();
+    assert_eq!(download(&mut client, &token, &first, None).await.0, 500);
+    // A tampered stored object does not pass as the file either.
+    let data = server.dir.path().join("data");
+    let third = upload(&mut client, &token, &record(200_000), "").await;
+    let path = walk(&data.join("objects"))
+        .into_iter()
+        .find(|p| p.ends_with(&third))
+        .unwrap();
+    let mut bytes = std::fs::read(&path).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 1;
+    std::fs::write(&path, bytes).unwrap();
+    // The server stops the body at the bad chunk: the client never gets
+    // the whole file (and a coffer client would refuse what it got).
+    let req = hyper::Request::builder()
+        .uri(format!("/v1/files/{third}"))
+        .header("host", "localhost")
+        .header("authorization", format!("Bearer {token}"))
+        .body(http_body_util::Full::new(hyper::body::Bytes::new()))
+        .unwrap();
+    let response = client.sender.send_request(req).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let body = http_body_util::BodyExt::collect(response.into_body()).await;
+    assert!(body.is_err(), "a tampered object was served whole");
+
+    let dir = server.stop().await;
+    let store = SqliteStore::open(&dir.path().join("data/meta.db"))
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    coffer_server::audit::export_json_lines(&store, &mut out)
+        .await
+        .unwrap();
+    let text = String::from_utf8(out).unwrap();
+    assert!(
+        text.lines().filter(|l| l.contains("\"integrity\"")).count() >= 2,
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn the_server_refuses_to_start_without_its_master_key() {
+    let server = Server::start(60).await;
+    let dir = server.stop().await;
+    let root = dir.path().join("data");
+    let key_file = root.join("master.key");
+    let original = std::fs::read_to_string(&key_file).unwrap();
+    let run = |root: &Path| {
+        let data = DataDir::open(root).unwrap();
+        tokio::spawn(coffer_server::run(data, async {}, |_| {}))
+    };
+    std::fs::remove_file(&key_file).unwrap();
+    let err = run(&root).await.unwrap().unwrap_err();
+    assert!(format!("{err:#}").contains("no master key"), "{err:#}");
+    std::fs::write(
+        &key_file,
+        keyring::encode_key(&keyring::random_key().unwrap()).as_bytes(),
+    )
+    .unwrap();
+    let err = run(&root).await.unwrap().unwrap_err();
+    assert!(format!("{err:#}").contains("does not open"), "{err:#}");
+    std::fs::write(&key_file, original).unwrap();
+    run(&root).await.unwrap().unwrap();
+}
+
+/// Runs a rotation in batches of one and dies like kill -9 after three;
+/// only does anything when started by `rotation_survives_kill_9`.
+#[test]
+fn child_rotation() {
+    let Ok(dir) = std::env::var("COFFER_TEST_ROTATE_DIR") else {
+        return;
+    };
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let data = DataDir::open(dir.as_ref()).unwrap();
+        let store = data.store().await.unwrap();
+        let master = keyring::load_master_key(&data.path(&data.config.master_key_file)).unwrap();
+        let ring = Keyring::open(&store, master).await.unwrap();
+        keyring::rotate(&store, &ring, 1, |done| {
+            if done >= 3 {
+                std::process::abort();
+            }
+        })
+        .await
+        .unwrap();
+    });
+}
+
+#[tokio::test]
+async fn rotation_survives_kill_9_resumes_and_prunes() {
+    let server = Server::start(60).await;
+    let alice = server.add_user("alice").await;
+    let mut client = server.connect().await;
+    let token = client.login("alice", &alice, &server.identity).await;
+    let mut files = Vec::new();
+    for i in 0..6 {
+        files.push((
+            upload(&mut client, &token, &record(10_000 + i), "").await,
+            record(10_000 + i),
+        ));
+    }
+    drop(client);
+    let dir = server.stop().await;
+    let root = dir.path().join("data");
+
+    let status = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "child_rotation",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("COFFER_TEST_ROTATE_DIR", &root)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(!status.success(), "the rotation should have died halfway");
+
+    let data = DataDir::open(&root).unwrap();
+    let store = data.store().await.unwrap();
+    let usage = store.kek_usage().await.unwrap();
+    let counts: Vec<(u32, u64)> = usage.iter().map(|u| (u.version, u.objects)).collect();
+    assert_eq!(counts, [(1, 3), (2, 3)], "halfway: three files per version");
+
+    // Resume: no third version, the rest moves to version 2.
+    let master = keyring::load_master_key(&data.path(&data.config.master_key_file)).unwrap();
+    let ring = Keyring::open(&store, master).await.unwrap();
+    let rotation = keyring::rotate(&store, &ring, 2, |_| {}).await.unwrap();
+    assert_eq!(
+        (rotation.version, rotation.added, rotation.rewrapped),
+        (2, false, 3)
+    );
+    assert_eq!(keyring::prune(&store).await.unwrap(), [1]);
+    let counts: Vec<(u32, u64)> = store
+        .kek_usage()
+        .await
+        .unwrap()
+        .iter()
+        .map(|u| (u.version, u.objects))
+        .collect();
+    assert_eq!(counts, [(2, 6)]);
+    // A new rotation adds version 3.
+    let rotation = keyring::rotate(&store, &ring, 100, |_| {}).await.unwrap();
+    assert_eq!(
+        (rotation.version, rotation.added, rotation.rewrapped),
+        (3, true, 6)
+    );
+    drop(store);
+
+    // Every file still decrypts through a restarted server.
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    let task = tokio::spawn(coffer_server::run(
+        DataDir::open(&root).unwrap(),
+        async {
+            let _ = stopped.await;
+        },
+        move |bound| {
+            let _ = ready_tx.send(bound.api);
+        },
+    ));
+    let addr = ready_rx.await.unwrap();
+    let cert = coffer_server::tls::load_chain(&root.join("tls/cert.pem"))
+        .unwrap()
+        .remove(0);
+    let mut client = Server::connect_to(addr, cert, &[&rustls::version::TLS13])
+        .await
+        .unwrap();
+    let server_identity = DataDir::open(&root).unwrap().identity.public().clone();
+    let token = client.login("alice", &alice, &server_identity).await;
+    for (file, plain) in &files {
+        assert_eq!(
+            download(&mut client, &token, file, None).await,
+            (200, plain.clone())
+        );
+    }
+    let _ = stop.send(());
+    task.await.unwrap().unwrap();
+}
