@@ -192,6 +192,23 @@ async fn kill_9_mid_upload_then_restart_and_resume() {
     assert!(got == body, "resumed upload differs from what was sent");
     child.kill().unwrap();
     child.wait().unwrap();
+    // Two kill -9s later the audit chain still verifies, and the staged
+    // records of the (server-encrypted) upload are gone.
+    let root = dir.path().join("data");
+    let store = coffer_server::store::SqliteStore::open(&root.join("meta.db"))
+        .await
+        .unwrap();
+    let identity = DataDir::open(&root).unwrap().identity;
+    let report = coffer_server::audit::verify(&store, identity.public())
+        .await
+        .unwrap();
+    assert!(report.is_intact(), "{:?}", report.problems);
+    assert!(
+        std::fs::read_dir(root.join("uploads"))
+            .unwrap()
+            .next()
+            .is_none()
+    );
     drop(dir);
 }
 
