@@ -115,15 +115,19 @@ pub async fn run(
             tls_config.clone(),
             metrics::router(),
             limits.clone(),
+            None,
             stopped(),
         ))
     });
     let sweeper = tokio::spawn(sweep_forever(state.clone()));
+    let (refused_tx, refused_rx) = tokio::sync::mpsc::channel(64);
+    let refusal_auditor = tokio::spawn(audit_refused_connections(state.clone(), refused_rx));
     let api = serve::serve(
         listener,
         tls_config,
         api::router(state.clone()),
         limits,
+        Some(refused_tx),
         stopped(),
     );
     tokio::pin!(api);
@@ -135,6 +139,7 @@ pub async fn run(
         }
     };
     sweeper.abort();
+    refusal_auditor.abort();
     if let Err(err) = audit::checkpoint(state.store.as_ref(), &state.identity).await {
         tracing::warn!("signing the audit head at shutdown failed: {err}");
     }
@@ -142,6 +147,16 @@ pub async fn run(
         task.await??;
     }
     served
+}
+
+/// Audits connections refused by the caps (once per address and window).
+async fn audit_refused_connections(
+    state: api::AppState,
+    mut refused: tokio::sync::mpsc::Receiver<std::net::IpAddr>,
+) {
+    while let Some(ip) = refused.recv().await {
+        audit::refused(&state, ip, "connection_cap", "").await;
+    }
 }
 
 /// Once a minute: removes abandoned uploads and expired links, forgets

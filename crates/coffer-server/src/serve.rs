@@ -92,12 +92,15 @@ impl Drop for Slot {
     }
 }
 
-/// Serves `router` over TLS on `listener` until `shutdown` resolves.
+/// Serves `router` over TLS on `listener` until `shutdown` resolves. The
+/// address of each connection refused by a cap goes to `refused` (if it
+/// has room: a flood must not queue work), for the audit log.
 pub async fn serve(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
     router: Router,
     limits: Limits,
+    refused: Option<tokio::sync::mpsc::Sender<IpAddr>>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
     let acceptor = TlsAcceptor::from(tls);
@@ -115,6 +118,9 @@ pub async fn serve(
                     metrics::counter!("coffer_connections_refused_total").increment(1);
                     tracing::debug!(%peer, "connection refused: cap reached");
                     drop(stream);
+                    if let Some(refused) = &refused {
+                        let _ = refused.try_send(peer.ip());
+                    }
                     continue;
                 };
                 let acceptor = acceptor.clone();

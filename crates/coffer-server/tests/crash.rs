@@ -14,7 +14,7 @@ use std::process::{Child, Command, Stdio};
 use coffer_server::DataDir;
 use coffer_server::store::MetaStore;
 use common::{Client, Server};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const TUS: (&str, &str) = ("tus-resumable", "1.0.0");
 const OCTETS: (&str, &str) = ("content-type", "application/offset+octet-stream");
@@ -107,6 +107,12 @@ async fn kill_9_mid_upload_then_restart_and_resume() {
         .await;
     assert_eq!(status, 204);
 
+    let staged = data
+        .join("uploads")
+        .join(format!("{}.part", location.rsplit('/').next().unwrap()));
+    // (Staged records are larger than the plaintext they seal.)
+    let staged_before = std::fs::metadata(&staged).unwrap().len();
+
     // Send the rest by hand: announce all of it, deliver 1 MB, then kill -9
     // the server while it waits for the remainder.
     drop(client);
@@ -121,11 +127,8 @@ async fn kill_9_mid_upload_then_restart_and_resume() {
     tls.write_all(&body[3_000_000..4_000_000]).await.unwrap();
     tls.flush().await.unwrap();
     // Wait until the server has staged some of those bytes.
-    let staged = data
-        .join("uploads")
-        .join(format!("{}.part", location.rsplit('/').next().unwrap()));
     let started = std::time::Instant::now();
-    while std::fs::metadata(&staged).map(|m| m.len()).unwrap_or(0) <= 3_000_000 {
+    while std::fs::metadata(&staged).map(|m| m.len()).unwrap_or(0) <= staged_before {
         assert!(
             started.elapsed().as_secs() < 20,
             "server never staged the partial body"
@@ -220,4 +223,101 @@ async fn store_upload_location(store: &coffer_server::store::SqliteStore) -> Str
         .unwrap()
         .pop()
         .expect("upload row survived the crash")
+}
+
+#[tokio::test]
+async fn kill_9_mid_download_and_a_crash_inside_a_delete() {
+    if std::env::var("COFFER_TEST_SERVE_DIR").is_ok() {
+        return;
+    }
+    let template = Server::start(60).await;
+    let alice = template.add_user("alice").await;
+    let data = template.dir.path().join("data");
+    let (cert, server_identity) = (template.cert.clone(), template.identity.clone());
+    let dir = template.dir;
+    let _ = template.stop.map(|s| s.send(()));
+    template.task.await.unwrap().unwrap();
+
+    let body: Vec<u8> = (0..6_000_000u32).map(|i| (i % 251) as u8).collect();
+    let (mut child, addr) = spawn_server(&data);
+    let (mut client, token) = login(addr, &cert, &alice, &server_identity).await;
+    let len = body.len().to_string();
+    let mut files = Vec::new();
+    for _ in 0..2 {
+        let (status, headers, _) = client
+            .raw(
+                "POST",
+                "/v1/uploads",
+                &[TUS, OCTETS, ("upload-length", &len)],
+                body.clone(),
+                Some(&token),
+            )
+            .await;
+        assert_eq!(status, 201);
+        files.push(headers["coffer-file-id"].to_str().unwrap().to_string());
+    }
+    drop(client);
+
+    // kill -9 while a download is streaming.
+    let mut tls = Server::tls_connect(addr, cert.clone(), &[&rustls::version::TLS13])
+        .await
+        .unwrap();
+    let head = format!(
+        "GET /v1/files/{} HTTP/1.1\r\nhost: localhost\r\nauthorization: Bearer {token}\r\n\r\n",
+        files[0]
+    );
+    tls.write_all(head.as_bytes()).await.unwrap();
+    let mut got = vec![0u8; 1 << 20];
+    tls.read_exact(&mut got).await.unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    drop(tls);
+
+    // A crash inside a delete, after the row went and before the object did.
+    let store = coffer_server::store::SqliteStore::open(&data.join("meta.db"))
+        .await
+        .unwrap();
+    assert!(store.delete_file(&files[1]).await.unwrap());
+    drop(store);
+
+    let (mut child, addr) = spawn_server(&data);
+    let (mut client, token) = login(addr, &cert, &alice, &server_identity).await;
+    let (status, _, whole) = client
+        .raw(
+            "GET",
+            &format!("/v1/files/{}", files[0]),
+            &[],
+            vec![],
+            Some(&token),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert!(
+        whole == body,
+        "the file changed after a kill -9 mid-download"
+    );
+    let (status, _, _) = client
+        .raw(
+            "GET",
+            &format!("/v1/files/{}", files[1]),
+            &[],
+            vec![],
+            Some(&token),
+        )
+        .await;
+    assert_eq!(status, 404, "a half-deleted file is still reachable");
+    let (_, listed) = client.call("GET", "/v1/files", None, Some(&token)).await;
+    assert_eq!(listed["files"].as_array().unwrap().len(), 1);
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let store = coffer_server::store::SqliteStore::open(&data.join("meta.db"))
+        .await
+        .unwrap();
+    let identity = DataDir::open(&data).unwrap().identity;
+    let report = coffer_server::audit::verify(&store, identity.public())
+        .await
+        .unwrap();
+    assert!(report.is_intact(), "{:?}", report.problems);
+    drop(dir);
 }

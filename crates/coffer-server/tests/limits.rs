@@ -170,7 +170,18 @@ async fn connection_caps_refuse_the_51st_and_a_hog() {
     let mut other = client_from(&server, "127.0.0.2").await;
     assert_eq!(other.call("GET", "/healthz", None, None).await.0, 200);
     drop(hog);
-    server.shutdown().await;
+    drop(other);
+    // The refusal was audited.
+    let dir = server.stop().await;
+    let store = coffer_server::store::SqliteStore::open(&dir.path().join("data/meta.db"))
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    coffer_server::audit::export_json_lines(&store, &mut out)
+        .await
+        .unwrap();
+    let text = String::from_utf8(out).unwrap();
+    assert!(text.contains("\"connection_cap\""), "{text}");
 }
 
 #[tokio::test]
