@@ -15,8 +15,6 @@
 //! stored wrapped by the current KEK. Downloads decrypt on the fly and are
 //! verified by the format (header MAC, STREAM tags, signed trailer).
 
-use std::sync::{Arc, Mutex};
-
 use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use aws_lc_rs::digest::{Context, SHA256};
 use bytes::{Bytes, BytesMut};
@@ -49,101 +47,58 @@ fn aead(key: &Key) -> std::io::Result<LessSafeKey> {
         .map_err(|_| std::io::Error::other("bad staging key"))
 }
 
-/// What sealing one request body produced (read after the stream ends).
-#[derive(Debug, Default)]
-pub struct Sealed {
-    /// Plaintext bytes taken.
-    pub plain_len: u64,
-    /// Staged (sealed) bytes produced.
-    pub staged_len: u64,
-    /// SHA-256 of the plaintext taken (for the tus checksum).
-    pub sha256: [u8; 32],
-    /// The body went past `limit`.
-    pub overflow: bool,
-}
-
-struct SealState {
+struct Sealer {
     key: LessSafeKey,
     upload_id: String,
     offset: u64,
-    room: u64,
-    digest: Context,
-    result: Arc<Mutex<Sealed>>,
-    done: bool,
 }
 
-impl SealState {
+impl Sealer {
+    /// Seals `plain` as records of at most `MAX_RECORD` bytes, encrypting in
+    /// place in the output buffer (one copy of the plaintext).
     fn seal(&mut self, plain: &[u8]) -> std::io::Result<Bytes> {
-        let mut out = BytesMut::new();
+        let records = plain.len().div_ceil(MAX_RECORD);
+        let mut out =
+            BytesMut::with_capacity(plain.len() + records * (LEN_PREFIX + NONCE_LEN + TAG_LEN));
         for piece in plain.chunks(MAX_RECORD) {
             let mut nonce = [0u8; NONCE_LEN];
             aws_lc_rs::rand::fill(&mut nonce).map_err(|_| std::io::Error::other("rng"))?;
-            let mut body = piece.to_vec();
-            self.key
-                .seal_in_place_append_tag(
-                    Nonce::assume_unique_for_key(nonce),
-                    Aad::from(record_aad(&self.upload_id, self.offset)),
-                    &mut body,
-                )
-                .map_err(|_| std::io::Error::other("sealing failed"))?;
             // MAX_RECORD fits in u32.
             out.extend_from_slice(&(piece.len() as u32).to_be_bytes());
             out.extend_from_slice(&nonce);
-            out.extend_from_slice(&body);
-            self.digest.update(piece);
+            let start = out.len();
+            out.extend_from_slice(piece);
+            let tag = self
+                .key
+                .seal_in_place_separate_tag(
+                    Nonce::assume_unique_for_key(nonce),
+                    Aad::from(record_aad(&self.upload_id, self.offset)),
+                    &mut out[start..],
+                )
+                .map_err(|_| std::io::Error::other("sealing failed"))?;
+            out.extend_from_slice(tag.as_ref());
             self.offset += piece.len() as u64;
         }
-        let mut result = self.result.lock().unwrap_or_else(|p| p.into_inner());
-        result.plain_len += plain.len() as u64;
-        result.staged_len += out.len() as u64;
-        result
-            .sha256
-            .copy_from_slice(self.digest.clone().finish().as_ref());
         Ok(out.freeze())
     }
 }
 
 /// Seals `body` into staged records for `upload_id`, starting at plaintext
-/// `offset`, taking at most `room` bytes. The summary is filled in as the
-/// returned stream is consumed.
+/// `offset`.
 pub fn seal_body<'a>(
     body: ByteStream<'a>,
     key: &Key,
     upload_id: &str,
     offset: u64,
-    room: u64,
-) -> std::io::Result<(ByteStream<'a>, Arc<Mutex<Sealed>>)> {
-    let result = Arc::new(Mutex::new(Sealed::default()));
-    let state = SealState {
+) -> std::io::Result<ByteStream<'a>> {
+    let mut sealer = Sealer {
         key: aead(key)?,
         upload_id: upload_id.to_string(),
         offset,
-        room,
-        digest: Context::new(&SHA256),
-        result: result.clone(),
-        done: false,
     };
-    let stream = body.scan(state, |state, chunk| {
-        if state.done {
-            return futures_util::future::ready(None);
-        }
-        let sealed = chunk.and_then(|chunk| {
-            let take = (chunk.len() as u64).min(state.room) as usize;
-            if take < chunk.len() {
-                // Past the declared length: stop reading the body here.
-                state.done = true;
-                state
-                    .result
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .overflow = true;
-            }
-            state.room -= take as u64;
-            state.seal(&chunk[..take])
-        });
-        futures_util::future::ready(Some(sealed))
-    });
-    Ok((Box::pin(stream), result))
+    Ok(Box::pin(body.map(move |chunk| {
+        chunk.and_then(|chunk| sealer.seal(&chunk))
+    })))
 }
 
 /// The result of turning staged records into a stored object.
@@ -169,7 +124,8 @@ pub async fn convert(
     signer: &coffer_format::Identity,
 ) -> anyhow::Result<Converted> {
     let staged = objects.read_staged(&upload.id, upload.staged_len).await?;
-    let (upload_id, expected_len) = (upload.id.as_str(), upload.length);
+    let (upload_id, expected_len, staged_len) =
+        (upload.id.as_str(), upload.length, upload.staged_len);
     let me = [signer.public().clone()];
     let mut options = EncryptOptions::new(&me, signer);
     options.metadata = Metadata {
@@ -185,13 +141,12 @@ pub async fn convert(
         let mut input = StreamReader::new(staged);
         let mut digest = Context::new(&SHA256);
         let mut offset = 0u64;
+        let mut consumed = 0u64;
         let mut prefix = [0u8; LEN_PREFIX];
-        loop {
-            match input.read_exact(&mut prefix).await {
-                Ok(_) => {}
-                Err(err) if err.kind() == std::io::ErrorKind::UnexpectedEof => break,
-                Err(err) => return Err(anyhow::Error::from(err)),
-            }
+        // Exactly `staged_len` bytes of whole records: a short or partial
+        // record is an error, never a silent end.
+        while consumed < staged_len {
+            input.read_exact(&mut prefix).await?;
             let len = u32::from_be_bytes(prefix) as usize;
             anyhow::ensure!(len <= MAX_RECORD, "staged record too long");
             let mut nonce = [0u8; NONCE_LEN];
@@ -208,6 +163,7 @@ pub async fn convert(
             digest.update(plain);
             out.write_all(plain).await?;
             offset += len as u64;
+            consumed += (LEN_PREFIX + NONCE_LEN + len + TAG_LEN) as u64;
         }
         anyhow::ensure!(
             offset == expected_len,

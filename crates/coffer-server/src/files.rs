@@ -17,7 +17,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
-use futures_util::TryStreamExt;
+use futures_util::{StreamExt, TryStreamExt};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -223,41 +223,41 @@ async fn create(
 /// their declared length) or past the number of open uploads.
 async fn check_usage(state: &AppState, auth: &Authenticated, length: u64) -> Result<(), ApiError> {
     let usage = state.store.usage(&auth.user.name).await?;
-    let refuse = |kind: &'static str, err: ApiError| async move {
-        let event = auth.event("limit", "").outcome("refused").detail(kind);
-        crate::audit::record(state, event).await?;
-        Err(err)
-    };
     let max_open = state.config.limits.max_open_uploads_per_user;
-    if usage.open_uploads >= max_open {
-        return refuse(
+    let committed = usage.stored_bytes.saturating_add(usage.reserved_bytes);
+    let refusal = if usage.open_uploads >= max_open {
+        Some((
             "open_uploads",
             ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 "too_many_uploads",
                 format!("at most {max_open} unfinished uploads; finish or terminate one"),
             ),
-        )
-        .await;
-    }
-    if let Some(quota) = auth.user.quota_bytes {
-        let committed = usage.stored_bytes.saturating_add(usage.reserved_bytes);
-        if committed.saturating_add(length) > quota {
-            return refuse(
-                "quota",
-                ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "quota_exceeded",
-                    format!(
-                        "storage quota of {quota} bytes exceeded: {} bytes stored, {} in unfinished uploads, {length} requested",
-                        usage.stored_bytes, usage.reserved_bytes
+        ))
+    } else {
+        auth.user
+            .quota_bytes
+            .filter(|quota| committed.saturating_add(length) > *quota)
+            .map(|quota| {
+                (
+                    "quota",
+                    ApiError::new(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "quota_exceeded",
+                        format!(
+                            "storage quota of {quota} bytes exceeded: {} bytes stored, {} in unfinished uploads, {length} requested",
+                            usage.stored_bytes, usage.reserved_bytes
+                        ),
                     ),
-                ),
-            )
-            .await;
-        }
-    }
-    Ok(())
+                )
+            })
+    };
+    let Some((kind, err)) = refusal else {
+        return Ok(());
+    };
+    let event = auth.event("limit", "").outcome("refused").detail(kind);
+    crate::audit::record(state, event).await?;
+    Err(err)
 }
 
 /// Upload-Metadata key marking an upload as end-to-end encrypted already.
@@ -272,57 +272,83 @@ fn metadata_has_key(metadata: &str, wanted: &str) -> bool {
 
 /// What one request body added to an upload.
 struct Staged {
-    /// Plaintext (upload) bytes taken.
+    /// Upload bytes taken (before any encryption).
     plain: u64,
     /// Bytes added to the staged file.
     staged: u64,
-    /// SHA-256 of the plaintext taken.
+    /// SHA-256 of the upload bytes taken, for the tus checksum.
     sha256: [u8; 32],
     /// The body went past the declared length.
     overflow: bool,
 }
 
+/// Counts and hashes upload bytes as they pass and stops at the declared
+/// length: the one place for the tus limit and checksum, whichever way the
+/// bytes are then stored.
+struct Meter {
+    taken: u64,
+    overflow: bool,
+    digest: aws_lc_rs::digest::Context,
+}
+
+fn metered<'a>(body: ByteStream<'a>, room: u64) -> (ByteStream<'a>, Arc<Mutex<Meter>>) {
+    let meter = Arc::new(Mutex::new(Meter {
+        taken: 0,
+        overflow: false,
+        digest: aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256),
+    }));
+    let shared = meter.clone();
+    let stream = body.scan(room, move |room, chunk| {
+        let mut meter = shared.lock().unwrap_or_else(|p| p.into_inner());
+        if meter.overflow {
+            return futures_util::future::ready(None);
+        }
+        let chunk = chunk.map(|chunk| {
+            let take = (chunk.len() as u64).min(*room) as usize;
+            // Past the declared length: stop reading the body here.
+            meter.overflow = take < chunk.len();
+            *room -= take as u64;
+            meter.taken += take as u64;
+            meter.digest.update(&chunk[..take]);
+            chunk.slice(..take)
+        });
+        futures_util::future::ready(Some(chunk))
+    });
+    (Box::pin(stream), meter)
+}
+
 /// Stages `body` at the upload's offset: as sent for E2EE uploads, sealed
 /// under the upload's staging key otherwise.
 async fn stage(state: &AppState, upload: &Upload, body: Body) -> Result<Staged, ApiError> {
-    let stream: ByteStream<'_> = Box::pin(body.into_data_stream().map_err(std::io::Error::other));
-    let room = upload.length - upload.offset;
-    let Some(wrapped) = &upload.staging_key else {
-        let appended = state
-            .objects
-            .append(&upload.id, upload.staged_len, stream, room)
-            .await
-            .map_err(ApiError::internal)?;
-        return Ok(Staged {
-            plain: appended.written,
-            staged: appended.written,
-            sha256: appended.sha256,
-            overflow: appended.overflow,
-        });
+    let body: ByteStream<'_> = Box::pin(body.into_data_stream().map_err(std::io::Error::other));
+    let (body, meter) = metered(body, upload.length - upload.offset);
+    let body = match &upload.staging_key {
+        None => body,
+        Some(wrapped) => {
+            let usage = crate::keyring::KeyUse::Staging(&upload.id);
+            let key = state.keyring.unwrap(wrapped, usage);
+            let key = checked(state, &upload.owner, &upload.id, key).await?;
+            crate::at_rest::seal_body(body, &key, &upload.id, upload.offset)
+                .map_err(ApiError::internal)?
+        }
     };
-    let key = checked(
-        state,
-        &upload.owner,
-        &upload.id,
-        state
-            .keyring
-            .unwrap(wrapped, crate::keyring::KeyUse::Staging(&upload.id)),
-    )
-    .await?;
-    let (sealed, summary) =
-        crate::at_rest::seal_body(stream, &key, &upload.id, upload.offset, room)
-            .map_err(ApiError::internal)?;
-    state
+    let staged = state
         .objects
-        .append(&upload.id, upload.staged_len, sealed, u64::MAX)
+        .append(&upload.id, upload.staged_len, body)
         .await
         .map_err(ApiError::internal)?;
-    let summary = summary.lock().unwrap_or_else(|p| p.into_inner());
+    let mut meter = meter.lock().unwrap_or_else(|p| p.into_inner());
+    let digest = std::mem::replace(
+        &mut meter.digest,
+        aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256),
+    );
+    let mut sha256 = [0u8; 32];
+    sha256.copy_from_slice(digest.finish().as_ref());
     Ok(Staged {
-        plain: summary.plain_len,
-        staged: summary.staged_len,
-        sha256: summary.sha256,
-        overflow: summary.overflow,
+        plain: meter.taken,
+        staged,
+        sha256,
+        overflow: meter.overflow,
     })
 }
 

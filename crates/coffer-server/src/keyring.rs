@@ -309,9 +309,11 @@ impl DekCache {
 
     /// The cached key for `id`, if still fresh.
     pub fn get(&self, id: &str) -> Option<Key> {
-        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        entries.retain(|_, (_, at)| at.elapsed() < self.ttl);
-        entries.get(id).map(|(key, _)| key.clone())
+        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        entries
+            .get(id)
+            .filter(|(_, at)| at.elapsed() < self.ttl)
+            .map(|(key, _)| key.clone())
     }
 
     /// Remembers `key` for `id`.

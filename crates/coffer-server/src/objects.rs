@@ -23,28 +23,17 @@ pub type ByteStream<'a> = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send + 
 pub type ObjectFuture<'a, T> =
     Pin<Box<dyn std::future::Future<Output = io::Result<T>> + Send + 'a>>;
 
-/// What one append wrote.
-#[derive(Debug)]
-pub struct Appended {
-    /// Bytes written (never more than the limit).
-    pub written: u64,
-    /// SHA-256 of exactly those bytes (for the tus checksum extension).
-    pub sha256: [u8; 32],
-    /// The body had more bytes than the limit allowed; the excess was dropped.
-    pub overflow: bool,
-}
-
 /// Storage for staged uploads and committed objects.
 pub trait ObjectStore: Send + Sync + 'static {
     /// Appends `body` to staged upload `id` at `offset` (anything staged past
-    /// `offset` is discarded first), writing at most `limit` bytes.
+    /// `offset` is discarded first); returns the bytes written. Limits and
+    /// checksums are the caller's (it sees the body before any encryption).
     fn append<'a>(
         &'a self,
         id: &'a str,
         offset: u64,
         body: ByteStream<'a>,
-        limit: u64,
-    ) -> ObjectFuture<'a, Appended>;
+    ) -> ObjectFuture<'a, u64>;
     /// Cuts staged upload `id` back to `len` bytes.
     fn truncate<'a>(&'a self, id: &'a str, len: u64) -> ObjectFuture<'a, ()>;
     /// Makes staged upload `upload` the object `object`; returns the object's
@@ -151,8 +140,7 @@ impl ObjectStore for LocalObjects {
         id: &'a str,
         offset: u64,
         mut body: ByteStream<'a>,
-        limit: u64,
-    ) -> ObjectFuture<'a, Appended> {
+    ) -> ObjectFuture<'a, u64> {
         Box::pin(async move {
             let path = self.staged(id)?;
             let mut file = tokio::fs::OpenOptions::new()
@@ -163,28 +151,14 @@ impl ObjectStore for LocalObjects {
                 .await?;
             file.set_len(offset).await?;
             file.seek(io::SeekFrom::Start(offset)).await?;
-            let mut ctx = Context::new(&SHA256);
-            let (mut written, mut overflow) = (0u64, false);
+            let mut written = 0u64;
             while let Some(chunk) = body.next().await {
                 let chunk = chunk?;
-                let room = limit - written;
-                let take = (chunk.len() as u64).min(room) as usize;
-                file.write_all(&chunk[..take]).await?;
-                ctx.update(&chunk[..take]);
-                written += take as u64;
-                if take < chunk.len() {
-                    overflow = true;
-                    break;
-                }
+                file.write_all(&chunk).await?;
+                written += chunk.len() as u64;
             }
             file.sync_data().await?;
-            let mut sha256 = [0u8; 32];
-            sha256.copy_from_slice(ctx.finish().as_ref());
-            Ok(Appended {
-                written,
-                sha256,
-                overflow,
-            })
+            Ok(written)
         })
     }
 
@@ -323,17 +297,13 @@ mod tests {
         };
         let id = "00112233445566778899aabbccddeeff";
         let first = store
-            .append(id, 0, body(vec![b"hello ", b"world"]), 100)
+            .append(id, 0, body(vec![b"hello ", b"world"]))
             .await
             .unwrap();
-        assert_eq!(first.written, 11);
+        assert_eq!(first, 11);
         // A crash left junk past offset 6: the next append discards it.
-        let second = store
-            .append(id, 6, body(vec![b"there, too long"]), 5)
-            .await
-            .unwrap();
-        assert!(second.overflow);
-        assert_eq!(second.written, 5);
+        let second = store.append(id, 6, body(vec![b"there"])).await.unwrap();
+        assert_eq!(second, 5);
         let object = "ffeeddccbbaa99887766554433221100";
         let (size, _) = store.commit(id, object).await.unwrap();
         assert_eq!(size, 11);

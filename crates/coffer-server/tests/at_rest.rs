@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::Command;
 
 use coffer_server::keyring::{self, Keyring};
-use coffer_server::store::{MetaStore, SqliteStore};
+use coffer_server::store::MetaStore;
 use coffer_server::{Config, DataDir};
 use common::{Client, Server};
 
@@ -41,17 +41,45 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
 }
 
 async fn upload(client: &mut Client, token: &str, bytes: &[u8], metadata: &str) -> String {
-    let mut headers = vec![TUS, OCTETS];
-    let len = bytes.len().to_string();
-    headers.push(("upload-length", &len));
-    if !metadata.is_empty() {
-        headers.push(("upload-metadata", metadata));
-    }
-    let (status, h, _) = client
-        .raw("POST", "/v1/uploads", &headers, bytes.to_vec(), Some(token))
+    let metadata = (!metadata.is_empty()).then_some(metadata);
+    let (status, headers, _) = client.tus_create(token, bytes.to_vec(), metadata).await;
+    assert_eq!(status, 201);
+    headers["coffer-file-id"].to_str().unwrap().to_string()
+}
+
+/// Starts an upload of `total` bytes carrying `first`; returns its location.
+async fn start_upload(client: &mut Client, token: &str, total: usize, first: &[u8]) -> String {
+    let (status, headers, _) = client
+        .raw(
+            "POST",
+            "/v1/uploads",
+            &[TUS, OCTETS, ("upload-length", &total.to_string())],
+            first.to_vec(),
+            Some(token),
+        )
         .await;
     assert_eq!(status, 201);
-    h["coffer-file-id"].to_str().unwrap().to_string()
+    headers["location"].to_str().unwrap().to_string()
+}
+
+/// PATCHes `bytes` at `offset`: status, headers, body.
+async fn patch(
+    client: &mut Client,
+    token: &str,
+    location: &str,
+    offset: usize,
+    bytes: &[u8],
+) -> (u16, hyper::HeaderMap, Vec<u8>) {
+    let offset = offset.to_string();
+    client
+        .raw(
+            "PATCH",
+            location,
+            &[TUS, OCTETS, ("upload-offset", &offset)],
+            bytes.to_vec(),
+            Some(token),
+        )
+        .await
 }
 
 async fn download(
@@ -83,27 +111,10 @@ async fn plain_uploads_never_reach_the_disk_in_clear() {
     let plain = record(300_000);
 
     // Part of the body with the creation request, the rest in a PATCH.
-    let (status, headers, _) = client
-        .raw(
-            "POST",
-            "/v1/uploads",
-            &[TUS, OCTETS, ("upload-length", &plain.len().to_string())],
-            plain[..100_000].to_vec(),
-            Some(&token),
-        )
-        .await;
-    assert_eq!(status, 201);
-    let location = headers["location"].to_str().unwrap().to_string();
+    let location = start_upload(&mut client, &token, plain.len(), &plain[..100_000]).await;
     assert!(!found_on_disk(&data, MARKER), "staged bytes are in clear");
-    let (status, headers, _) = client
-        .raw(
-            "PATCH",
-            &location,
-            &[TUS, OCTETS, ("upload-offset", "100000")],
-            plain[100_000..].to_vec(),
-            Some(&token),
-        )
-        .await;
+    let (status, headers, _) =
+        patch(&mut client, &token, &location, 100_000, &plain[100_000..]).await;
     assert_eq!(status, 204);
     let file = headers["coffer-file-id"].to_str().unwrap().to_string();
     assert!(
@@ -212,14 +223,7 @@ async fn edited_or_moved_key_wraps_fail_closed() {
     assert!(body.is_err(), "a tampered object was served whole");
 
     let dir = server.stop().await;
-    let store = SqliteStore::open(&dir.path().join("data/meta.db"))
-        .await
-        .unwrap();
-    let mut out = Vec::new();
-    coffer_server::audit::export_json_lines(&store, &mut out)
-        .await
-        .unwrap();
-    let text = String::from_utf8(out).unwrap();
+    let text = common::audit_text(dir.path()).await;
     assert!(
         text.lines().filter(|l| l.contains("\"integrity\"")).count() >= 2,
         "{text}"
@@ -364,4 +368,37 @@ async fn rotation_survives_kill_9_resumes_and_prunes() {
     }
     let _ = stop.send(());
     task.await.unwrap().unwrap();
+}
+
+/// Staged records edited or cut on disk between two PATCHes: the commit
+/// fails closed, is audited, and no file appears.
+#[tokio::test]
+async fn tampered_or_truncated_staged_records_fail_closed() {
+    let server = Server::start(60).await;
+    let alice = server.add_user("alice").await;
+    let mut client = server.connect().await;
+    let token = client.login("alice", &alice, &server.identity).await;
+    let uploads = server.dir.path().join("data/uploads");
+    let plain = record(200_000);
+    let damages: [fn(&mut Vec<u8>); 2] = [|b| b[50_000] ^= 1, |b| b.truncate(b.len() - 10)];
+    for damage in damages {
+        let location = start_upload(&mut client, &token, plain.len(), &plain[..100_000]).await;
+        let part = uploads.join(format!("{}.part", location.rsplit('/').next().unwrap()));
+        let mut staged = std::fs::read(&part).unwrap();
+        damage(&mut staged);
+        std::fs::write(&part, staged).unwrap();
+        let (status, _, body) =
+            patch(&mut client, &token, &location, 100_000, &plain[100_000..]).await;
+        assert_eq!(status, 500, "{}", String::from_utf8_lossy(&body));
+        assert!(String::from_utf8_lossy(&body).contains("\"integrity\""));
+    }
+    let (_, listed) = client.call("GET", "/v1/files", None, Some(&token)).await;
+    assert_eq!(listed["files"], serde_json::json!([]));
+    let dir = server.stop().await;
+    let text = common::audit_text(dir.path()).await;
+    assert_eq!(
+        text.lines().filter(|l| l.contains("\"integrity\"")).count(),
+        2,
+        "{text}"
+    );
 }

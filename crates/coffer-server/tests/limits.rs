@@ -173,14 +173,7 @@ async fn connection_caps_refuse_the_51st_and_a_hog() {
     drop(other);
     // The refusal was audited.
     let dir = server.stop().await;
-    let store = coffer_server::store::SqliteStore::open(&dir.path().join("data/meta.db"))
-        .await
-        .unwrap();
-    let mut out = Vec::new();
-    coffer_server::audit::export_json_lines(&store, &mut out)
-        .await
-        .unwrap();
-    let text = String::from_utf8(out).unwrap();
+    let text = common::audit_text(dir.path()).await;
     assert!(text.contains("\"connection_cap\""), "{text}");
 }
 

@@ -368,6 +368,12 @@ async fn password_verifier_and_lockout() {
         (401, Some("wrong_password"))
     );
     assert!(body.get("stanza").is_none());
+    // An oversized password is refused without hashing it, as a wrong one.
+    let (status, body) = open(&mut client, &id, Some(&"x".repeat(5000))).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (401, Some("wrong_password"))
+    );
     // Wrong passwords spend no download: the single one is still there.
     let (status, opened) = open(&mut client, &id, Some("correct horse")).await;
     assert_eq!(status, 200, "{opened}");

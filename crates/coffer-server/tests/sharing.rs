@@ -333,7 +333,6 @@ async fn wraps_sent_with_the_upload() {
     let mut w = prepared.writer(Vec::new(), Stanzas::Detached).unwrap();
     std::io::Write::write_all(&mut w, &plain).unwrap();
     let object = w.finish().unwrap().0;
-    let len = object.len().to_string();
 
     let refused = [
         // Bob's wrap filed under Carol's name.
@@ -350,18 +349,7 @@ async fn wraps_sent_with_the_upload() {
     ];
     for (metadata, expected) in refused {
         let (status, _, _) = client
-            .raw(
-                "POST",
-                "/v1/uploads",
-                &[
-                    TUS,
-                    OCTETS,
-                    ("upload-length", &len),
-                    ("upload-metadata", &metadata),
-                ],
-                object.clone(),
-                Some(&alice_token),
-            )
+            .tus_create(&alice_token, object.clone(), Some(&metadata))
             .await;
         assert_eq!(status, expected, "{metadata}");
     }
@@ -379,18 +367,7 @@ async fn wraps_sent_with_the_upload() {
         wraps[0], wraps[1]
     );
     let (status, headers, _) = client
-        .raw(
-            "POST",
-            "/v1/uploads",
-            &[
-                TUS,
-                OCTETS,
-                ("upload-length", &len),
-                ("upload-metadata", &metadata),
-            ],
-            object.clone(),
-            Some(&alice_token),
-        )
+        .tus_create(&alice_token, object.clone(), Some(&metadata))
         .await;
     assert_eq!(status, 201);
     let file = headers["coffer-file-id"].to_str().unwrap().to_string();
@@ -435,47 +412,21 @@ async fn wraps_per_file_are_capped() {
     let mut w = prepared.writer(Vec::new(), Stanzas::Detached).unwrap();
     std::io::Write::write_all(&mut w, b"x").unwrap();
     let object = w.finish().unwrap().0;
-    let len = object.len().to_string();
-    let upload = |metadata: String| (metadata, object.clone());
     let names = ["alice", "bob", "carol"];
     let all_three = (0..3)
         .map(|i| format!("coffer-wrap.{} {}", names[i], wraps[i]))
         .collect::<Vec<_>>()
         .join(",");
-    let (metadata, body) = upload(all_three);
     let (status, _, _) = client
-        .raw(
-            "POST",
-            "/v1/uploads",
-            &[
-                TUS,
-                OCTETS,
-                ("upload-length", &len),
-                ("upload-metadata", &metadata),
-            ],
-            body,
-            Some(&token),
-        )
+        .tus_create(&token, object.clone(), Some(&all_three))
         .await;
     assert_eq!(status, 413);
-    let (metadata, body) = upload(format!(
+    let metadata = format!(
         "coffer-wrap.alice {},coffer-wrap.bob {}",
         wraps[0], wraps[1]
-    ));
-    let (status, headers, _) = client
-        .raw(
-            "POST",
-            "/v1/uploads",
-            &[
-                TUS,
-                OCTETS,
-                ("upload-length", &len),
-                ("upload-metadata", &metadata),
-            ],
-            body,
-            Some(&token),
-        )
-        .await;
+    );
+    let body = object.clone();
+    let (status, headers, _) = client.tus_create(&token, body, Some(&metadata)).await;
     assert_eq!(status, 201);
     let file = headers["coffer-file-id"].to_str().unwrap().to_string();
     assert_eq!(

@@ -348,6 +348,27 @@ impl Client {
 }
 
 impl Client {
+    /// tus creation carrying the whole `body` (so it commits at once), with
+    /// optional `Upload-Metadata`: returns status, headers and body.
+    pub async fn tus_create(
+        &mut self,
+        token: &str,
+        body: Vec<u8>,
+        metadata: Option<&str>,
+    ) -> (u16, hyper::HeaderMap, Vec<u8>) {
+        let len = body.len().to_string();
+        let mut headers = vec![
+            ("tus-resumable", "1.0.0"),
+            ("content-type", "application/offset+octet-stream"),
+            ("upload-length", len.as_str()),
+        ];
+        if let Some(metadata) = metadata {
+            headers.push(("upload-metadata", metadata));
+        }
+        self.raw("POST", "/v1/uploads", &headers, body, Some(token))
+            .await
+    }
+
     /// A raw request: returns status, headers and body bytes.
     pub async fn raw(
         &mut self,
@@ -392,4 +413,17 @@ impl Client {
             .to_vec();
         (status, headers, bytes)
     }
+}
+
+/// The audit log of the data directory under `dir` (as `Server::stop`
+/// returns it), exported as JSON Lines.
+pub async fn audit_text(dir: &std::path::Path) -> String {
+    let store = coffer_server::store::SqliteStore::open(&dir.join("data/meta.db"))
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    coffer_server::audit::export_json_lines(&store, &mut out)
+        .await
+        .unwrap();
+    String::from_utf8(out).unwrap()
 }
