@@ -28,6 +28,219 @@ pub enum Command {
     /// Run and administer a coffer server.
     #[command(subcommand)]
     Server(ServerCommand),
+    /// Pin a server (certificate and identity), log in, save a profile.
+    Login(LoginArgs),
+    /// Revoke this profile's token.
+    Logout(CommonArgs),
+    /// Encrypt files locally and upload them (resumes interrupted uploads).
+    Put(PutArgs),
+    /// Download, decrypt and verify files by id, or a share link URL.
+    Get(GetArgs),
+    /// List files (names are decrypted locally).
+    Ls(LsArgs),
+    /// Show one file.
+    Stat(IdArgs),
+    /// Delete files.
+    Rm(RmArgs),
+    /// Check the signed receipts kept for uploads against the server.
+    #[command(subcommand)]
+    Receipts(ReceiptsCommand),
+    /// Upload a file and share it with users in one step.
+    Send(SendArgs),
+    /// List, or fetch, files shared with you that were not fetched before.
+    Inbox(InboxArgs),
+    /// Give users access to a file (wraps the key for them locally).
+    Share(ShareArgs),
+    /// Take a user's access away.
+    Revoke(RevokeArgs),
+    /// Create an anonymous share link (the secret lives in the URL fragment).
+    Link(LinkArgs),
+}
+
+/// Options every client command takes.
+#[derive(Debug, clap::Args)]
+pub struct CommonArgs {
+    /// Profile (server and user) to use.
+    #[arg(long, env = "COFFER_PROFILE", default_value = "default")]
+    pub profile: String,
+    /// Print results as JSON (one object per line).
+    #[arg(long)]
+    pub json: bool,
+    /// No progress bars or notes.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct LoginArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Server URL, https://HOST:PORT.
+    pub url: String,
+    /// User name on the server.
+    #[arg(long)]
+    pub user: String,
+    /// Identity file (default: ~/.config/coffer/identity).
+    #[arg(long, short)]
+    pub identity: Option<PathBuf>,
+    /// Expected certificate fingerprint (SHA256:…, printed by `coffer server
+    /// init`); without it the fingerprint is shown for confirmation.
+    #[arg(long)]
+    pub fingerprint: Option<String>,
+    /// Verify the server with these CA certificates (PEM) instead of a pin.
+    #[arg(long, conflicts_with = "fingerprint")]
+    pub ca: Option<PathBuf>,
+    /// Client certificate (PEM) for servers that require mTLS.
+    #[arg(long, requires = "client_key")]
+    pub client_cert: Option<PathBuf>,
+    /// Key for --client-cert.
+    #[arg(long, requires = "client_cert")]
+    pub client_key: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct PutArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Files (with -r, directories) to upload.
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+    /// Upload directory trees, keeping relative paths in the encrypted metadata.
+    #[arg(long, short)]
+    pub recursive: bool,
+    /// Also wrap the key for these users (their keys are pinned on first use).
+    #[arg(long = "to")]
+    pub to: Vec<String>,
+    /// Accept a recipient key that differs from the one pinned before.
+    #[arg(long)]
+    pub accept_new_key: bool,
+    /// Resume interrupted uploads (always done; accepted for scripts).
+    #[arg(long)]
+    pub resume: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct GetArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// File ids, or one link URL (https://…/v1/links/ID#k=…).
+    #[arg(required = true)]
+    pub ids: Vec<String>,
+    /// Output file (one id) or directory.
+    #[arg(long, short)]
+    pub output: Option<PathBuf>,
+    /// Recreate the stored relative paths under the output directory.
+    #[arg(long, short)]
+    pub recursive: bool,
+    /// Overwrite existing files.
+    #[arg(long)]
+    pub force: bool,
+    /// For links: the server's certificate fingerprint, if the URL has none.
+    #[arg(long)]
+    pub fingerprint: Option<String>,
+    /// For links: verify the server with these CA certificates instead.
+    #[arg(long)]
+    pub ca: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct LsArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Files others shared with you instead of your own.
+    #[arg(long)]
+    pub shared_with_me: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct IdArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// File id.
+    pub id: String,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RmArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// File ids.
+    #[arg(required = true)]
+    pub ids: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ReceiptsCommand {
+    /// Verify every kept receipt's signature and compare it with the server.
+    Verify(CommonArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SendArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// File to send.
+    pub file: PathBuf,
+    /// Recipients.
+    #[arg(long = "to", required = true)]
+    pub to: Vec<String>,
+    /// Accept a recipient key that differs from the one pinned before.
+    #[arg(long)]
+    pub accept_new_key: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct InboxArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Download every new file (idempotent: files fetched before are skipped).
+    #[arg(long)]
+    pub get_all: bool,
+    /// Directory for --get-all.
+    #[arg(long, short, default_value = ".")]
+    pub output: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ShareArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// File id.
+    pub id: String,
+    /// Users to share with.
+    #[arg(long = "with", required = true)]
+    pub with: Vec<String>,
+    /// Accept a key that differs from the one pinned before.
+    #[arg(long)]
+    pub accept_new_key: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RevokeArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// File id.
+    pub id: String,
+    /// Users to revoke.
+    #[arg(long = "from", required = true)]
+    pub from: Vec<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct LinkArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// File id.
+    pub id: String,
+    /// Lifetime, e.g. 30m, 24h, 7d.
+    #[arg(long, default_value = "24h")]
+    pub expires: String,
+    /// How many downloads the link allows.
+    #[arg(long)]
+    pub max_downloads: Option<u64>,
+    /// Require a password (read from $COFFER_LINK_PASSWORD or the terminal).
+    #[arg(long)]
+    pub password: bool,
 }
 
 #[derive(Debug, Subcommand)]

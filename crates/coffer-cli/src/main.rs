@@ -24,6 +24,7 @@ fn main() -> ExitCode {
         Command::Decrypt(args) => commands::decrypt::run(args),
         Command::Inspect(args) => commands::inspect::run(args),
         Command::Server(command) => commands::server::run(command),
+        client => commands::client::run(client),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -49,6 +50,10 @@ fn exit_code(err: &anyhow::Error) -> u8 {
         cause
             .downcast_ref::<coffer_format::Error>()
             .map(coffer_format::Error::kind)
+            .or_else(|| match cause.downcast_ref::<coffer_client::Error>() {
+                Some(coffer_client::Error::Format(format)) => Some(format.kind()),
+                _ => None,
+            })
             .or_else(|| {
                 cause
                     .downcast_ref::<std::io::Error>()

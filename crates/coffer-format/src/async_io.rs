@@ -10,7 +10,7 @@ use std::task::{Context, Poll, ready};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
-use crate::decrypt::{DecoderCore, Header, OpenedHeader, Verified};
+use crate::decrypt::{DecoderCore, Header, OpenedHeader, ResumePoint, Verified};
 use crate::encrypt::{EncoderCore, Prepared, Stanzas, Written};
 use crate::header::{eof_error, header_bytes_needed};
 use crate::{Error, Result};
@@ -48,6 +48,15 @@ impl<R: AsyncRead + Unpin> AsyncDecryptor<R> {
         Ok(Self {
             inner,
             core: DecoderCore::new(opened)?,
+        })
+    }
+
+    /// Decrypts from a resume point; `inner` must start at
+    /// [`ResumePoint::ciphertext_offset`].
+    pub fn resumed(opened: OpenedHeader, inner: R, point: ResumePoint) -> Result<Self> {
+        Ok(Self {
+            inner,
+            core: DecoderCore::resumed(opened, point)?,
         })
     }
 

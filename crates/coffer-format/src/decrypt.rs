@@ -150,6 +150,82 @@ impl OpenedHeader {
         &self.keys
     }
 
+    pub(crate) fn into_parts(self) -> OpenedParts {
+        OpenedParts {
+            core: self.core,
+            header_hash: self.header_hash,
+            keys: self.keys,
+            file_key: self.file_key,
+            metadata: self.metadata,
+        }
+    }
+
+    /// Where an interrupted download resumes, given the `prefix_len` bytes
+    /// of plaintext already written out from an earlier attempt at this
+    /// file. Only whole chunks count, less one (the one before the break
+    /// may have been the final chunk, which needs the trailer), and those
+    /// are read back from `prefix` into the running digest, so the trailer
+    /// check at the end still covers every byte of the output. Truncate the
+    /// output to [`ResumePoint::plaintext_len`] and fetch the ciphertext from
+    /// [`ResumePoint::ciphertext_offset`].
+    pub fn resume_point(&self, prefix: &mut impl Read, prefix_len: u64) -> Result<ResumePoint> {
+        let chunk = u64::from(self.core.chunk_size);
+        let chunks = (prefix_len / chunk).saturating_sub(1);
+        let mut digest = PlaintextDigest::new();
+        let mut buf = vec![0u8; self.core.chunk_size as usize];
+        for _ in 0..chunks {
+            header::read_exact_or(prefix, &mut buf, Error::Truncated("partial output shrank"))?;
+            digest.update(&buf)?;
+        }
+        Ok(ResumePoint {
+            chunks,
+            plaintext_len: chunks * chunk,
+            ciphertext_offset: self.encoded_len as u64 + chunks * (chunk + TAG_LEN as u64),
+            digest,
+        })
+    }
+
+    /// Streams the payload from a resume point; `reader` must start at
+    /// [`ResumePoint::ciphertext_offset`] of the file.
+    pub fn decryptor_resumed<R: Read>(self, reader: R, point: ResumePoint) -> Result<Decryptor<R>> {
+        Ok(Decryptor {
+            inner: reader,
+            core: DecoderCore::resumed(self, point)?,
+        })
+    }
+}
+
+pub(crate) struct OpenedParts {
+    pub(crate) core: CoreHeader,
+    pub(crate) header_hash: [u8; 32],
+    pub(crate) keys: DerivedKeys,
+    pub(crate) file_key: FileKey,
+    pub(crate) metadata: Metadata,
+}
+
+/// A place to pick up an interrupted download (see
+/// [`OpenedHeader::resume_point`]): chunk index, and the digest of the
+/// plaintext before it.
+pub struct ResumePoint {
+    chunks: u64,
+    plaintext_len: u64,
+    ciphertext_offset: u64,
+    digest: PlaintextDigest,
+}
+
+impl ResumePoint {
+    /// Plaintext bytes kept from the earlier attempt.
+    pub fn plaintext_len(&self) -> u64 {
+        self.plaintext_len
+    }
+
+    /// Where in the encoded file the next ciphertext byte is.
+    pub fn ciphertext_offset(&self) -> u64 {
+        self.ciphertext_offset
+    }
+}
+
+impl OpenedHeader {
     /// Opens and checks a sealed trailer against a decrypted payload of
     /// `plaintext_len` bytes with digest `sha256` (or, when `sha256` is None,
     /// checks only length and signature: range reads cannot hash everything).
@@ -237,6 +313,14 @@ impl DecoderCore {
             consumed: 0,
             state: State::Reading,
         })
+    }
+
+    pub(crate) fn resumed(opened: OpenedHeader, point: ResumePoint) -> Result<Self> {
+        let mut core = Self::new(opened)?;
+        core.digest = Some(point.digest);
+        core.plaintext_len = point.plaintext_len;
+        core.index = point.chunks;
+        Ok(core)
     }
 
     /// Verified plaintext not yet handed out.

@@ -11,6 +11,7 @@ use std::io::{self, Write};
 
 use zeroize::Zeroizing;
 
+use crate::decrypt::OpenedHeader;
 use crate::digest::PlaintextDigest;
 use crate::header::{self, CoreHeader, Stanza};
 use crate::identity::{Identity, PublicIdentity};
@@ -117,7 +118,46 @@ pub fn prepare<'a>(options: EncryptOptions<'a>) -> Result<Prepared<'a>> {
     })
 }
 
+/// Total encoded length of a file: `header_len` header bytes, then the
+/// payload of `plaintext_len` bytes in chunks of `chunk_size` (an empty file
+/// still has one, empty, final chunk), then the trailer. A server upload must
+/// declare this before the first byte is sent.
+pub fn encoded_len(header_len: u64, chunk_size: u32, plaintext_len: u64) -> u64 {
+    let chunks = plaintext_len.div_ceil(u64::from(chunk_size)).max(1);
+    header_len + plaintext_len + chunks * TAG_LEN as u64 + header::TRAILER_LEN as u64
+}
+
 impl<'a> Prepared<'a> {
+    /// Rebuilds the writer state of a file whose header was written before,
+    /// so that encrypting the *same* plaintext again yields the same bytes:
+    /// this is how an interrupted upload resumes without storing ciphertext.
+    ///
+    /// The payload key is that file's key, so the caller must make sure the
+    /// plaintext is unchanged before any re-encrypted byte leaves the
+    /// machine (the STREAM invariant: a key and counter must never seal two
+    /// different chunks). The stanza list is empty (they were sent already).
+    pub fn reopen(opened: OpenedHeader, signer: &'a Identity) -> Result<Self> {
+        if opened.core().sender != *signer.public() {
+            return Err(Error::Crypto("the header was written by another sender"));
+        }
+        let parts = opened.into_parts();
+        Ok(Prepared {
+            core: parts.core,
+            stanzas: Vec::new(),
+            file_key: parts.file_key,
+            keys: parts.keys,
+            header_hash: parts.header_hash,
+            signer,
+            expected_len: parts.metadata.size,
+        })
+    }
+
+    /// Length of the whole encoded file for `plaintext_len` bytes of input.
+    pub fn encoded_len(&self, placement: Stanzas, plaintext_len: u64) -> Result<u64> {
+        let header_len = self.header_bytes(placement)?.len() as u64;
+        Ok(encoded_len(header_len, self.core.chunk_size, plaintext_len))
+    }
+
     /// The core header (authenticated, signed, stored with the object).
     pub fn core(&self) -> &CoreHeader {
         &self.core

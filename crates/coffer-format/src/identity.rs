@@ -233,6 +233,13 @@ impl Identity {
         out
     }
 
+    /// An identity from 64 bytes of secret key material (Ed25519 seed, then
+    /// X25519 scalar), for keys that are derived rather than generated, such
+    /// as a share link's key. The material must be uniformly random.
+    pub fn from_key_material(material: &Zeroizing<[u8; 64]>) -> Result<Self> {
+        Self::from_secret_bytes(material.as_ref())
+    }
+
     fn from_secret_bytes(bytes: &[u8]) -> Result<Self> {
         if bytes.len() != 64 {
             return Err(Error::InvalidIdentity("secret key has the wrong length"));

@@ -43,8 +43,10 @@ pub mod trailer;
 #[cfg(feature = "tokio")]
 pub mod async_io;
 
-pub use decrypt::{Decryptor, Header, OpenedHeader, Verified, decrypt};
-pub use encrypt::{EncryptOptions, Encryptor, Prepared, Stanzas, Written, encrypt, prepare};
+pub use decrypt::{Decryptor, Header, OpenedHeader, ResumePoint, Verified, decrypt};
+pub use encrypt::{
+    EncryptOptions, Encryptor, Prepared, Stanzas, Written, encoded_len, encrypt, prepare,
+};
 pub use error::{Error, ErrorKind, Result};
 pub use header::{CoreHeader, Stanza};
 pub use identity::{Identity, KeyId, PublicIdentity};

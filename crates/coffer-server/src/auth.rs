@@ -15,29 +15,8 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
-use coffer_format::PublicIdentity;
 
-/// Domain separation for login signatures.
-pub const LOGIN_LABEL: &[u8] = b"coffer/v1/login\0";
-
-/// The exact bytes a client signs to log in.
-pub fn login_message(
-    user: &str,
-    nonce: &[u8; 32],
-    server: &PublicIdentity,
-    exporter: &[u8; 32],
-) -> Vec<u8> {
-    let user = user.as_bytes();
-    let mut out = Vec::with_capacity(LOGIN_LABEL.len() + 2 + user.len() + 32 + 64 + 32);
-    out.extend_from_slice(LOGIN_LABEL);
-    // Names are limited to 64 bytes by the API, so the length fits a u16.
-    out.extend_from_slice(&(user.len() as u16).to_be_bytes());
-    out.extend_from_slice(user);
-    out.extend_from_slice(nonce);
-    out.extend_from_slice(&server.to_bytes());
-    out.extend_from_slice(exporter);
-    out
-}
+pub use coffer_proto::login::{LOGIN_LABEL, login_message, valid_user_name};
 
 /// SHA-256 of a bearer token, the form in which tokens are stored.
 pub fn token_hash(token: &str) -> [u8; 32] {
@@ -56,19 +35,7 @@ pub fn new_token() -> anyhow::Result<zeroize::Zeroizing<String>> {
     Ok(zeroize::Zeroizing::new(B64.encode(bytes.as_ref())))
 }
 
-/// Base64 codec used for nonces and signatures in the API.
-pub fn b64() -> &'static base64::engine::GeneralPurpose {
-    &B64
-}
-
-/// User names: 1 to 64 of `[a-z0-9._-]`, starting with a letter or digit.
-pub fn valid_user_name(name: &str) -> bool {
-    (1..=64).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
-        && name.as_bytes()[0].is_ascii_alphanumeric()
-}
+pub use coffer_proto::b64;
 
 #[cfg(test)]
 mod tests {

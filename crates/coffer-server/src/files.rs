@@ -276,10 +276,12 @@ struct Staged {
     plain: u64,
     /// Bytes added to the staged file.
     staged: u64,
-    /// SHA-256 of the upload bytes taken, for the tus checksum.
-    sha256: [u8; 32],
+    /// SHA-256 of the upload bytes taken, when a tus checksum was sent.
+    sha256: Option<[u8; 32]>,
     /// The body went past the declared length.
     overflow: bool,
+    /// The body broke off (client gone); what came before it was kept.
+    broken: bool,
 }
 
 /// Counts and hashes upload bytes as they pass and stops at the declared
@@ -288,19 +290,42 @@ struct Staged {
 struct Meter {
     taken: u64,
     overflow: bool,
-    digest: aws_lc_rs::digest::Context,
+    broken: bool,
+    /// Only when the client sent `Upload-Checksum`: SHA-256 is the slowest
+    /// step on the upload path, and the format authenticates E2EE bodies.
+    digest: Option<aws_lc_rs::digest::Context>,
 }
 
-fn metered<'a>(body: ByteStream<'a>, room: u64) -> (ByteStream<'a>, Arc<Mutex<Meter>>) {
+/// How a body that breaks off is treated by [`metered`].
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum OnBreak {
+    /// End the stream cleanly, so the bytes that arrived are stored and
+    /// count (tus: a client that lost its connection resumes from there).
+    KeepWhatArrived,
+    /// Pass the error on; the whole request is rolled back.
+    Fail,
+}
+
+fn metered<'a>(
+    body: ByteStream<'a>,
+    room: u64,
+    checksum: bool,
+    on_break: OnBreak,
+) -> (ByteStream<'a>, Arc<Mutex<Meter>>) {
     let meter = Arc::new(Mutex::new(Meter {
         taken: 0,
         overflow: false,
-        digest: aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256),
+        broken: false,
+        digest: checksum.then(|| aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256)),
     }));
     let shared = meter.clone();
     let stream = body.scan(room, move |room, chunk| {
         let mut meter = shared.lock().unwrap_or_else(|p| p.into_inner());
-        if meter.overflow {
+        if meter.overflow || meter.broken {
+            return futures_util::future::ready(None);
+        }
+        if chunk.is_err() && on_break == OnBreak::KeepWhatArrived {
+            meter.broken = true;
             return futures_util::future::ready(None);
         }
         let chunk = chunk.map(|chunk| {
@@ -309,7 +334,9 @@ fn metered<'a>(body: ByteStream<'a>, room: u64) -> (ByteStream<'a>, Arc<Mutex<Me
             meter.overflow = take < chunk.len();
             *room -= take as u64;
             meter.taken += take as u64;
-            meter.digest.update(&chunk[..take]);
+            if let Some(digest) = meter.digest.as_mut() {
+                digest.update(&chunk[..take]);
+            }
             chunk.slice(..take)
         });
         futures_util::future::ready(Some(chunk))
@@ -319,9 +346,20 @@ fn metered<'a>(body: ByteStream<'a>, room: u64) -> (ByteStream<'a>, Arc<Mutex<Me
 
 /// Stages `body` at the upload's offset: as sent for E2EE uploads, sealed
 /// under the upload's staging key otherwise.
-async fn stage(state: &AppState, upload: &Upload, body: Body) -> Result<Staged, ApiError> {
+async fn stage(
+    state: &AppState,
+    upload: &Upload,
+    body: Body,
+    checksum: bool,
+) -> Result<Staged, ApiError> {
     let body: ByteStream<'_> = Box::pin(body.into_data_stream().map_err(std::io::Error::other));
-    let (body, meter) = metered(body, upload.length - upload.offset);
+    // Sealed records are whole or not at all, so only E2EE bodies keep a
+    // broken-off part.
+    let on_break = match upload.staging_key {
+        None => OnBreak::KeepWhatArrived,
+        Some(_) => OnBreak::Fail,
+    };
+    let (body, meter) = metered(body, upload.length - upload.offset, checksum, on_break);
     let body = match &upload.staging_key {
         None => body,
         Some(wrapped) => {
@@ -338,17 +376,17 @@ async fn stage(state: &AppState, upload: &Upload, body: Body) -> Result<Staged, 
         .await
         .map_err(ApiError::internal)?;
     let mut meter = meter.lock().unwrap_or_else(|p| p.into_inner());
-    let digest = std::mem::replace(
-        &mut meter.digest,
-        aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256),
-    );
-    let mut sha256 = [0u8; 32];
-    sha256.copy_from_slice(digest.finish().as_ref());
+    let sha256 = meter.digest.take().map(|digest| {
+        let mut out = [0u8; 32];
+        out.copy_from_slice(digest.finish().as_ref());
+        out
+    });
     Ok(Staged {
         plain: meter.taken,
         staged,
         sha256,
         overflow: meter.overflow,
+        broken: meter.broken,
     })
 }
 
@@ -578,7 +616,7 @@ async fn write_chunk(
             "another request is writing this upload",
         )
     })?;
-    let appended = stage(state, upload, body).await?;
+    let appended = stage(state, upload, body, checksum.is_some()).await?;
     let rollback = || state.objects.truncate(&upload.id, upload.staged_len);
     if appended.overflow {
         rollback().await.map_err(ApiError::internal)?;
@@ -588,7 +626,12 @@ async fn write_chunk(
             "body goes past Upload-Length",
         ));
     }
-    if checksum.is_some_and(|expected| expected != appended.sha256) {
+    if appended.broken && checksum.is_some() {
+        // A checksum covers the whole body; a part of it cannot be checked.
+        rollback().await.map_err(ApiError::internal)?;
+        return Err(ApiError::bad_request("the body broke off"));
+    }
+    if checksum.is_some() && checksum != appended.sha256 {
         rollback().await.map_err(ApiError::internal)?;
         return Err(ApiError::new(
             StatusCode::from_u16(460).map_err(ApiError::internal)?,

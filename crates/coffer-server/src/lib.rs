@@ -20,7 +20,7 @@ pub mod limits;
 pub mod links;
 pub mod metrics;
 pub mod objects;
-pub mod receipt;
+pub use coffer_proto::receipt;
 pub mod serve;
 pub mod shares;
 pub mod store;

@@ -8,15 +8,11 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use base64::Engine as _;
 use rustls::ServerConfig;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
-/// Label for the TLS exporter value that login signatures bind to (RFC 8446
-/// §7.5 / RFC 5705), so a signature made on one TLS session is useless on
-/// another.
-pub const LOGIN_EXPORTER_LABEL: &[u8] = b"EXPORTER-coffer-v1-login";
+pub use coffer_proto::login::LOGIN_EXPORTER_LABEL;
 
 /// The crypto provider coffer uses everywhere.
 pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
@@ -48,11 +44,7 @@ pub fn load_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>> {
 
 /// `SHA256:<base64>` of the leaf certificate's DER, the value clients pin.
 pub fn fingerprint(leaf: &CertificateDer<'_>) -> String {
-    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, leaf.as_ref());
-    format!(
-        "SHA256:{}",
-        base64::engine::general_purpose::STANDARD_NO_PAD.encode(digest.as_ref())
-    )
+    coffer_proto::fingerprint::certificate(leaf.as_ref())
 }
 
 /// The server's rustls configuration: TLS 1.3 only, HTTP/1.1 via ALPN.

@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+pub mod client;
 pub mod decrypt;
 pub mod encrypt;
 pub mod inspect;

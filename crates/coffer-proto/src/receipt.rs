@@ -49,13 +49,13 @@ impl SignedReceipt {
         let signature = server.sign(&message(&receipt));
         Self {
             receipt,
-            signature: crate::auth::b64().encode(signature),
+            signature: crate::b64().encode(signature),
         }
     }
 
     /// Checks the signature against the pinned server identity.
     pub fn verify(&self, server: &PublicIdentity) -> bool {
-        let Ok(bytes) = crate::auth::b64().decode(&self.signature) else {
+        let Ok(bytes) = crate::b64().decode(&self.signature) else {
             return false;
         };
         let Ok(signature) = <[u8; 64]>::try_from(bytes.as_slice()) else {

@@ -1,0 +1,820 @@
+//! The client commands: thin over `coffer-client`. Profiles, prompts,
+//! progress bars and output formats live here; transfers and cryptography
+//! in the library.
+
+use std::collections::BTreeSet;
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use anyhow::{Context, Result, bail};
+use coffer_client::download::{self, GetOptions, Target};
+use coffer_client::links::{self, LinkOptions, LinkUrl};
+use coffer_client::profile::{Home, Profile};
+use coffer_client::progress::{Progress, Silent};
+use coffer_client::upload::{self, PutOptions};
+use coffer_client::{Endpoint, Session, Trust};
+use coffer_format::PublicIdentity;
+use coffer_proto::receipt::SignedReceipt;
+use serde_json::json;
+use zeroize::Zeroizing;
+
+use crate::cli::*;
+use crate::identity_file;
+
+/// Environment variable for link passwords in scripts.
+const LINK_PASSWORD_ENV: &str = "COFFER_LINK_PASSWORD";
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+/// Runs one client command.
+pub fn run(command: &Command) -> Result<()> {
+    let rt = runtime()?;
+    rt.block_on(async {
+        match command {
+            Command::Login(args) => login(args).await,
+            Command::Logout(common) => logout(common).await,
+            Command::Put(args) => put(args).await,
+            Command::Send(args) => send(args).await,
+            Command::Get(args) => get(args).await,
+            Command::Ls(args) => ls(args).await,
+            Command::Stat(args) => stat(args).await,
+            Command::Rm(args) => rm(args).await,
+            Command::Receipts(ReceiptsCommand::Verify(common)) => verify_receipts(common).await,
+            Command::Inbox(args) => inbox(args).await,
+            Command::Share(args) => share(args).await,
+            Command::Revoke(args) => revoke(args).await,
+            Command::Link(args) => link(args).await,
+            _ => bail!("not a client command"),
+        }
+    })
+}
+
+/// A loaded profile with a session on it.
+struct Ctx {
+    home: Home,
+    name: String,
+    profile: Profile,
+    session: Session,
+    json: bool,
+    quiet: bool,
+}
+
+impl Ctx {
+    fn open(common: &CommonArgs) -> Result<Self> {
+        let home = Home::from_env()?;
+        let profile = home.load(&common.profile)?;
+        let identity = Arc::new(identity_file::load(Some(&profile.identity))?);
+        let session = profile.session(Some(identity))?;
+        Ok(Self {
+            home,
+            name: common.profile.clone(),
+            profile,
+            session,
+            json: common.json,
+            quiet: common.quiet,
+        })
+    }
+
+    /// Saves the (possibly refreshed) token and pinned user keys.
+    fn save(&mut self) -> Result<()> {
+        self.profile.remember_token(&self.session);
+        self.home.save(&self.name, &self.profile)?;
+        Ok(())
+    }
+
+    fn note(&self, text: &str) {
+        if !self.quiet {
+            eprintln!("{text}");
+        }
+    }
+
+    fn progress(&self, label: &str) -> Box<dyn Progress> {
+        bar(label, self.quiet || self.json)
+    }
+
+    /// A user's key, checked against the one pinned before (TOFU).
+    async fn user_key(&mut self, user: &str, accept_new: bool) -> Result<PublicIdentity> {
+        let key = self.session.user_identity(user).await?;
+        if self.profile.check_user_key(user, &key, accept_new)? {
+            self.note(&format!(
+                "pinned the key of {user}: {} (check it with them)",
+                key.fingerprint()
+            ));
+        }
+        Ok(key)
+    }
+}
+
+struct Bar(indicatif::ProgressBar);
+
+impl Progress for Bar {
+    fn set_total(&self, total: u64) {
+        self.0.set_length(total);
+    }
+    fn set_position(&self, position: u64) {
+        self.0.set_position(position);
+    }
+}
+
+impl Drop for Bar {
+    fn drop(&mut self) {
+        self.0.finish_and_clear();
+    }
+}
+
+/// A progress bar on stderr when it is a terminal, else nothing.
+fn bar(label: &str, silent: bool) -> Box<dyn Progress> {
+    if silent || !std::io::stderr().is_terminal() {
+        return Box::new(Silent);
+    }
+    let bar = indicatif::ProgressBar::new(0);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{msg:20!} {bar:30} {bytes}/{total_bytes} {bytes_per_sec} {eta}",
+    ) {
+        bar.set_style(style);
+    }
+    bar.set_message(label.to_string());
+    Box::new(Bar(bar))
+}
+
+fn confirm(question: &str) -> Result<bool> {
+    if !std::io::stdin().is_terminal() {
+        return Ok(false);
+    }
+    eprint!("{question} [y/N] ");
+    std::io::stderr().flush()?;
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer)?;
+    Ok(matches!(answer.trim(), "y" | "Y" | "yes"))
+}
+
+async fn login(args: &LoginArgs) -> Result<()> {
+    let home = Home::from_env()?;
+    let identity = Arc::new(identity_file::load(args.identity.as_deref())?);
+    let previous = home
+        .load(&args.common.profile)
+        .ok()
+        .filter(|p| p.url.trim_end_matches('/') == args.url.trim_end_matches('/'));
+    let client_cert = match (&args.client_cert, &args.client_key) {
+        (Some(cert), Some(key)) => Some(coffer_client::ClientCert {
+            cert: cert.clone(),
+            key: key.clone(),
+        }),
+        _ => None,
+    };
+    // An explicit pin or CA wins; otherwise keep the pin from before (so a
+    // changed certificate is refused), or ask on first contact.
+    let trust = match (
+        &args.fingerprint,
+        &args.ca,
+        previous.as_ref().and_then(|p| p.cert_fingerprint.clone()),
+    ) {
+        (Some(fp), _, _) => Trust::Pinned(fp.trim().to_string()),
+        (None, Some(ca), _) => Trust::Ca(ca.clone()),
+        (None, None, Some(pinned)) => Trust::Pinned(pinned),
+        (None, None, None) => first_contact(&args.url, &args.user, client_cert.clone()).await?,
+    };
+    let pinned_identity = match (&previous, &args.fingerprint) {
+        (Some(p), None) => Some(PublicIdentity::parse(&p.server_identity)?),
+        _ => None,
+    };
+    let endpoint = Endpoint::parse(&args.url, trust.clone(), client_cert)?;
+    let mut session = Session::new(endpoint, &args.user, pinned_identity)?.with_identity(identity);
+    session.login().await?;
+    let server_identity = session
+        .server_identity()
+        .context("the server did not identify itself")?
+        .clone();
+    let (cert_fingerprint, ca_file) = match &trust {
+        Trust::Pinned(fp) => (Some(fp.clone()), None),
+        Trust::Ca(ca) => (None, Some(std::fs::canonicalize(ca)?)),
+        Trust::FirstUse => bail!("internal: login without a pin"),
+    };
+    let identity_path = match &args.identity {
+        Some(path) => std::fs::canonicalize(path)?,
+        None => identity_file::default_path()?,
+    };
+    let mut profile = Profile {
+        url: session.endpoint().url.clone(),
+        user: args.user.clone(),
+        identity: identity_path,
+        cert_fingerprint,
+        ca_file,
+        client_cert: args
+            .client_cert
+            .as_ref()
+            .map(std::fs::canonicalize)
+            .transpose()?,
+        client_key: args
+            .client_key
+            .as_ref()
+            .map(std::fs::canonicalize)
+            .transpose()?,
+        server_identity: server_identity.to_string(),
+        token: None,
+        token_expires_at: None,
+        known_users: previous.map(|p| p.known_users).unwrap_or_default(),
+    };
+    profile.remember_token(&session);
+    home.save(&args.common.profile, &profile)?;
+    if args.common.json {
+        println!(
+            "{}",
+            json!({"profile": args.common.profile, "url": profile.url, "user": profile.user,
+                   "certificate": profile.cert_fingerprint, "server_identity": profile.server_identity})
+        );
+    } else if !args.common.quiet {
+        eprintln!(
+            "logged in to {} as {} (profile {}; server identity {})",
+            profile.url,
+            profile.user,
+            args.common.profile,
+            server_identity.fingerprint()
+        );
+    }
+    Ok(())
+}
+
+/// Shows a new server's certificate and identity and asks to trust them.
+async fn first_contact(
+    url: &str,
+    user: &str,
+    client_cert: Option<coffer_client::ClientCert>,
+) -> Result<Trust> {
+    let endpoint = Endpoint::parse(url, Trust::FirstUse, client_cert)?;
+    let probe = Session::new(endpoint, user, None)?.probe().await?;
+    let fingerprint = probe.fingerprint.context("no certificate seen")?;
+    eprintln!("First contact with {url}:");
+    eprintln!("  certificate fingerprint: {fingerprint}");
+    eprintln!(
+        "  server identity:         {}",
+        probe.server_identity.fingerprint()
+    );
+    eprintln!("Compare them with what `coffer server init` printed on the server.");
+    if !confirm("Trust this server?")? {
+        bail!(
+            "not trusted; to log in without a prompt pass --fingerprint {fingerprint} (after checking it)"
+        );
+    }
+    Ok(Trust::Pinned(fingerprint))
+}
+
+async fn logout(common: &CommonArgs) -> Result<()> {
+    let mut ctx = Ctx::open(common)?;
+    ctx.session.logout().await?;
+    ctx.save()
+}
+
+/// The files to upload, with relative paths for trees.
+fn expand(files: &[PathBuf], recursive: bool) -> Result<Vec<(PathBuf, Option<String>)>> {
+    let mut out = Vec::new();
+    for path in files {
+        let meta =
+            std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
+        if meta.is_dir() {
+            if !recursive {
+                bail!("{} is a directory (use -r)", path.display());
+            }
+            let root_name = std::fs::canonicalize(path)?
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            walk(path, &root_name, &mut out)?;
+        } else {
+            out.push((path.clone(), None));
+        }
+    }
+    Ok(out)
+}
+
+fn walk(dir: &Path, prefix: &str, out: &mut Vec<(PathBuf, Option<String>)>) -> Result<()> {
+    let mut entries: Vec<_> = std::fs::read_dir(dir)?.collect::<std::io::Result<_>>()?;
+    entries.sort_by_key(|e| e.file_name());
+    for entry in entries {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let rel = if prefix.is_empty() {
+            name.clone()
+        } else {
+            format!("{prefix}/{name}")
+        };
+        // Symbolic links are not followed: they could lead anywhere.
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
+            walk(&entry.path(), &rel, out)?;
+        } else if kind.is_file() {
+            out.push((entry.path(), Some(rel)));
+        }
+    }
+    Ok(())
+}
+
+async fn put(args: &PutArgs) -> Result<()> {
+    let files = expand(&args.files, args.recursive)?;
+    put_files(&args.common, &files, &args.to, args.accept_new_key).await
+}
+
+async fn send(args: &SendArgs) -> Result<()> {
+    put_files(
+        &args.common,
+        &[(args.file.clone(), None)],
+        &args.to,
+        args.accept_new_key,
+    )
+    .await
+}
+
+async fn put_files(
+    common: &CommonArgs,
+    files: &[(PathBuf, Option<String>)],
+    to: &[String],
+    accept_new_key: bool,
+) -> Result<()> {
+    let mut ctx = Ctx::open(common)?;
+    let mut options = PutOptions::new(ctx.home.uploads_dir(&ctx.name)?);
+    for user in to {
+        let key = ctx.user_key(user, accept_new_key).await?;
+        options.recipients.push((user.clone(), key));
+    }
+    let receipts = ctx.home.receipts_dir(&ctx.name)?;
+    let mut result = Ok(());
+    for (path, relative) in files {
+        options.relative_path = relative.clone();
+        let label = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let progress = ctx.progress(&label);
+        let outcome = upload::put(&mut ctx.session, path, &options, progress.as_ref()).await;
+        drop(progress);
+        let outcome = match outcome {
+            Ok(outcome) => outcome,
+            Err(err) => {
+                result =
+                    Err(anyhow::Error::new(err)
+                        .context(format!("upload of {} failed", path.display())));
+                break;
+            }
+        };
+        keep_receipt(&receipts, &outcome.receipt)?;
+        if ctx.json {
+            println!(
+                "{}",
+                json!({"id": outcome.file_id, "path": path, "size": outcome.plaintext_len,
+                       "stored": outcome.stored_len, "resumed_at": outcome.resumed_at, "to": to})
+            );
+        } else {
+            if outcome.resumed_at > 0 {
+                ctx.note(&format!(
+                    "resumed {} at byte {}",
+                    path.display(),
+                    outcome.resumed_at
+                ));
+            }
+            println!("{}  {}", outcome.file_id, path.display());
+        }
+    }
+    ctx.save()?;
+    result
+}
+
+fn keep_receipt(dir: &Path, receipt: &SignedReceipt) -> Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let path = dir.join(format!("{}.json", receipt.receipt.file_id));
+    std::fs::write(&path, serde_json::to_vec_pretty(receipt)?)
+        .with_context(|| format!("cannot keep the receipt in {}", path.display()))
+}
+
+async fn get(args: &GetArgs) -> Result<()> {
+    if let [url] = args.ids.as_slice()
+        && url.starts_with("https://")
+    {
+        return get_link(args, url).await;
+    }
+    let mut ctx = Ctx::open(&args.common)?;
+    let options = GetOptions {
+        force: args.force,
+        ..GetOptions::default()
+    };
+    let target = target_for(args)?;
+    let mut result = Ok(());
+    for id in &args.ids {
+        let progress = ctx.progress(id);
+        let outcome =
+            download::get(&mut ctx.session, id, &target, &options, progress.as_ref()).await;
+        drop(progress);
+        match outcome {
+            Ok(outcome) => report_download(&ctx, id, &outcome),
+            Err(err) => {
+                result = Err(anyhow::Error::new(err).context(format!("download of {id} failed")));
+                break;
+            }
+        }
+    }
+    ctx.save()?;
+    result
+}
+
+fn target_for(args: &GetArgs) -> Result<Target> {
+    let output = args.output.clone().unwrap_or_else(|| PathBuf::from("."));
+    Ok(if args.recursive {
+        Target::Tree(output)
+    } else if args.ids.len() == 1 && args.output.is_some() && !output.is_dir() {
+        Target::File(output)
+    } else {
+        if !output.is_dir() {
+            bail!("{} is not a directory", output.display());
+        }
+        Target::Dir(output)
+    })
+}
+
+fn report_download(ctx: &Ctx, id: &str, outcome: &download::GetOutcome) {
+    if let Some(stored) = &outcome.renamed_from {
+        ctx.note(&format!(
+            "warning: {id}: the stored name {stored:?} is unsafe; saved as {}",
+            outcome.path.display()
+        ));
+    }
+    if ctx.json {
+        println!(
+            "{}",
+            json!({"id": id, "path": outcome.path, "size": outcome.plaintext_len,
+                   "sha256": hex(&outcome.plaintext_sha256), "sender": outcome.sender.fingerprint(),
+                   "resumed_at": outcome.resumed_at})
+        );
+    } else {
+        println!("{}  {}", id, outcome.path.display());
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+async fn get_link(args: &GetArgs, url: &str) -> Result<()> {
+    let link = LinkUrl::parse(url)?;
+    let trust = match (&args.fingerprint, &args.ca) {
+        (Some(fp), _) => Some(Trust::Pinned(fp.clone())),
+        (None, Some(ca)) => Some(Trust::Ca(ca.clone())),
+        _ => None,
+    };
+    let password = if links::needs_password(&link, trust.clone()).await? {
+        Some(link_password(false)?)
+    } else {
+        None
+    };
+    let target = target_for(args)?;
+    let options = GetOptions {
+        force: args.force,
+        ..GetOptions::default()
+    };
+    let progress = bar(&link.link, args.common.quiet || args.common.json);
+    let outcome =
+        links::fetch_link(&link, trust, password, &target, &options, progress.as_ref()).await?;
+    drop(progress);
+    if let Some(stored) = &outcome.renamed_from {
+        eprintln!(
+            "warning: the stored name {stored:?} is unsafe; saved as {}",
+            outcome.path.display()
+        );
+    }
+    if args.common.json {
+        println!(
+            "{}",
+            json!({"link": link.link, "path": outcome.path, "size": outcome.plaintext_len,
+                   "sender": outcome.sender.fingerprint()})
+        );
+    } else {
+        println!("{}", outcome.path.display());
+        if !args.common.quiet {
+            eprintln!("signed by {}", outcome.sender.fingerprint());
+        }
+    }
+    Ok(())
+}
+
+fn link_password(confirm_twice: bool) -> Result<Zeroizing<String>> {
+    if let Ok(value) = std::env::var(LINK_PASSWORD_ENV) {
+        return Ok(Zeroizing::new(value));
+    }
+    if !std::io::stdin().is_terminal() {
+        bail!("a link password is needed: set ${LINK_PASSWORD_ENV} or run on a terminal");
+    }
+    let first = Zeroizing::new(rpassword::prompt_password("Link password: ")?);
+    if first.is_empty() {
+        bail!("empty password");
+    }
+    if confirm_twice {
+        let again = Zeroizing::new(rpassword::prompt_password("Repeat password: ")?);
+        if *again != *first {
+            bail!("passwords do not match");
+        }
+    }
+    Ok(first)
+}
+
+fn date(unix: i64) -> String {
+    let time = UNIX_EPOCH + Duration::from_secs(unix.max(0) as u64);
+    httpdate::fmt_http_date(time)
+}
+
+async fn ls(args: &LsArgs) -> Result<()> {
+    let mut ctx = Ctx::open(&args.common)?;
+    let entries = ctx.session.list_files(args.shared_with_me).await?;
+    for entry in &entries {
+        let described = download::describe(&mut ctx.session, entry).await;
+        let (name, size) = match &described {
+            Ok((meta, _)) => (
+                meta.path.clone().or(meta.name.clone()).unwrap_or_default(),
+                meta.size,
+            ),
+            Err(_) => ("<cannot decrypt>".to_string(), None),
+        };
+        let recipients = if entry.owner == ctx.profile.user {
+            let mut users = ctx.session.list_shares(&entry.id).await.unwrap_or_default();
+            users.retain(|u| *u != entry.owner);
+            users
+        } else {
+            Vec::new()
+        };
+        if ctx.json {
+            println!(
+                "{}",
+                json!({"id": entry.id, "name": name, "size": size, "stored": entry.size,
+                       "created_at": entry.created_at, "owner": entry.owner, "shared_with": recipients})
+            );
+        } else {
+            let size = size.map_or("?".to_string(), |s| s.to_string());
+            let shared = if recipients.is_empty() {
+                String::new()
+            } else {
+                format!("  -> {}", recipients.join(","))
+            };
+            println!(
+                "{}  {:>12}  {}  {:<10}  {}{}",
+                entry.id,
+                size,
+                date(entry.created_at),
+                entry.owner,
+                printable(&name),
+                shared
+            );
+        }
+    }
+    ctx.save()
+}
+
+/// A name as it may be printed on a terminal: control characters escaped.
+fn printable(name: &str) -> String {
+    name.chars()
+        .flat_map(|c| {
+            if c.is_control() {
+                c.escape_default().collect::<Vec<_>>()
+            } else {
+                vec![c]
+            }
+        })
+        .collect()
+}
+
+async fn stat(args: &IdArgs) -> Result<()> {
+    let mut ctx = Ctx::open(&args.common)?;
+    let entry = ctx.session.file_meta(&args.id).await?;
+    let (meta, sender) = download::describe(&mut ctx.session, &entry).await?;
+    let owner = entry.owner == ctx.profile.user;
+    let shares = if owner {
+        ctx.session.list_shares(&args.id).await?
+    } else {
+        Vec::new()
+    };
+    let links = if owner {
+        ctx.session.list_links(&args.id).await?
+    } else {
+        Vec::new()
+    };
+    let value = json!({
+        "id": entry.id, "owner": entry.owner, "name": meta.name, "path": meta.path,
+        "size": meta.size, "mtime": meta.mtime, "stored": entry.size, "stored_sha256": entry.sha256,
+        "created_at": entry.created_at, "sender": sender.fingerprint(), "shared_with": shares,
+        "links": links,
+    });
+    if ctx.json {
+        println!("{value}");
+    } else {
+        println!("{}", serde_json::to_string_pretty(&value)?);
+    }
+    ctx.save()
+}
+
+async fn rm(args: &RmArgs) -> Result<()> {
+    let mut ctx = Ctx::open(&args.common)?;
+    for id in &args.ids {
+        ctx.session
+            .delete_file(id)
+            .await
+            .with_context(|| format!("cannot delete {id}"))?;
+        let _ = std::fs::remove_file(ctx.home.receipts_dir(&ctx.name)?.join(format!("{id}.json")));
+        ctx.note(&format!("deleted {id}"));
+    }
+    ctx.save()
+}
+
+async fn verify_receipts(common: &CommonArgs) -> Result<()> {
+    let mut ctx = Ctx::open(common)?;
+    let server = PublicIdentity::parse(&ctx.profile.server_identity)?;
+    let dir = ctx.home.receipts_dir(&ctx.name)?;
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    paths.sort();
+    let mut bad = 0;
+    for path in &paths {
+        let verdict = check_receipt(&mut ctx, &server, path).await;
+        let (id, status) = match &verdict {
+            Ok((id, status)) => (id.clone(), *status),
+            Err(err) => {
+                eprintln!("{}: {err:#}", path.display());
+                (path.display().to_string(), "error")
+            }
+        };
+        if matches!(status, "bad" | "mismatch" | "error") {
+            bad += 1;
+        }
+        if ctx.json {
+            println!("{}", json!({"id": id, "status": status}));
+        } else {
+            println!("{id}  {status}");
+        }
+    }
+    ctx.save()?;
+    if bad > 0 {
+        bail!("{bad} of {} receipts failed", paths.len());
+    }
+    ctx.note(&format!("{} receipts verified", paths.len()));
+    Ok(())
+}
+
+/// `ok`, `deleted` (valid receipt, file gone from the server), `mismatch`
+/// (the server now describes other bytes) or an error (bad signature).
+async fn check_receipt(
+    ctx: &mut Ctx,
+    server: &PublicIdentity,
+    path: &Path,
+) -> Result<(String, &'static str)> {
+    let receipt: SignedReceipt = serde_json::from_slice(&std::fs::read(path)?)?;
+    let id = receipt.receipt.file_id.clone();
+    if !receipt.verify(server) || receipt.receipt.uploader != ctx.profile.user {
+        return Ok((id, "bad"));
+    }
+    match ctx.session.file_meta(&id).await {
+        Ok(entry)
+            if entry.size == receipt.receipt.size && entry.sha256 == receipt.receipt.sha256 =>
+        {
+            Ok((id, "ok"))
+        }
+        Ok(_) => Ok((id, "mismatch")),
+        Err(coffer_client::Error::Api { status: 404, .. }) => Ok((id, "deleted")),
+        Err(err) => Err(err.into()),
+    }
+}
+
+async fn inbox(args: &InboxArgs) -> Result<()> {
+    let mut ctx = Ctx::open(&args.common)?;
+    let state_path = ctx.home.inbox_path(&ctx.name)?;
+    let mut fetched: BTreeSet<String> = std::fs::read(&state_path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
+    let entries = ctx.session.list_files(true).await?;
+    let new: Vec<_> = entries
+        .into_iter()
+        .filter(|e| !fetched.contains(&e.id))
+        .collect();
+    if !args.get_all {
+        for entry in &new {
+            if ctx.json {
+                println!(
+                    "{}",
+                    json!({"id": entry.id, "owner": entry.owner, "created_at": entry.created_at})
+                );
+            } else {
+                println!("{}  {}  {}", entry.id, entry.owner, date(entry.created_at));
+            }
+        }
+        return ctx.save();
+    }
+    if !args.output.is_dir() {
+        bail!("{} is not a directory", args.output.display());
+    }
+    let target = Target::Dir(args.output.clone());
+    for entry in &new {
+        let progress = ctx.progress(&entry.id);
+        let outcome = download::get(
+            &mut ctx.session,
+            &entry.id,
+            &target,
+            &GetOptions::default(),
+            progress.as_ref(),
+        )
+        .await;
+        drop(progress);
+        let outcome = outcome.with_context(|| format!("download of {} failed", entry.id))?;
+        report_download(&ctx, &entry.id, &outcome);
+        // Recorded after each file, so a rerun after a failure skips only
+        // what really arrived.
+        fetched.insert(entry.id.clone());
+        std::fs::create_dir_all(state_path.parent().unwrap_or(Path::new(".")))?;
+        std::fs::write(&state_path, serde_json::to_vec(&fetched)?)?;
+    }
+    ctx.note(&format!("{} new file(s)", new.len()));
+    ctx.save()
+}
+
+async fn share(args: &ShareArgs) -> Result<()> {
+    let mut ctx = Ctx::open(&args.common)?;
+    for user in &args.with {
+        let key = ctx.user_key(user, args.accept_new_key).await?;
+        coffer_client::share::share(&mut ctx.session, &args.id, user, &key)
+            .await
+            .with_context(|| format!("cannot share {} with {user}", args.id))?;
+        ctx.note(&format!("shared {} with {user}", args.id));
+    }
+    ctx.save()
+}
+
+async fn revoke(args: &RevokeArgs) -> Result<()> {
+    let mut ctx = Ctx::open(&args.common)?;
+    for user in &args.from {
+        ctx.session
+            .delete_share(&args.id, user)
+            .await
+            .with_context(|| format!("cannot revoke {user}'s access to {}", args.id))?;
+        ctx.note(&format!("revoked {user}'s access to {}", args.id));
+    }
+    ctx.save()
+}
+
+/// `30s`, `15m`, `24h`, `7d` (or plain seconds).
+fn parse_duration(text: &str) -> Result<u64> {
+    let (number, unit) = text.split_at(
+        text.find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len()),
+    );
+    let n: u64 = number
+        .parse()
+        .with_context(|| format!("bad duration {text:?}"))?;
+    let factor = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
+        _ => bail!("bad duration {text:?} (use s, m, h or d)"),
+    };
+    n.checked_mul(factor).context("duration too long")
+}
+
+async fn link(args: &LinkArgs) -> Result<()> {
+    let mut ctx = Ctx::open(&args.common)?;
+    let options = LinkOptions {
+        expires_in: Some(parse_duration(&args.expires)?),
+        max_downloads: args.max_downloads,
+        password: if args.password {
+            Some(link_password(true)?)
+        } else {
+            None
+        },
+    };
+    let (id, url) = links::create(&mut ctx.session, &args.id, options).await?;
+    if ctx.json {
+        println!("{}", json!({"link": id, "url": url}));
+    } else {
+        println!("{url}");
+    }
+    ctx.save()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn durations_parse() {
+        assert_eq!(super::parse_duration("90").unwrap(), 90);
+        assert_eq!(super::parse_duration("15m").unwrap(), 900);
+        assert_eq!(super::parse_duration("24h").unwrap(), 86400);
+        assert_eq!(super::parse_duration("7d").unwrap(), 604800);
+        for bad in ["", "h", "1w", "-1h", "99999999999999999999d"] {
+            assert!(super::parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,802 @@
+//! The client end to end: a real `coffer server run` on 127.0.0.1 and the
+//! real `coffer` binary (assert_cmd) for every step, as a user would.
+//! Hostile uploads that the CLI would never make are made through the
+//! library, as a modified client would.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command as Std, Stdio};
+use std::time::{Duration, Instant};
+
+use assert_cmd::Command;
+use serde_json::Value;
+
+const MIB: usize = 1024 * 1024;
+
+fn bin() -> PathBuf {
+    assert_cmd::cargo::cargo_bin("coffer")
+}
+
+/// Deterministic test data.
+fn data(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(len);
+    while out.len() < len {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        out.extend_from_slice(&state.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+fn sha(path: &Path) -> String {
+    let bytes = std::fs::read(path).unwrap();
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &bytes);
+    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A server with users alice, bob and mallory, each with a logged-in profile.
+struct World {
+    dir: tempfile::TempDir,
+    port: u16,
+    server: Option<Child>,
+    fingerprint: String,
+}
+
+impl World {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("srv");
+        let ok = Std::new(bin())
+            .args(["server", "init", "--data"])
+            .arg(&data)
+            .output()
+            .unwrap();
+        assert!(ok.status.success());
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let fingerprint =
+            coffer_client::certificate_fingerprint(&data.join("tls/cert.pem")).unwrap();
+        let mut world = World {
+            dir,
+            port,
+            server: None,
+            fingerprint,
+        };
+        for user in ["alice", "bob", "mallory"] {
+            let out = Std::new(bin())
+                .current_dir(world.dir.path())
+                .args(["keygen", "-o", &format!("{user}.id")])
+                .output()
+                .unwrap();
+            let key = String::from_utf8(out.stdout).unwrap().trim().to_string();
+            let ok = Std::new(bin())
+                .args(["server", "user", "add", user, "--key", &key, "--data"])
+                .arg(&data)
+                .output()
+                .unwrap();
+            assert!(ok.status.success());
+        }
+        world.start();
+        for user in ["alice", "bob", "mallory"] {
+            world
+                .coffer(user)
+                .args(["login", &world.url(), "--user", user, "-i"])
+                .arg(world.path(&format!("{user}.id")))
+                .args(["--fingerprint", &world.fingerprint.clone()])
+                .assert()
+                .success();
+        }
+        world
+    }
+
+    fn url(&self) -> String {
+        format!("https://127.0.0.1:{}", self.port)
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn start(&mut self) {
+        let mut child = Std::new(bin())
+            .args([
+                "server",
+                "run",
+                "--listen",
+                &format!("127.0.0.1:{}", self.port),
+                "--data",
+            ])
+            .arg(self.path("srv"))
+            .env_remove("COFFER_MASTER_KEY")
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        loop {
+            let line = lines.next().expect("server exited").unwrap();
+            if line.contains("listening on https://") {
+                break;
+            }
+        }
+        // Keep draining the log so the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        self.server = Some(child);
+    }
+
+    fn kill_server(&mut self) {
+        if let Some(mut child) = self.server.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// `coffer` as `user` (their profile, in the world's home).
+    fn coffer(&self, user: &str) -> Command {
+        let mut cmd = Command::new(bin());
+        cmd.current_dir(self.dir.path())
+            .env("COFFER_HOME", self.path("home"))
+            .env("COFFER_PROFILE", user)
+            .env_remove("COFFER_PASSPHRASE")
+            .env_remove("COFFER_LINK_PASSWORD")
+            .timeout(Duration::from_secs(300));
+        cmd
+    }
+
+    fn std_coffer(&self, user: &str) -> Std {
+        let mut cmd = Std::new(bin());
+        cmd.current_dir(self.dir.path())
+            .env("COFFER_HOME", self.path("home"))
+            .env("COFFER_PROFILE", user)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        cmd
+    }
+
+    fn write(&self, name: &str, bytes: &[u8]) -> PathBuf {
+        let path = self.path(name);
+        std::fs::write(&path, bytes).unwrap();
+        path
+    }
+
+    /// `put --json` of one file; returns the JSON line.
+    fn put(&self, user: &str, file: &Path, extra: &[&str]) -> Value {
+        let out = self
+            .coffer(user)
+            .arg("put")
+            .arg(file)
+            .args(extra)
+            .arg("--json")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    fn get(&self, user: &str, id: &str, out_dir: &str) -> std::process::Output {
+        std::fs::create_dir_all(self.path(out_dir)).unwrap();
+        self.coffer(user)
+            .args(["get", id, "-o", out_dir, "--json"])
+            .output()
+            .unwrap()
+    }
+
+    fn uploads_dir(&self, user: &str) -> PathBuf {
+        self.path(&format!("home/state/{user}/uploads"))
+    }
+
+    fn profile(&self, user: &str) -> PathBuf {
+        self.path(&format!("home/profiles/{user}.json"))
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        self.kill_server();
+    }
+}
+
+fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Units recorded in the (single) resume record of `user`.
+fn recorded_units(world: &World, user: &str) -> usize {
+    std::fs::read_dir(world.uploads_dir(user))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path()).ok())
+        .filter_map(|b| serde_json::from_slice::<Value>(&b).ok())
+        .map(|v| v["units"].as_array().map_or(0, Vec::len))
+        .max()
+        .unwrap_or(0)
+}
+
+#[test]
+fn round_trips_from_empty_to_200_mib() {
+    let world = World::new();
+    for (i, len) in [0usize, 1, 200 * 1024 + 7, 200 * MIB]
+        .into_iter()
+        .enumerate()
+    {
+        let name = format!("f{i}.bin");
+        let file = world.write(&name, &data(len, i as u64));
+        let put = world.put("alice", &file, &[]);
+        assert_eq!(put["size"], len as u64);
+        let out = world.get("alice", put["id"].as_str().unwrap(), &format!("out{i}"));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let got = world.path(&format!("out{i}/{name}"));
+        assert_eq!(sha(&got), sha(&file), "size {len}");
+        // No leftovers: the resume record is gone, no partial file remains.
+        assert_eq!(recorded_units(&world, "alice"), 0);
+        assert_eq!(
+            std::fs::read_dir(world.path(&format!("out{i}")))
+                .unwrap()
+                .count(),
+            1
+        );
+    }
+    // The server never saw a name: the stored bytes do not contain it.
+    let listing = world
+        .coffer("alice")
+        .args(["ls", "--json"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8(listing.stdout).unwrap();
+    assert_eq!(text.lines().count(), 4);
+    assert!(text.contains("\"name\":\"f3.bin\""));
+    // Receipts were kept and verify against the server.
+    world
+        .coffer("alice")
+        .args(["receipts", "verify"])
+        .assert()
+        .success();
+}
+
+#[test]
+fn uploads_and_downloads_resume_after_the_client_is_killed() {
+    let world = World::new();
+    let file = world.write("big.bin", &data(200 * MIB, 7));
+    let mut child = world
+        .std_coffer("alice")
+        .arg("put")
+        .arg(&file)
+        .spawn()
+        .unwrap();
+    wait_for("the upload to get going", || {
+        recorded_units(&world, "alice") >= 12
+    });
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let put = world.put("alice", &file, &[]);
+    assert!(put["resumed_at"].as_u64().unwrap() > 0, "{put}");
+    let id = put["id"].as_str().unwrap().to_string();
+
+    std::fs::create_dir_all(world.path("out")).unwrap();
+    let mut child = world
+        .std_coffer("alice")
+        .args(["get", &id, "-o", "out"])
+        .spawn()
+        .unwrap();
+    let partial = world.path(&format!("out/.coffer-{id}.partial"));
+    wait_for("the download to get going", || {
+        std::fs::metadata(&partial).is_ok_and(|m| m.len() > 20 * MIB as u64)
+    });
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        !world.path("out/big.bin").exists(),
+        "unverified output at the final name"
+    );
+    let out = world.get("alice", &id, "out");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(got["resumed_at"].as_u64().unwrap() > 0, "{got}");
+    assert_eq!(sha(&world.path("out/big.bin")), sha(&file));
+    assert!(!partial.exists());
+}
+
+#[test]
+fn a_file_changed_before_a_resume_is_uploaded_afresh_under_a_new_key() {
+    let world = World::new();
+    let mut bytes = data(120 * MIB, 9);
+    let file = world.write("changing.bin", &bytes);
+    let mtime = std::fs::metadata(&file).unwrap().modified().unwrap();
+    let mut child = world
+        .std_coffer("alice")
+        .arg("put")
+        .arg(&file)
+        .spawn()
+        .unwrap();
+    wait_for("the upload to get going", || {
+        recorded_units(&world, "alice") >= 6
+    });
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // Same size, same mtime, one byte different in a unit already sent:
+    // only the unit digests can tell.
+    bytes[1000] ^= 0xff;
+    std::fs::write(&file, &bytes).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&file)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    let put = world.put("alice", &file, &[]);
+    assert_eq!(put["resumed_at"], 0, "resumed over changed input: {put}");
+    let out = world.get("alice", put["id"].as_str().unwrap(), "out");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(sha(&world.path("out/changing.bin")), sha(&file));
+}
+
+#[test]
+fn an_upload_survives_a_server_restart() {
+    let mut world = World::new();
+    let file = world.write("big.bin", &data(200 * MIB, 11));
+    let child = world
+        .std_coffer("alice")
+        .args(["put", "--json"])
+        .arg(&file)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for("the upload to get going", || {
+        recorded_units(&world, "alice") >= 12
+    });
+    world.kill_server();
+    std::thread::sleep(Duration::from_millis(700));
+    world.start();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let put: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let got = world.get("alice", put["id"].as_str().unwrap(), "out");
+    assert!(
+        got.status.success(),
+        "{}",
+        String::from_utf8_lossy(&got.stderr)
+    );
+    assert_eq!(sha(&world.path("out/big.bin")), sha(&file));
+}
+
+#[test]
+fn a_changed_certificate_or_server_identity_is_refused() {
+    let mut world = World::new();
+    world.coffer("alice").arg("ls").assert().success();
+    // Another server's certificate and identity at the same address.
+    let other = world.path("other");
+    assert!(
+        Std::new(bin())
+            .args(["server", "init", "--data"])
+            .arg(&other)
+            .status()
+            .unwrap()
+            .success()
+    );
+    world.kill_server();
+    let srv = world.path("srv");
+    let saved_identity = std::fs::read(srv.join("server.identity")).unwrap();
+    for name in ["tls/cert.pem", "tls/key.pem"] {
+        std::fs::copy(other.join(name), srv.join(name)).unwrap();
+    }
+    world.start();
+    let out = world.coffer("alice").arg("ls").output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("certificate changed"), "{err}");
+    // Logging in again without a new --fingerprint keeps the old pin.
+    let out = world
+        .coffer("alice")
+        .args(["login", &world.url(), "--user", "alice", "-i", "alice.id"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("certificate changed"));
+
+    // Say the new certificate is legitimate and re-pinned, but the server
+    // identity changed too: the next login (the saved token is dropped)
+    // must refuse it.
+    world.kill_server();
+    std::fs::write(
+        srv.join("server.identity"),
+        std::fs::read(other.join("server.identity")).unwrap(),
+    )
+    .unwrap();
+    world.start();
+    let mut profile: Value =
+        serde_json::from_slice(&std::fs::read(world.profile("alice")).unwrap()).unwrap();
+    profile["cert_fingerprint"] = coffer_client::certificate_fingerprint(&srv.join("tls/cert.pem"))
+        .unwrap()
+        .into();
+    profile["token"] = Value::Null;
+    std::fs::write(
+        world.profile("alice"),
+        serde_json::to_vec(&profile).unwrap(),
+    )
+    .unwrap();
+    let out = world.coffer("alice").arg("ls").output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("server identity changed"));
+    // With its real identity back, the same profile logs in again.
+    world.kill_server();
+    std::fs::write(srv.join("server.identity"), saved_identity).unwrap();
+    world.start();
+    world.coffer("alice").arg("ls").assert().success();
+}
+
+#[test]
+fn share_then_get_then_revoke_and_key_pinning() {
+    let world = World::new();
+    let file = world.write("report.txt", b"quarterly numbers");
+    let put = world.put("alice", &file, &[]);
+    let id = put["id"].as_str().unwrap();
+    assert!(
+        !world.get("bob", id, "bob0").status.success(),
+        "not shared yet"
+    );
+    world
+        .coffer("alice")
+        .args(["share", id, "--with", "bob"])
+        .assert()
+        .success();
+    let out = world.get("bob", id, "bob1");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read(world.path("bob1/report.txt")).unwrap(),
+        b"quarterly numbers"
+    );
+    let shared = world
+        .coffer("bob")
+        .args(["ls", "--shared-with-me", "--json"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&shared.stdout).contains("report.txt"));
+
+    world
+        .coffer("alice")
+        .args(["revoke", id, "--from", "bob"])
+        .assert()
+        .success();
+    assert!(!world.get("bob", id, "bob2").status.success());
+    assert!(!world.path("bob2/report.txt").exists());
+
+    // Bob's key as pinned by Alice's client no longer matches what the
+    // server says: sharing refuses unless told to accept it.
+    let mut profile: Value =
+        serde_json::from_slice(&std::fs::read(world.profile("alice")).unwrap()).unwrap();
+    let mallory_key = profile["known_users"]["bob"]
+        .as_str()
+        .unwrap()
+        .replace('q', "p");
+    profile["known_users"]["bob"] = mallory_key.into();
+    std::fs::write(
+        world.profile("alice"),
+        serde_json::to_vec(&profile).unwrap(),
+    )
+    .unwrap();
+    let out = world
+        .coffer("alice")
+        .args(["share", id, "--with", "bob"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("changed"));
+    world
+        .coffer("alice")
+        .args(["share", id, "--with", "bob", "--accept-new-key"])
+        .assert()
+        .success();
+}
+
+#[test]
+fn send_and_an_idempotent_inbox() {
+    let world = World::new();
+    for i in 0..3 {
+        let file = world.write(&format!("batch{i}.csv"), format!("row {i}\n").as_bytes());
+        world
+            .coffer("alice")
+            .arg("send")
+            .arg(&file)
+            .args(["--to", "bob"])
+            .assert()
+            .success();
+    }
+    std::fs::create_dir_all(world.path("inbox")).unwrap();
+    let first = world
+        .coffer("bob")
+        .args(["inbox", "--get-all", "-o", "inbox", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&first.stdout).lines().count(), 3);
+    let again = world
+        .coffer("bob")
+        .args(["inbox", "--get-all", "-o", "inbox", "--json"])
+        .output()
+        .unwrap();
+    assert!(again.status.success());
+    assert_eq!(String::from_utf8_lossy(&again.stdout).lines().count(), 0);
+    for i in 0..3 {
+        assert_eq!(
+            std::fs::read_to_string(world.path(&format!("inbox/batch{i}.csv"))).unwrap(),
+            format!("row {i}\n")
+        );
+    }
+}
+
+#[test]
+fn links_run_out_expire_and_need_their_password() {
+    let world = World::new();
+    let file = world.write("handout.pdf", &data(300_000, 3));
+    let put = world.put("alice", &file, &[]);
+    let id = put["id"].as_str().unwrap();
+    let link = |extra: &[&str]| {
+        let out = world
+            .coffer("alice")
+            .args(["link", id])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    let fetch = |url: &str, out: &str, password: Option<&str>| {
+        std::fs::create_dir_all(world.path(out)).unwrap();
+        let mut cmd = Command::new(bin());
+        cmd.current_dir(world.dir.path())
+            .env("COFFER_HOME", world.path("nobody-home"))
+            .args(["get", url, "-o", out]);
+        if let Some(p) = password {
+            cmd.env("COFFER_LINK_PASSWORD", p);
+        }
+        cmd.output().unwrap()
+    };
+    let once = link(&["--max-downloads", "1"]);
+    assert!(
+        once.contains("#k="),
+        "the secret belongs in the fragment: {once}"
+    );
+    assert!(fetch(&once, "l1", None).status.success());
+    assert_eq!(sha(&world.path("l1/handout.pdf")), sha(&file));
+    let second = fetch(&once, "l2", None);
+    assert!(String::from_utf8_lossy(&second.stderr).contains("link_exhausted"));
+    assert!(!world.path("l2/handout.pdf").exists());
+
+    let short = link(&["--expires", "1s"]);
+    std::thread::sleep(Duration::from_millis(2100));
+    assert!(String::from_utf8_lossy(&fetch(&short, "l3", None).stderr).contains("link_expired"));
+
+    let out = world
+        .coffer("alice")
+        .args(["link", id, "--password"])
+        .env("COFFER_LINK_PASSWORD", "correct horse")
+        .output()
+        .unwrap();
+    let guarded = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    assert!(!fetch(&guarded, "l4", None).status.success());
+    let wrong = fetch(&guarded, "l4", Some("wrong horse"));
+    assert!(String::from_utf8_lossy(&wrong.stderr).contains("wrong_password"));
+    assert!(
+        fetch(&guarded, "l4", Some("correct horse"))
+            .status
+            .success()
+    );
+    assert_eq!(sha(&world.path("l4/handout.pdf")), sha(&file));
+
+    // A URL whose secret was altered opens the link but cannot decrypt.
+    let open = link(&[]);
+    let (base, secret) = open.split_once("#k=").unwrap();
+    let mut chars: Vec<char> = secret.chars().collect();
+    chars[0] = if chars[0] == 'A' { 'B' } else { 'A' };
+    let forged = format!("{base}#k={}", chars.into_iter().collect::<String>());
+    let out = fetch(&forged, "l5", None);
+    assert!(!out.status.success());
+    assert!(
+        std::fs::read_dir(world.path("l5"))
+            .unwrap()
+            .next()
+            .is_none()
+    );
+}
+
+/// Uploads through the library with a chosen stored path, as a malicious
+/// (modified) client could.
+fn hostile_upload(world: &World, user: &str, source: &Path, stored_path: &str) -> String {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let home = coffer_client::profile::Home::at(&world.path("home"));
+        let profile = home.load(user).unwrap();
+        let text = std::fs::read_to_string(&profile.identity).unwrap();
+        let identity = coffer_format::Identity::from_file_string(&text, None).unwrap();
+        let mut session = profile
+            .session(Some(std::sync::Arc::new(identity)))
+            .unwrap();
+        let bob = session.user_identity("bob").await.unwrap();
+        let mut options = coffer_client::upload::PutOptions::new(world.path("hostile-state"));
+        options.relative_path = Some(stored_path.to_string());
+        options.recipients.push(("bob".into(), bob));
+        let put = coffer_client::upload::put(
+            &mut session,
+            source,
+            &options,
+            &coffer_client::progress::Silent,
+        )
+        .await
+        .unwrap();
+        put.file_id
+    })
+}
+
+#[test]
+fn hostile_stored_names_never_escape_the_target_directory() {
+    let world = World::new();
+    let evil_names = ["evil\x1b[2J.txt", "CON", "a:b", "dots."];
+    let evil_paths = [
+        "../../escape.txt",
+        "/tmp/coffer-abs-escape.txt",
+        "a/../../b.txt",
+        "C:\\x.txt",
+        "ok/../../../c.txt",
+    ];
+    let mut ids = Vec::new();
+    for (i, stored) in evil_paths.iter().enumerate() {
+        let source = world.write(&format!("plain{i}.txt"), b"payload");
+        ids.push(hostile_upload(&world, "mallory", &source, stored));
+    }
+    for (i, name) in evil_names.iter().enumerate() {
+        let source = world.write(name, format!("named {i}").as_bytes());
+        ids.push(hostile_upload(&world, "mallory", &source, name));
+    }
+    let target = world.path("deep/inside/target");
+    std::fs::create_dir_all(&target).unwrap();
+    for id in &ids {
+        // -r keeps stored paths: hostile ones are refused outright.
+        let out = world
+            .coffer("bob")
+            .args(["get", "-r", id, "-o", "deep/inside/target"])
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{id}: -r accepted a hostile path");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("refusing the stored name"));
+        // Into a directory: saved under a safe name inside it.
+        let out = world
+            .coffer("bob")
+            .args(["get", id, "-o", "deep/inside/target"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            target.join(format!("coffer-{id}")).exists() || {
+                let stored = String::from_utf8_lossy(&out.stdout).to_string();
+                stored.contains("deep/inside/target/")
+            }
+        );
+    }
+    // Nothing landed outside the target directory.
+    for escaped in [
+        "deep/inside/escape.txt",
+        "deep/escape.txt",
+        "escape.txt",
+        "deep/inside/b.txt",
+        "deep/b.txt",
+        "c.txt",
+        "deep/c.txt",
+    ] {
+        assert!(!world.path(escaped).exists(), "{escaped} was written");
+    }
+    assert!(!Path::new("/tmp/coffer-abs-escape.txt").exists());
+    for entry in std::fs::read_dir(&target).unwrap() {
+        let name = entry.unwrap().file_name().into_string().unwrap();
+        assert!(!name.chars().any(char::is_control), "{name:?}");
+        assert_ne!(name.to_ascii_uppercase(), "CON");
+    }
+}
+
+#[test]
+fn a_tampered_object_is_detected_and_leaves_no_file() {
+    let world = World::new();
+    let file = world.write("ledger.db", &data(3 * MIB, 5));
+    let put = world.put("alice", &file, &[]);
+    let id = put["id"].as_str().unwrap().to_string();
+    let object = world.path(&format!("srv/objects/{}/{}/{}", &id[..2], &id[2..4], id));
+    let mut stored = std::fs::read(&object).unwrap();
+    let middle = stored.len() / 2;
+    stored[middle] ^= 0x01;
+    std::fs::write(&object, &stored).unwrap();
+    let out = world.get("alice", &id, "out");
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        std::fs::read_dir(world.path("out"))
+            .unwrap()
+            .next()
+            .is_none(),
+        "output left behind"
+    );
+
+    // A receipt edited on disk no longer verifies.
+    let kept = world.path(&format!("home/state/alice/receipts/{id}.json"));
+    let mut receipt: Value = serde_json::from_slice(&std::fs::read(&kept).unwrap()).unwrap();
+    receipt["receipt"]["size"] = (receipt["receipt"]["size"].as_u64().unwrap() + 1).into();
+    std::fs::write(&kept, serde_json::to_vec(&receipt).unwrap()).unwrap();
+    let out = world
+        .coffer("alice")
+        .args(["receipts", "verify"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("bad"));
+}
+
+#[test]
+fn existing_files_are_not_overwritten_without_force() {
+    let world = World::new();
+    let file = world.write("keep.txt", b"new");
+    let put = world.put("alice", &file, &[]);
+    let id = put["id"].as_str().unwrap();
+    std::fs::create_dir_all(world.path("out")).unwrap();
+    std::fs::write(world.path("out/keep.txt"), b"old").unwrap();
+    let out = world.get("alice", id, "out");
+    assert!(!out.status.success());
+    assert_eq!(std::fs::read(world.path("out/keep.txt")).unwrap(), b"old");
+    world
+        .coffer("alice")
+        .args(["get", id, "-o", "out", "--force"])
+        .assert()
+        .success();
+    assert_eq!(std::fs::read(world.path("out/keep.txt")).unwrap(), b"new");
+    // Deleted files are gone for good.
+    world.coffer("alice").args(["rm", id]).assert().success();
+    assert!(!world.get("alice", id, "out2").status.success());
+}

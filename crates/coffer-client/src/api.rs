@@ -1,0 +1,219 @@
+//! Typed calls for the JSON endpoints of docs/API.md.
+
+use coffer_format::{PublicIdentity, Stanza};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::session::{Session, decode_b64};
+use crate::{Error, Result};
+
+/// A file as the server lists it (the server knows no names).
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+pub struct FileEntry {
+    /// File id.
+    pub id: String,
+    /// Owner's user name.
+    pub owner: String,
+    /// Stored (encrypted) size in bytes.
+    pub size: u64,
+    /// SHA-256 of the stored bytes, hex.
+    pub sha256: String,
+    /// Unix time of the upload.
+    pub created_at: i64,
+}
+
+/// A share link as the owner sees it.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+pub struct LinkEntry {
+    /// Link id.
+    pub id: String,
+    /// When it expires (Unix time).
+    pub expires_at: i64,
+    /// Download limit, if any.
+    pub max_downloads: Option<u64>,
+    /// Downloads spent.
+    pub downloads: u64,
+    /// Whether opening needs a password.
+    pub password_required: bool,
+    /// Locked after too many wrong passwords.
+    pub locked: bool,
+}
+
+/// What anyone may learn about a link before opening it.
+#[derive(Clone, Debug, Deserialize)]
+pub struct LinkInfo {
+    /// Stored size.
+    pub size: u64,
+    /// Expiry (Unix time).
+    pub expires_at: i64,
+    /// Downloads left, if limited.
+    pub downloads_left: Option<u64>,
+    /// Whether a password is needed.
+    pub password_required: bool,
+    /// The salt the link key was derived with (b64url).
+    pub client_salt: Option<String>,
+}
+
+/// An opened link: the ticket for the bytes and the wrap for the link key.
+#[derive(Debug, Deserialize)]
+pub struct LinkTicket {
+    /// Sent as `Coffer-Link-Ticket` to fetch the bytes.
+    pub ticket: String,
+    /// The wrap of the file key for the link key (b64url).
+    pub stanza: String,
+    /// Stored size.
+    pub size: u64,
+    /// SHA-256 of the stored bytes, hex.
+    pub sha256: String,
+}
+
+fn parse<T: for<'de> Deserialize<'de>>(value: Value, what: &str) -> Result<T> {
+    serde_json::from_value(value).map_err(|e| Error::protocol(format!("{what}: {e}")))
+}
+
+fn path_segment(text: &str) -> Result<&str> {
+    // Ids and user names never need escaping; refuse anything that would.
+    if !text.is_empty()
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+    {
+        Ok(text)
+    } else {
+        Err(Error::Usage(format!(
+            "{text:?} is not a valid id or user name"
+        )))
+    }
+}
+
+pub(crate) fn stanza_from_b64(text: &str) -> Result<Stanza> {
+    Ok(Stanza::from_bytes(&decode_b64(text)?)?)
+}
+
+fn stanza_to_b64(stanza: &Stanza) -> String {
+    base64::Engine::encode(coffer_proto::b64(), stanza.to_bytes())
+}
+
+impl Session {
+    /// `GET /v1/whoami`.
+    pub async fn whoami(&mut self) -> Result<Value> {
+        self.call("GET", "/v1/whoami", None, true).await
+    }
+
+    /// A user's registered public identity.
+    pub async fn user_identity(&mut self, user: &str) -> Result<PublicIdentity> {
+        let path = format!("/v1/users/{}/identity", path_segment(user)?);
+        let answer = self.call("GET", &path, None, true).await?;
+        let text = answer["public_identity"]
+            .as_str()
+            .ok_or_else(|| Error::protocol("identity answer without public_identity"))?;
+        Ok(PublicIdentity::parse(text)?)
+    }
+
+    /// Own files, or those shared with the caller.
+    pub async fn list_files(&mut self, shared_with_me: bool) -> Result<Vec<FileEntry>> {
+        let path = if shared_with_me {
+            "/v1/files?shared_with_me=true"
+        } else {
+            "/v1/files"
+        };
+        let answer = self.call("GET", path, None, true).await?;
+        parse(answer["files"].clone(), "file list")
+    }
+
+    /// One file's entry.
+    pub async fn file_meta(&mut self, id: &str) -> Result<FileEntry> {
+        let path = format!("/v1/files/{}/meta", path_segment(id)?);
+        let answer = self.call("GET", &path, None, true).await?;
+        parse(answer, "file entry")
+    }
+
+    /// The signed receipt the server keeps for a file.
+    pub async fn file_receipt(&mut self, id: &str) -> Result<coffer_proto::receipt::SignedReceipt> {
+        let path = format!("/v1/files/{}/receipt", path_segment(id)?);
+        let answer = self.call("GET", &path, None, true).await?;
+        parse(answer, "receipt")
+    }
+
+    /// Deletes a file (owner only).
+    pub async fn delete_file(&mut self, id: &str) -> Result<()> {
+        let path = format!("/v1/files/{}", path_segment(id)?);
+        self.call("DELETE", &path, None, true).await.map(drop)
+    }
+
+    /// The caller's own wrap of a file's key.
+    pub async fn own_wrap(&mut self, id: &str) -> Result<Stanza> {
+        let path = format!("/v1/files/{}/wrap", path_segment(id)?);
+        let answer = self.call("GET", &path, None, true).await?;
+        stanza_from_b64(answer["stanza"].as_str().unwrap_or_default())
+    }
+
+    /// Stores `user`'s wrap of a file's key (sharing).
+    pub async fn put_share(&mut self, id: &str, user: &str, stanza: &Stanza) -> Result<()> {
+        let path = format!(
+            "/v1/files/{}/shares/{}",
+            path_segment(id)?,
+            path_segment(user)?
+        );
+        let body = json!({ "stanza": stanza_to_b64(stanza) });
+        self.call("PUT", &path, Some(&body), true).await.map(drop)
+    }
+
+    /// Removes `user`'s wrap (revoking access).
+    pub async fn delete_share(&mut self, id: &str, user: &str) -> Result<()> {
+        let path = format!(
+            "/v1/files/{}/shares/{}",
+            path_segment(id)?,
+            path_segment(user)?
+        );
+        self.call("DELETE", &path, None, true).await.map(drop)
+    }
+
+    /// Who holds a wrap of a file besides the owner.
+    pub async fn list_shares(&mut self, id: &str) -> Result<Vec<String>> {
+        let path = format!("/v1/files/{}/shares", path_segment(id)?);
+        let answer = self.call("GET", &path, None, true).await?;
+        parse(answer["users"].clone(), "share list")
+    }
+
+    /// Creates a link; `body` as in docs/API.md. Returns the link id.
+    pub(crate) async fn create_link(&mut self, id: &str, body: &Value) -> Result<String> {
+        let path = format!("/v1/files/{}/links", path_segment(id)?);
+        let answer = self.call("POST", &path, Some(body), true).await?;
+        answer["id"]
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| Error::protocol("link answer without id"))
+    }
+
+    /// A file's links.
+    pub async fn list_links(&mut self, id: &str) -> Result<Vec<LinkEntry>> {
+        let path = format!("/v1/files/{}/links", path_segment(id)?);
+        let answer = self.call("GET", &path, None, true).await?;
+        parse(answer["links"].clone(), "link list")
+    }
+
+    /// Revokes a link.
+    pub async fn delete_link(&mut self, link: &str) -> Result<()> {
+        let path = format!("/v1/links/{}", path_segment(link)?);
+        self.call("DELETE", &path, None, true).await.map(drop)
+    }
+
+    /// Public facts about a link (no account needed).
+    pub async fn link_info(&mut self, link: &str) -> Result<LinkInfo> {
+        let path = format!("/v1/links/{}", path_segment(link)?);
+        let answer = self.call("GET", &path, None, false).await?;
+        parse(answer, "link info")
+    }
+
+    /// Opens a link (spends one download).
+    pub async fn open_link(&mut self, link: &str, password: Option<&str>) -> Result<LinkTicket> {
+        let path = format!("/v1/links/{}/open", path_segment(link)?);
+        let body = match password {
+            Some(p) => json!({ "password": p }),
+            None => json!({}),
+        };
+        let answer = self.call("POST", &path, Some(&body), false).await?;
+        parse(answer, "link ticket")
+    }
+}

@@ -1,0 +1,434 @@
+//! Downloads: stream, decrypt, verify, and only then put the file in place.
+//!
+//! The output is written to a hidden partial file beside its destination
+//! (`.coffer-<id>.partial`, mode 0600). The format releases a chunk only
+//! after its tag verified, and the last chunk only after the signed trailer
+//! did, so the partial file never holds unauthenticated bytes. An
+//! interrupted download resumes from the partial file: its whole chunks are
+//! re-hashed into the digest the trailer is checked against, and the rest is
+//! fetched with a `Range` request. Only when everything verified is the file
+//! synced and linked to its final name, which is never overwritten without
+//! `force`. A verification failure deletes the partial file: a tampered
+//! object leaves nothing behind.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use coffer_format::{FileKey, Header, Metadata, PublicIdentity, ResumePoint};
+use futures_util::TryStreamExt as _;
+use http_body_util::BodyExt as _;
+use tokio::io::AsyncWriteExt as _;
+
+use crate::names::{check_component, create_parents, fallback_name, safe_relative};
+use crate::progress::Progress;
+use crate::session::{Session, error_of, full};
+use crate::{Error, Result};
+
+/// Largest possible header: fixed part, 64 KiB metadata, tag, MAC, and 256
+/// embedded stanzas (server objects have none, but a hostile one might).
+const MAX_HEADER: u64 = 96 * 1024;
+
+/// Where a download goes.
+#[derive(Clone, Debug)]
+pub enum Target {
+    /// Exactly this path.
+    File(PathBuf),
+    /// This directory, under the file's stored name (checked; a hostile
+    /// name is replaced by `coffer-<id>`).
+    Dir(PathBuf),
+    /// This directory, under the stored relative path (`get -r`); a hostile
+    /// path is refused.
+    Tree(PathBuf),
+}
+
+/// How to download.
+#[derive(Clone, Debug)]
+pub struct GetOptions {
+    /// Replace an existing file.
+    pub force: bool,
+    /// Reconnect-and-resume attempts before giving up.
+    pub retries: u32,
+}
+
+impl Default for GetOptions {
+    fn default() -> Self {
+        Self {
+            force: false,
+            retries: 8,
+        }
+    }
+}
+
+/// A verified download.
+#[derive(Clone, Debug)]
+pub struct GetOutcome {
+    /// Where the file now is.
+    pub path: PathBuf,
+    /// Plaintext bytes.
+    pub plaintext_len: u64,
+    /// SHA-256 of the plaintext, as signed by the sender.
+    pub plaintext_sha256: [u8; 32],
+    /// Who signed the file.
+    pub sender: PublicIdentity,
+    /// The decrypted metadata.
+    pub metadata: Metadata,
+    /// Set when the stored name was unusable and another was chosen.
+    pub renamed_from: Option<String>,
+    /// Plaintext bytes kept from an earlier, interrupted attempt.
+    pub resumed_at: u64,
+}
+
+/// Where the stored bytes come from.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Source<'a> {
+    /// A file the user may read: bearer token.
+    File(&'a str),
+    /// A link, with the ticket from opening it.
+    Link { link: &'a str, ticket: &'a str },
+}
+
+impl Source<'_> {
+    fn key(&self) -> &str {
+        match self {
+            Source::File(id) => id,
+            Source::Link { link, .. } => link,
+        }
+    }
+
+    async fn get(
+        &self,
+        session: &mut Session,
+        range: &str,
+    ) -> Result<hyper::Response<hyper::body::Incoming>> {
+        let builder = match self {
+            Source::File(id) => {
+                session
+                    .request("GET", &format!("/v1/files/{id}"), true)
+                    .await?
+            }
+            Source::Link { link, ticket } => session
+                .request("GET", &format!("/v1/links/{link}/content"), false)
+                .await?
+                .header("coffer-link-ticket", *ticket),
+        };
+        let request = builder
+            .header("range", range)
+            .body(full(Vec::new()))
+            .map_err(|e| Error::Usage(e.to_string()))?;
+        let response = session.send(request).await?;
+        if response.status() != hyper::StatusCode::PARTIAL_CONTENT {
+            return Err(error_of(response).await);
+        }
+        Ok(response)
+    }
+}
+
+/// The header bytes of a stored file (one ranged request).
+pub(crate) async fn fetch_header(
+    session: &mut Session,
+    source: Source<'_>,
+    size: u64,
+) -> Result<Vec<u8>> {
+    let end = size.min(MAX_HEADER).saturating_sub(1);
+    let response = source.get(session, &format!("bytes=0-{end}")).await?;
+    let bytes = http_body_util::Limited::new(response.into_body(), MAX_HEADER as usize)
+        .collect()
+        .await
+        .map_err(|e| Error::Transport(e.to_string()))?
+        .to_bytes();
+    let (_, len) = Header::parse(&bytes)?;
+    Ok(bytes[..len].to_vec())
+}
+
+/// Downloads file `id` (owned or shared with the user) to `target`.
+pub async fn get(
+    session: &mut Session,
+    id: &str,
+    target: &Target,
+    options: &GetOptions,
+    progress: &dyn Progress,
+) -> Result<GetOutcome> {
+    let identity = session
+        .identity()
+        .cloned()
+        .ok_or_else(|| Error::Usage("an identity is needed to decrypt".into()))?;
+    let meta = session.file_meta(id).await?;
+    let stanza = session.own_wrap(id).await?;
+    let header = fetch_header(session, Source::File(id), meta.size).await?;
+    let (parsed, _) = Header::parse(&header)?;
+    let file_key = parsed.open(&identity, &[stanza])?.file_key().clone();
+    let opened = Opened { header, file_key };
+    fetch(
+        session,
+        Source::File(id),
+        &opened,
+        meta.size,
+        target,
+        options,
+        progress,
+    )
+    .await
+}
+
+/// A header and the key that opens it (re-opened for every attempt, since
+/// a decryptor consumes its opened header).
+pub(crate) struct Opened {
+    pub(crate) header: Vec<u8>,
+    pub(crate) file_key: FileKey,
+}
+
+impl Opened {
+    fn open(&self) -> Result<coffer_format::OpenedHeader> {
+        let (parsed, _) = Header::parse(&self.header)?;
+        Ok(parsed.open_with_file_key(self.file_key.clone())?)
+    }
+}
+
+/// Streams, decrypts and verifies into `target`, resuming after transient
+/// failures from the verified part already written.
+pub(crate) async fn fetch(
+    session: &mut Session,
+    source: Source<'_>,
+    opened: &Opened,
+    size: u64,
+    target: &Target,
+    options: &GetOptions,
+    progress: &dyn Progress,
+) -> Result<GetOutcome> {
+    let metadata = opened.open()?.metadata().clone();
+    let (path, renamed_from) = destination(target, &metadata, source.key())?;
+    if !options.force && std::fs::symlink_metadata(&path).is_ok() {
+        return Err(Error::Exists(path));
+    }
+    let dir = path
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    let partial = dir.join(format!(".coffer-{}.partial", source.key()));
+    progress.set_total(size);
+    let mut failures = 0u32;
+    let mut resumed_at = None;
+    loop {
+        match attempt(session, source, opened, &partial, progress).await {
+            Ok((verified, kept)) => {
+                resumed_at.get_or_insert(kept);
+                place(&partial, &path, options.force)?;
+                return Ok(GetOutcome {
+                    path,
+                    plaintext_len: verified.plaintext_len,
+                    plaintext_sha256: verified.plaintext_sha256,
+                    sender: verified.sender,
+                    metadata: verified.metadata,
+                    renamed_from,
+                    resumed_at: resumed_at.unwrap_or(0),
+                });
+            }
+            Err(Failure::Retry(_)) if failures < options.retries => {
+                failures += 1;
+                session.disconnect();
+                tokio::time::sleep(Duration::from_millis(
+                    (250u64 << failures.min(5)).min(5_000),
+                ))
+                .await;
+            }
+            Err(Failure::Retry(err)) => return Err(err),
+            Err(Failure::Final(err)) => {
+                let _ = std::fs::remove_file(&partial);
+                return Err(err);
+            }
+        }
+    }
+}
+
+/// How an attempt failed: worth retrying (transport), or for good (the
+/// bytes do not verify; the partial output is deleted).
+enum Failure {
+    Retry(Error),
+    Final(Error),
+}
+
+impl From<Error> for Failure {
+    fn from(err: Error) -> Self {
+        if err.is_transient() {
+            Failure::Retry(err)
+        } else {
+            Failure::Final(err)
+        }
+    }
+}
+
+async fn attempt(
+    session: &mut Session,
+    source: Source<'_>,
+    opened: &Opened,
+    partial: &Path,
+    progress: &dyn Progress,
+) -> Result<(coffer_format::Verified, u64), Failure> {
+    let header = opened.open()?;
+    let (mut out, point) = open_partial(partial, &header)?;
+    let kept = point.plaintext_len();
+    progress.set_position(point.ciphertext_offset());
+    let response = source
+        .get(session, &format!("bytes={}-", point.ciphertext_offset()))
+        .await?;
+    check_content_range(&response, point.ciphertext_offset())?;
+    let mut done = point.ciphertext_offset();
+    let body = response
+        .into_body()
+        .into_data_stream()
+        .inspect_ok(|bytes| {
+            done += bytes.len() as u64;
+            progress.set_position(done);
+        })
+        .map_err(std::io::Error::other);
+    let reader = tokio_util_reader(body);
+    let mut decryptor = coffer_format::async_io::AsyncDecryptor::resumed(header, reader, point)
+        .map_err(Error::from)?;
+    let copied = tokio::io::copy(&mut decryptor, &mut out).await;
+    if let Err(err) = copied {
+        return Err(match coffer_format::Error::from_io(err) {
+            coffer_format::Error::Io(io) => Failure::Retry(Error::Transport(io.to_string())),
+            format => Failure::Final(Error::Format(format)),
+        });
+    }
+    let verified = decryptor
+        .verified()
+        .cloned()
+        .ok_or_else(|| Failure::Final(Error::protocol("the download ended unverified")))?;
+    out.flush()
+        .await
+        .map_err(|e| Failure::Final(Error::io(partial)(e)))?;
+    out.sync_all()
+        .await
+        .map_err(|e| Failure::Final(Error::io(partial)(e)))?;
+    Ok((verified, kept))
+}
+
+/// Opens (or creates) the partial output and finds where to resume.
+fn open_partial(
+    partial: &Path,
+    header: &coffer_format::OpenedHeader,
+) -> Result<(tokio::fs::File, ResumePoint), Failure> {
+    let io = |e| Failure::Final(Error::io(partial)(e));
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true).write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    // A symlink planted at the partial file's name is refused, not followed.
+    std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NOFOLLOW);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(partial).map_err(io)?;
+    let len = file.metadata().map_err(io)?.len();
+    let point = header
+        .resume_point(&mut std::io::BufReader::new(&mut file), len)
+        .map_err(|e| Failure::Final(e.into()))?;
+    file.set_len(point.plaintext_len()).map_err(io)?;
+    std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(point.plaintext_len())).map_err(io)?;
+    Ok((tokio::fs::File::from_std(file), point))
+}
+
+fn check_content_range(
+    response: &hyper::Response<hyper::body::Incoming>,
+    start: u64,
+) -> Result<()> {
+    let ok = response
+        .headers()
+        .get("content-range")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("bytes "))
+        .and_then(|v| v.split('-').next())
+        .and_then(|v| v.parse::<u64>().ok())
+        == Some(start);
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::protocol("the server answered another range"))
+    }
+}
+
+fn tokio_util_reader(
+    stream: impl futures_util::Stream<Item = std::io::Result<bytes::Bytes>> + Unpin,
+) -> impl tokio::io::AsyncRead + Unpin {
+    tokio_util::io::StreamReader::new(stream)
+}
+
+/// The final path for a download and, if the stored name was replaced,
+/// the stored name.
+fn destination(
+    target: &Target,
+    metadata: &Metadata,
+    key: &str,
+) -> Result<(PathBuf, Option<String>)> {
+    match target {
+        Target::File(path) => Ok((path.clone(), None)),
+        Target::Dir(dir) => match metadata.name.as_deref() {
+            Some(name) if check_component(name).is_ok() => Ok((dir.join(name), None)),
+            stored => Ok((
+                dir.join(fallback_name(key)),
+                Some(stored.unwrap_or("").to_string()),
+            )),
+        },
+        Target::Tree(dir) => {
+            let stored = metadata
+                .path
+                .as_deref()
+                .or(metadata.name.as_deref())
+                .ok_or_else(|| Error::HostileName {
+                    name: String::new(),
+                    why: "no stored name",
+                })?;
+            let relative = safe_relative(stored)?;
+            Ok((create_parents(dir, &relative)?, None))
+        }
+    }
+}
+
+/// Gives the verified partial file its final name: with `force` by rename,
+/// otherwise by hard link, which fails rather than replace an existing file
+/// (no window between a check and the rename).
+fn place(partial: &Path, path: &Path, force: bool) -> Result<()> {
+    if force {
+        std::fs::rename(partial, path).map_err(Error::io(path))?;
+    } else {
+        match std::fs::hard_link(partial, path) {
+            Ok(()) => std::fs::remove_file(partial).map_err(Error::io(partial))?,
+            Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {
+                return Err(Error::Exists(path.to_path_buf()));
+            }
+            // File systems without hard links: check, then rename.
+            Err(_) if std::fs::symlink_metadata(path).is_err() => {
+                std::fs::rename(partial, path).map_err(Error::io(path))?;
+            }
+            Err(_) => return Err(Error::Exists(path.to_path_buf())),
+        }
+    }
+    if let Some(dir) = path.parent()
+        && let Ok(handle) = std::fs::File::open(if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        })
+    {
+        let _ = handle.sync_all();
+    }
+    Ok(())
+}
+
+/// Decrypts a stored file's metadata (name, path, size, mtime) with the
+/// caller's wrap, fetching only the header; also returns the claimed
+/// sender (authenticated only by a full download's trailer signature).
+pub async fn describe(
+    session: &mut Session,
+    entry: &crate::api::FileEntry,
+) -> Result<(Metadata, PublicIdentity)> {
+    let identity = session
+        .identity()
+        .cloned()
+        .ok_or_else(|| Error::Usage("an identity is needed to decrypt".into()))?;
+    let stanza = session.own_wrap(&entry.id).await?;
+    let header = fetch_header(session, Source::File(&entry.id), entry.size).await?;
+    let (parsed, _) = Header::parse(&header)?;
+    let sender = parsed.claimed_sender().clone();
+    let opened = parsed.open(&identity, &[stanza])?;
+    Ok((opened.metadata().clone(), sender))
+}

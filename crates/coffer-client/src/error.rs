@@ -1,0 +1,125 @@
+//! The library's error type: one variant per thing a caller may want to
+//! handle differently. Messages never contain tokens, keys or passwords.
+
+use std::path::PathBuf;
+
+/// Everything a client operation can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The server's certificate does not match the pinned fingerprint.
+    #[error(
+        "the server certificate changed: pinned {pinned}, presented {presented}. \
+         This may be an attack; if the server really got a new certificate, log in again with --fingerprint"
+    )]
+    CertificateChanged {
+        /// The pin in the profile.
+        pinned: String,
+        /// What the server presented.
+        presented: String,
+    },
+    /// The server's coffer identity differs from the pinned one.
+    #[error(
+        "the server identity changed: pinned {pinned}, presented {presented}. Refusing to continue"
+    )]
+    ServerIdentityChanged {
+        /// The pinned identity.
+        pinned: String,
+        /// What the server presented.
+        presented: String,
+    },
+    /// A user's public key differs from the one seen before.
+    #[error(
+        "the public key of user {user} changed: known {known}, now {presented}. \
+         Check with them, then pass --accept-new-key"
+    )]
+    UserKeyChanged {
+        /// The user.
+        user: String,
+        /// Known fingerprint.
+        known: String,
+        /// Presented fingerprint.
+        presented: String,
+    },
+    /// TLS or TCP failed.
+    #[error("cannot connect to {addr}: {source}")]
+    Connect {
+        /// Where.
+        addr: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// An HTTP exchange failed midway (connection lost).
+    #[error("connection lost: {0}")]
+    Transport(String),
+    /// The server answered with an error.
+    #[error("server refused ({status} {code}): {message}")]
+    Api {
+        /// HTTP status.
+        status: u16,
+        /// Stable error code from the body.
+        code: String,
+        /// Human message from the body.
+        message: String,
+    },
+    /// The server answered something that does not follow the protocol.
+    #[error("unexpected answer from the server: {0}")]
+    Protocol(String),
+    /// The file format refused (tampering, wrong key, truncation).
+    #[error(transparent)]
+    Format(#[from] coffer_format::Error),
+    /// A signed receipt did not verify or does not match the upload.
+    #[error("the upload receipt does not verify: {0}")]
+    Receipt(String),
+    /// The local file changed while an upload of it was being resumed.
+    #[error("{0} changed since the upload started; it will be uploaded afresh")]
+    SourceChanged(PathBuf),
+    /// A name from a file's metadata cannot be used safely.
+    #[error("refusing the stored name {name:?}: {why}")]
+    HostileName {
+        /// The name as stored (escaped by Debug).
+        name: String,
+        /// Why it was refused.
+        why: &'static str,
+    },
+    /// The output exists and overwriting was not asked for.
+    #[error("{0} exists; pass --force to overwrite")]
+    Exists(PathBuf),
+    /// Local file system error.
+    #[error("{path}: {source}")]
+    Io {
+        /// Which path.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Bad input from the caller.
+    #[error("{0}")]
+    Usage(String),
+}
+
+impl Error {
+    pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Self {
+        let path = path.into();
+        move |source| Error::Io { path, source }
+    }
+
+    pub(crate) fn protocol(what: impl Into<String>) -> Self {
+        Error::Protocol(what.into())
+    }
+
+    /// Whether retrying on a new connection may help (lost connection,
+    /// server restarting, rate limit).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::Transport(_) => true,
+            Error::Connect { .. } => true,
+            Error::Api { status, code, .. } => {
+                *status == 429 && code == "rate_limited" || *status == 423 || *status >= 502
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Result with [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,18 @@
+//! Progress reporting, kept abstract so the library has no terminal code:
+//! the CLI draws bars with indicatif, other programs do what they like.
+
+/// Receives byte counts as a transfer moves (stored, i.e. encrypted, bytes).
+pub trait Progress: Sync {
+    /// The transfer's total size.
+    fn set_total(&self, total: u64);
+    /// Bytes done so far (may go back when a transfer resumes).
+    fn set_position(&self, position: u64);
+}
+
+/// Reports nothing.
+pub struct Silent;
+
+impl Progress for Silent {
+    fn set_total(&self, _: u64) {}
+    fn set_position(&self, _: u64) {}
+}

@@ -1,0 +1,788 @@
+//! End-to-end encrypted uploads over tus, resumable across dropped
+//! connections and restarted clients.
+//!
+//! The file is encrypted on this machine (coffer format, stanzas detached:
+//! the key wraps travel in `Upload-Metadata` and the server stores them per
+//! user). Nothing but ciphertext, its length and the wraps leave the machine.
+//!
+//! **Resuming without a ciphertext spool.** The STREAM payload is a
+//! deterministic function of (file key, header, plaintext). So a resumed
+//! upload reopens the header it created (through the owner's own wrap, kept
+//! in the resume record: the record holds no secret), re-encrypts from the
+//! start and sends only the bytes past the server's offset.
+//!
+//! That is only sound if the plaintext is unchanged: encrypting *different*
+//! plaintext under the same key and counters is the nonce reuse the STREAM
+//! construction forbids. So the record also holds, for each unit of
+//! `UNIT_LEN` plaintext bytes, a digest of the unit's ciphertext tags,
+//! written **before** any byte of that unit is sent. On a resume every unit
+//! is re-encrypted and compared with its digest before it may leave; a
+//! changed file fails the comparison, the old upload is abandoned and the
+//! file is uploaded afresh under a new key. (A GCM tag changes whenever its
+//! chunk's plaintext does, so hashing 16 bytes per 64 KiB chunk is enough.)
+
+use std::cell::RefCell;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_lc_rs::digest::{Context, SHA256};
+use bytes::Bytes;
+use coffer_format::{
+    EncryptOptions, Header, Identity, Metadata, Prepared, PublicIdentity, Stanza, Stanzas,
+};
+use coffer_proto::receipt::SignedReceipt;
+use futures_util::StreamExt as _;
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::Frame;
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use crate::fsutil::{hex, sha256, write_private};
+use crate::progress::Progress;
+use crate::session::{Session, decode_b64, error_of};
+use crate::{Error, Result};
+
+/// Plaintext bytes per resume unit (a multiple of the chunk size).
+const UNIT_LEN: u64 = 4 * 1024 * 1024;
+/// Ciphertext bytes per message between the encrypting thread and the
+/// network task; with `PIPE_DEPTH` this bounds the memory in flight.
+const PIPE_PIECE: usize = 1024 * 1024;
+const PIPE_DEPTH: usize = 8;
+
+/// How to upload.
+#[derive(Clone, Debug)]
+pub struct PutOptions {
+    /// Users who get a wrap besides the owner (already verified keys).
+    pub recipients: Vec<(String, PublicIdentity)>,
+    /// Relative path kept in the encrypted metadata (`put -r`).
+    pub relative_path: Option<String>,
+    /// Plaintext bytes per chunk.
+    pub chunk_size: u32,
+    /// Bytes per PATCH request: each ends with the server syncing to disk,
+    /// so this is also the most a server crash can lose.
+    pub patch_len: u64,
+    /// How many times to reconnect and resume before giving up.
+    pub retries: u32,
+    /// Where resume records live.
+    pub state_dir: PathBuf,
+}
+
+impl PutOptions {
+    /// Defaults: 64 KiB chunks, 256 MiB per request, 8 retries.
+    pub fn new(state_dir: PathBuf) -> Self {
+        Self {
+            recipients: Vec::new(),
+            relative_path: None,
+            chunk_size: coffer_format::header::DEFAULT_CHUNK_SIZE,
+            patch_len: 256 * 1024 * 1024,
+            retries: 8,
+            state_dir,
+        }
+    }
+}
+
+/// A finished upload.
+#[derive(Clone, Debug)]
+pub struct PutOutcome {
+    /// The new file's id.
+    pub file_id: String,
+    /// The server's signed receipt, verified against the pinned identity.
+    pub receipt: SignedReceipt,
+    /// Plaintext bytes.
+    pub plaintext_len: u64,
+    /// Encrypted bytes stored.
+    pub stored_len: u64,
+    /// Ciphertext bytes that were already on the server from an earlier
+    /// attempt (0 for a fresh upload).
+    pub resumed_at: u64,
+}
+
+/// What identifies the version of a local file an upload was made from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct SourceStamp {
+    size: u64,
+    mtime_ns: i128,
+    inode: u64,
+}
+
+impl SourceStamp {
+    fn of(meta: &std::fs::Metadata) -> Self {
+        let mtime_ns = meta
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_nanos() as i128);
+        #[cfg(unix)]
+        let inode = std::os::unix::fs::MetadataExt::ino(meta);
+        #[cfg(not(unix))]
+        let inode = 0;
+        Self {
+            size: meta.len(),
+            mtime_ns,
+            inode,
+        }
+    }
+}
+
+/// The resume record (see the module docs). No secrets: the header is
+/// public and the owner's wrap opens only with the owner's identity.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Record {
+    upload_path: String,
+    header: String,
+    owner_stanza: String,
+    source: SourceStamp,
+    encoded_len: u64,
+    unit_len: u64,
+    /// Hex digest of each unit's ciphertext tags, recorded before sending.
+    units: Vec<String>,
+}
+
+struct RecordFile {
+    path: PathBuf,
+    record: Record,
+}
+
+impl RecordFile {
+    fn save(&self) -> Result<()> {
+        let json = serde_json::to_vec(&self.record).map_err(|e| Error::Usage(e.to_string()))?;
+        write_private(&self.path, &json)
+    }
+
+    fn remove(&self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+fn record_path(session: &Session, source: &Path, options: &PutOptions) -> PathBuf {
+    let mut recipients: Vec<&str> = options.recipients.iter().map(|(u, _)| u.as_str()).collect();
+    recipients.sort_unstable();
+    let key = [
+        session.endpoint().url.as_str(),
+        session.user(),
+        &source.to_string_lossy(),
+        options.relative_path.as_deref().unwrap_or(""),
+        &recipients.join(","),
+    ]
+    .join("\0");
+    options
+        .state_dir
+        .join(format!("{}.json", hex(&sha256(key.as_bytes())[..16])))
+}
+
+/// Uploads one file, resuming an earlier attempt at the same upload if its
+/// record and server-side upload still exist and the file is unchanged.
+pub async fn put(
+    session: &mut Session,
+    source: &Path,
+    options: &PutOptions,
+    progress: &dyn Progress,
+) -> Result<PutOutcome> {
+    let source = std::fs::canonicalize(source).map_err(Error::io(source))?;
+    match put_once(session, &source, options, progress).await {
+        Err(Error::SourceChanged(_)) => {
+            // The abandoned upload was terminated; start over, new key.
+            put_once(session, &source, options, progress).await
+        }
+        other => other,
+    }
+}
+
+async fn put_once(
+    session: &mut Session,
+    source: &Path,
+    options: &PutOptions,
+    progress: &dyn Progress,
+) -> Result<PutOutcome> {
+    let identity = session
+        .identity()
+        .cloned()
+        .ok_or_else(|| Error::Usage("an identity is needed to upload".into()))?;
+    let meta = std::fs::metadata(source).map_err(Error::io(source))?;
+    if !meta.is_file() {
+        return Err(Error::Usage(format!(
+            "{} is not a regular file",
+            source.display()
+        )));
+    }
+    let stamp = SourceStamp::of(&meta);
+    let path = record_path(session, source, options);
+    let mut file = match resumable(session, &path, &stamp).await? {
+        Some(found) => found,
+        None => create(session, &identity, source, &meta, stamp, options, path).await?,
+    };
+    let outcome = send_all(session, &identity, source, &mut file, options, progress).await;
+    match &outcome {
+        Ok(_) => file.remove(),
+        Err(Error::SourceChanged(_)) => {
+            let _ = terminate(session, &file.record.upload_path).await;
+            file.remove();
+        }
+        Err(_) => {}
+    }
+    outcome
+}
+
+/// The saved record, if it is for this version of the file and the server
+/// still has the upload.
+async fn resumable(
+    session: &mut Session,
+    path: &Path,
+    stamp: &SourceStamp,
+) -> Result<Option<RecordFile>> {
+    let Ok(bytes) = std::fs::read(path) else {
+        return Ok(None);
+    };
+    let Ok(record) = serde_json::from_slice::<Record>(&bytes) else {
+        let _ = std::fs::remove_file(path);
+        return Ok(None);
+    };
+    let file = RecordFile {
+        path: path.to_path_buf(),
+        record,
+    };
+    if file.record.source != *stamp {
+        let _ = terminate(session, &file.record.upload_path).await;
+        file.remove();
+        return Ok(None);
+    }
+    match offset_of(session, &file.record.upload_path).await {
+        Ok(_) => Ok(Some(file)),
+        Err(Error::Api {
+            status: 404 | 410, ..
+        }) => {
+            file.remove();
+            Ok(None)
+        }
+        Err(err) => Err(err),
+    }
+}
+
+fn metadata_for(source: &Path, meta: &std::fs::Metadata, options: &PutOptions) -> Metadata {
+    Metadata {
+        name: source.file_name().map(|n| n.to_string_lossy().into_owned()),
+        path: options.relative_path.clone(),
+        size: Some(meta.len()),
+        mtime: meta
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_secs() as i64),
+        content_type: None,
+    }
+}
+
+/// Prepares the header and wraps, and creates the upload on the server.
+async fn create(
+    session: &mut Session,
+    identity: &Arc<Identity>,
+    source: &Path,
+    meta: &std::fs::Metadata,
+    stamp: SourceStamp,
+    options: &PutOptions,
+    path: PathBuf,
+) -> Result<RecordFile> {
+    let mut recipients = vec![identity.public().clone()];
+    recipients.extend(options.recipients.iter().map(|(_, key)| key.clone()));
+    let mut encrypt = EncryptOptions::new(&recipients, identity);
+    encrypt.chunk_size = options.chunk_size;
+    encrypt.metadata = metadata_for(source, meta, options);
+    let prepared = coffer_format::prepare(encrypt)?;
+    let header = prepared.header_bytes(Stanzas::Detached)?;
+    let encoded_len = prepared.encoded_len(Stanzas::Detached, meta.len())?;
+    let stanzas = prepared.stanzas();
+    let mut pairs = vec!["coffer-e2ee".to_string()];
+    let users = std::iter::once(session.user().to_string())
+        .chain(options.recipients.iter().map(|(u, _)| u.clone()));
+    for (user, stanza) in users.zip(stanzas) {
+        pairs.push(format!(
+            "coffer-wrap.{user} {}",
+            std_b64(&stanza.to_bytes())
+        ));
+    }
+    let request = session
+        .request("POST", "/v1/uploads", true)
+        .await?
+        .header("tus-resumable", "1.0.0")
+        .header("upload-length", encoded_len)
+        .header("upload-metadata", pairs.join(","))
+        .body(crate::session::full(Vec::new()))
+        .map_err(|e| Error::Usage(e.to_string()))?;
+    let response = session.send(request).await?;
+    if response.status() != hyper::StatusCode::CREATED {
+        return Err(error_of(response).await);
+    }
+    let location = response
+        .headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| Error::protocol("upload created without Location"))?;
+    let upload_path = upload_path_of(location)?;
+    let _ = response.into_body().collect().await;
+    let file = RecordFile {
+        path,
+        record: Record {
+            upload_path,
+            header: b64(&header),
+            owner_stanza: b64(&stanzas[0].to_bytes()),
+            source: stamp,
+            encoded_len,
+            unit_len: UNIT_LEN,
+            units: Vec::new(),
+        },
+    };
+    file.save()?;
+    Ok(file)
+}
+
+fn upload_path_of(location: &str) -> Result<String> {
+    let path = match location.find("/v1/uploads/") {
+        Some(at) => &location[at..],
+        None => return Err(Error::protocol("unexpected upload Location")),
+    };
+    let id = &path["/v1/uploads/".len()..];
+    if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return Err(Error::protocol("unexpected upload Location"));
+    }
+    Ok(path.to_string())
+}
+
+fn b64(bytes: &[u8]) -> String {
+    base64::Engine::encode(coffer_proto::b64(), bytes)
+}
+
+fn std_b64(bytes: &[u8]) -> String {
+    base64::Engine::encode(&base64::engine::general_purpose::STANDARD, bytes)
+}
+
+/// `HEAD` on the upload: the server's offset.
+async fn offset_of(session: &mut Session, upload_path: &str) -> Result<u64> {
+    let request = session
+        .request("HEAD", upload_path, true)
+        .await?
+        .header("tus-resumable", "1.0.0")
+        .body(crate::session::full(Vec::new()))
+        .map_err(|e| Error::Usage(e.to_string()))?;
+    let response = session.send(request).await?;
+    if !response.status().is_success() {
+        return Err(error_of(response).await);
+    }
+    header_u64(response.headers(), "upload-offset")
+}
+
+async fn terminate(session: &mut Session, upload_path: &str) -> Result<()> {
+    let request = session
+        .request("DELETE", upload_path, true)
+        .await?
+        .header("tus-resumable", "1.0.0")
+        .body(crate::session::full(Vec::new()))
+        .map_err(|e| Error::Usage(e.to_string()))?;
+    let response = session.send(request).await?;
+    let _ = response.into_body().collect().await;
+    Ok(())
+}
+
+fn header_u64(headers: &hyper::HeaderMap, name: &str) -> Result<u64> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| Error::protocol(format!("missing or bad {name}")))
+}
+
+/// Sends everything past the server's offset, reconnecting and resuming
+/// after transient failures, until the server commits the file.
+async fn send_all(
+    session: &mut Session,
+    identity: &Arc<Identity>,
+    source: &Path,
+    file: &mut RecordFile,
+    options: &PutOptions,
+    progress: &dyn Progress,
+) -> Result<PutOutcome> {
+    let total = file.record.encoded_len;
+    progress.set_total(total);
+    let mut failures = 0u32;
+    let mut resumed_at = None;
+    loop {
+        let attempt = async {
+            let offset = offset_of(session, &file.record.upload_path).await?;
+            resumed_at.get_or_insert(offset);
+            progress.set_position(offset);
+            send_from(session, identity, source, file, offset, options, progress).await
+        };
+        match attempt.await {
+            Ok((file_id, receipt, ciphertext_sha256)) => {
+                let plaintext_len = file.record.source.size;
+                check_receipt(session, &receipt, &file_id, total, &ciphertext_sha256)?;
+                return Ok(PutOutcome {
+                    file_id,
+                    receipt,
+                    plaintext_len,
+                    stored_len: total,
+                    resumed_at: resumed_at.unwrap_or(0),
+                });
+            }
+            Err(err) if is_retryable(&err) && failures < options.retries => {
+                failures += 1;
+                session.disconnect();
+                let wait = Duration::from_millis((250u64 << failures.min(5)).min(5_000));
+                tokio::time::sleep(wait).await;
+            }
+            Err(err) => return Err(err),
+        }
+    }
+}
+
+fn is_retryable(err: &Error) -> bool {
+    err.is_transient()
+        || matches!(
+            err,
+            Error::Api { status: 409, .. } | Error::Api { status: 500.., .. }
+        )
+}
+
+fn check_receipt(
+    session: &Session,
+    receipt: &SignedReceipt,
+    file_id: &str,
+    stored_len: u64,
+    ciphertext_sha256: &[u8; 32],
+) -> Result<()> {
+    let server = session
+        .server_identity()
+        .ok_or_else(|| Error::Receipt("no pinned server identity".into()))?;
+    if !receipt.verify(server) {
+        return Err(Error::Receipt("bad signature".into()));
+    }
+    let r = &receipt.receipt;
+    if r.file_id != file_id || r.uploader != session.user() {
+        return Err(Error::Receipt("it names another file or uploader".into()));
+    }
+    if r.size != stored_len || r.sha256 != hex(ciphertext_sha256) {
+        return Err(Error::Receipt(
+            "the server stored other bytes than were sent".into(),
+        ));
+    }
+    Ok(())
+}
+
+type Piece = std::result::Result<Bytes, std::io::Error>;
+
+/// One attempt: a producer thread re-encrypts the file and pipes the bytes
+/// past `offset` here, where they go out in PATCH requests.
+async fn send_from(
+    session: &mut Session,
+    identity: &Arc<Identity>,
+    source: &Path,
+    file: &mut RecordFile,
+    mut offset: u64,
+    options: &PutOptions,
+    progress: &dyn Progress,
+) -> Result<(String, SignedReceipt, [u8; 32])> {
+    let (tx, rx) = mpsc::channel::<Piece>(PIPE_DEPTH);
+    let producer = Producer {
+        identity: identity.clone(),
+        source: source.to_path_buf(),
+        record: file.record.clone(),
+        record_path: file.path.clone(),
+        skip: offset,
+        tx,
+    };
+    let handle = std::thread::Builder::new()
+        .name("coffer-encrypt".into())
+        .spawn(move || producer.run())
+        .map_err(|e| Error::Io {
+            path: source.to_path_buf(),
+            source: e,
+        })?;
+    let mut pipe = Pipe { rx, leftover: None };
+    let total = file.record.encoded_len;
+    let mut committed = None;
+    let mut failure = None;
+    while offset < total {
+        let len = options.patch_len.min(total - offset);
+        match patch(session, &file.record.upload_path, offset, len, &mut pipe).await {
+            Ok((new_offset, commit)) => {
+                offset = new_offset;
+                progress.set_position(offset);
+                committed = commit;
+            }
+            Err(err) => {
+                failure = Some(err);
+                break;
+            }
+        }
+    }
+    drop(pipe);
+    let produced = tokio::task::spawn_blocking(move || handle.join())
+        .await
+        .map_err(|e| Error::Transport(e.to_string()))?
+        .map_err(|_| Error::Usage("the encrypting thread panicked".into()))?;
+    // The producer's own failure (file changed, unreadable) explains a
+    // broken request better than the request error does.
+    let ciphertext_sha256 = match produced {
+        Err(err) => return Err(err),
+        Ok(digest) => digest,
+    };
+    if let Some(err) = failure {
+        return Err(err);
+    }
+    // Units recorded by the producer are needed by the next attempt only;
+    // reload them so a retry compares against everything sent.
+    if let Ok(bytes) = std::fs::read(&file.path)
+        && let Ok(record) = serde_json::from_slice::<Record>(&bytes)
+    {
+        file.record = record;
+    }
+    let (file_id, receipt) =
+        committed.ok_or_else(|| Error::protocol("the server did not commit the upload"))?;
+    let digest = ciphertext_sha256
+        .ok_or_else(|| Error::protocol("the upload ended before the file was encrypted"))?;
+    Ok((file_id, receipt, digest))
+}
+
+/// Ciphertext arriving from the producer, cut into request bodies.
+struct Pipe {
+    rx: mpsc::Receiver<Piece>,
+    leftover: Option<Bytes>,
+}
+
+impl Pipe {
+    async fn next_up_to(&mut self, max: u64) -> Option<Piece> {
+        let piece = match self.leftover.take() {
+            Some(bytes) => bytes,
+            None => match self.rx.recv().await? {
+                Ok(bytes) => bytes,
+                Err(err) => return Some(Err(err)),
+            },
+        };
+        if piece.len() as u64 > max {
+            let mut head = piece;
+            let tail = head.split_off(max as usize);
+            self.leftover = Some(tail);
+            Some(Ok(head))
+        } else {
+            Some(Ok(piece))
+        }
+    }
+}
+
+type Committed = Option<(String, SignedReceipt)>;
+
+/// One PATCH of `len` bytes at `offset`. Returns the new offset, and the
+/// file id and receipt when this request completed the upload.
+async fn patch(
+    session: &mut Session,
+    upload_path: &str,
+    offset: u64,
+    len: u64,
+    pipe: &mut Pipe,
+) -> Result<(u64, Committed)> {
+    let builder = session
+        .request("PATCH", upload_path, true)
+        .await?
+        .header("tus-resumable", "1.0.0")
+        .header("upload-offset", offset)
+        .header("content-type", "application/offset+octet-stream")
+        .header("content-length", len);
+    // The body borrows the pipe for exactly `len` bytes.
+    let (body_tx, body_rx) = mpsc::channel::<Piece>(2);
+    let feed = async {
+        let mut left = len;
+        while left > 0 {
+            let Some(piece) = pipe.next_up_to(left).await else {
+                let _ = body_tx
+                    .send(Err(std::io::Error::other("encryption stopped")))
+                    .await;
+                return;
+            };
+            let failed = piece.is_err();
+            if let Ok(bytes) = &piece {
+                left -= bytes.len() as u64;
+            }
+            if body_tx.send(piece).await.is_err() || failed {
+                return;
+            }
+        }
+    };
+    let stream = tokio_stream_of(body_rx).map(|piece| piece.map(Frame::data));
+    let request = builder
+        .body(BodyExt::boxed(StreamBody::new(stream)))
+        .map_err(|e| Error::Usage(e.to_string()))?;
+    let (_, response) = tokio::join!(feed, session.send(request));
+    let response = response?;
+    if response.status() != hyper::StatusCode::NO_CONTENT {
+        return Err(error_of(response).await);
+    }
+    let headers = response.headers().clone();
+    let _ = response.into_body().collect().await;
+    let new_offset = header_u64(&headers, "upload-offset")?;
+    if new_offset != offset + len {
+        return Err(Error::Transport(
+            "the server kept only part of the request".into(),
+        ));
+    }
+    let committed = match headers.get("coffer-file-id") {
+        None => None,
+        Some(id) => {
+            let id = id
+                .to_str()
+                .map_err(|_| Error::protocol("bad Coffer-File-Id"))?
+                .to_string();
+            let encoded = headers
+                .get("coffer-receipt")
+                .and_then(|v| v.to_str().ok())
+                .ok_or_else(|| Error::Receipt("the commit came without a receipt".into()))?;
+            let receipt: SignedReceipt = serde_json::from_slice(&decode_b64(encoded)?)
+                .map_err(|e| Error::Receipt(e.to_string()))?;
+            Some((id, receipt))
+        }
+    };
+    Ok((new_offset, committed))
+}
+
+fn tokio_stream_of(mut rx: mpsc::Receiver<Piece>) -> impl futures_util::Stream<Item = Piece> {
+    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+/// The encrypting side of one attempt (runs on its own thread).
+struct Producer {
+    identity: Arc<Identity>,
+    source: PathBuf,
+    record: Record,
+    record_path: PathBuf,
+    skip: u64,
+    tx: mpsc::Sender<Piece>,
+}
+
+/// Collects what the encryptor writes during one unit, and a digest of the
+/// tag that ends each write: the encryptor writes each sealed chunk (and
+/// the header, and the final chunk with the trailer) in one call.
+#[derive(Default)]
+struct UnitBuf {
+    bytes: Vec<u8>,
+    tags: Vec<u8>,
+}
+
+#[derive(Clone, Default)]
+struct UnitSink(Rc<RefCell<UnitBuf>>);
+
+impl Write for UnitSink {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        let mut unit = self.0.borrow_mut();
+        unit.bytes.extend_from_slice(data);
+        unit.tags
+            .extend_from_slice(&(data.len() as u64).to_be_bytes());
+        unit.tags
+            .extend_from_slice(&data[data.len().saturating_sub(16)..]);
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Producer {
+    /// Returns the SHA-256 of the whole ciphertext (None if stopped early).
+    fn run(mut self) -> Result<Option<[u8; 32]>> {
+        let result = self.encrypt();
+        if let Err(err) = &result {
+            let _ = self
+                .tx
+                .blocking_send(Err(std::io::Error::other(err.to_string())));
+        }
+        result
+    }
+
+    fn encrypt(&mut self) -> Result<Option<[u8; 32]>> {
+        let header = decode_b64(&self.record.header)?;
+        let stanza = Stanza::from_bytes(&decode_b64(&self.record.owner_stanza)?)?;
+        let (parsed, _) = Header::parse(&header)?;
+        let opened = parsed.open(&self.identity, &[stanza])?;
+        let identity = self.identity.clone();
+        let prepared = Prepared::reopen(opened, &identity)?;
+        let sink = UnitSink::default();
+        let mut encryptor = Some(prepared.writer(sink.clone(), Stanzas::Detached)?);
+        let mut input = File::open(&self.source).map_err(Error::io(&self.source))?;
+        let mut plain = vec![0u8; self.record.unit_len as usize];
+        let mut ciphertext = Context::new(&SHA256);
+        for unit in 0.. {
+            let n = read_full(&mut input, &mut plain).map_err(Error::io(&self.source))?;
+            let last = n < plain.len();
+            let Some(mut enc) = encryptor.take() else {
+                break;
+            };
+            enc.write_all(&plain[..n])
+                .map_err(coffer_format::Error::from_io)?;
+            if last {
+                enc.finish()?;
+            } else {
+                encryptor = Some(enc);
+            }
+            let taken = std::mem::take(&mut *sink.0.borrow_mut());
+            self.check_unit(unit, &taken.tags)?;
+            ciphertext.update(&taken.bytes);
+            if !self.emit(taken.bytes) {
+                return Ok(None);
+            }
+            if last {
+                break;
+            }
+        }
+        let mut digest = [0u8; 32];
+        digest.copy_from_slice(ciphertext.finish().as_ref());
+        Ok(Some(digest))
+    }
+
+    /// Compares a unit with its record, or records it before it is sent.
+    fn check_unit(&mut self, unit: usize, tags: &[u8]) -> Result<()> {
+        let digest = hex(&sha256(tags));
+        match self.record.units.get(unit) {
+            Some(known) if *known == digest => Ok(()),
+            Some(_) => Err(Error::SourceChanged(self.source.clone())),
+            None => {
+                self.record.units.push(digest);
+                RecordFile {
+                    path: self.record_path.clone(),
+                    record: self.record.clone(),
+                }
+                .save()
+            }
+        }
+    }
+
+    /// Sends the part of a unit past `skip`; false once the receiver is gone.
+    fn emit(&mut self, bytes: Vec<u8>) -> bool {
+        let bytes = Bytes::from(bytes);
+        let start = self.skip.min(bytes.len() as u64) as usize;
+        self.skip -= start as u64;
+        let mut rest = bytes.slice(start..);
+        while !rest.is_empty() {
+            let piece = rest.split_to(rest.len().min(PIPE_PIECE));
+            if self.tx.blocking_send(Ok(piece)).is_err() {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+/// Reads until `buf` is full or the input ends.
+fn read_full(input: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match input.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(err) => return Err(err),
+        }
+    }
+    Ok(filled)
+}
