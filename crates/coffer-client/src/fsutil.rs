@@ -18,11 +18,20 @@ pub fn private_dir(dir: &Path) -> Result<()> {
 /// Writes `bytes` to `path` with mode 0600: to a temporary sibling first,
 /// synced, then renamed over the old file.
 pub fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
+    replace_private(path, bytes, true)
+}
+
+/// Like [`write_private`]; without `sync` the new content survives a
+/// crash of the process but not necessarily of the machine (the rename
+/// still makes it all-or-nothing).
+pub fn replace_private(path: &Path, bytes: &[u8], sync: bool) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     private_dir(dir)?;
     let mut tmp = tempfile_in(dir)?;
     tmp.write_all(bytes).map_err(Error::io(path))?;
-    tmp.as_file().sync_all().map_err(Error::io(path))?;
+    if sync {
+        tmp.as_file().sync_all().map_err(Error::io(path))?;
+    }
     tmp.persist(path).map_err(|e| Error::io(path)(e.error))?;
     Ok(())
 }

@@ -10,7 +10,9 @@ use coffer_proto::link::{PasswordKey, SALT_LEN, SECRET_LEN, link_identity};
 use serde_json::json;
 use zeroize::Zeroizing;
 
-use crate::download::{GetOptions, GetOutcome, Opened, Source, Target, fetch, fetch_header};
+use crate::download::{
+    GetOptions, GetOutcome, Opened, Source, Target, fetch, fetch_header, open_own,
+};
 use crate::progress::Progress;
 use crate::session::{Endpoint, Session, decode_b64};
 use crate::tls::Trust;
@@ -132,16 +134,8 @@ pub async fn create(
     id: &str,
     options: LinkOptions,
 ) -> Result<(String, String)> {
-    let identity = session
-        .identity()
-        .cloned()
-        .ok_or_else(|| Error::Usage("an identity is needed to create a link".into()))?;
-    let meta = session.file_meta(id).await?;
-    let own = session.own_wrap(id).await?;
-    let header = fetch_header(session, Source::File(id), meta.size).await?;
-    let (parsed, _) = Header::parse(&header)?;
-    let core = parsed.core().clone();
-    let file_key = parsed.open(&identity, &[own])?.file_key().clone();
+    let own = open_own(session, id, "create a link").await?;
+    let (core, file_key) = (own.opened.core(), own.opened.file_key());
     let secret = random::<SECRET_LEN>()?;
     let salt = random::<SALT_LEN>()?;
     let password = match options.password {
@@ -150,7 +144,7 @@ pub async fn create(
     };
     let link_key = link_identity(&secret, salt.as_ref(), password.as_ref())
         .map_err(|e| Error::Usage(e.to_string()))?;
-    let stanza = coffer_format::recipient::add_recipient(&core, &file_key, link_key.public())?;
+    let stanza = coffer_format::recipient::add_recipient(core, file_key, link_key.public())?;
     let mut body = json!({
         "stanza": b64(&stanza.to_bytes()),
         "client_salt": b64(salt.as_ref()),

@@ -196,6 +196,13 @@ impl Session {
         self.identity.as_ref()
     }
 
+    /// The identity, or a clear error saying `what` needs one.
+    pub fn require_identity(&self, what: &str) -> Result<Arc<Identity>> {
+        self.identity
+            .clone()
+            .ok_or_else(|| Error::Usage(format!("an identity is needed to {what}")))
+    }
+
     /// The pinned server identity (set by the first login).
     pub fn server_identity(&self) -> Option<&PublicIdentity> {
         self.server_identity.as_ref()

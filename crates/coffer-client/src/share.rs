@@ -2,11 +2,11 @@
 //! for the recipient's public identity, and sends only that wrap. The
 //! server never sees a key and the stored object is never rewritten.
 
-use coffer_format::{Header, PublicIdentity};
+use coffer_format::PublicIdentity;
 
-use crate::download::{Source, fetch_header};
+use crate::Result;
+use crate::download::open_own;
 use crate::session::Session;
-use crate::{Error, Result};
 
 /// Gives `user` (whose key the caller has checked) access to file `id`.
 pub async fn share(
@@ -15,16 +15,8 @@ pub async fn share(
     user: &str,
     key: &PublicIdentity,
 ) -> Result<()> {
-    let identity = session
-        .identity()
-        .cloned()
-        .ok_or_else(|| Error::Usage("an identity is needed to share".into()))?;
-    let meta = session.file_meta(id).await?;
-    let own = session.own_wrap(id).await?;
-    let header = fetch_header(session, Source::File(id), meta.size).await?;
-    let (parsed, _) = Header::parse(&header)?;
-    let core = parsed.core().clone();
-    let opened = parsed.open(&identity, &[own])?;
-    let stanza = coffer_format::recipient::add_recipient(&core, opened.file_key(), key)?;
+    let own = open_own(session, id, "share").await?;
+    let stanza =
+        coffer_format::recipient::add_recipient(own.opened.core(), own.opened.file_key(), key)?;
     session.put_share(id, user, &stanza).await
 }

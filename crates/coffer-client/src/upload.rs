@@ -41,7 +41,7 @@ use hyper::body::Frame;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-use crate::fsutil::{hex, sha256, write_private};
+use crate::fsutil::{hex, replace_private, sha256};
 use crate::progress::Progress;
 use crate::session::{Session, decode_b64, error_of};
 use crate::{Error, Result};
@@ -140,6 +140,10 @@ struct Record {
     unit_len: u64,
     /// Hex digest of each unit's ciphertext tags, recorded before sending.
     units: Vec<String>,
+    /// Ciphertext bytes produced by the recorded units: no byte past this
+    /// was ever sent.
+    #[serde(default)]
+    covered: u64,
 }
 
 struct RecordFile {
@@ -148,9 +152,14 @@ struct RecordFile {
 }
 
 impl RecordFile {
-    fn save(&self) -> Result<()> {
+    /// Saves the record. `sync` only when it is created: later saves (one
+    /// per unit) need to survive a crash of the client process, which they
+    /// do without a sync. After a crash of the machine an older record may
+    /// come back; `covered` then shows the server holding bytes the record
+    /// does not vouch for, and the upload starts afresh (see `send_all`).
+    fn save(&self, sync: bool) -> Result<()> {
         let json = serde_json::to_vec(&self.record).map_err(|e| Error::Usage(e.to_string()))?;
-        write_private(&self.path, &json)
+        replace_private(&self.path, &json, sync)
     }
 
     fn remove(&self) {
@@ -198,10 +207,7 @@ async fn put_once(
     options: &PutOptions,
     progress: &dyn Progress,
 ) -> Result<PutOutcome> {
-    let identity = session
-        .identity()
-        .cloned()
-        .ok_or_else(|| Error::Usage("an identity is needed to upload".into()))?;
+    let identity = session.require_identity("upload")?;
     let meta = std::fs::metadata(source).map_err(Error::io(source))?;
     if !meta.is_file() {
         return Err(Error::Usage(format!(
@@ -333,9 +339,10 @@ async fn create(
             encoded_len,
             unit_len: UNIT_LEN,
             units: Vec::new(),
+            covered: 0,
         },
     };
-    file.save()?;
+    file.save(true)?;
     Ok(file)
 }
 
@@ -359,10 +366,15 @@ fn std_b64(bytes: &[u8]) -> String {
     base64::Engine::encode(&base64::engine::general_purpose::STANDARD, bytes)
 }
 
-/// `HEAD` on the upload: the server's offset.
-async fn offset_of(session: &mut Session, upload_path: &str) -> Result<u64> {
+/// A bodiless tus request on an upload (`HEAD` for the offset, `DELETE` to
+/// abandon it); error statuses become errors.
+async fn tus_call(
+    session: &mut Session,
+    method: &str,
+    upload_path: &str,
+) -> Result<hyper::HeaderMap> {
     let request = session
-        .request("HEAD", upload_path, true)
+        .request(method, upload_path, true)
         .await?
         .header("tus-resumable", "1.0.0")
         .body(crate::session::full(Vec::new()))
@@ -371,19 +383,21 @@ async fn offset_of(session: &mut Session, upload_path: &str) -> Result<u64> {
     if !response.status().is_success() {
         return Err(error_of(response).await);
     }
-    header_u64(response.headers(), "upload-offset")
+    let headers = response.headers().clone();
+    let _ = response.into_body().collect().await;
+    Ok(headers)
+}
+
+/// `HEAD` on the upload: the server's offset.
+async fn offset_of(session: &mut Session, upload_path: &str) -> Result<u64> {
+    header_u64(
+        &tus_call(session, "HEAD", upload_path).await?,
+        "upload-offset",
+    )
 }
 
 async fn terminate(session: &mut Session, upload_path: &str) -> Result<()> {
-    let request = session
-        .request("DELETE", upload_path, true)
-        .await?
-        .header("tus-resumable", "1.0.0")
-        .body(crate::session::full(Vec::new()))
-        .map_err(|e| Error::Usage(e.to_string()))?;
-    let response = session.send(request).await?;
-    let _ = response.into_body().collect().await;
-    Ok(())
+    tus_call(session, "DELETE", upload_path).await.map(drop)
 }
 
 fn header_u64(headers: &hyper::HeaderMap, name: &str) -> Result<u64> {
@@ -411,6 +425,12 @@ async fn send_all(
     loop {
         let attempt = async {
             let offset = offset_of(session, &file.record.upload_path).await?;
+            if offset > file.record.covered {
+                // The server has bytes the record does not vouch for (the
+                // record is older than them): they cannot be checked, so
+                // they are not built on.
+                return Err(Error::SourceChanged(source.to_path_buf()));
+            }
             resumed_at.get_or_insert(offset);
             progress.set_position(offset);
             send_from(session, identity, source, file, offset, options, progress).await
@@ -711,7 +731,8 @@ impl Producer {
         let mut encryptor = Some(prepared.writer(sink.clone(), Stanzas::Detached)?);
         let mut input = File::open(&self.source).map_err(Error::io(&self.source))?;
         let mut plain = vec![0u8; self.record.unit_len as usize];
-        let mut ciphertext = Context::new(&SHA256);
+        let (to_forwarder, forwarder) = Forwarder::spawn(self.skip, self.tx.clone())?;
+        let mut produced = 0u64;
         for unit in 0.. {
             let n = read_full(&mut input, &mut plain).map_err(Error::io(&self.source))?;
             let last = n < plain.len();
@@ -726,35 +747,76 @@ impl Producer {
                 encryptor = Some(enc);
             }
             let taken = std::mem::take(&mut *sink.0.borrow_mut());
-            self.check_unit(unit, &taken.tags)?;
-            ciphertext.update(&taken.bytes);
-            if !self.emit(taken.bytes) {
-                return Ok(None);
+            produced += taken.bytes.len() as u64;
+            self.check_unit(unit, &taken.tags, produced)?;
+            if to_forwarder.send(taken.bytes).is_err() {
+                break;
             }
             if last {
                 break;
             }
         }
-        let mut digest = [0u8; 32];
-        digest.copy_from_slice(ciphertext.finish().as_ref());
-        Ok(Some(digest))
+        drop(to_forwarder);
+        forwarder
+            .join()
+            .map_err(|_| Error::Usage("the forwarding thread panicked".into()))
     }
 
     /// Compares a unit with its record, or records it before it is sent.
-    fn check_unit(&mut self, unit: usize, tags: &[u8]) -> Result<()> {
+    fn check_unit(&mut self, unit: usize, tags: &[u8], produced: u64) -> Result<()> {
         let digest = hex(&sha256(tags));
         match self.record.units.get(unit) {
             Some(known) if *known == digest => Ok(()),
             Some(_) => Err(Error::SourceChanged(self.source.clone())),
             None => {
                 self.record.units.push(digest);
+                self.record.covered = produced;
                 RecordFile {
                     path: self.record_path.clone(),
                     record: self.record.clone(),
                 }
-                .save()
+                .save(false)
             }
         }
+    }
+}
+
+/// Where the producer hands finished units to the forwarder.
+type UnitSender = std::sync::mpsc::SyncSender<Vec<u8>>;
+
+/// Second stage of the producer: hashes the whole ciphertext (for the
+/// receipt check) on its own thread, so SHA-256 does not slow the
+/// encryption, and passes on the bytes past `skip` to the network task.
+struct Forwarder {
+    skip: u64,
+    tx: mpsc::Sender<Piece>,
+}
+
+impl Forwarder {
+    /// Returns the input side and the thread, whose result is the digest
+    /// (None if the network side went away first).
+    fn spawn(
+        skip: u64,
+        tx: mpsc::Sender<Piece>,
+    ) -> Result<(UnitSender, std::thread::JoinHandle<Option<[u8; 32]>>)> {
+        let (units, inbox) = std::sync::mpsc::sync_channel::<Vec<u8>>(2);
+        let mut forwarder = Forwarder { skip, tx };
+        let handle = std::thread::Builder::new()
+            .name("coffer-forward".into())
+            .spawn(move || {
+                let mut ciphertext = Context::new(&SHA256);
+                for unit in inbox {
+                    ciphertext.update(&unit);
+                    if !forwarder.emit(unit) {
+                        return None;
+                    }
+                }
+                let mut digest = [0u8; 32];
+                digest.copy_from_slice(ciphertext.finish().as_ref());
+                Some(digest)
+            })
+            .map_err(|e| Error::Usage(format!("cannot start a thread: {e}")))?;
+        Ok((units, handle))
     }
 
     /// Sends the part of a unit past `skip`; false once the receiver is gone.

@@ -35,6 +35,8 @@ pub struct AppState {
     pub objects: Arc<dyn crate::objects::ObjectStore>,
     /// Uploads being written on this node.
     pub busy: crate::files::BusyUploads,
+    /// Running digests of E2EE uploads on this node.
+    pub digests: crate::files::RunningDigests,
     /// Per-address rate limiters.
     pub rate_limits: Arc<crate::limits::RateLimits>,
     /// Refusals already audited in the current window.
@@ -65,6 +67,7 @@ impl AppState {
             config: Arc::new(config),
             objects,
             busy: crate::files::BusyUploads::default(),
+            digests: crate::files::RunningDigests::default(),
             refusals: Arc::default(),
         }
     }

@@ -7,7 +7,7 @@
 //! point leaves either a resumable upload or a complete file, never a visible
 //! partial one.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -47,6 +47,52 @@ impl BusyUploads {
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         set.insert(id.to_string())
             .then(|| BusyGuard(self.clone(), id.to_string()))
+    }
+}
+
+/// Running SHA-256 of E2EE uploads as their bytes pass, so the commit
+/// need not read the whole object back to hash it. Only a hint: it lives
+/// in this process, and an upload whose digest is missing or at another
+/// offset (server restarted, another node took a PATCH) is hashed from
+/// disk at commit as before.
+#[derive(Clone, Default)]
+pub struct RunningDigests(Arc<Mutex<HashMap<String, (u64, aws_lc_rs::digest::Context)>>>);
+
+impl RunningDigests {
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<String, (u64, aws_lc_rs::digest::Context)>> {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The digest of the first `offset` bytes, if known (taken out: it is
+    /// put back only once the next bytes are durably stored).
+    fn take(&self, id: &str, offset: u64) -> Option<aws_lc_rs::digest::Context> {
+        match self.lock().remove(id) {
+            Some((at, ctx)) if at == offset => Some(ctx),
+            _ if offset == 0 => Some(aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256)),
+            _ => None,
+        }
+    }
+
+    fn put(&self, id: &str, offset: u64, ctx: aws_lc_rs::digest::Context) {
+        self.lock().insert(id.to_string(), (offset, ctx));
+    }
+
+    fn forget(&self, id: &str) {
+        self.lock().remove(id);
+    }
+
+    /// The digest of a complete upload of `length` bytes, if known.
+    fn finish(&self, id: &str, length: u64) -> Option<[u8; 32]> {
+        let (at, ctx) = self.lock().remove(id)?;
+        (at == length).then(|| {
+            let mut out = [0u8; 32];
+            out.copy_from_slice(ctx.finish().as_ref());
+            out
+        })
     }
 }
 
@@ -282,6 +328,8 @@ struct Staged {
     overflow: bool,
     /// The body broke off (client gone); what came before it was kept.
     broken: bool,
+    /// Running digest of the whole upload so far, for E2EE uploads.
+    running: Option<aws_lc_rs::digest::Context>,
 }
 
 /// Counts and hashes upload bytes as they pass and stops at the declared
@@ -294,6 +342,8 @@ struct Meter {
     /// Only when the client sent `Upload-Checksum`: SHA-256 is the slowest
     /// step on the upload path, and the format authenticates E2EE bodies.
     digest: Option<aws_lc_rs::digest::Context>,
+    /// The E2EE upload's running digest (see [`RunningDigests`]).
+    running: Option<aws_lc_rs::digest::Context>,
 }
 
 /// How a body that breaks off is treated by [`metered`].
@@ -311,12 +361,14 @@ fn metered<'a>(
     room: u64,
     checksum: bool,
     on_break: OnBreak,
+    running: Option<aws_lc_rs::digest::Context>,
 ) -> (ByteStream<'a>, Arc<Mutex<Meter>>) {
     let meter = Arc::new(Mutex::new(Meter {
         taken: 0,
         overflow: false,
         broken: false,
         digest: checksum.then(|| aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256)),
+        running,
     }));
     let shared = meter.clone();
     let stream = body.scan(room, move |room, chunk| {
@@ -337,6 +389,9 @@ fn metered<'a>(
             if let Some(digest) = meter.digest.as_mut() {
                 digest.update(&chunk[..take]);
             }
+            if let Some(running) = meter.running.as_mut() {
+                running.update(&chunk[..take]);
+            }
             chunk.slice(..take)
         });
         futures_util::future::ready(Some(chunk))
@@ -355,11 +410,20 @@ async fn stage(
     let body: ByteStream<'_> = Box::pin(body.into_data_stream().map_err(std::io::Error::other));
     // Sealed records are whole or not at all, so only E2EE bodies keep a
     // broken-off part.
-    let on_break = match upload.staging_key {
-        None => OnBreak::KeepWhatArrived,
-        Some(_) => OnBreak::Fail,
+    let (on_break, running) = match upload.staging_key {
+        None => (
+            OnBreak::KeepWhatArrived,
+            state.digests.take(&upload.id, upload.offset),
+        ),
+        Some(_) => (OnBreak::Fail, None),
     };
-    let (body, meter) = metered(body, upload.length - upload.offset, checksum, on_break);
+    let (body, meter) = metered(
+        body,
+        upload.length - upload.offset,
+        checksum,
+        on_break,
+        running,
+    );
     let body = match &upload.staging_key {
         None => body,
         Some(wrapped) => {
@@ -387,6 +451,7 @@ async fn stage(
         sha256,
         overflow: meter.overflow,
         broken: meter.broken,
+        running: meter.running.take(),
     })
 }
 
@@ -616,7 +681,7 @@ async fn write_chunk(
             "another request is writing this upload",
         )
     })?;
-    let appended = stage(state, upload, body, checksum.is_some()).await?;
+    let mut appended = stage(state, upload, body, checksum.is_some()).await?;
     let rollback = || state.objects.truncate(&upload.id, upload.staged_len);
     if appended.overflow {
         rollback().await.map_err(ApiError::internal)?;
@@ -654,6 +719,9 @@ async fn write_chunk(
             "the upload moved on concurrently",
         ));
     }
+    if let Some(running) = appended.running.take() {
+        state.digests.put(&upload.id, new_offset, running);
+    }
     let mut response = StatusCode::NO_CONTENT.into_response();
     response
         .headers_mut()
@@ -688,9 +756,10 @@ pub async fn commit(state: &AppState, upload: &Upload) -> Result<SignedReceipt, 
     let file_id = new_id()?;
     let (size, sha256, object_key) = match &upload.staging_key {
         None => {
+            let known = state.digests.finish(&upload.id, upload.length);
             let (size, sha256) = state
                 .objects
-                .commit(&upload.id, &file_id)
+                .commit(&upload.id, &file_id, known)
                 .await
                 .map_err(ApiError::internal)?;
             (size, sha256, None)
@@ -797,6 +866,7 @@ async fn terminate(
         .busy
         .claim(&upload.id)
         .ok_or_else(|| ApiError::new(StatusCode::LOCKED, "busy", "upload in use"))?;
+    state.digests.forget(&upload.id);
     state.store.delete_upload(&upload.id).await?;
     state
         .objects
@@ -819,6 +889,7 @@ pub async fn sweep_expired(state: &AppState) -> Result<usize, ApiError> {
             continue;
         };
         removed += 1;
+        state.digests.forget(id);
         state.store.delete_upload(id).await?;
         state
             .objects

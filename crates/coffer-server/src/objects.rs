@@ -39,7 +39,14 @@ pub trait ObjectStore: Send + Sync + 'static {
     /// Makes staged upload `upload` the object `object`; returns the object's
     /// size and SHA-256. Idempotent: if the move already happened, it only
     /// reads the object back.
-    fn commit<'a>(&'a self, upload: &'a str, object: &'a str) -> ObjectFuture<'a, (u64, [u8; 32])>;
+    /// `known` is the SHA-256 if the caller already computed it as the
+    /// bytes arrived; otherwise the object is read back and hashed.
+    fn commit<'a>(
+        &'a self,
+        upload: &'a str,
+        object: &'a str,
+        known: Option<[u8; 32]>,
+    ) -> ObjectFuture<'a, (u64, [u8; 32])>;
     /// Bytes `start..end` of an object.
     fn read<'a>(
         &'a self,
@@ -112,6 +119,9 @@ impl LocalObjects {
     }
 }
 
+/// Bytes gathered before each write to a file.
+const WRITE_BATCH: usize = 1024 * 1024;
+
 async fn sync_dir(dir: &Path) -> io::Result<()> {
     tokio::fs::File::open(dir).await?.sync_all().await
 }
@@ -151,13 +161,17 @@ impl ObjectStore for LocalObjects {
                 .await?;
             file.set_len(offset).await?;
             file.seek(io::SeekFrom::Start(offset)).await?;
+            // Every tokio file write is a hop to the blocking pool; request
+            // bodies arrive in frames of a few KiB, so gather them first.
+            let mut file = tokio::io::BufWriter::with_capacity(WRITE_BATCH, file);
             let mut written = 0u64;
             while let Some(chunk) = body.next().await {
                 let chunk = chunk?;
                 file.write_all(&chunk).await?;
                 written += chunk.len() as u64;
             }
-            file.sync_data().await?;
+            file.flush().await?;
+            file.get_ref().sync_data().await?;
             Ok(written)
         })
     }
@@ -173,7 +187,12 @@ impl ObjectStore for LocalObjects {
         })
     }
 
-    fn commit<'a>(&'a self, upload: &'a str, object: &'a str) -> ObjectFuture<'a, (u64, [u8; 32])> {
+    fn commit<'a>(
+        &'a self,
+        upload: &'a str,
+        object: &'a str,
+        known: Option<[u8; 32]>,
+    ) -> ObjectFuture<'a, (u64, [u8; 32])> {
         Box::pin(async move {
             let staged = self.staged(upload)?;
             let target = self.object(object)?;
@@ -191,7 +210,10 @@ impl ObjectStore for LocalObjects {
                         && tokio::fs::try_exists(&target).await? => {}
                 Err(err) => return Err(err),
             }
-            sha256_of(&target).await
+            match known {
+                Some(sha256) => Ok((tokio::fs::metadata(&target).await?.len(), sha256)),
+                None => sha256_of(&target).await,
+            }
         })
     }
 
@@ -232,7 +254,10 @@ impl ObjectStore for LocalObjects {
             let dir = target.parent().map(Path::to_path_buf).unwrap_or_default();
             tokio::fs::create_dir_all(&dir).await?;
             let temp = dir.join(format!("{id}.tmp"));
-            let mut file = tokio::fs::File::create(&temp).await?;
+            let mut file = tokio::io::BufWriter::with_capacity(
+                WRITE_BATCH,
+                tokio::fs::File::create(&temp).await?,
+            );
             let mut ctx = Context::new(&SHA256);
             let mut size = 0u64;
             while let Some(chunk) = body.next().await {
@@ -241,7 +266,8 @@ impl ObjectStore for LocalObjects {
                 ctx.update(&chunk);
                 size += chunk.len() as u64;
             }
-            file.sync_all().await?;
+            file.flush().await?;
+            file.get_ref().sync_all().await?;
             drop(file);
             tokio::fs::rename(&temp, &target).await?;
             sync_dir(&dir).await?;
@@ -305,11 +331,11 @@ mod tests {
         let second = store.append(id, 6, body(vec![b"there"])).await.unwrap();
         assert_eq!(second, 5);
         let object = "ffeeddccbbaa99887766554433221100";
-        let (size, _) = store.commit(id, object).await.unwrap();
+        let (size, _) = store.commit(id, object, None).await.unwrap();
         assert_eq!(size, 11);
         assert!(dir.path().join("objects/ff/ee").join(object).exists());
         // Committing again (an interrupted commit being retried) is harmless.
-        assert_eq!(store.commit(id, object).await.unwrap().0, 11);
+        assert_eq!(store.commit(id, object, None).await.unwrap().0, 11);
         let mut stream = store.read(object, 6, 11).await.unwrap();
         let mut got = Vec::new();
         while let Some(chunk) = stream.next().await {

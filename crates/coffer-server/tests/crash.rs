@@ -113,8 +113,9 @@ async fn kill_9_mid_upload_then_restart_and_resume() {
     // (Staged records are larger than the plaintext they seal.)
     let staged_before = std::fs::metadata(&staged).unwrap().len();
 
-    // Send the rest by hand: announce all of it, deliver 1 MB, then kill -9
-    // the server while it waits for the remainder.
+    // Send the rest by hand: announce all of it, deliver 3 MB (more than
+    // the server's 1 MiB write buffer), then kill -9 the server while it
+    // waits for the remainder.
     drop(client);
     let mut tls = Server::tls_connect(addr, cert.clone(), &[&rustls::version::TLS13])
         .await
@@ -124,7 +125,7 @@ async fn kill_9_mid_upload_then_restart_and_resume() {
         body.len() - 3_000_000
     );
     tls.write_all(head.as_bytes()).await.unwrap();
-    tls.write_all(&body[3_000_000..4_000_000]).await.unwrap();
+    tls.write_all(&body[3_000_000..6_000_000]).await.unwrap();
     tls.flush().await.unwrap();
     // Wait until the server has staged some of those bytes.
     let started = std::time::Instant::now();

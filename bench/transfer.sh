@@ -1,0 +1,136 @@
+#!/usr/bin/env bash
+# End-to-end transfer benchmark on loopback, everything in the same run
+# (the machine varies +-25% between runs; only same-run ratios mean much):
+#
+#   coffer put + coffer get of a random file (default 1 GiB): end-to-end
+#   encrypted, TLS 1.3, the server fsyncs the object, the client fsyncs the
+#   download before renaming it into place;
+#   scp (OpenSSH from Debian, -c aes256-gcm@openssh.com) up and down, against
+#   its own sshd on 127.0.0.1.
+#
+# Prints MB/s (median of RUNS) for each direction, the ratios, and peak RSS
+# of client and server; then the same peaks for a 64 MiB file, to show
+# memory does not grow with file size.
+#
+#   bash bench/transfer.sh [SIZE_MIB] [RUNS]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+size_mib=${1:-1024}
+runs=${2:-3}
+
+need() { command -v "$1" >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq "$2" >/dev/null; }; }
+need scp openssh-client
+[ -x /usr/sbin/sshd ] || { apt-get update -qq && apt-get install -y -qq openssh-server >/dev/null; }
+[ -x /usr/bin/time ] || { apt-get update -qq && apt-get install -y -qq time >/dev/null; }
+
+cargo build --release --quiet -p coffer-cli
+coffer="$PWD/target/release/coffer"
+work=$(mktemp -d "${BENCH_DIR:-/var/tmp}/coffer-xfer.XXXXXX")
+server_pid=""
+sshd_pid=""
+cleanup() {
+  [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null || true
+  [ -n "$sshd_pid" ] && kill "$sshd_pid" 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+cd "$work"
+export COFFER_HOME="$work/home"
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+mbps() { awk -v b="$1" -v s="$2" 'BEGIN {printf "%.0f", b / 1e6 / s}'; }
+# Runs a command, prints "seconds max_rss_kib".
+timed() {
+  /usr/bin/time -f '%e %M' -o "$work/t" "$@" >/dev/null 2>"$work/err" || { cat "$work/err" >&2; exit 1; }
+  cat "$work/t"
+}
+peak_kib() { awk '/VmHWM/ {print $2}' "/proc/$1/status"; }
+
+# --- coffer server -------------------------------------------------------
+"$coffer" server init --data srv >/dev/null 2>&1
+"$coffer" keygen -o alice.id >/dev/null 2>&1
+"$coffer" server user add alice --key "$("$coffer" pubkey -i alice.id 2>/dev/null)" --data srv >/dev/null 2>&1
+start_server() {
+  port=$(free_port)
+  "$coffer" server run --listen "127.0.0.1:$port" --data srv 2>server.log &
+  server_pid=$!
+  for _ in $(seq 100); do grep -q listening server.log 2>/dev/null && break; sleep 0.1; done
+  fp=$(openssl x509 -in srv/tls/cert.pem -outform der | openssl dgst -sha256 -binary | base64 | tr -d '=')
+  "$coffer" login "https://127.0.0.1:$port" --user alice -i alice.id --fingerprint "SHA256:$fp" -q
+}
+stop_server() { kill "$server_pid"; wait "$server_pid" 2>/dev/null || true; server_pid=""; }
+
+# --- sshd -----------------------------------------------------------------
+mkdir -p /run/sshd
+ssh-keygen -q -t ed25519 -N '' -f host_key
+ssh-keygen -q -t ed25519 -N '' -f client_key
+cp client_key.pub authorized_keys
+ssh_port=$(free_port)
+cat > sshd_config <<CFG
+Port $ssh_port
+ListenAddress 127.0.0.1
+HostKey $work/host_key
+AuthorizedKeysFile $work/authorized_keys
+PidFile $work/sshd.pid
+StrictModes no
+UsePAM no
+PasswordAuthentication no
+Subsystem sftp /usr/lib/openssh/sftp-server
+CFG
+/usr/sbin/sshd -f "$work/sshd_config" -D -E "$work/sshd.log" &
+sshd_pid=$!
+sleep 0.5
+scp_opts=(-q -c aes256-gcm@openssh.com -P "$ssh_port" -i client_key
+  -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o BatchMode=yes)
+
+run_coffer() { # file -> prints "put_s get_s client_rss_kib"
+  local file=$1 put get id
+  rm -rf out && mkdir out
+  put=$(/usr/bin/time -f '%e %M' -o t.put "$coffer" put "$file" --json -q)
+  id=$(sed -E 's/.*"id":"([0-9a-f]+)".*/\1/' <<<"$put")
+  timed "$coffer" get "$id" -o out -q > t.get
+  cmp -s "$file" "out/$(basename "$file")" || { echo "coffer round trip differs" >&2; exit 1; }
+  "$coffer" rm "$id" -q
+  echo "$(cut -d' ' -f1 t.put) $(cut -d' ' -f1 t.get) $(cat t.put t.get | awk '{print $2}' | sort -n | tail -1)"
+}
+run_scp() { # file -> prints "up_s down_s"
+  local file=$1 up down
+  rm -f remote.bin back.bin
+  up=$(timed scp "${scp_opts[@]}" "$file" "root@127.0.0.1:$work/remote.bin" | cut -d' ' -f1)
+  down=$(timed scp "${scp_opts[@]}" "root@127.0.0.1:$work/remote.bin" back.bin | cut -d' ' -f1)
+  cmp -s "$file" back.bin || { echo "scp round trip differs" >&2; exit 1; }
+  echo "$up $down"
+}
+
+bytes=$((size_mib * 1048576))
+head -c "$bytes" /dev/urandom > in.bin
+head -c $((64 * 1048576)) /dev/urandom > small.bin
+
+start_server
+: > coffer.txt; : > scp.txt
+for _ in $(seq "$runs"); do
+  run_coffer in.bin >> coffer.txt
+  run_scp in.bin >> scp.txt
+done
+server_peak_big=$(peak_kib "$server_pid")
+stop_server
+start_server
+small=$(run_coffer small.bin)
+server_peak_small=$(peak_kib "$server_pid")
+stop_server
+
+put_s=$(cut -d' ' -f1 coffer.txt | median); get_s=$(cut -d' ' -f2 coffer.txt | median)
+client_peak=$(cut -d' ' -f3 coffer.txt | sort -n | tail -1)
+up_s=$(cut -d' ' -f1 scp.txt | median); down_s=$(cut -d' ' -f2 scp.txt | median)
+
+echo "transfer of ${size_mib} MiB on loopback, median of $runs runs ($(nproc) cores)"
+printf '%-34s %8s %8s %10s\n' "" "up MB/s" "down MB/s" "both MB/s"
+printf '%-34s %8s %8s %10s\n' "coffer put / get (E2EE, fsync)" "$(mbps "$bytes" "$put_s")" "$(mbps "$bytes" "$get_s")" \
+  "$(mbps $((2 * bytes)) "$(awk -v a="$put_s" -v b="$get_s" 'BEGIN {print a + b}')")"
+printf '%-34s %8s %8s %10s\n' "scp -c aes256-gcm (OpenSSH)" "$(mbps "$bytes" "$up_s")" "$(mbps "$bytes" "$down_s")" \
+  "$(mbps $((2 * bytes)) "$(awk -v a="$up_s" -v b="$down_s" 'BEGIN {print a + b}')")"
+awk -v p="$put_s" -v g="$get_s" -v u="$up_s" -v d="$down_s" 'BEGIN {
+  printf "ratio coffer/scp: up %.2fx, down %.2fx, both %.2fx (goal >= 4x)\n", u / p, d / g, (u + d) / (p + g) }'
+echo "peak RSS, ${size_mib} MiB: client $((client_peak / 1024)) MiB, server $((server_peak_big / 1024)) MiB (goal <= 64 MiB each)"
+echo "peak RSS, 64 MiB:   client $(( $(cut -d' ' -f3 <<<"$small") / 1024)) MiB, server $((server_peak_small / 1024)) MiB"
