@@ -201,6 +201,20 @@ impl World {
             .unwrap()
     }
 
+    /// `get` of `id` into directory `out`, which must succeed and produce
+    /// `out_file` (relative to the world) with the same bytes as `source`.
+    fn get_same(&self, user: &str, id: &str, out_file: &str, source: &Path) -> Value {
+        let out_dir = Path::new(out_file).parent().unwrap().to_str().unwrap();
+        let out = self.get(user, id, out_dir);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(sha(&self.path(out_file)), sha(source), "{out_file}");
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
     fn uploads_dir(&self, user: &str) -> PathBuf {
         self.path(&format!("home/state/{user}/uploads"))
     }
@@ -227,15 +241,15 @@ fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
-/// Units recorded in the (single) resume record of `user`.
+/// Units logged in the (single) resume record of `user`.
 fn recorded_units(world: &World, user: &str) -> usize {
     std::fs::read_dir(world.uploads_dir(user))
         .into_iter()
         .flatten()
         .flatten()
-        .filter_map(|e| std::fs::read(e.path()).ok())
-        .filter_map(|b| serde_json::from_slice::<Value>(&b).ok())
-        .map(|v| v["units"].as_array().map_or(0, Vec::len))
+        .filter(|e| e.path().extension().is_some_and(|x| x == "units"))
+        .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+        .map(|text| text.lines().count())
         .max()
         .unwrap_or(0)
 }
@@ -251,14 +265,8 @@ fn round_trips_from_empty_to_200_mib() {
         let file = world.write(&name, &data(len, i as u64));
         let put = world.put("alice", &file, &[]);
         assert_eq!(put["size"], len as u64);
-        let out = world.get("alice", put["id"].as_str().unwrap(), &format!("out{i}"));
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let got = world.path(&format!("out{i}/{name}"));
-        assert_eq!(sha(&got), sha(&file), "size {len}");
+        let id = put["id"].as_str().unwrap();
+        world.get_same("alice", id, &format!("out{i}/{name}"), &file);
         // No leftovers: the resume record is gone, no partial file remains.
         assert_eq!(recorded_units(&world, "alice"), 0);
         assert_eq!(
@@ -320,15 +328,8 @@ fn uploads_and_downloads_resume_after_the_client_is_killed() {
         !world.path("out/big.bin").exists(),
         "unverified output at the final name"
     );
-    let out = world.get("alice", &id, "out");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let got: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let got = world.get_same("alice", &id, "out/big.bin", &file);
     assert!(got["resumed_at"].as_u64().unwrap() > 0, "{got}");
-    assert_eq!(sha(&world.path("out/big.bin")), sha(&file));
     assert!(!partial.exists());
 }
 
@@ -361,13 +362,12 @@ fn a_file_changed_before_a_resume_is_uploaded_afresh_under_a_new_key() {
         .unwrap();
     let put = world.put("alice", &file, &[]);
     assert_eq!(put["resumed_at"], 0, "resumed over changed input: {put}");
-    let out = world.get("alice", put["id"].as_str().unwrap(), "out");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    world.get_same(
+        "alice",
+        put["id"].as_str().unwrap(),
+        "out/changing.bin",
+        &file,
     );
-    assert_eq!(sha(&world.path("out/changing.bin")), sha(&file));
 }
 
 #[test]
@@ -390,13 +390,7 @@ fn an_upload_survives_a_server_restart() {
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success());
     let put: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let got = world.get("alice", put["id"].as_str().unwrap(), "out");
-    assert!(
-        got.status.success(),
-        "{}",
-        String::from_utf8_lossy(&got.stderr)
-    );
-    assert_eq!(sha(&world.path("out/big.bin")), sha(&file));
+    world.get_same("alice", put["id"].as_str().unwrap(), "out/big.bin", &file);
 }
 
 #[test]
@@ -478,12 +472,7 @@ fn share_then_get_then_revoke_and_key_pinning() {
         .args(["share", id, "--with", "bob"])
         .assert()
         .success();
-    let out = world.get("bob", id, "bob1");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    world.get_same("bob", id, "bob1/report.txt", &file);
     assert_eq!(
         std::fs::read(world.path("bob1/report.txt")).unwrap(),
         b"quarterly numbers"
@@ -684,7 +673,13 @@ fn hostile_upload(world: &World, user: &str, source: &Path, stored_path: &str) -
 #[test]
 fn hostile_stored_names_never_escape_the_target_directory() {
     let world = World::new();
-    let evil_names = ["evil\x1b[2J.txt", "CON", "a:b", "dots."];
+    let evil_names = [
+        "evil\x1b[2J.txt",
+        "CON",
+        "a:b",
+        "dots.",
+        "invoice\u{202E}fdp.exe",
+    ];
     let evil_paths = [
         "../../escape.txt",
         "/tmp/coffer-abs-escape.txt",
@@ -711,7 +706,8 @@ fn hostile_stored_names_never_escape_the_target_directory() {
             .output()
             .unwrap();
         assert!(!out.status.success(), "{id}: -r accepted a hostile path");
-        assert!(String::from_utf8_lossy(&out.stderr).contains("refusing the stored name"));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("refusing the stored name"), "{err}");
         // Into a directory: saved under a safe name inside it.
         let out = world
             .coffer("bob")
@@ -745,7 +741,10 @@ fn hostile_stored_names_never_escape_the_target_directory() {
     assert!(!Path::new("/tmp/coffer-abs-escape.txt").exists());
     for entry in std::fs::read_dir(&target).unwrap() {
         let name = entry.unwrap().file_name().into_string().unwrap();
-        assert!(!name.chars().any(char::is_control), "{name:?}");
+        assert!(
+            !name.chars().any(coffer_client::names::unprintable),
+            "{name:?}"
+        );
         assert_ne!(name.to_ascii_uppercase(), "CON");
     }
 }
@@ -757,7 +756,8 @@ fn a_tampered_object_is_detected_and_leaves_no_file() {
     let put = world.put("alice", &file, &[]);
     let id = put["id"].as_str().unwrap().to_string();
     let object = world.path(&format!("srv/objects/{}/{}/{}", &id[..2], &id[2..4], id));
-    let mut stored = std::fs::read(&object).unwrap();
+    let original = std::fs::read(&object).unwrap();
+    let mut stored = original.clone();
     let middle = stored.len() / 2;
     stored[middle] ^= 0x01;
     std::fs::write(&object, &stored).unwrap();
@@ -774,6 +774,36 @@ fn a_tampered_object_is_detected_and_leaves_no_file() {
             .next()
             .is_none(),
         "output left behind"
+    );
+
+    // Another of Alice's objects, of the same length, put in its place:
+    // Alice's wrap is bound to the original header, so it does not open
+    // this one; reported as tampering (exit 4), and nothing is written.
+    std::fs::write(&object, &original).unwrap();
+    let twin = world.write("twin.db", &data(3 * MIB, 6));
+    let twin_id = world.put("alice", &twin, &[])["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let twin_object = world.path(&format!(
+        "srv/objects/{}/{}/{}",
+        &twin_id[..2],
+        &twin_id[2..4],
+        twin_id
+    ));
+    std::fs::copy(&twin_object, &object).unwrap();
+    let out = world.get("alice", &id, "out");
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        std::fs::read_dir(world.path("out"))
+            .unwrap()
+            .next()
+            .is_none()
     );
 
     // A receipt edited on disk no longer verifies.
@@ -947,11 +977,11 @@ fn a_ca_signed_server_with_client_certificates() {
     assert!(profile["cert_fingerprint"].is_null());
     let file = world.write("via-ca.txt", b"signed by a CA");
     let put = world.put("alice", &file, &[]);
-    let out = world.get("alice", put["id"].as_str().unwrap(), "out");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    world.get_same(
+        "alice",
+        put["id"].as_str().unwrap(),
+        "out/via-ca.txt",
+        &file,
     );
     assert_eq!(
         std::fs::read(world.path("out/via-ca.txt")).unwrap(),
@@ -1040,4 +1070,26 @@ fn a_tree_goes_up_with_put_r_and_comes_back_with_get_r() {
             .status
             .success()
     );
+}
+
+#[test]
+fn a_symlink_planted_at_the_partial_file_is_not_followed() {
+    let world = World::new();
+    let file = world.write("payroll.csv", b"name,salary\n");
+    let id = world.put("alice", &file, &[])["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    std::fs::create_dir_all(world.path("out")).unwrap();
+    let victim = world.write("victim.txt", b"keep me");
+    std::os::unix::fs::symlink(&victim, world.path(&format!("out/.coffer-{id}.partial"))).unwrap();
+    let out = world.get("alice", &id, "out");
+    assert!(!out.status.success(), "wrote through a planted symlink");
+    assert_eq!(std::fs::read(&victim).unwrap(), b"keep me");
+    assert!(!world.path("out/payroll.csv").exists());
+    // A symlink at the final name is not replaced either (no --force).
+    std::fs::remove_file(world.path(&format!("out/.coffer-{id}.partial"))).ok();
+    std::os::unix::fs::symlink(&victim, world.path("out/payroll.csv")).unwrap();
+    assert!(!world.get("alice", &id, "out").status.success());
+    assert_eq!(std::fs::read(&victim).unwrap(), b"keep me");
 }

@@ -14,6 +14,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use bytes::Bytes;
 use coffer_format::{FileKey, Header, Metadata, PublicIdentity, ResumePoint};
 use futures_util::TryStreamExt as _;
 use http_body_util::BodyExt as _;
@@ -21,7 +22,7 @@ use tokio::io::AsyncReadExt as _;
 
 use crate::names::{check_component, create_parents, fallback_name, safe_relative};
 use crate::progress::Progress;
-use crate::session::{Session, error_of, full};
+use crate::session::{Session, error_of};
 use crate::{Error, Result};
 
 /// Largest possible header: fixed part, 64 KiB metadata, tag, MAC, and 256
@@ -100,22 +101,22 @@ impl Source<'_> {
         session: &mut Session,
         range: &str,
     ) -> Result<hyper::Response<hyper::body::Incoming>> {
-        let builder = match self {
+        let response = match self {
             Source::File(id) => {
+                let path = format!("/v1/files/{id}");
+                let headers = [("range", range)];
                 session
-                    .request("GET", &format!("/v1/files/{id}"), true)
+                    .send_buffered("GET", &path, true, &headers, Bytes::new())
                     .await?
             }
-            Source::Link { link, ticket } => session
-                .request("GET", &format!("/v1/links/{link}/content"), false)
-                .await?
-                .header("coffer-link-ticket", *ticket),
+            Source::Link { link, ticket } => {
+                let path = format!("/v1/links/{link}/content");
+                let headers = [("range", range), ("coffer-link-ticket", *ticket)];
+                session
+                    .send_buffered("GET", &path, false, &headers, Bytes::new())
+                    .await?
+            }
         };
-        let request = builder
-            .header("range", range)
-            .body(full(Vec::new()))
-            .map_err(|e| Error::Usage(e.to_string()))?;
-        let response = session.send(request).await?;
         if response.status() != hyper::StatusCode::PARTIAL_CONTENT {
             return Err(error_of(response).await);
         }
@@ -290,7 +291,13 @@ async fn attempt(
     progress: &dyn Progress,
 ) -> Result<(coffer_format::Verified, u64), Failure> {
     let header = opened.open()?;
-    let (out, point) = open_partial(partial, &header)?;
+    // Re-hashing a large partial file is blocking work: off the runtime.
+    let path = partial.to_path_buf();
+    let (header, out, point) = tokio::task::spawn_blocking(move || {
+        open_partial(&path, &header).map(|(out, point)| (header, out, point))
+    })
+    .await
+    .map_err(|e| Failure::Final(Error::Usage(e.to_string())))??;
     let kept = point.plaintext_len();
     progress.set_position(point.ciphertext_offset());
     let response = source

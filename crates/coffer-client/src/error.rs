@@ -51,6 +51,10 @@ pub enum Error {
     /// An HTTP exchange failed midway (connection lost).
     #[error("connection lost: {0}")]
     Transport(String),
+    /// The connection closed before the request went out, so the server
+    /// cannot have acted on it.
+    #[error("connection closed before the request was sent: {0}")]
+    NotSent(String),
     /// The server answered with an error.
     #[error("server refused ({status} {code}): {message}")]
     Api {
@@ -111,7 +115,7 @@ impl Error {
     /// server restarting, rate limit).
     pub fn is_transient(&self) -> bool {
         match self {
-            Error::Transport(_) => true,
+            Error::Transport(_) | Error::NotSent(_) => true,
             Error::Connect { .. } => true,
             Error::Api { status, code, .. } => {
                 *status == 429 && code == "rate_limited" || *status == 423 || *status >= 502

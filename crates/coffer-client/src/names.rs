@@ -31,6 +31,18 @@ fn refuse(name: &str, why: &'static str) -> Error {
     }
 }
 
+/// Characters a name must not contain because a terminal or file manager
+/// would show the name as something it is not: controls (including NUL and
+/// escape sequences), bidirectional overrides and isolates (`report\u{202E}
+/// fdp.exe` shows as `reportexe.pdf`), and zero-width characters.
+pub fn unprintable(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{FEFF}'
+        )
+}
+
 /// Checks one path component (a file or directory name).
 pub fn check_component(part: &str) -> Result<()> {
     if part.is_empty() || part == "." || part == ".." {
@@ -39,8 +51,11 @@ pub fn check_component(part: &str) -> Result<()> {
     if part.len() > MAX_COMPONENT {
         return Err(refuse(part, "longer than 255 bytes"));
     }
-    if part.chars().any(|c| c.is_control()) {
-        return Err(refuse(part, "contains NUL or control characters"));
+    if part.chars().any(unprintable) {
+        return Err(refuse(
+            part,
+            "contains NUL, control, bidirectional or invisible characters",
+        ));
     }
     if part.contains(['/', '\\']) {
         return Err(refuse(part, "contains a path separator"));
@@ -129,6 +144,9 @@ mod tests {
             "a\0b",
             "bell\x07",
             "esc\x1b[2J",
+            "invoice\u{202E}fdp.exe",
+            "zero\u{200B}width",
+            "\u{2066}isolate",
             "CON",
             "con.txt",
             "Lpt1.log",

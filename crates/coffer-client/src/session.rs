@@ -273,10 +273,13 @@ impl Session {
     /// Sends one request on the current connection (opening one if needed).
     pub async fn send(&mut self, request: Request<Body>) -> Result<Response<Incoming>> {
         let conn = self.connection().await?;
-        conn.sender
-            .send_request(request)
-            .await
-            .map_err(|e| Error::Transport(e.to_string()))
+        conn.sender.send_request(request).await.map_err(|e| {
+            if e.is_canceled() {
+                Error::NotSent(e.to_string())
+            } else {
+                Error::Transport(e.to_string())
+            }
+        })
     }
 
     /// A request builder with the host header and, if `auth`, the token
@@ -319,8 +322,10 @@ impl Session {
             .ok_or_else(|| Error::Usage("not logged in".into()))
     }
 
-    /// Sends a JSON request (or none) and returns the JSON answer; retried
-    /// once on a fresh connection if the old one had dropped.
+    /// Sends a JSON request (or none) and returns the JSON answer. A `GET`,
+    /// `PUT` or `DELETE` is retried once on a fresh connection if the old
+    /// one had dropped; a `POST` only if it never went out, since the server
+    /// may have acted on it (opening a link spends a download).
     pub async fn call(
         &mut self,
         method: &str,
@@ -343,26 +348,80 @@ impl Session {
         body: Option<&Value>,
         token: Option<&Zeroizing<String>>,
     ) -> Result<Value> {
+        let (headers, bytes): (&[(&str, &str)], Vec<u8>) = match body {
+            Some(json) => (
+                &[("content-type", "application/json")],
+                serde_json::to_vec(json).map_err(|e| Error::Usage(e.to_string()))?,
+            ),
+            None => (&[], Vec::new()),
+        };
+        let bytes = Bytes::from(bytes);
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let builder = self.builder(method, path, token);
-            let request = match body {
-                Some(json) => builder
-                    .header("content-type", "application/json")
-                    .body(full(
-                        serde_json::to_vec(json).map_err(|e| Error::Usage(e.to_string()))?,
-                    )),
-                None => builder.body(full(Vec::new())),
-            }
-            .map_err(|e| Error::Usage(e.to_string()))?;
-            match self.send(request).await {
+            match self
+                .send_buffered_with(method, path, token, headers, bytes.clone())
+                .await
+            {
                 Ok(response) => return json_answer(response).await,
-                Err(err) if attempt < 2 && err.is_transient() => {
+                Err(err)
+                    if attempt < 2
+                        && (matches!(err, Error::NotSent(_))
+                            || method != "POST" && err.is_transient()) =>
+                {
                     self.conn = None;
                 }
                 Err(err) => return Err(err),
             }
+        }
+    }
+
+    /// Sends a request whose body is a buffer, and so can be sent again:
+    /// a refusal by a rate limit (429) is waited out as its `Retry-After`
+    /// says, a few times. It was refused before the server acted on it, so
+    /// this is safe for any method. Other answers are returned as they are.
+    pub async fn send_buffered(
+        &mut self,
+        method: &str,
+        path: &str,
+        auth: bool,
+        headers: &[(&str, &str)],
+        body: Bytes,
+    ) -> Result<Response<Incoming>> {
+        let token = if auth {
+            Some(self.fresh_token().await?)
+        } else {
+            None
+        };
+        self.send_buffered_with(method, path, token.as_ref(), headers, body)
+            .await
+    }
+
+    async fn send_buffered_with(
+        &mut self,
+        method: &str,
+        path: &str,
+        token: Option<&Zeroizing<String>>,
+        headers: &[(&str, &str)],
+        body: Bytes,
+    ) -> Result<Response<Incoming>> {
+        let mut waited = 0;
+        loop {
+            let mut builder = self.builder(method, path, token);
+            for (name, value) in headers {
+                builder = builder.header(*name, *value);
+            }
+            let request = builder
+                .body(full(body.clone()))
+                .map_err(|e| Error::Usage(e.to_string()))?;
+            let response = self.send(request).await?;
+            if response.status() != StatusCode::TOO_MANY_REQUESTS || waited >= MAX_RATE_WAITS {
+                return Ok(response);
+            }
+            waited += 1;
+            let wait = retry_after(&response);
+            let _ = error_of(response).await;
+            tokio::time::sleep(wait).await;
         }
     }
 
@@ -487,6 +546,20 @@ impl Session {
     pub fn disconnect(&mut self) {
         self.conn = None;
     }
+}
+
+/// How often one call waits out a rate limit before giving up.
+const MAX_RATE_WAITS: u32 = 5;
+
+/// The server's `Retry-After` (seconds), capped at a minute; 1 s if absent.
+pub(crate) fn retry_after(response: &Response<Incoming>) -> std::time::Duration {
+    let secs = response
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or(1);
+    std::time::Duration::from_secs(secs.clamp(1, 60))
 }
 
 fn token_from(answer: Value) -> Result<Token> {

@@ -138,33 +138,83 @@ struct Record {
     source: SourceStamp,
     encoded_len: u64,
     unit_len: u64,
-    /// Hex digest of each unit's ciphertext tags, recorded before sending.
-    units: Vec<String>,
-    /// Ciphertext bytes produced by the recorded units: no byte past this
-    /// was ever sent.
-    #[serde(default)]
-    covered: u64,
 }
 
+/// A record on disk (`<key>.json`, written once, synced) and its unit log
+/// (`<key>.units`): one line per unit, `<hex digest> <ciphertext bytes
+/// produced through this unit>`, appended before the unit is sent. An
+/// append per unit keeps the cost flat however large the file (rewriting
+/// the whole record per unit grew quadratically). The log is not synced: it
+/// survives a crash of the client process; after a crash of the machine an
+/// older log may come back, and then `covered` shows the server holding
+/// bytes the log does not vouch for, and the upload starts afresh (see
+/// `send_all`).
 struct RecordFile {
     path: PathBuf,
     record: Record,
+    /// Digests of the units logged so far.
+    units: Vec<String>,
+    /// Ciphertext bytes produced by the logged units: no byte past this
+    /// was ever sent.
+    covered: u64,
 }
 
 impl RecordFile {
-    /// Saves the record. `sync` only when it is created: later saves (one
-    /// per unit) need to survive a crash of the client process, which they
-    /// do without a sync. After a crash of the machine an older record may
-    /// come back; `covered` then shows the server holding bytes the record
-    /// does not vouch for, and the upload starts afresh (see `send_all`).
-    fn save(&self, sync: bool) -> Result<()> {
-        let json = serde_json::to_vec(&self.record).map_err(|e| Error::Usage(e.to_string()))?;
-        replace_private(&self.path, &json, sync)
+    fn new(path: PathBuf, record: Record) -> Result<Self> {
+        let json = serde_json::to_vec(&record).map_err(|e| Error::Usage(e.to_string()))?;
+        replace_private(&path, &json, true)?;
+        replace_private(&units_path(&path), b"", true)?;
+        Ok(Self {
+            path,
+            record,
+            units: Vec::new(),
+            covered: 0,
+        })
+    }
+
+    /// Reads a record and its log; `None` if the record is unreadable.
+    fn load(path: &Path) -> Option<Self> {
+        let record = serde_json::from_slice::<Record>(&std::fs::read(path).ok()?).ok()?;
+        let mut file = Self {
+            path: path.to_path_buf(),
+            record,
+            units: Vec::new(),
+            covered: 0,
+        };
+        file.reload_units();
+        Some(file)
+    }
+
+    /// Re-reads the unit log, up to its first incomplete or malformed line
+    /// (a crash mid-append leaves at most one).
+    fn reload_units(&mut self) {
+        let text = std::fs::read_to_string(units_path(&self.path)).unwrap_or_default();
+        self.units.clear();
+        self.covered = 0;
+        for line in text.split_inclusive('\n') {
+            let parsed = line
+                .strip_suffix('\n')
+                .and_then(|l| l.split_once(' '))
+                .and_then(|(digest, covered)| Some((digest, covered.parse::<u64>().ok()?)));
+            let Some((digest, covered)) = parsed else {
+                break;
+            };
+            if digest.len() != 64 || covered < self.covered {
+                break;
+            }
+            self.units.push(digest.to_string());
+            self.covered = covered;
+        }
     }
 
     fn remove(&self) {
         let _ = std::fs::remove_file(&self.path);
+        let _ = std::fs::remove_file(units_path(&self.path));
     }
+}
+
+fn units_path(record: &Path) -> PathBuf {
+    record.with_extension("units")
 }
 
 fn record_path(session: &Session, source: &Path, options: &PutOptions) -> PathBuf {
@@ -240,16 +290,13 @@ async fn resumable(
     path: &Path,
     stamp: &SourceStamp,
 ) -> Result<Option<RecordFile>> {
-    let Ok(bytes) = std::fs::read(path) else {
+    if !path.exists() {
         return Ok(None);
-    };
-    let Ok(record) = serde_json::from_slice::<Record>(&bytes) else {
+    }
+    let Some(file) = RecordFile::load(path) else {
         let _ = std::fs::remove_file(path);
+        let _ = std::fs::remove_file(units_path(path));
         return Ok(None);
-    };
-    let file = RecordFile {
-        path: path.to_path_buf(),
-        record,
     };
     if file.record.source != *stamp {
         let _ = terminate(session, &file.record.upload_path).await;
@@ -310,15 +357,16 @@ async fn create(
             std_b64(&stanza.to_bytes())
         ));
     }
-    let request = session
-        .request("POST", "/v1/uploads", true)
-        .await?
-        .header("tus-resumable", "1.0.0")
-        .header("upload-length", encoded_len)
-        .header("upload-metadata", pairs.join(","))
-        .body(crate::session::full(Vec::new()))
-        .map_err(|e| Error::Usage(e.to_string()))?;
-    let response = session.send(request).await?;
+    let length = encoded_len.to_string();
+    let metadata = pairs.join(",");
+    let headers = [
+        ("tus-resumable", "1.0.0"),
+        ("upload-length", length.as_str()),
+        ("upload-metadata", metadata.as_str()),
+    ];
+    let response = session
+        .send_buffered("POST", "/v1/uploads", true, &headers, Bytes::new())
+        .await?;
     if response.status() != hyper::StatusCode::CREATED {
         return Err(error_of(response).await);
     }
@@ -329,21 +377,17 @@ async fn create(
         .ok_or_else(|| Error::protocol("upload created without Location"))?;
     let upload_path = upload_path_of(location)?;
     let _ = response.into_body().collect().await;
-    let file = RecordFile {
+    RecordFile::new(
         path,
-        record: Record {
+        Record {
             upload_path,
             header: b64(&header),
             owner_stanza: b64(&stanzas[0].to_bytes()),
             source: stamp,
             encoded_len,
             unit_len: UNIT_LEN,
-            units: Vec::new(),
-            covered: 0,
         },
-    };
-    file.save(true)?;
-    Ok(file)
+    )
 }
 
 fn upload_path_of(location: &str) -> Result<String> {
@@ -373,13 +417,10 @@ async fn tus_call(
     method: &str,
     upload_path: &str,
 ) -> Result<hyper::HeaderMap> {
-    let request = session
-        .request(method, upload_path, true)
-        .await?
-        .header("tus-resumable", "1.0.0")
-        .body(crate::session::full(Vec::new()))
-        .map_err(|e| Error::Usage(e.to_string()))?;
-    let response = session.send(request).await?;
+    let headers = [("tus-resumable", "1.0.0")];
+    let response = session
+        .send_buffered(method, upload_path, true, &headers, Bytes::new())
+        .await?;
     if !response.status().is_success() {
         return Err(error_of(response).await);
     }
@@ -424,14 +465,18 @@ async fn send_all(
     let mut resumed_at = None;
     loop {
         let attempt = async {
+            // Every attempt compares against all that earlier ones logged
+            // (and so sent), in this process or before it.
+            file.reload_units();
             let offset = offset_of(session, &file.record.upload_path).await?;
-            if offset > file.record.covered {
+            if offset > file.covered {
                 // The server has bytes the record does not vouch for (the
                 // record is older than them): they cannot be checked, so
                 // they are not built on.
                 return Err(Error::SourceChanged(source.to_path_buf()));
             }
-            resumed_at.get_or_insert(offset);
+            // What the successful attempt found already on the server.
+            resumed_at = Some(offset);
             progress.set_position(offset);
             send_from(session, identity, source, file, offset, options, progress).await
         };
@@ -509,7 +554,8 @@ async fn send_from(
         identity: identity.clone(),
         source: source.to_path_buf(),
         record: file.record.clone(),
-        record_path: file.path.clone(),
+        units: file.units.clone(),
+        log: units_path(&file.path),
         skip: offset,
         tx,
     };
@@ -551,13 +597,6 @@ async fn send_from(
     };
     if let Some(err) = failure {
         return Err(err);
-    }
-    // Units recorded by the producer are needed by the next attempt only;
-    // reload them so a retry compares against everything sent.
-    if let Ok(bytes) = std::fs::read(&file.path)
-        && let Ok(record) = serde_json::from_slice::<Record>(&bytes)
-    {
-        file.record = record;
     }
     let (file_id, receipt) =
         committed.ok_or_else(|| Error::protocol("the server did not commit the upload"))?;
@@ -675,7 +714,10 @@ struct Producer {
     identity: Arc<Identity>,
     source: PathBuf,
     record: Record,
-    record_path: PathBuf,
+    /// Digests logged by earlier attempts, to compare against.
+    units: Vec<String>,
+    /// The unit log to append new digests to.
+    log: PathBuf,
     skip: u64,
     tx: mpsc::Sender<Piece>,
 }
@@ -689,7 +731,16 @@ struct UnitBuf {
     tags: Vec<u8>,
 }
 
-#[derive(Clone, Default)]
+impl UnitBuf {
+    fn with_capacity(bytes: usize) -> Self {
+        Self {
+            bytes: Vec::with_capacity(bytes),
+            tags: Vec::new(),
+        }
+    }
+}
+
+#[derive(Clone)]
 struct UnitSink(Rc<RefCell<UnitBuf>>);
 
 impl Write for UnitSink {
@@ -724,10 +775,17 @@ impl Producer {
         let header = decode_b64(&self.record.header)?;
         let stanza = Stanza::from_bytes(&decode_b64(&self.record.owner_stanza)?)?;
         let (parsed, _) = Header::parse(&header)?;
+        // Room for the most one unit can produce (header, tags, trailer), so
+        // the unit buffer is never regrown and copied on the hot path.
+        let chunk = u64::from(parsed.core().chunk_size);
+        let unit_capacity = (header.len() as u64
+            + self.record.unit_len
+            + (self.record.unit_len / chunk + 2) * coffer_format::stream::TAG_LEN as u64
+            + coffer_format::header::TRAILER_LEN as u64) as usize;
         let opened = parsed.open(&self.identity, &[stanza])?;
         let identity = self.identity.clone();
         let prepared = Prepared::reopen(opened, &identity)?;
-        let sink = UnitSink::default();
+        let sink = UnitSink(Rc::new(RefCell::new(UnitBuf::with_capacity(unit_capacity))));
         let mut encryptor = Some(prepared.writer(sink.clone(), Stanzas::Detached)?);
         let mut input = File::open(&self.source).map_err(Error::io(&self.source))?;
         let mut plain = vec![0u8; self.record.unit_len as usize];
@@ -746,7 +804,10 @@ impl Producer {
             } else {
                 encryptor = Some(enc);
             }
-            let taken = std::mem::take(&mut *sink.0.borrow_mut());
+            let taken = std::mem::replace(
+                &mut *sink.0.borrow_mut(),
+                UnitBuf::with_capacity(unit_capacity),
+            );
             produced += taken.bytes.len() as u64;
             self.check_unit(unit, &taken.tags, produced)?;
             if to_forwarder.send(taken.bytes).is_err() {
@@ -765,17 +826,19 @@ impl Producer {
     /// Compares a unit with its record, or records it before it is sent.
     fn check_unit(&mut self, unit: usize, tags: &[u8], produced: u64) -> Result<()> {
         let digest = hex(&sha256(tags));
-        match self.record.units.get(unit) {
+        match self.units.get(unit) {
             Some(known) if *known == digest => Ok(()),
             Some(_) => Err(Error::SourceChanged(self.source.clone())),
             None => {
-                self.record.units.push(digest);
-                self.record.covered = produced;
-                RecordFile {
-                    path: self.record_path.clone(),
-                    record: self.record.clone(),
-                }
-                .save(false)
+                // One write of one whole line, appended.
+                let line = format!("{digest} {produced}\n");
+                std::fs::OpenOptions::new()
+                    .append(true)
+                    .open(&self.log)
+                    .and_then(|mut log| log.write_all(line.as_bytes()))
+                    .map_err(Error::io(&self.log))?;
+                self.units.push(digest);
+                Ok(())
             }
         }
     }
@@ -847,4 +910,49 @@ fn read_full(input: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
         }
     }
     Ok(filled)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record() -> Record {
+        Record {
+            upload_path: "/v1/uploads/ab".into(),
+            header: String::new(),
+            owner_stanza: String::new(),
+            source: SourceStamp {
+                size: 1,
+                mtime_ns: 2,
+                inode: 3,
+            },
+            encoded_len: 4,
+            unit_len: UNIT_LEN,
+        }
+    }
+
+    #[test]
+    fn the_unit_log_stops_at_a_torn_or_inconsistent_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.json");
+        let file = RecordFile::new(path.clone(), record()).unwrap();
+        assert!(file.units.is_empty());
+        let a = "a".repeat(64);
+        let b = "b".repeat(64);
+        let log = units_path(&path);
+        // Two whole lines, then a crash in the middle of the third.
+        std::fs::write(&log, format!("{a} 100\n{b} 200\n{a} 3")).unwrap();
+        let loaded = RecordFile::load(&path).unwrap();
+        assert_eq!(loaded.units, vec![a.clone(), b.clone()]);
+        assert_eq!(loaded.covered, 200);
+        // A line that claims less than the one before is not believed.
+        std::fs::write(&log, format!("{a} 100\n{b} 50\n")).unwrap();
+        let loaded = RecordFile::load(&path).unwrap();
+        assert_eq!((loaded.units.len(), loaded.covered), (1, 100));
+        // Garbage in the record itself: no record.
+        std::fs::write(&path, b"{not json").unwrap();
+        assert!(RecordFile::load(&path).is_none());
+        loaded.remove();
+        assert!(!log.exists());
+    }
 }

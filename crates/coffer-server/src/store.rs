@@ -370,6 +370,43 @@ impl SqliteStore {
     }
 }
 
+/// Maps one row to a record.
+type RowMap<T> = fn(&sqlx::sqlite::SqliteRow) -> Result<T, sqlx::Error>;
+
+/// The shapes most lookups share: one statement with a single text key.
+impl SqliteStore {
+    /// The row `sql` finds for `key`, if any.
+    async fn row_by<T>(
+        &self,
+        sql: &'static str,
+        key: &str,
+        map: RowMap<T>,
+    ) -> Result<Option<T>, StoreError> {
+        let row = sqlx::query(sql)
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.as_ref().map(map).transpose()?)
+    }
+
+    /// Every row `sql` finds for `key`, in the statement's order.
+    async fn rows_by<T>(
+        &self,
+        sql: &'static str,
+        key: &str,
+        map: RowMap<T>,
+    ) -> Result<Vec<T>, StoreError> {
+        let rows = sqlx::query(sql).bind(key).fetch_all(&self.pool).await?;
+        Ok(rows.iter().map(map).collect::<Result<_, _>>()?)
+    }
+
+    /// Runs a keyed `DELETE`; whether it removed a row.
+    async fn delete_by(&self, sql: &'static str, key: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query(sql).bind(key).execute(&self.pool).await?;
+        Ok(done.rows_affected() == 1)
+    }
+}
+
 fn user_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<User, sqlx::Error> {
     Ok(User {
         name: row.try_get("name")?,
@@ -495,13 +532,7 @@ impl MetaStore for SqliteStore {
     }
 
     fn user<'a>(&'a self, name: &'a str) -> StoreFuture<'a, Option<User>> {
-        Box::pin(async move {
-            let row = sqlx::query("SELECT * FROM users WHERE name = ?")
-                .bind(name)
-                .fetch_optional(&self.pool)
-                .await?;
-            Ok(row.as_ref().map(user_from_row).transpose()?)
-        })
+        Box::pin(self.row_by("SELECT * FROM users WHERE name = ?", name, user_from_row))
     }
 
     fn set_disabled<'a>(&'a self, name: &'a str, disabled: bool) -> StoreFuture<'a, bool> {
@@ -609,13 +640,7 @@ impl MetaStore for SqliteStore {
     }
 
     fn upload<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Option<Upload>> {
-        Box::pin(async move {
-            let row = sqlx::query("SELECT * FROM uploads WHERE id = ?")
-                .bind(id)
-                .fetch_optional(&self.pool)
-                .await?;
-            Ok(row.as_ref().map(upload_from_row).transpose()?)
-        })
+        Box::pin(self.row_by("SELECT * FROM uploads WHERE id = ?", id, upload_from_row))
     }
 
     fn advance_upload<'a>(
@@ -640,13 +665,7 @@ impl MetaStore for SqliteStore {
     }
 
     fn delete_upload<'a>(&'a self, id: &'a str) -> StoreFuture<'a, bool> {
-        Box::pin(async move {
-            let done = sqlx::query("DELETE FROM uploads WHERE id = ?")
-                .bind(id)
-                .execute(&self.pool)
-                .await?;
-            Ok(done.rows_affected() == 1)
-        })
+        Box::pin(self.delete_by("DELETE FROM uploads WHERE id = ?", id))
     }
 
     fn expired_uploads(&self, now: i64) -> StoreFuture<'_, Vec<String>> {
@@ -709,34 +728,19 @@ impl MetaStore for SqliteStore {
     }
 
     fn file<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Option<FileRecord>> {
-        Box::pin(async move {
-            let row = sqlx::query("SELECT * FROM files WHERE id = ?")
-                .bind(id)
-                .fetch_optional(&self.pool)
-                .await?;
-            Ok(row.as_ref().map(file_from_row).transpose()?)
-        })
+        Box::pin(self.row_by("SELECT * FROM files WHERE id = ?", id, file_from_row))
     }
 
     fn list_files<'a>(&'a self, owner: &'a str) -> StoreFuture<'a, Vec<FileRecord>> {
-        Box::pin(async move {
-            let rows =
-                sqlx::query("SELECT * FROM files WHERE owner = ? ORDER BY created_at DESC, id")
-                    .bind(owner)
-                    .fetch_all(&self.pool)
-                    .await?;
-            Ok(rows.iter().map(file_from_row).collect::<Result<_, _>>()?)
-        })
+        Box::pin(self.rows_by(
+            "SELECT * FROM files WHERE owner = ? ORDER BY created_at DESC, id",
+            owner,
+            file_from_row,
+        ))
     }
 
     fn delete_file<'a>(&'a self, id: &'a str) -> StoreFuture<'a, bool> {
-        Box::pin(async move {
-            let done = sqlx::query("DELETE FROM files WHERE id = ?")
-                .bind(id)
-                .execute(&self.pool)
-                .await?;
-            Ok(done.rows_affected() == 1)
-        })
+        Box::pin(self.delete_by("DELETE FROM files WHERE id = ?", id))
     }
 
     fn put_wrap<'a>(
@@ -828,34 +832,19 @@ impl MetaStore for SqliteStore {
     }
 
     fn link<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Option<Link>> {
-        Box::pin(async move {
-            let row = sqlx::query("SELECT * FROM links WHERE id = ?")
-                .bind(id)
-                .fetch_optional(&self.pool)
-                .await?;
-            Ok(row.as_ref().map(link_from_row).transpose()?)
-        })
+        Box::pin(self.row_by("SELECT * FROM links WHERE id = ?", id, link_from_row))
     }
 
     fn file_links<'a>(&'a self, file_id: &'a str) -> StoreFuture<'a, Vec<Link>> {
-        Box::pin(async move {
-            let rows =
-                sqlx::query("SELECT * FROM links WHERE file_id = ? ORDER BY created_at DESC, id")
-                    .bind(file_id)
-                    .fetch_all(&self.pool)
-                    .await?;
-            Ok(rows.iter().map(link_from_row).collect::<Result<_, _>>()?)
-        })
+        Box::pin(self.rows_by(
+            "SELECT * FROM links WHERE file_id = ? ORDER BY created_at DESC, id",
+            file_id,
+            link_from_row,
+        ))
     }
 
     fn delete_link<'a>(&'a self, id: &'a str) -> StoreFuture<'a, bool> {
-        Box::pin(async move {
-            let done = sqlx::query("DELETE FROM links WHERE id = ?")
-                .bind(id)
-                .execute(&self.pool)
-                .await?;
-            Ok(done.rows_affected() == 1)
-        })
+        Box::pin(self.delete_by("DELETE FROM links WHERE id = ?", id))
     }
 
     fn link_failed_attempt<'a>(&'a self, id: &'a str) -> StoreFuture<'a, u32> {
@@ -1076,13 +1065,11 @@ impl MetaStore for SqliteStore {
     }
 
     fn object_key<'a>(&'a self, file_id: &'a str) -> StoreFuture<'a, Option<ObjectKey>> {
-        Box::pin(async move {
-            let row = sqlx::query("SELECT * FROM object_keys WHERE file_id = ?")
-                .bind(file_id)
-                .fetch_optional(&self.pool)
-                .await?;
-            Ok(row.as_ref().map(object_key_from_row).transpose()?)
-        })
+        Box::pin(self.row_by(
+            "SELECT * FROM object_keys WHERE file_id = ?",
+            file_id,
+            object_key_from_row,
+        ))
     }
 
     fn stale_object_keys(&self, version: u32, limit: u32) -> StoreFuture<'_, Vec<ObjectKey>> {

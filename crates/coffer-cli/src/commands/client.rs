@@ -572,11 +572,12 @@ async fn ls(args: &LsArgs) -> Result<()> {
     ctx.save()
 }
 
-/// A name as it may be printed on a terminal: control characters escaped.
+/// A name as it may be printed on a terminal: control, bidirectional and
+/// invisible characters escaped.
 fn printable(name: &str) -> String {
     name.chars()
         .flat_map(|c| {
-            if c.is_control() {
+            if coffer_client::names::unprintable(c) {
                 c.escape_default().collect::<Vec<_>>()
             } else {
                 vec![c]
