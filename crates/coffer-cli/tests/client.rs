@@ -496,11 +496,15 @@ fn share_then_get_then_revoke_and_key_pinning() {
     // server says: sharing refuses unless told to accept it.
     let mut profile: Value =
         serde_json::from_slice(&std::fs::read(world.profile("alice")).unwrap()).unwrap();
-    let mallory_key = profile["known_users"]["bob"]
-        .as_str()
+    let other_key = coffer_format::Identity::generate()
         .unwrap()
-        .replace('q', "p");
-    profile["known_users"]["bob"] = mallory_key.into();
+        .public()
+        .to_string();
+    assert_ne!(
+        profile["known_users"]["bob"].as_str(),
+        Some(other_key.as_str())
+    );
+    profile["known_users"]["bob"] = other_key.into();
     std::fs::write(
         world.profile("alice"),
         serde_json::to_vec(&profile).unwrap(),
