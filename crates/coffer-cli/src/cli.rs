@@ -293,6 +293,35 @@ pub struct ServerInitArgs {
     /// Serve Prometheus metrics (over HTTPS, same certificate) here.
     #[arg(long)]
     pub metrics_listen: Option<std::net::SocketAddr>,
+    #[command(flatten)]
+    pub storage: StorageArgs,
+}
+
+/// Where a server keeps metadata and bytes (default: SQLite and the data
+/// directory). Each may also come from the environment (`COFFER_DATABASE`,
+/// `COFFER_OBJECTS`, `COFFER_S3_*`), which is how to keep a database
+/// password out of `config.toml`.
+#[derive(Debug, Default, clap::Args)]
+pub struct StorageArgs {
+    /// Metadata database: a SQLite file in the data directory, or a
+    /// `postgres://user@host/db` URL (written to config.toml).
+    #[arg(long)]
+    pub database: Option<String>,
+    /// Keep file bytes in this S3 bucket instead of the data directory.
+    #[arg(long)]
+    pub s3_bucket: Option<String>,
+    /// S3 endpoint, e.g. https://s3.example.net (AWS when left out).
+    #[arg(long, requires = "s3_bucket")]
+    pub s3_endpoint: Option<String>,
+    /// S3 region.
+    #[arg(long, requires = "s3_bucket")]
+    pub s3_region: Option<String>,
+    /// Key prefix inside the bucket.
+    #[arg(long, requires = "s3_bucket")]
+    pub s3_prefix: Option<String>,
+    /// Allow a plain-HTTP S3 endpoint (a store on the same host only).
+    #[arg(long, requires = "s3_bucket")]
+    pub s3_allow_http: bool,
 }
 
 #[derive(Debug, clap::Args)]

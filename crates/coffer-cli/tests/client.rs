@@ -43,6 +43,15 @@ struct World {
     port: u16,
     server: Option<Child>,
     fingerprint: String,
+    /// Environment that puts the server on the backend under test
+    /// (`COFFER_TEST_BACKEND`): its own PostgreSQL database and bucket
+    /// prefix, or nothing for the embedded default.
+    storage: Vec<(String, String)>,
+}
+
+/// The storage backend under test.
+fn backend() -> coffer_server::testing::Backend {
+    coffer_server::testing::Backend::from_env()
 }
 
 impl World {
@@ -64,10 +73,14 @@ impl World {
     fn with_init(init_args: &[&Path]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("srv");
+        let storage = tokio::runtime::Runtime::new()
+            .unwrap()
+            .block_on(coffer_server::testing::storage_env(backend()));
         let ok = Std::new(bin())
             .args(["server", "init", "--data"])
             .arg(&data)
             .args(init_args)
+            .envs(storage.iter().map(|(k, v)| (k, v)))
             .output()
             .unwrap();
         assert!(
@@ -87,6 +100,7 @@ impl World {
             port,
             server: None,
             fingerprint,
+            storage,
         };
         for user in ["alice", "bob", "mallory"] {
             let out = Std::new(bin())
@@ -98,6 +112,7 @@ impl World {
             let ok = Std::new(bin())
                 .args(["server", "user", "add", user, "--key", &key, "--data"])
                 .arg(&data)
+                .envs(world.storage.iter().map(|(k, v)| (k, v)))
                 .output()
                 .unwrap();
             assert!(ok.status.success());
@@ -124,6 +139,7 @@ impl World {
                 "--data",
             ])
             .arg(self.path("srv"))
+            .envs(self.storage.iter().map(|(k, v)| (k, v)))
             .env_remove("COFFER_MASTER_KEY")
             .stderr(Stdio::piped())
             .spawn()
@@ -759,12 +775,21 @@ fn a_tampered_object_is_detected_and_leaves_no_file() {
     let file = world.write("ledger.db", &data(3 * MIB, 5));
     let put = world.put("alice", &file, &[]);
     let id = put["id"].as_str().unwrap().to_string();
-    let object = world.path(&format!("srv/objects/{}/{}/{}", &id[..2], &id[2..4], id));
-    let original = std::fs::read(&object).unwrap();
+    // Edited through whichever store holds the objects (disk or S3).
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let objects = runtime.block_on(coffer_server::testing::object_store(
+        &world.path("srv"),
+        &world.storage,
+    ));
+    let read = |id: &str| runtime.block_on(coffer_server::testing::read_object(&*objects, id));
+    let write = |id: &str, bytes: Vec<u8>| {
+        runtime.block_on(coffer_server::testing::write_object(&*objects, id, bytes))
+    };
+    let original = read(&id);
     let mut stored = original.clone();
     let middle = stored.len() / 2;
     stored[middle] ^= 0x01;
-    std::fs::write(&object, &stored).unwrap();
+    write(&id, stored);
     let out = world.get("alice", &id, "out");
     assert_eq!(
         out.status.code(),
@@ -783,19 +808,13 @@ fn a_tampered_object_is_detected_and_leaves_no_file() {
     // Another of Alice's objects, of the same length, put in its place:
     // Alice's wrap is bound to the original header, so it does not open
     // this one; reported as tampering (exit 4), and nothing is written.
-    std::fs::write(&object, &original).unwrap();
+    write(&id, original);
     let twin = world.write("twin.db", &data(3 * MIB, 6));
     let twin_id = world.put("alice", &twin, &[])["id"]
         .as_str()
         .unwrap()
         .to_string();
-    let twin_object = world.path(&format!(
-        "srv/objects/{}/{}/{}",
-        &twin_id[..2],
-        &twin_id[2..4],
-        twin_id
-    ));
-    std::fs::copy(&twin_object, &object).unwrap();
+    write(&id, read(&twin_id));
     let out = world.get("alice", &id, "out");
     assert_eq!(
         out.status.code(),

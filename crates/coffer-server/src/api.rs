@@ -33,8 +33,6 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// Object storage.
     pub objects: Arc<dyn crate::objects::ObjectStore>,
-    /// Uploads being written on this node.
-    pub busy: crate::files::BusyUploads,
     /// Running digests of E2EE uploads on this node.
     pub digests: crate::files::RunningDigests,
     /// Per-address rate limiters.
@@ -66,7 +64,6 @@ impl AppState {
             rate_limits: crate::limits::RateLimits::new(&config.limits),
             config: Arc::new(config),
             objects,
-            busy: crate::files::BusyUploads::default(),
             digests: crate::files::RunningDigests::default(),
             refusals: Arc::default(),
         }

@@ -123,7 +123,9 @@ pub async fn convert(
     file_id: &str,
     signer: &coffer_format::Identity,
 ) -> anyhow::Result<Converted> {
-    let staged = objects.read_staged(&upload.id, upload.staged_len).await?;
+    let staged = objects
+        .read_staged(&upload.id, &upload.staging, upload.staged_len)
+        .await?;
     let (upload_id, expected_len, staged_len) =
         (upload.id.as_str(), upload.length, upload.staged_len);
     let me = [signer.public().clone()];

@@ -49,8 +49,51 @@ pub struct Config {
     pub master_key_file: PathBuf,
     /// Seconds an unwrapped file key stays cached in memory (0: never).
     pub dek_cache_secs: u64,
+    /// Metadata database: a SQLite file relative to the data directory (the
+    /// default, `meta.db`), or a `postgres://user@host/db` URL shared by
+    /// several nodes (`COFFER_DATABASE` overrides it, so a password need not
+    /// be written here).
+    pub database: String,
+    /// Where file bytes are kept.
+    pub objects: Objects,
     /// Abuse limits.
     pub limits: Limits,
+}
+
+/// Which object store (`[objects]` in `config.toml`).
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ObjectsKind {
+    /// `uploads/` and `objects/` in the data directory.
+    #[default]
+    Local,
+    /// An S3-compatible bucket.
+    S3,
+}
+
+/// Object storage settings (`[objects]`). For S3 the secret key comes from
+/// `AWS_SECRET_ACCESS_KEY` or from `secret_access_key_file`, never from this
+/// file itself.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Objects {
+    /// `local` or `s3`.
+    pub kind: ObjectsKind,
+    /// S3 API endpoint, e.g. `https://s3.example.net` (AWS when empty).
+    pub endpoint: String,
+    /// Bucket.
+    pub bucket: String,
+    /// Region (`garage` for a default Garage).
+    pub region: String,
+    /// Key prefix inside the bucket.
+    pub prefix: String,
+    /// Access key id (else `AWS_ACCESS_KEY_ID`).
+    pub access_key_id: String,
+    /// File holding the secret key, relative to the data directory (else
+    /// `AWS_SECRET_ACCESS_KEY`).
+    pub secret_access_key_file: Option<PathBuf>,
+    /// Allow a plain-HTTP endpoint. Only for a store on the same host.
+    pub allow_http: bool,
 }
 
 /// Abuse limits (`[limits]` in `config.toml`). Defaults follow the seeds:
@@ -122,6 +165,8 @@ impl Default for Config {
             link_max_password_failures: 10,
             master_key_file: PathBuf::from("master.key"),
             dek_cache_secs: 60,
+            database: "meta.db".to_string(),
+            objects: Objects::default(),
             limits: Limits::default(),
         }
     }
@@ -168,6 +213,35 @@ impl Config {
         if let Some(value) = lookup("COFFER_TOKEN_TTL_SECS") {
             self.token_ttl_secs = value.parse().context("COFFER_TOKEN_TTL_SECS")?;
         }
+        self.apply_storage_env(lookup)
+    }
+
+    /// The storage overrides: `COFFER_DATABASE`, `COFFER_OBJECTS`
+    /// (`local`/`s3`) and `COFFER_S3_{ENDPOINT,BUCKET,REGION,PREFIX,ALLOW_HTTP}`.
+    fn apply_storage_env(&mut self, lookup: impl Fn(&str) -> Option<String>) -> Result<()> {
+        if let Some(value) = lookup("COFFER_DATABASE") {
+            self.database = value;
+        }
+        match lookup("COFFER_OBJECTS").as_deref() {
+            None => {}
+            Some("local") => self.objects.kind = ObjectsKind::Local,
+            Some("s3") => self.objects.kind = ObjectsKind::S3,
+            Some(_) => anyhow::bail!("COFFER_OBJECTS must be local or s3"),
+        }
+        let objects = &mut self.objects;
+        for (name, field) in [
+            ("COFFER_S3_ENDPOINT", &mut objects.endpoint),
+            ("COFFER_S3_BUCKET", &mut objects.bucket),
+            ("COFFER_S3_REGION", &mut objects.region),
+            ("COFFER_S3_PREFIX", &mut objects.prefix),
+        ] {
+            if let Some(value) = lookup(name) {
+                *field = value;
+            }
+        }
+        if let Some(value) = lookup("COFFER_S3_ALLOW_HTTP") {
+            objects.allow_http = value.parse().context("COFFER_S3_ALLOW_HTTP (true/false)")?;
+        }
         Ok(())
     }
 
@@ -192,5 +266,24 @@ mod tests {
         assert_eq!(over.listen.port(), 9000);
         assert!(over.apply_env(|_| Some("nonsense".into())).is_err());
         assert!(toml::from_str::<Config>("listen = \"127.0.0.1:1\"\nbogus = 1").is_err());
+        let mut scaled = config.clone();
+        scaled
+            .apply_env(|name| match name {
+                "COFFER_DATABASE" => Some("postgres://coffer@db/coffer".into()),
+                "COFFER_OBJECTS" => Some("s3".into()),
+                "COFFER_S3_BUCKET" => Some("files".into()),
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!(scaled.objects.kind, ObjectsKind::S3);
+        assert_eq!(scaled.objects.bucket, "files");
+        let back: Config = toml::from_str(&scaled.to_toml().unwrap()).unwrap();
+        assert_eq!(back, scaled);
+        assert!(
+            config
+                .clone()
+                .apply_env(|name| (name == "COFFER_OBJECTS").then(|| "ftp".into()))
+                .is_err()
+        );
     }
 }

@@ -7,19 +7,24 @@
 //!   server.identity   (0600) the server's coffer identity: signs receipts,
 //!                     named in every login signature
 //!   tls/cert.pem, tls/key.pem (0600)
-//!   meta.db           SQLite (WAL) metadata
+//!   meta.db           SQLite (WAL) metadata, unless `database` names
+//!                     PostgreSQL
+//!   uploads/, objects/  file bytes, unless `[objects]` names S3
 //! ```
 
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use coffer_format::Identity;
 
-use crate::config::{self, Config};
-use crate::store::SqliteStore;
+use crate::config::{self, Config, ObjectsKind};
+use crate::objects::ObjectStore;
+use crate::objects::s3::{S3Objects, S3Settings};
+use crate::store::{Database, SqlStore};
 use crate::tls;
 
 /// What `init` tells the operator.
@@ -98,7 +103,14 @@ pub async fn init(root: &Path, cert: CertSource, mut config: Config) -> Result<I
         client_ca.as_deref(),
     )?;
 
-    let store = SqliteStore::open(&root.join("meta.db")).await?;
+    // The file keeps what was given; the environment may add to it (a
+    // database password, say) without being written down.
+    let mut effective = config.clone();
+    effective.apply_env(|name| std::env::var(name).ok())?;
+    let store = SqlStore::open(&Database::parse(&effective.database, root))
+        .await
+        .context("cannot open the metadata database")?;
+    open_objects(root, &effective).await?;
     // The master key: taken from COFFER_MASTER_KEY if set (and then not
     // written), else generated into `master_key_file`.
     let master = match std::env::var(crate::keyring::MASTER_KEY_ENV) {
@@ -149,13 +161,68 @@ impl DataDir {
         })
     }
 
+    /// Where the metadata lives.
+    pub fn database(&self) -> Database {
+        Database::parse(&self.config.database, &self.root)
+    }
+
     /// Opens the metadata store.
-    pub async fn store(&self) -> Result<SqliteStore> {
-        Ok(SqliteStore::open(&self.root.join("meta.db")).await?)
+    pub async fn store(&self) -> Result<SqlStore> {
+        let database = self.database();
+        SqlStore::open(&database)
+            .await
+            .with_context(|| match database {
+                Database::Sqlite(path) => format!("cannot open {}", path.display()),
+                // The URL may hold a password: name only the kind.
+                Database::Postgres(_) => "cannot open the PostgreSQL database".to_string(),
+            })
+    }
+
+    /// Opens the object store.
+    pub async fn objects(&self) -> Result<Arc<dyn ObjectStore>> {
+        open_objects(&self.root, &self.config).await
     }
 
     /// Absolute path of a file named in the config.
     pub fn path(&self, relative: &Path) -> PathBuf {
         self.root.join(relative)
+    }
+}
+
+/// The object store `config` names, checked to be reachable.
+async fn open_objects(root: &Path, config: &Config) -> Result<Arc<dyn ObjectStore>> {
+    let settings = &config.objects;
+    match settings.kind {
+        ObjectsKind::Local => Ok(Arc::new(crate::objects::LocalObjects::new(root)?)),
+        ObjectsKind::S3 => {
+            let secret = match &settings.secret_access_key_file {
+                Some(file) => {
+                    let path = root.join(file);
+                    let text = zeroize::Zeroizing::new(
+                        fs::read_to_string(&path)
+                            .with_context(|| format!("cannot read {}", path.display()))?,
+                    );
+                    secrecy::SecretString::from(text.trim().to_string())
+                }
+                None => secrecy::SecretString::from(String::new()),
+            };
+            let s3 = S3Objects::new(&S3Settings {
+                endpoint: settings.endpoint.clone(),
+                bucket: settings.bucket.clone(),
+                region: settings.region.clone(),
+                prefix: settings.prefix.clone(),
+                access_key_id: settings.access_key_id.clone(),
+                secret_access_key: secret,
+                allow_http: settings.allow_http,
+            })
+            .context("invalid [objects] settings")?;
+            s3.check().await.with_context(|| {
+                format!(
+                    "cannot reach bucket {:?} at {:?}",
+                    settings.bucket, settings.endpoint
+                )
+            })?;
+            Ok(Arc::new(s3))
+        }
     }
 }

@@ -7,7 +7,7 @@
 //! point leaves either a resumable upload or a complete file, never a visible
 //! partial one.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -23,6 +23,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::api::{ApiError, AppState, Authenticated, ErrorBody};
+use crate::lease::UploadLease;
 use crate::objects::ByteStream;
 use crate::receipt::{Receipt, SignedReceipt};
 use crate::store::{FileRecord, Upload};
@@ -31,24 +32,6 @@ const TUS_VERSION: &str = "1.0.0";
 const TUS_EXTENSIONS: &str = "creation,creation-with-upload,termination,checksum,expiration";
 const OFFSET_CONTENT_TYPE: &str = "application/offset+octet-stream";
 const MAX_METADATA_HEADER: usize = 4096;
-
-/// Uploads currently being written on this node; a second concurrent PATCH
-/// to the same upload gets 423 instead of interleaving bytes.
-#[derive(Clone, Default)]
-pub struct BusyUploads(Arc<Mutex<HashSet<String>>>);
-
-struct BusyGuard(BusyUploads, String);
-
-impl BusyUploads {
-    fn claim(&self, id: &str) -> Option<BusyGuard> {
-        let mut set = self
-            .0
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        set.insert(id.to_string())
-            .then(|| BusyGuard(self.clone(), id.to_string()))
-    }
-}
 
 /// Running SHA-256 of E2EE uploads as their bytes pass, so the commit
 /// need not read the whole object back to hash it. Only a hint: it lives
@@ -93,16 +76,6 @@ impl RunningDigests {
             out.copy_from_slice(ctx.finish().as_ref());
             out
         })
-    }
-}
-
-impl Drop for BusyGuard {
-    fn drop(&mut self) {
-        let mut set = (self.0)
-            .0
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        set.remove(&self.1);
     }
 }
 
@@ -234,7 +207,6 @@ async fn create(
         )
     };
     let upload = Upload {
-        id,
         owner: auth.user.name.clone(),
         length,
         offset: 0,
@@ -242,6 +214,12 @@ async fn create(
         expires_at: crate::unix_now() + state.config.upload_ttl_secs as i64,
         staged_len: 0,
         staging_key,
+        staging: state
+            .objects
+            .begin(&id, length)
+            .await
+            .map_err(ApiError::internal)?,
+        id,
     };
     state.store.create_upload(&upload).await?;
     let has_body = headers
@@ -322,6 +300,8 @@ struct Staged {
     plain: u64,
     /// Bytes added to the staged file.
     staged: u64,
+    /// The object store's staging record after them.
+    staging: Vec<u8>,
     /// SHA-256 of the upload bytes taken, when a tus checksum was sent.
     sha256: Option<[u8; 32]>,
     /// The body went past the declared length.
@@ -434,9 +414,9 @@ async fn stage(
                 .map_err(ApiError::internal)?
         }
     };
-    let staged = state
+    let appended = state
         .objects
-        .append(&upload.id, upload.staged_len, body)
+        .append(&upload.id, upload.staged_len, &upload.staging, body)
         .await
         .map_err(ApiError::internal)?;
     let mut meter = meter.lock().unwrap_or_else(|p| p.into_inner());
@@ -447,7 +427,8 @@ async fn stage(
     });
     Ok(Staged {
         plain: meter.taken,
-        staged,
+        staged: appended.written,
+        staging: appended.staging,
         sha256,
         overflow: meter.overflow,
         broken: meter.broken,
@@ -674,15 +655,17 @@ async fn write_chunk(
         ));
     }
     let checksum = expected_checksum(headers)?;
-    let _busy = state.busy.claim(&upload.id).ok_or_else(|| {
-        ApiError::new(
-            StatusCode::LOCKED,
-            "busy",
-            "another request is writing this upload",
-        )
-    })?;
+    let lease = lease_upload(state, &upload.id).await?;
     let mut appended = stage(state, upload, body, checksum.is_some()).await?;
-    let rollback = || state.objects.truncate(&upload.id, upload.staged_len);
+    let rollback = || state.objects.discard_after(&upload.id, upload.staged_len);
+    if lease.lost() {
+        rollback().await.map_err(ApiError::internal)?;
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "lease_lost",
+            "this request lost its hold on the upload; resume from the server's offset",
+        ));
+    }
     if appended.overflow {
         rollback().await.map_err(ApiError::internal)?;
         return Err(ApiError::new(
@@ -709,7 +692,13 @@ async fn write_chunk(
     let staged_len = upload.staged_len + appended.staged;
     if !state
         .store
-        .advance_upload(&upload.id, upload.offset, new_offset, staged_len)
+        .advance_upload(
+            &upload.id,
+            upload.offset,
+            new_offset,
+            staged_len,
+            &appended.staging,
+        )
         .await?
     {
         rollback().await.map_err(ApiError::internal)?;
@@ -730,6 +719,7 @@ async fn write_chunk(
         let upload = Upload {
             offset: new_offset,
             staged_len,
+            staging: std::mem::take(&mut appended.staging),
             ..upload.clone()
         };
         let signed = commit(state, &upload).await?;
@@ -748,18 +738,36 @@ async fn write_chunk(
             HeaderValue::from_str(&encoded).map_err(ApiError::internal)?,
         );
     }
+    lease.release().await?;
     Ok(response)
+}
+
+/// Takes the upload's lease, or answers 423.
+async fn lease_upload(state: &AppState, id: &str) -> Result<UploadLease, ApiError> {
+    UploadLease::take(&state.store, id).await?.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::LOCKED,
+            "busy",
+            "another request is writing this upload",
+        )
+    })
 }
 
 /// Moves a complete upload into place and records it, with a receipt.
 pub async fn commit(state: &AppState, upload: &Upload) -> Result<SignedReceipt, ApiError> {
-    let file_id = new_id()?;
+    // An E2EE upload becomes its object where it lies (S3 cannot rename), so
+    // the file keeps the upload's id; a server-encrypted one is rewritten
+    // into a new object.
+    let file_id = match upload.staging_key {
+        None => upload.id.clone(),
+        Some(_) => new_id()?,
+    };
     let (size, sha256, object_key) = match &upload.staging_key {
         None => {
             let known = state.digests.finish(&upload.id, upload.length);
             let (size, sha256) = state
                 .objects
-                .commit(&upload.id, &file_id, known)
+                .commit(&upload.id, &upload.staging, upload.staged_len, known)
                 .await
                 .map_err(ApiError::internal)?;
             (size, sha256, None)
@@ -843,7 +851,7 @@ pub async fn commit(state: &AppState, upload: &Upload) -> Result<SignedReceipt, 
         // The sealed records are no longer needed once the object is in.
         state
             .objects
-            .delete_staged(&upload.id)
+            .delete_staged(&upload.id, &upload.staging)
             .await
             .map_err(ApiError::internal)?;
     }
@@ -862,15 +870,13 @@ async fn terminate(
 ) -> Result<Response, ApiError> {
     check_tus(&headers)?;
     let upload = owned_upload(&state, &auth, &id).await?;
-    let _busy = state
-        .busy
-        .claim(&upload.id)
-        .ok_or_else(|| ApiError::new(StatusCode::LOCKED, "busy", "upload in use"))?;
+    let lease = lease_upload(&state, &upload.id).await?;
     state.digests.forget(&upload.id);
     state.store.delete_upload(&upload.id).await?;
+    drop(lease);
     state
         .objects
-        .delete_staged(&upload.id)
+        .delete_staged(&upload.id, &upload.staging)
         .await
         .map_err(ApiError::internal)?;
     crate::audit::record(&state, auth.event("upload_terminate", &upload.id)).await?;
@@ -885,7 +891,10 @@ pub async fn sweep_expired(state: &AppState) -> Result<usize, ApiError> {
     for id in &expired {
         // A PATCH that began before the expiry may still be writing; leave
         // that upload to the next sweep.
-        let Some(_busy) = state.busy.claim(id) else {
+        let Some(_lease) = UploadLease::take(&state.store, id).await? else {
+            continue;
+        };
+        let Some(upload) = state.store.upload(id).await? else {
             continue;
         };
         removed += 1;
@@ -893,7 +902,7 @@ pub async fn sweep_expired(state: &AppState) -> Result<usize, ApiError> {
         state.store.delete_upload(id).await?;
         state
             .objects
-            .delete_staged(id)
+            .delete_staged(id, &upload.staging)
             .await
             .map_err(ApiError::internal)?;
     }

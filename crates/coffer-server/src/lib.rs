@@ -16,6 +16,7 @@ pub mod config;
 pub mod data_dir;
 pub mod files;
 pub mod keyring;
+pub mod lease;
 pub mod limits;
 pub mod links;
 pub mod metrics;
@@ -24,6 +25,8 @@ pub use coffer_proto::receipt;
 pub mod serve;
 pub mod shares;
 pub mod store;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod tls;
 
 use std::future::Future;
@@ -72,6 +75,11 @@ pub async fn run(
         client_ca.as_deref(),
     )?;
     let store = data_dir.store().await?;
+    if store.backend() == "sqlite" {
+        // This process alone uses the file: leases are from before a crash.
+        store.release_all_leases().await?;
+    }
+    let objects = data_dir.objects().await?;
     let master = keyring::load_master_key(&data_dir.path(&data_dir.config.master_key_file))?;
     let keyring = keyring::Keyring::open(&store, master).await?;
     let listener = tokio::net::TcpListener::bind(data_dir.config.listen)
@@ -93,11 +101,10 @@ pub async fn run(
             .map(|l| l.local_addr())
             .transpose()?,
     });
-    let objects = objects::LocalObjects::new(&data_dir.root)?;
     let limits = data_dir.config.limits.clone();
     let state = api::AppState::new(
         Arc::new(store),
-        Arc::new(objects),
+        objects,
         data_dir.identity,
         data_dir.config,
         keyring,
@@ -139,7 +146,9 @@ pub async fn run(
         }
     };
     sweeper.abort();
-    refusal_auditor.abort();
+    // The listener is gone, and with it the sender: let the auditor write
+    // what is queued (a remote database may be slower than the shutdown).
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), refusal_auditor).await;
     if let Err(err) = audit::checkpoint(state.store.as_ref(), &state.identity).await {
         tracing::warn!("signing the audit head at shutdown failed: {err}");
     }

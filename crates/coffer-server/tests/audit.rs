@@ -5,7 +5,7 @@ mod common;
 
 use coffer_format::Identity;
 use coffer_server::audit::{self, Event};
-use coffer_server::store::{MetaStore, SqliteStore};
+use coffer_server::store::{MetaStore, SqlStore};
 use common::Server;
 use sqlx::Row;
 
@@ -13,10 +13,10 @@ const TUS: (&str, &str) = ("tus-resumable", "1.0.0");
 const OCTETS: (&str, &str) = ("content-type", "application/offset+octet-stream");
 
 /// A store with eight entries and a signed head at the last one.
-async fn chain() -> (tempfile::TempDir, SqliteStore, sqlx::SqlitePool, Identity) {
+async fn chain() -> (tempfile::TempDir, SqlStore, sqlx::SqlitePool, Identity) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("meta.db");
-    let store = SqliteStore::open(&path).await.unwrap();
+    let store = SqlStore::open_sqlite(&path).await.unwrap();
     for i in 0..8 {
         let event = Event::new("alice", None, "download", &format!("file{i}"));
         assert_eq!(audit::append(&store, &event).await.unwrap(), i + 1);
@@ -29,7 +29,7 @@ async fn chain() -> (tempfile::TempDir, SqliteStore, sqlx::SqlitePool, Identity)
     (dir, store, raw, server)
 }
 
-async fn problems(store: &SqliteStore, server: &Identity) -> Vec<String> {
+async fn problems(store: &SqlStore, server: &Identity) -> Vec<String> {
     audit::verify(store, server.public())
         .await
         .unwrap()
@@ -237,12 +237,12 @@ async fn the_server_records_actions_and_no_secrets() {
         204
     );
     let dir = server.stop().await; // signs the head
-    let store = SqliteStore::open(&dir.path().join("data/meta.db"))
+    let text = common::audit_text(dir.path()).await;
+    let store = coffer_server::DataDir::open(&dir.path().join("data"))
+        .unwrap()
+        .store()
         .await
         .unwrap();
-    let mut out = Vec::new();
-    audit::export_json_lines(&store, &mut out).await.unwrap();
-    let text = String::from_utf8(out).unwrap();
     let entries: Vec<serde_json::Value> = text
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())

@@ -141,7 +141,7 @@ async fn kill_9_mid_upload_then_restart_and_resume() {
     drop(tls);
 
     // Nothing partial is visible in the metadata.
-    let store = coffer_server::store::SqliteStore::open(&data.join("meta.db"))
+    let store = coffer_server::store::SqlStore::open_sqlite(&data.join("meta.db"))
         .await
         .unwrap();
     assert!(
@@ -199,7 +199,7 @@ async fn kill_9_mid_upload_then_restart_and_resume() {
     // Two kill -9s later the audit chain still verifies, and the staged
     // records of the (server-encrypted) upload are gone.
     let root = dir.path().join("data");
-    let store = coffer_server::store::SqliteStore::open(&root.join("meta.db"))
+    let store = coffer_server::store::SqlStore::open_sqlite(&root.join("meta.db"))
         .await
         .unwrap();
     let identity = DataDir::open(&root).unwrap().identity;
@@ -216,7 +216,7 @@ async fn kill_9_mid_upload_then_restart_and_resume() {
     drop(dir);
 }
 
-async fn store_upload_location(store: &coffer_server::store::SqliteStore) -> String {
+async fn store_upload_location(store: &coffer_server::store::SqlStore) -> String {
     // The only upload in progress (expiry far in the future).
     store
         .expired_uploads(i64::MAX)
@@ -275,7 +275,7 @@ async fn kill_9_mid_download_and_a_crash_inside_a_delete() {
     drop(tls);
 
     // A crash inside a delete, after the row went and before the object did.
-    let store = coffer_server::store::SqliteStore::open(&data.join("meta.db"))
+    let store = coffer_server::store::SqlStore::open_sqlite(&data.join("meta.db"))
         .await
         .unwrap();
     assert!(store.delete_file(&files[1]).await.unwrap());
@@ -312,7 +312,7 @@ async fn kill_9_mid_download_and_a_crash_inside_a_delete() {
     child.kill().unwrap();
     child.wait().unwrap();
 
-    let store = coffer_server::store::SqliteStore::open(&data.join("meta.db"))
+    let store = coffer_server::store::SqlStore::open_sqlite(&data.join("meta.db"))
         .await
         .unwrap();
     let identity = DataDir::open(&data).unwrap().identity;

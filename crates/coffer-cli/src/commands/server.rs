@@ -37,12 +37,13 @@ async fn init(args: &ServerInitArgs) -> Result<()> {
         },
         _ => CertSource::SelfSigned(args.names.clone()),
     };
-    let config = Config {
+    let mut config = Config {
         listen: args.listen,
         client_ca: args.client_ca.clone(),
         metrics_listen: args.metrics_listen,
         ..Config::default()
     };
+    apply_storage_args(&mut config, &args.storage);
     let report = coffer_server::init(&args.data.dir, cert, config).await?;
     println!("url:                  {}", report.url);
     println!("certificate:          {}", report.cert_fingerprint);
@@ -53,6 +54,22 @@ async fn init(args: &ServerInitArgs) -> Result<()> {
         args.data.dir.display()
     );
     Ok(())
+}
+
+/// Writes the storage flags into `config`.
+fn apply_storage_args(config: &mut Config, storage: &crate::cli::StorageArgs) {
+    if let Some(database) = &storage.database {
+        config.database = database.clone();
+    }
+    if let Some(bucket) = &storage.s3_bucket {
+        let objects = &mut config.objects;
+        objects.kind = coffer_server::config::ObjectsKind::S3;
+        objects.bucket = bucket.clone();
+        objects.endpoint = storage.s3_endpoint.clone().unwrap_or_default();
+        objects.region = storage.s3_region.clone().unwrap_or_default();
+        objects.prefix = storage.s3_prefix.clone().unwrap_or_default();
+        objects.allow_http = storage.s3_allow_http;
+    }
 }
 
 async fn serve(args: &ServerRunArgs) -> Result<()> {
@@ -206,7 +223,7 @@ async fn audit_command(command: &AuditCommand) -> Result<()> {
 /// Opens the data directory's store and keyring (needs the master key).
 async fn open_keyring(
     dir: &std::path::Path,
-) -> Result<(coffer_server::store::SqliteStore, keyring::Keyring)> {
+) -> Result<(coffer_server::store::SqlStore, keyring::Keyring)> {
     let data = DataDir::open(dir)?;
     let store = data.store().await?;
     let master = keyring::load_master_key(&data.path(&data.config.master_key_file))?;

@@ -60,6 +60,11 @@ impl ServerCertVerifier for Pinned {
     }
 }
 
+/// The storage backend these tests run on (`COFFER_TEST_BACKEND`).
+pub fn backend() -> coffer_server::testing::Backend {
+    coffer_server::testing::Backend::from_env()
+}
+
 pub struct Server {
     pub dir: tempfile::TempDir,
     pub addr: std::net::SocketAddr,
@@ -90,10 +95,11 @@ impl Server {
     pub async fn start_with(config: Config) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("data");
-        let config = Config {
+        let mut config = Config {
             listen: "127.0.0.1:0".parse().unwrap(),
             ..config
         };
+        coffer_server::testing::configure(&mut config, backend()).await;
         coffer_server::init(
             &root,
             CertSource::SelfSigned(vec!["localhost".into()]),
@@ -130,7 +136,9 @@ impl Server {
     }
 
     pub async fn store(&self) -> impl MetaStore {
-        coffer_server::store::SqliteStore::open(&self.dir.path().join("data/meta.db"))
+        DataDir::open(&self.dir.path().join("data"))
+            .unwrap()
+            .store()
             .await
             .unwrap()
     }
@@ -418,7 +426,9 @@ impl Client {
 /// The audit log of the data directory under `dir` (as `Server::stop`
 /// returns it), exported as JSON Lines.
 pub async fn audit_text(dir: &std::path::Path) -> String {
-    let store = coffer_server::store::SqliteStore::open(&dir.join("data/meta.db"))
+    let store = DataDir::open(&dir.join("data"))
+        .unwrap()
+        .store()
         .await
         .unwrap();
     let mut out = Vec::new();

@@ -1,12 +1,20 @@
-//! Object storage behind a trait (the local directory now; an S3-compatible
-//! store later). Objects are named only by random ids, never by anything a
-//! client sent, and sharded two levels deep (`ab/cd/abcd…`) so no directory
-//! grows without bound.
+//! Object storage behind a trait: a local directory (the embedded default)
+//! or any S3-compatible store ([`s3`]). Objects are named only by random
+//! ids, never by anything a client sent.
 //!
-//! Durability contract: `append` returns only after the bytes are on disk,
-//! and `commit` only after the object is durably at its final name. Callers
-//! record state in the metadata store *after* these return, so a crash at any
-//! point leaves metadata that never points at missing bytes.
+//! Durability contract: `append` returns only after the bytes are durably
+//! stored, and `commit` only after the object is durably at its final name.
+//! Callers record state in the metadata store *after* these return, so a
+//! crash at any point leaves metadata that never points at missing bytes.
+//! The metadata store, not the object store, says what exists: an object
+//! without a file row is garbage, and nothing here relies on conditional
+//! writes (which some S3 implementations ignore).
+//!
+//! Staging is where an upload's bytes wait until the last one arrives.
+//! Each backend keeps what it needs to go on with a staged upload (for S3:
+//! the multipart upload and its parts) in an opaque *staging record* that
+//! the caller stores with the upload's offset, so any node can continue an
+//! upload another node began.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -17,34 +25,54 @@ use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
+pub mod s3;
+
 /// A stream of body bytes.
 pub type ByteStream<'a> = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send + 'a>>;
 /// Boxed future returned by [`ObjectStore`] methods.
 pub type ObjectFuture<'a, T> =
     Pin<Box<dyn std::future::Future<Output = io::Result<T>> + Send + 'a>>;
 
+/// What an append stored.
+#[derive(Debug)]
+pub struct Appended {
+    /// Bytes of the body written.
+    pub written: u64,
+    /// The staging record to keep with the new offset.
+    pub staging: Vec<u8>,
+}
+
 /// Storage for staged uploads and committed objects.
 pub trait ObjectStore: Send + Sync + 'static {
-    /// Appends `body` to staged upload `id` at `offset` (anything staged past
-    /// `offset` is discarded first); returns the bytes written. Limits and
-    /// checksums are the caller's (it sees the body before any encryption).
+    /// Which backend this is (`local` or `s3`), for logs and reports.
+    fn backend(&self) -> &'static str;
+    /// Prepares to stage upload `id` of about `length` bytes; returns its
+    /// first staging record.
+    fn begin<'a>(&'a self, id: &'a str, length: u64) -> ObjectFuture<'a, Vec<u8>>;
+    /// Appends `body` to staged upload `id` at `offset` (anything staged
+    /// past `offset` is disregarded); `staging` is the record kept at
+    /// `offset`. Limits and checksums are the caller's (it sees the body
+    /// before any encryption).
     fn append<'a>(
         &'a self,
         id: &'a str,
         offset: u64,
+        staging: &'a [u8],
         body: ByteStream<'a>,
-    ) -> ObjectFuture<'a, u64>;
-    /// Cuts staged upload `id` back to `len` bytes.
-    fn truncate<'a>(&'a self, id: &'a str, len: u64) -> ObjectFuture<'a, ()>;
-    /// Makes staged upload `upload` the object `object`; returns the object's
-    /// size and SHA-256. Idempotent: if the move already happened, it only
-    /// reads the object back.
-    /// `known` is the SHA-256 if the caller already computed it as the
-    /// bytes arrived; otherwise the object is read back and hashed.
+    ) -> ObjectFuture<'a, Appended>;
+    /// Undoes an append whose offset will not be recorded: cuts staged
+    /// upload `id` back to `len` bytes where that matters.
+    fn discard_after<'a>(&'a self, id: &'a str, len: u64) -> ObjectFuture<'a, ()>;
+    /// Makes the `len` staged bytes of upload `id` the object `id`; returns
+    /// the object's size and SHA-256. Idempotent: if an interrupted commit
+    /// already did it, it only checks the object. `known` is the SHA-256 if
+    /// the caller computed it as the bytes arrived; otherwise the object is
+    /// read back and hashed.
     fn commit<'a>(
         &'a self,
-        upload: &'a str,
-        object: &'a str,
+        id: &'a str,
+        staging: &'a [u8],
+        len: u64,
         known: Option<[u8; 32]>,
     ) -> ObjectFuture<'a, (u64, [u8; 32])>;
     /// Bytes `start..end` of an object.
@@ -54,8 +82,13 @@ pub trait ObjectStore: Send + Sync + 'static {
         start: u64,
         end: u64,
     ) -> ObjectFuture<'a, ByteStream<'static>>;
-    /// The first `len` bytes of staged upload `id`.
-    fn read_staged<'a>(&'a self, id: &'a str, len: u64) -> ObjectFuture<'a, ByteStream<'static>>;
+    /// The first `len` staged bytes of upload `id`.
+    fn read_staged<'a>(
+        &'a self,
+        id: &'a str,
+        staging: &'a [u8],
+        len: u64,
+    ) -> ObjectFuture<'a, ByteStream<'static>>;
     /// Writes object `id` from `body`, durably, replacing any earlier
     /// attempt; returns its size and SHA-256.
     fn write_object<'a>(
@@ -63,19 +96,35 @@ pub trait ObjectStore: Send + Sync + 'static {
         id: &'a str,
         body: ByteStream<'a>,
     ) -> ObjectFuture<'a, (u64, [u8; 32])>;
-    /// Removes a staged upload (absent is fine).
-    fn delete_staged<'a>(&'a self, id: &'a str) -> ObjectFuture<'a, ()>;
+    /// Removes a staged upload and anything its commit left under its id
+    /// (absent is fine).
+    fn delete_staged<'a>(&'a self, id: &'a str, staging: &'a [u8]) -> ObjectFuture<'a, ()>;
     /// Removes an object (absent is fine).
     fn delete_object<'a>(&'a self, id: &'a str) -> ObjectFuture<'a, ()>;
 }
 
-/// Objects in a local directory.
+/// Reads a whole stream, returning its length and SHA-256.
+pub async fn measure(mut body: ByteStream<'_>) -> io::Result<(u64, [u8; 32])> {
+    let mut ctx = Context::new(&SHA256);
+    let mut size = 0u64;
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk?;
+        ctx.update(&chunk);
+        size += chunk.len() as u64;
+    }
+    let mut out = [0u8; 32];
+    out.copy_from_slice(ctx.finish().as_ref());
+    Ok((size, out))
+}
+
+/// Objects in a local directory, sharded two levels deep (`ab/cd/abcd…`)
+/// so no directory grows without bound.
 pub struct LocalObjects {
     root: PathBuf,
 }
 
-/// Ids are lowercase hex; anything else never reaches the filesystem.
-fn checked(id: &str) -> io::Result<&str> {
+/// Ids are lowercase hex; anything else never reaches storage.
+pub(crate) fn checked(id: &str) -> io::Result<&str> {
     if id.len() >= 8
         && id.len() <= 64
         && id
@@ -127,30 +176,31 @@ async fn sync_dir(dir: &Path) -> io::Result<()> {
 }
 
 async fn sha256_of(path: &Path) -> io::Result<(u64, [u8; 32])> {
-    let mut file = tokio::fs::File::open(path).await?;
-    let mut ctx = Context::new(&SHA256);
-    let mut buf = vec![0u8; 1 << 20];
-    let mut size = 0u64;
-    loop {
-        let n = file.read(&mut buf).await?;
-        if n == 0 {
-            break;
-        }
-        ctx.update(&buf[..n]);
-        size += n as u64;
-    }
-    let mut out = [0u8; 32];
-    out.copy_from_slice(ctx.finish().as_ref());
-    Ok((size, out))
+    let file = tokio::fs::File::open(path).await?;
+    measure(Box::pin(tokio_util::io::ReaderStream::with_capacity(
+        file,
+        1 << 20,
+    )))
+    .await
 }
 
 impl ObjectStore for LocalObjects {
+    fn backend(&self) -> &'static str {
+        "local"
+    }
+
+    fn begin<'a>(&'a self, _id: &'a str, _length: u64) -> ObjectFuture<'a, Vec<u8>> {
+        // The staged file is created by the first append; it needs no record.
+        Box::pin(async { Ok(Vec::new()) })
+    }
+
     fn append<'a>(
         &'a self,
         id: &'a str,
         offset: u64,
+        _staging: &'a [u8],
         mut body: ByteStream<'a>,
-    ) -> ObjectFuture<'a, u64> {
+    ) -> ObjectFuture<'a, Appended> {
         Box::pin(async move {
             let path = self.staged(id)?;
             let mut file = tokio::fs::OpenOptions::new()
@@ -172,11 +222,14 @@ impl ObjectStore for LocalObjects {
             }
             file.flush().await?;
             file.get_ref().sync_data().await?;
-            Ok(written)
+            Ok(Appended {
+                written,
+                staging: Vec::new(),
+            })
         })
     }
 
-    fn truncate<'a>(&'a self, id: &'a str, len: u64) -> ObjectFuture<'a, ()> {
+    fn discard_after<'a>(&'a self, id: &'a str, len: u64) -> ObjectFuture<'a, ()> {
         Box::pin(async move {
             let file = tokio::fs::OpenOptions::new()
                 .write(true)
@@ -189,13 +242,14 @@ impl ObjectStore for LocalObjects {
 
     fn commit<'a>(
         &'a self,
-        upload: &'a str,
-        object: &'a str,
+        id: &'a str,
+        _staging: &'a [u8],
+        _len: u64,
         known: Option<[u8; 32]>,
     ) -> ObjectFuture<'a, (u64, [u8; 32])> {
         Box::pin(async move {
-            let staged = self.staged(upload)?;
-            let target = self.object(object)?;
+            let staged = self.staged(id)?;
+            let target = self.object(id)?;
             let dir = target.parent().map(Path::to_path_buf).unwrap_or_default();
             match tokio::fs::File::open(&staged).await {
                 Ok(file) => {
@@ -234,7 +288,12 @@ impl ObjectStore for LocalObjects {
         })
     }
 
-    fn read_staged<'a>(&'a self, id: &'a str, len: u64) -> ObjectFuture<'a, ByteStream<'static>> {
+    fn read_staged<'a>(
+        &'a self,
+        id: &'a str,
+        _staging: &'a [u8],
+        len: u64,
+    ) -> ObjectFuture<'a, ByteStream<'static>> {
         Box::pin(async move {
             let file = tokio::fs::File::open(self.staged(id)?).await?;
             let stream: ByteStream<'static> = Box::pin(
@@ -277,7 +336,7 @@ impl ObjectStore for LocalObjects {
         })
     }
 
-    fn delete_staged<'a>(&'a self, id: &'a str) -> ObjectFuture<'a, ()> {
+    fn delete_staged<'a>(&'a self, id: &'a str, _staging: &'a [u8]) -> ObjectFuture<'a, ()> {
         Box::pin(async move { remove_if_present(&self.staged(id)?).await })
     }
 
@@ -323,20 +382,22 @@ mod tests {
         };
         let id = "00112233445566778899aabbccddeeff";
         let first = store
-            .append(id, 0, body(vec![b"hello ", b"world"]))
+            .append(id, 0, &[], body(vec![b"hello ", b"world"]))
             .await
             .unwrap();
-        assert_eq!(first, 11);
+        assert_eq!(first.written, 11);
         // A crash left junk past offset 6: the next append discards it.
-        let second = store.append(id, 6, body(vec![b"there"])).await.unwrap();
-        assert_eq!(second, 5);
-        let object = "ffeeddccbbaa99887766554433221100";
-        let (size, _) = store.commit(id, object, None).await.unwrap();
+        let second = store
+            .append(id, 6, &[], body(vec![b"there"]))
+            .await
+            .unwrap();
+        assert_eq!(second.written, 5);
+        let (size, _) = store.commit(id, &[], 11, None).await.unwrap();
         assert_eq!(size, 11);
-        assert!(dir.path().join("objects/ff/ee").join(object).exists());
+        assert!(dir.path().join("objects/00/11").join(id).exists());
         // Committing again (an interrupted commit being retried) is harmless.
-        assert_eq!(store.commit(id, object, None).await.unwrap().0, 11);
-        let mut stream = store.read(object, 6, 11).await.unwrap();
+        assert_eq!(store.commit(id, &[], 11, None).await.unwrap().0, 11);
+        let mut stream = store.read(id, 6, 11).await.unwrap();
         let mut got = Vec::new();
         while let Some(chunk) = stream.next().await {
             got.extend_from_slice(&chunk.unwrap());

@@ -1,0 +1,1100 @@
+//! The two SQL backends behind [`MetaStore`]: SQLite (the embedded default)
+//! and PostgreSQL (for several server nodes). Each has its own migrations
+//! (`migrations/sqlite`, `migrations/postgres`), but every statement is
+//! written once: in the dialect both accept (`$1` placeholders, `ON CONFLICT`,
+//! `RETURNING`) and run through [`on_pool!`], which expands the same body once
+//! per backend, so the two cannot drift apart. The conformance suite
+//! (`tests/store.rs`) runs every operation against both.
+//!
+//! Races that matter are settled inside one statement, which both databases
+//! make atomic: a challenge is consumed by `DELETE … RETURNING`, a link
+//! download by a guarded `UPDATE`, an upload offset by compare-and-set, an
+//! upload lease by a guarded `UPDATE`, an audit sequence number by its
+//! primary key.
+
+use std::path::Path;
+use std::time::Duration;
+
+use sqlx::Row;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+
+use super::*;
+
+/// The connection pool of one backend.
+#[derive(Clone, Debug)]
+enum Pool {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// Runs `$body` with `$pool` bound to the concrete pool; the body is
+/// compiled once for each backend.
+macro_rules! on_pool {
+    ($self:ident, $pool:ident => $body:expr) => {
+        match &$self.pool {
+            Pool::Sqlite($pool) => $body,
+            Pool::Postgres($pool) => $body,
+        }
+    };
+}
+
+/// Metadata in SQLite (one machine) or PostgreSQL (shared by many nodes).
+#[derive(Clone, Debug)]
+pub struct SqlStore {
+    pool: Pool,
+}
+
+/// Where the metadata lives: a SQLite file, or a PostgreSQL URL.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Database {
+    /// A SQLite file.
+    Sqlite(std::path::PathBuf),
+    /// A `postgres://` (or `postgresql://`) URL.
+    Postgres(String),
+}
+
+impl Database {
+    /// `postgres://…` and `postgresql://…` are PostgreSQL; anything else is a
+    /// SQLite path, relative to `base` unless absolute.
+    pub fn parse(value: &str, base: &Path) -> Self {
+        if value.starts_with("postgres://") || value.starts_with("postgresql://") {
+            Database::Postgres(value.to_string())
+        } else {
+            Database::Sqlite(base.join(value))
+        }
+    }
+}
+
+impl SqlStore {
+    /// Connects to `database` and brings its schema up to date.
+    pub async fn open(database: &Database) -> Result<Self, StoreError> {
+        match database {
+            Database::Sqlite(path) => Self::open_sqlite(path).await,
+            Database::Postgres(url) => Self::open_postgres(url).await,
+        }
+    }
+
+    /// Opens (creating if needed) the SQLite database at `path` and migrates
+    /// it.
+    pub async fn open_sqlite(path: &Path) -> Result<Self, StoreError> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(5));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .connect_with(options)
+            .await?;
+        sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+        Ok(Self {
+            pool: Pool::Sqlite(pool),
+        })
+    }
+
+    /// Connects to PostgreSQL at `url` and migrates it. Several nodes may
+    /// do this at once: sqlx takes an advisory lock around migrations.
+    pub async fn open_postgres(url: &str) -> Result<Self, StoreError> {
+        let options: PgConnectOptions = url.parse()?;
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options)
+            .await?;
+        sqlx::migrate!("./migrations/postgres").run(&pool).await?;
+        Ok(Self {
+            pool: Pool::Postgres(pool),
+        })
+    }
+
+    /// Frees every upload lease. Only for a server starting on SQLite,
+    /// which no other server process shares: leases left by a crash would
+    /// otherwise hold their uploads until they ran out.
+    pub async fn release_all_leases(&self) -> Result<u64, StoreError> {
+        on_pool!(self, pool => {
+            let done = sqlx::query(
+                "UPDATE uploads SET lease_holder = NULL, lease_until = NULL WHERE lease_holder IS NOT NULL",
+            )
+            .execute(pool)
+            .await?;
+            Ok(done.rows_affected())
+        })
+    }
+
+    /// Which backend this is (`sqlite` or `postgres`), for logs and reports.
+    pub fn backend(&self) -> &'static str {
+        match self.pool {
+            Pool::Sqlite(_) => "sqlite",
+            Pool::Postgres(_) => "postgres",
+        }
+    }
+}
+
+/// Typed column access shared by both backends' rows, so that each record
+/// is decoded by one function.
+trait Get {
+    fn int(&self, column: &str) -> Result<i64, sqlx::Error>;
+    fn opt_int(&self, column: &str) -> Result<Option<i64>, sqlx::Error>;
+    fn text(&self, column: &str) -> Result<String, sqlx::Error>;
+    fn opt_text(&self, column: &str) -> Result<Option<String>, sqlx::Error>;
+    fn bytes(&self, column: &str) -> Result<Vec<u8>, sqlx::Error>;
+    fn opt_bytes(&self, column: &str) -> Result<Option<Vec<u8>>, sqlx::Error>;
+}
+
+macro_rules! impl_get {
+    ($row:ty) => {
+        impl Get for $row {
+            fn int(&self, column: &str) -> Result<i64, sqlx::Error> {
+                self.try_get(column)
+            }
+            fn opt_int(&self, column: &str) -> Result<Option<i64>, sqlx::Error> {
+                self.try_get(column)
+            }
+            fn text(&self, column: &str) -> Result<String, sqlx::Error> {
+                self.try_get(column)
+            }
+            fn opt_text(&self, column: &str) -> Result<Option<String>, sqlx::Error> {
+                self.try_get(column)
+            }
+            fn bytes(&self, column: &str) -> Result<Vec<u8>, sqlx::Error> {
+                self.try_get(column)
+            }
+            fn opt_bytes(&self, column: &str) -> Result<Option<Vec<u8>>, sqlx::Error> {
+                self.try_get(column)
+            }
+        }
+    };
+}
+impl_get!(SqliteRow);
+impl_get!(PgRow);
+
+/// Maps one row to a record.
+type RowMap<T> = fn(&dyn Get) -> Result<T, sqlx::Error>;
+
+/// The shapes most lookups share: one statement with a single text key.
+impl SqlStore {
+    /// The row `sql` finds for `key`, if any.
+    async fn row_by<T>(
+        &self,
+        sql: &'static str,
+        key: &str,
+        map: RowMap<T>,
+    ) -> Result<Option<T>, StoreError> {
+        on_pool!(self, pool => {
+            let row = sqlx::query(sql).bind(key).fetch_optional(pool).await?;
+            Ok(row.as_ref().map(|r| map(r)).transpose()?)
+        })
+    }
+
+    /// Every row `sql` finds for `key`, in the statement's order.
+    async fn rows_by<T>(
+        &self,
+        sql: &'static str,
+        key: &str,
+        map: RowMap<T>,
+    ) -> Result<Vec<T>, StoreError> {
+        on_pool!(self, pool => {
+            let rows = sqlx::query(sql).bind(key).fetch_all(pool).await?;
+            Ok(rows.iter().map(|r| map(r)).collect::<Result<_, _>>()?)
+        })
+    }
+
+    /// Runs a keyed `DELETE`; whether it removed a row.
+    async fn delete_by(&self, sql: &'static str, key: &str) -> Result<bool, StoreError> {
+        on_pool!(self, pool => {
+            let done = sqlx::query(sql).bind(key).execute(pool).await?;
+            Ok(done.rows_affected() == 1)
+        })
+    }
+}
+
+fn user_from_row(row: &dyn Get) -> Result<User, sqlx::Error> {
+    Ok(User {
+        name: row.text("name")?,
+        public_identity: row.text("public_identity")?,
+        is_admin: row.int("is_admin")? != 0,
+        quota_bytes: row.opt_int("quota_bytes")?.map(|q| q.max(0) as u64),
+        disabled: row.int("disabled")? != 0,
+    })
+}
+
+fn upload_from_row(row: &dyn Get) -> Result<Upload, sqlx::Error> {
+    Ok(Upload {
+        id: row.text("id")?,
+        owner: row.text("owner")?,
+        length: row.int("length")?.max(0) as u64,
+        offset: row.int("upload_offset")?.max(0) as u64,
+        metadata: row.text("metadata")?,
+        expires_at: row.int("expires_at")?,
+        staged_len: row.int("staged_len")?.max(0) as u64,
+        staging_key: wrapped_from(row.opt_int("kek_version")?, row.opt_bytes("staging_key")?),
+        staging: row.bytes("staging")?,
+    })
+}
+
+fn wrapped_from(version: Option<i64>, wrapped: Option<Vec<u8>>) -> Option<WrappedKey> {
+    Some(WrappedKey {
+        kek_version: u32::try_from(version?).ok()?,
+        wrapped: wrapped?,
+    })
+}
+
+fn file_from_row(row: &dyn Get) -> Result<FileRecord, sqlx::Error> {
+    Ok(FileRecord {
+        id: row.text("id")?,
+        owner: row.text("owner")?,
+        size: row.int("size")?.max(0) as u64,
+        sha256: row.bytes("sha256")?,
+        created_at: row.int("created_at")?,
+        receipt: row.text("receipt")?,
+    })
+}
+
+fn link_from_row(row: &dyn Get) -> Result<Link, sqlx::Error> {
+    Ok(Link {
+        id: row.text("id")?,
+        file_id: row.text("file_id")?,
+        stanza: row.bytes("stanza")?,
+        created_at: row.int("created_at")?,
+        expires_at: row.int("expires_at")?,
+        max_downloads: row.opt_int("max_downloads")?.map(|n| n.max(0) as u64),
+        downloads: row.int("downloads")?.max(0) as u64,
+        password_hash: row.opt_text("password_hash")?,
+        client_salt: row.opt_bytes("client_salt")?,
+        failed_attempts: row.int("failed_attempts")?.clamp(0, i64::from(u32::MAX)) as u32,
+    })
+}
+
+fn audit_from_row(row: &dyn Get) -> Result<AuditRow, sqlx::Error> {
+    Ok(AuditRow {
+        seq: row.int("seq")?,
+        time: row.int("time")?,
+        actor: row.text("actor")?,
+        ip: row.text("ip")?,
+        action: row.text("action")?,
+        target: row.text("target")?,
+        outcome: row.text("outcome")?,
+        detail: row.text("detail")?,
+        prev_hash: row.bytes("prev_hash")?,
+        hash: row.bytes("hash")?,
+    })
+}
+
+fn object_key_from_row(row: &dyn Get) -> Result<ObjectKey, sqlx::Error> {
+    Ok(ObjectKey {
+        file_id: row.text("file_id")?,
+        key: WrappedKey {
+            kek_version: u32::try_from(row.int("kek_version")?).unwrap_or(0),
+            wrapped: row.bytes("wrapped")?,
+        },
+        stored_size: row.int("stored_size")?.max(0) as u64,
+    })
+}
+
+fn sql_u64(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+impl MetaStore for SqlStore {
+    fn add_user<'a>(&'a self, user: &'a User, now: i64) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            on_pool!(self, pool => {
+                let result = sqlx::query(
+                    "INSERT INTO users (name, public_identity, is_admin, quota_bytes, disabled, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+                )
+                .bind(&user.name)
+                .bind(&user.public_identity)
+                .bind(i64::from(user.is_admin))
+                .bind(user.quota_bytes.map(|q| i64::try_from(q).unwrap_or(i64::MAX)))
+                .bind(i64::from(user.disabled))
+                .bind(now)
+                .execute(pool)
+                .await;
+                match result {
+                    Err(sqlx::Error::Database(err)) if err.is_unique_violation() => {
+                        Err(StoreError::Conflict("user"))
+                    }
+                    other => other.map(|_| ()).map_err(StoreError::from),
+                }
+            })
+        })
+    }
+
+    fn list_users(&self) -> StoreFuture<'_, Vec<User>> {
+        Box::pin(async move {
+            on_pool!(self, pool => {
+                let rows = sqlx::query("SELECT * FROM users ORDER BY name")
+                    .fetch_all(pool)
+                    .await?;
+                Ok(rows.iter().map(|r| user_from_row(r)).collect::<Result<_, _>>()?)
+            })
+        })
+    }
+
+    fn user<'a>(&'a self, name: &'a str) -> StoreFuture<'a, Option<User>> {
+        Box::pin(self.row_by("SELECT * FROM users WHERE name = $1", name, user_from_row))
+    }
+
+    fn set_disabled<'a>(&'a self, name: &'a str, disabled: bool) -> StoreFuture<'a, bool> {
+        Box::pin(async move {
+            on_pool!(self, pool => {
+                let done = sqlx::query("UPDATE users SET disabled = $1 WHERE name = $2")
+                    .bind(i64::from(disabled))
+                    .bind(name)
+                    .execute(pool)
+                    .await?;
+                Ok(done.rows_affected() == 1)
+            })
+        })
+    }
+
+    fn put_challenge<'a>(
+        &'a self,
+        nonce: &'a [u8],
+        user: &'a str,
+        expires_at: i64,
+        now: i64,
+    ) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            on_pool!(self, pool => {
+                sqlx::query("DELETE FROM challenges WHERE expires_at < $1")
+                    .bind(now)
+                    .execute(pool)
+                    .await?;
+                sqlx::query("INSERT INTO challenges (nonce, user_name, expires_at) VALUES ($1, $2, $3)")
+                    .bind(nonce)
+                    .bind(user)
+                    .bind(expires_at)
+                    .execute(pool)
+                    .await?;
+                Ok(())
+            })
+        })
+    }
+
+    fn take_challenge<'a>(&'a self, nonce: &'a [u8]) -> StoreFuture<'a, Option<(String, i64)>> {
+        Box::pin(async move {
+            on_pool!(self, pool => {
+                let row = sqlx::query(
+                    "DELETE FROM challenges WHERE nonce = $1 RETURNING user_name, expires_at",
+                )
+                .bind(nonce)
+                .fetch_optional(pool)
+                .await?;
+                Ok(row.map(|r| (r.get("user_name"), r.get("expires_at"))))
+            })
+        })
+    }
+
+    fn put_token<'a>(
+        &'a self,
+        hash: &'a [u8],
+        user: &'a str,
+        expires_at: i64,
+    ) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            on_pool!(self, pool => {
+                sqlx::query("INSERT INTO tokens (token_hash, user_name, expires_at) VALUES ($1, $2, $3)")
+                    .bind(hash)
+                    .bind(user)
+                    .bind(expires_at)
+                    .execute(pool)
+                    .await?;
+                Ok(())
+            })
+        })
+    }
+
+    fn token_user<'a>(&'a self, hash: &'a [u8], now: i64) -> StoreFuture<'a, Option<User>> {
+        Box::pin(async move {
+            on_pool!(self, pool => {
+                let row = sqlx::query(
+                    "SELECT u.* FROM tokens t JOIN users u ON u.name = t.user_name WHERE t.token_hash = $1 AND t.expires_at > $2 AND u.disabled = 0",
+                )
+                .bind(hash)
+                .bind(now)
+                .fetch_optional(pool)
+                .await?;
+                Ok(row.as_ref().map(|r| user_from_row(r)).transpose()?)
+            })
+        })
+    }
+
+    fn revoke_token<'a>(&'a self, hash: &'a [u8]) -> StoreFuture<'a, bool> {
+        Box::pin(async move {
+            on_pool!(self, pool => {
+                let done = sqlx::query("DELETE FROM tokens WHERE token_hash = $1")
+                    .bind(hash)
+                    .execute(pool)
+                    .await?;
+                Ok(done.rows_affected() == 1)
+            })
+        })
+    }
+
+    fn create_upload<'a>(&'a self, upload: &'a Upload) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            on_pool!(self, pool => {
+                let key = upload.staging_key.as_ref();
+                sqlx::query("INSERT INTO uploads (id, owner, length, upload_offset, metadata, expires_at, staged_len, kek_version, staging_key, staging) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)")
+                    .bind(&upload.id)
+                    .bind(&upload.owner)
+                    .bind(sql_u64(upload.length))
+                    .bind(sql_u64(upload.offset))
+                    .bind(&upload.metadata)
+                    .bind(upload.expires_at)
+                    .bind(sql_u64(upload.staged_len))
+                    .bind(key.map(|k| i64::from(k.kek_version)))
+                    .bind(key.map(|k| k.wrapped.clone()))
+                    .bind(&upload.staging)
+                    .execute(pool)
+                    .await?;
+                Ok(())
+            })
+        })
+    }
+
+    fn upload<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Option<Upload>> {
+        Box::pin(self.row_by("SELECT * FROM uploads WHERE id = $1", id, upload_from_row))
+    }
+
+    fn advance_upload<'a>(
+        &'a self,
+        id: &'a str,
+        from: u64,
+        to: u64,
+        staged_len: u64,
+        staging: &'a [u8],
+    ) -> StoreFuture<'a, bool> {
+        Box::pin(async move {
+            on_pool!(self, pool => {
+                let done = sqlx::query(
+                    "UPDATE uploads SET upload_offset = $1, staged_len = $2, staging = $3 WHERE id = $4 AND upload_offset = $5",
+                )
+                .bind(sql_u64(to))
+                .bind(sql_u64(staged_len))
+                .bind(staging)
+                .bind(id)
+                .bind(sql_u64(from))
+                .execute(pool)
+                .await?;
+                Ok(done.rows_affected() == 1)
+            })
+        })
+    }
+
+    fn lease_upload<'a>(
+        &'a self,
+        id: &'a str,
+        holder: &'a str,
+        until: i64,
+        now: i64,
+    ) -> StoreFuture<'a, bool> {
+        Box::pin(async move {
+            on_pool!(self, pool => {
+                let done = sqlx::query(
+                    "UPDATE uploads SET lease_holder = $1, lease_until = $2 WHERE id = $3 AND (lease_holder IS NULL OR lease_holder = $1 OR lease_until < $4)",
+                )
+                .bind(holder)
+                .bind(until)
+                .bind(id)
+                .bind(now)
+                .execute(pool)
+                .await?;
+                Ok(done.rows_affected() == 1)
+            })
+        })
+    }
+
+    fn release_upload<'a>(&'a self, id: &'a str, holder: &'a str) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            on_pool!(self, pool => {
+                sqlx::query(
+                    "UPDATE uploads SET lease_holder = NULL, lease_until = NULL WHERE id = $1 AND lease_holder = $2",
+                )
+                .bind(id)
+                .bind(holder)
+                .execute(pool)
+                .await?;
+                Ok(())
+            })
+        })
+    }
+
+    fn delete_upload<'a>(&'a self, id: &'a str) -> StoreFuture<'a, bool> {
+        Box::pin(self.delete_by("DELETE FROM uploads WHERE id = $1", id))
+    }
+
+    fn expired_uploads(&self, now: i64) -> StoreFuture<'_, Vec<String>> {
+        Box::pin(async move {
+            on_pool!(self, pool => {
+                let rows = sqlx::query("SELECT id FROM uploads WHERE expires_at < $1")
+                    .bind(now)
+                    .fetch_all(pool)
+                    .await?;
+                Ok(rows.iter().map(|r| r.get("id")).collect())
+            })
+        })
+    }
+
+    fn commit_upload<'a>(
+        &'a self,
+        upload_id: &'a str,
+        file: &'a FileRecord,
+        wraps: &'a [NewWrap],
+        object_key: Option<&'a ObjectKey>,
+    ) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            on_pool!(self, pool => {
+                let mut tx = pool.begin().await?;
+                sqlx::query("INSERT INTO files (id, owner, size, sha256, created_at, receipt) VALUES ($1, $2, $3, $4, $5, $6)")
+                    .bind(&file.id)
+                    .bind(&file.owner)
+                    .bind(sql_u64(file.size))
+                    .bind(&file.sha256)
+                    .bind(file.created_at)
+                    .bind(&file.receipt)
+                    .execute(&mut *tx)
+                    .await?;
+                if let Some(key) = object_key {
+                    sqlx::query(
+                        "INSERT INTO object_keys (file_id, kek_version, wrapped, stored_size) VALUES ($1, $2, $3, $4)",
+                    )
+                    .bind(&key.file_id)
+                    .bind(i64::from(key.key.kek_version))
+                    .bind(&key.key.wrapped)
+                    .bind(sql_u64(key.stored_size))
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                for (user, stanza) in wraps {
+                    sqlx::query(
+                        "INSERT INTO wraps (file_id, user_name, stanza, created_at) VALUES ($1, $2, $3, $4)",
+                    )
+                    .bind(&file.id)
+                    .bind(user)
+                    .bind(stanza)
+                    .bind(file.created_at)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                sqlx::query("DELETE FROM uploads WHERE id = $1")
+                    .bind(upload_id)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(())
+            })
+        })
+    }
+
+    fn file<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Option<FileRecord>> {
+        Box::pin(self.row_by("SELECT * FROM files WHERE id = $1", id, file_from_row))
+    }
+
+    fn list_files<'a>(&'a self, owner: &'a str) -> StoreFuture<'a, Vec<FileRecord>> {
+        Box::pin(self.rows_by(
+            "SELECT * FROM files WHERE owner = $1 ORDER BY created_at DESC, id",
+            owner,
+            file_from_row,
+        ))
+    }
+
+    fn delete_file<'a>(&'a self, id: &'a str) -> StoreFuture<'a, bool> {
+        Box::pin(self.delete_by("DELETE FROM files WHERE id = $1", id))
+    }
+
+    fn put_wrap<'a>(
+        &'a self,
+        file_id: &'a str,
+        user: &'a str,
+        stanza: &'a [u8],
+        now: i64,
+    ) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            on_pool!(self, pool => {
+                sqlx::query(
+                    "INSERT INTO wraps (file_id, user_name, stanza, created_at) VALUES ($1, $2, $3, $4) ON CONFLICT (file_id, user_name) DO UPDATE SET stanza = excluded.stanza",
+                )
+                .bind(file_id)
+                .bind(user)
+                .bind(stanza)
+                .bind(now)
+                .execute(pool)
+                .await?;
+                Ok(())
+            })
+        })
+    }
+
+    fn wrap<'a>(&'a self, file_id: &'a str, user: &'a str) -> StoreFuture<'a, Option<Vec<u8>>> {
+        Box::pin(async move {
+            on_pool!(self, pool => {
+                let row = sqlx::query("SELECT stanza FROM wraps WHERE file_id = $1 AND user_name = $2")
+                    .bind(file_id)
+                    .bind(user)
+                    .fetch_optional(pool)
+                    .await?;
+                Ok(row.map(|r| r.get("stanza")))
+            })
+        })
+    }
+
+    fn delete_wrap<'a>(&'a self, file_id: &'a str, user: &'a str) -> StoreFuture<'a, bool> {
+        Box::pin(async move {
+            on_pool!(self, pool => {
+                let done = sqlx::query("DELETE FROM wraps WHERE file_id = $1 AND user_name = $2")
+                    .bind(file_id)
+                    .bind(user)
+                    .execute(pool)
+                    .await?;
+                Ok(done.rows_affected() == 1)
+            })
+        })
+    }
+
+    fn wrap_users<'a>(&'a self, file_id: &'a str) -> StoreFuture<'a, Vec<String>> {
+        Box::pin(async move {
+            on_pool!(self, pool => {
+                let rows =
+                    sqlx::query("SELECT user_name FROM wraps WHERE file_id = $1 ORDER BY user_name")
+                        .bind(file_id)
+                        .fetch_all(pool)
+                        .await?;
+                Ok(rows.iter().map(|r| r.get("user_name")).collect())
+            })
+        })
+    }
+
+    fn shared_with<'a>(&'a self, user: &'a str) -> StoreFuture<'a, Vec<FileRecord>> {
+        Box::pin(async move {
+            on_pool!(self, pool => {
+                let rows = sqlx::query(
+                    "SELECT f.* FROM files f JOIN wraps w ON w.file_id = f.id WHERE w.user_name = $1 AND f.owner <> $2 ORDER BY f.created_at DESC, f.id",
+                )
+                .bind(user)
+                .bind(user)
+                .fetch_all(pool)
+                .await?;
+                Ok(rows.iter().map(|r| file_from_row(r)).collect::<Result<_, _>>()?)
+            })
+        })
+    }
+
+    fn create_link<'a>(&'a self, link: &'a Link) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            on_pool!(self, pool => {
+                sqlx::query(
+                    "INSERT INTO links (id, file_id, stanza, created_at, expires_at, max_downloads, downloads, password_hash, client_salt, failed_attempts) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                )
+                .bind(&link.id)
+                .bind(&link.file_id)
+                .bind(&link.stanza)
+                .bind(link.created_at)
+                .bind(link.expires_at)
+                .bind(link.max_downloads.map(sql_u64))
+                .bind(sql_u64(link.downloads))
+                .bind(&link.password_hash)
+                .bind(&link.client_salt)
+                .bind(i64::from(link.failed_attempts))
+                .execute(pool)
+                .await?;
+                Ok(())
+            })
+        })
+    }
+
+    fn link<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Option<Link>> {
+        Box::pin(self.row_by("SELECT * FROM links WHERE id = $1", id, link_from_row))
+    }
+
+    fn file_links<'a>(&'a self, file_id: &'a str) -> StoreFuture<'a, Vec<Link>> {
+        Box::pin(self.rows_by(
+            "SELECT * FROM links WHERE file_id = $1 ORDER BY created_at DESC, id",
+            file_id,
+            link_from_row,
+        ))
+    }
+
+    fn delete_link<'a>(&'a self, id: &'a str) -> StoreFuture<'a, bool> {
+        Box::pin(self.delete_by("DELETE FROM links WHERE id = $1", id))
+    }
+
+    fn link_failed_attempt<'a>(&'a self, id: &'a str) -> StoreFuture<'a, u32> {
+        Box::pin(async move {
+            on_pool!(self, pool => {
+                let row = sqlx::query(
+                    "UPDATE links SET failed_attempts = failed_attempts + 1 WHERE id = $1 RETURNING failed_attempts",
+                )
+                .bind(id)
+                .fetch_optional(pool)
+                .await?;
+                Ok(row.map_or(0, |r| {
+                    r.get::<i64, _>("failed_attempts")
+                        .clamp(0, i64::from(u32::MAX)) as u32
+                }))
+            })
+        })
+    }
+
+    fn spend_link_download<'a>(
+        &'a self,
+        id: &'a str,
+        now: i64,
+        max_failures: u32,
+    ) -> StoreFuture<'a, bool> {
+        Box::pin(async move {
+            on_pool!(self, pool => {
+                let done = sqlx::query(
+                    "UPDATE links SET downloads = downloads + 1 WHERE id = $1 AND expires_at > $2 AND (max_downloads IS NULL OR downloads < max_downloads) AND failed_attempts < $3",
+                )
+                .bind(id)
+                .bind(now)
+                .bind(i64::from(max_failures))
+                .execute(pool)
+                .await?;
+                Ok(done.rows_affected() == 1)
+            })
+        })
+    }
+
+    fn put_link_ticket<'a>(
+        &'a self,
+        hash: &'a [u8],
+        link_id: &'a str,
+        expires_at: i64,
+    ) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            on_pool!(self, pool => {
+                sqlx::query(
+                    "INSERT INTO link_tickets (ticket_hash, link_id, expires_at) VALUES ($1, $2, $3)",
+                )
+                .bind(hash)
+                .bind(link_id)
+                .bind(expires_at)
+                .execute(pool)
+                .await?;
+                Ok(())
+            })
+        })
+    }
+
+    fn ticket_link<'a>(&'a self, hash: &'a [u8], now: i64) -> StoreFuture<'a, Option<Link>> {
+        Box::pin(async move {
+            on_pool!(self, pool => {
+                let row = sqlx::query(
+                    "SELECT l.* FROM link_tickets t JOIN links l ON l.id = t.link_id WHERE t.ticket_hash = $1 AND t.expires_at > $2",
+                )
+                .bind(hash)
+                .bind(now)
+                .fetch_optional(pool)
+                .await?;
+                Ok(row.as_ref().map(|r| link_from_row(r)).transpose()?)
+            })
+        })
+    }
+
+    fn sweep_links(&self, now: i64) -> StoreFuture<'_, u64> {
+        Box::pin(async move {
+            on_pool!(self, pool => {
+                let mut tx = pool.begin().await?;
+                sqlx::query("DELETE FROM link_tickets WHERE expires_at <= $1")
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                let done = sqlx::query(
+                    "DELETE FROM links WHERE expires_at <= $1 AND NOT EXISTS (SELECT 1 FROM link_tickets t WHERE t.link_id = links.id)",
+                )
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(done.rows_affected())
+            })
+        })
+    }
+
+    fn usage<'a>(&'a self, user: &'a str) -> StoreFuture<'a, Usage> {
+        Box::pin(async move {
+            on_pool!(self, pool => {
+                let row = sqlx::query(
+                    "SELECT (SELECT CAST(COALESCE(SUM(size), 0) AS BIGINT) FROM files WHERE owner = $1) AS stored, (SELECT CAST(COALESCE(SUM(length), 0) AS BIGINT) FROM uploads WHERE owner = $1) AS reserved, (SELECT COUNT(*) FROM uploads WHERE owner = $1) AS open",
+                )
+                .bind(user)
+                .fetch_one(pool)
+                .await?;
+                let get = |name: &str| row.try_get::<i64, _>(name).map(|v| v.max(0) as u64);
+                Ok(Usage {
+                    stored_bytes: get("stored")?,
+                    reserved_bytes: get("reserved")?,
+                    open_uploads: get("open")?,
+                })
+            })
+        })
+    }
+
+    fn audit_head(&self) -> StoreFuture<'_, Option<(i64, Vec<u8>)>> {
+        Box::pin(async move {
+            on_pool!(self, pool => {
+                let row = sqlx::query("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
+                    .fetch_optional(pool)
+                    .await?;
+                Ok(row.map(|r| (r.get("seq"), r.get("hash"))))
+            })
+        })
+    }
+
+    fn insert_audit<'a>(&'a self, row: &'a AuditRow) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            on_pool!(self, pool => {
+                let result = sqlx::query(
+                    "INSERT INTO audit_log (seq, time, actor, ip, action, target, outcome, detail, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                )
+                .bind(row.seq)
+                .bind(row.time)
+                .bind(&row.actor)
+                .bind(&row.ip)
+                .bind(&row.action)
+                .bind(&row.target)
+                .bind(&row.outcome)
+                .bind(&row.detail)
+                .bind(&row.prev_hash)
+                .bind(&row.hash)
+                .execute(pool)
+                .await;
+                match result {
+                    Err(sqlx::Error::Database(err)) if err.is_unique_violation() => {
+                        Err(StoreError::Conflict("audit entry"))
+                    }
+                    other => other.map(|_| ()).map_err(StoreError::from),
+                }
+            })
+        })
+    }
+
+    fn audit_entries(&self, after: i64, limit: u32) -> StoreFuture<'_, Vec<AuditRow>> {
+        Box::pin(async move {
+            on_pool!(self, pool => {
+                let rows = sqlx::query("SELECT * FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2")
+                    .bind(after)
+                    .bind(i64::from(limit))
+                    .fetch_all(pool)
+                    .await?;
+                Ok(rows.iter().map(|r| audit_from_row(r)).collect::<Result<_, _>>()?)
+            })
+        })
+    }
+
+    fn insert_audit_checkpoint<'a>(&'a self, cp: &'a AuditCheckpoint) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            on_pool!(self, pool => {
+                sqlx::query(
+                    "INSERT INTO audit_checkpoints (seq, hash, time, signature) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                )
+                .bind(cp.seq)
+                .bind(&cp.hash)
+                .bind(cp.time)
+                .bind(&cp.signature)
+                .execute(pool)
+                .await?;
+                Ok(())
+            })
+        })
+    }
+
+    fn audit_checkpoints(&self) -> StoreFuture<'_, Vec<AuditCheckpoint>> {
+        Box::pin(async move {
+            on_pool!(self, pool => {
+                let rows = sqlx::query("SELECT * FROM audit_checkpoints ORDER BY seq")
+                    .fetch_all(pool)
+                    .await?;
+                rows.iter()
+                    .map(|r| {
+                        Ok(AuditCheckpoint {
+                            seq: r.try_get("seq")?,
+                            hash: r.try_get("hash")?,
+                            time: r.try_get("time")?,
+                            signature: r.try_get("signature")?,
+                        })
+                    })
+                    .collect::<Result<_, sqlx::Error>>()
+                    .map_err(StoreError::from)
+            })
+        })
+    }
+
+    fn keks(&self) -> StoreFuture<'_, Vec<(u32, Vec<u8>)>> {
+        Box::pin(async move {
+            on_pool!(self, pool => {
+                let rows = sqlx::query("SELECT version, sealed FROM keks ORDER BY version")
+                    .fetch_all(pool)
+                    .await?;
+                rows.iter()
+                    .map(|r| {
+                        let version: i64 = r.try_get("version")?;
+                        Ok((
+                            u32::try_from(version).unwrap_or(0),
+                            r.try_get::<Vec<u8>, _>("sealed")?,
+                        ))
+                    })
+                    .collect::<Result<_, sqlx::Error>>()
+                    .map_err(StoreError::from)
+            })
+        })
+    }
+
+    fn insert_kek<'a>(&'a self, version: u32, sealed: &'a [u8], now: i64) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            on_pool!(self, pool => {
+                let result =
+                    sqlx::query("INSERT INTO keks (version, sealed, created_at) VALUES ($1, $2, $3)")
+                        .bind(i64::from(version))
+                        .bind(sealed)
+                        .bind(now)
+                        .execute(pool)
+                        .await;
+                match result {
+                    Err(sqlx::Error::Database(err)) if err.is_unique_violation() => {
+                        Err(StoreError::Conflict("KEK version"))
+                    }
+                    other => other.map(|_| ()).map_err(StoreError::from),
+                }
+            })
+        })
+    }
+
+    fn object_key<'a>(&'a self, file_id: &'a str) -> StoreFuture<'a, Option<ObjectKey>> {
+        Box::pin(self.row_by(
+            "SELECT * FROM object_keys WHERE file_id = $1",
+            file_id,
+            object_key_from_row,
+        ))
+    }
+
+    fn stale_object_keys(&self, version: u32, limit: u32) -> StoreFuture<'_, Vec<ObjectKey>> {
+        Box::pin(async move {
+            on_pool!(self, pool => {
+                let rows = sqlx::query(
+                    "SELECT * FROM object_keys WHERE kek_version < $1 ORDER BY file_id LIMIT $2",
+                )
+                .bind(i64::from(version))
+                .bind(i64::from(limit))
+                .fetch_all(pool)
+                .await?;
+                Ok(rows
+                    .iter()
+                    .map(|r| object_key_from_row(r))
+                    .collect::<Result<_, _>>()?)
+            })
+        })
+    }
+
+    fn stale_upload_keys(
+        &self,
+        version: u32,
+        limit: u32,
+    ) -> StoreFuture<'_, Vec<(String, WrappedKey)>> {
+        Box::pin(async move {
+            on_pool!(self, pool => {
+                let rows = sqlx::query(
+                    "SELECT id, kek_version, staging_key FROM uploads WHERE kek_version < $1 ORDER BY id LIMIT $2",
+                )
+                .bind(i64::from(version))
+                .bind(i64::from(limit))
+                .fetch_all(pool)
+                .await?;
+                let mut out = Vec::new();
+                for row in &rows {
+                    if let Some(key) =
+                        wrapped_from(row.try_get("kek_version")?, row.try_get("staging_key")?)
+                    {
+                        out.push((row.try_get("id")?, key));
+                    }
+                }
+                Ok(out)
+            })
+        })
+    }
+
+    fn rewrap<'a>(
+        &'a self,
+        objects: &'a [(String, WrappedKey, WrappedKey)],
+        uploads: &'a [(String, WrappedKey, WrappedKey)],
+    ) -> StoreFuture<'a, u64> {
+        Box::pin(async move {
+            on_pool!(self, pool => {
+                let mut tx = pool.begin().await?;
+                let mut done = 0;
+                for (id, old, new) in objects {
+                    done += sqlx::query(
+                        "UPDATE object_keys SET kek_version = $1, wrapped = $2 WHERE file_id = $3 AND kek_version = $4",
+                    )
+                    .bind(i64::from(new.kek_version))
+                    .bind(&new.wrapped)
+                    .bind(id)
+                    .bind(i64::from(old.kek_version))
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                }
+                for (id, old, new) in uploads {
+                    done += sqlx::query(
+                        "UPDATE uploads SET kek_version = $1, staging_key = $2 WHERE id = $3 AND kek_version = $4",
+                    )
+                    .bind(i64::from(new.kek_version))
+                    .bind(&new.wrapped)
+                    .bind(id)
+                    .bind(i64::from(old.kek_version))
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                }
+                tx.commit().await?;
+                Ok(done)
+            })
+        })
+    }
+
+    fn kek_usage(&self) -> StoreFuture<'_, Vec<KekUsage>> {
+        Box::pin(async move {
+            on_pool!(self, pool => {
+                let rows = sqlx::query(
+                    "SELECT k.version, k.created_at, (SELECT COUNT(*) FROM object_keys o WHERE o.kek_version = k.version) AS objects, (SELECT COUNT(*) FROM uploads u WHERE u.kek_version = k.version) AS uploads FROM keks k ORDER BY k.version",
+                )
+                .fetch_all(pool)
+                .await?;
+                rows.iter()
+                    .map(|r| {
+                        Ok(KekUsage {
+                            version: u32::try_from(r.try_get::<i64, _>("version")?).unwrap_or(0),
+                            created_at: r.try_get("created_at")?,
+                            objects: r.try_get::<i64, _>("objects")?.max(0) as u64,
+                            uploads: r.try_get::<i64, _>("uploads")?.max(0) as u64,
+                        })
+                    })
+                    .collect::<Result<_, sqlx::Error>>()
+                    .map_err(StoreError::from)
+            })
+        })
+    }
+
+    fn delete_unused_kek(&self, version: u32) -> StoreFuture<'_, bool> {
+        Box::pin(async move {
+            on_pool!(self, pool => {
+                let done = sqlx::query(
+                    "DELETE FROM keks WHERE version = $1 AND NOT EXISTS (SELECT 1 FROM object_keys WHERE kek_version = $1) AND NOT EXISTS (SELECT 1 FROM uploads WHERE kek_version = $1)",
+                )
+                .bind(i64::from(version))
+                .execute(pool)
+                .await?;
+                Ok(done.rows_affected() == 1)
+            })
+        })
+    }
+}
