@@ -57,6 +57,13 @@ fn backend() -> coffer_server::testing::Backend {
 impl World {
     fn new() -> Self {
         let world = Self::with_init(&[]);
+        world.login_everyone();
+        world
+    }
+
+    /// Logs alice, bob and mallory in (through the world's URL).
+    fn login_everyone(&self) {
+        let world = self;
         for user in ["alice", "bob", "mallory"] {
             world
                 .coffer(user)
@@ -66,16 +73,20 @@ impl World {
                 .assert()
                 .success();
         }
-        world
     }
 
     /// A running server initialised with `init_args`; nobody logged in.
     fn with_init(init_args: &[&Path]) -> Self {
+        Self::with_init_on(init_args, backend())
+    }
+
+    /// The same on a given storage backend.
+    fn with_init_on(init_args: &[&Path], backend: coffer_server::testing::Backend) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("srv");
         let storage = tokio::runtime::Runtime::new()
             .unwrap()
-            .block_on(coffer_server::testing::storage_env(backend()));
+            .block_on(coffer_server::testing::storage_env(backend));
         let ok = Std::new(bin())
             .args(["server", "init", "--data"])
             .arg(&data)
@@ -130,16 +141,26 @@ impl World {
     }
 
     fn start(&mut self) {
+        self.server = Some(self.spawn_node(self.port));
+    }
+
+    /// `coffer server run` on the world's data directory and storage,
+    /// listening on `port`; returns once it listens.
+    fn spawn_node(&self, port: u16) -> Child {
         let mut child = Std::new(bin())
             .args([
                 "server",
                 "run",
                 "--listen",
-                &format!("127.0.0.1:{}", self.port),
+                &format!("127.0.0.1:{port}"),
                 "--data",
             ])
             .arg(self.path("srv"))
             .envs(self.storage.iter().map(|(k, v)| (k, v)))
+            .env(
+                "COFFER_LOG",
+                std::env::var("COFFER_TEST_SERVER_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .env_remove("COFFER_MASTER_KEY")
             .stderr(Stdio::piped())
             .spawn()
@@ -151,9 +172,18 @@ impl World {
                 break;
             }
         }
-        // Keep draining the log so the server never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        self.server = Some(child);
+        // Keep draining the log (into a file, for when a test fails) so the
+        // server never blocks on a full pipe.
+        let log_dir = std::env::var("COFFER_TEST_LOGS")
+            .map(PathBuf::from)
+            .unwrap_or_else(|_| self.dir.path().to_path_buf());
+        let mut log = std::fs::File::create(log_dir.join(format!("server-{port}.log"))).unwrap();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                let _ = std::io::Write::write_all(&mut log, format!("{line}\n").as_bytes());
+            }
+        });
+        child
     }
 
     fn kill_server(&mut self) {
@@ -1115,4 +1145,137 @@ fn a_symlink_planted_at_the_partial_file_is_not_followed() {
     std::os::unix::fs::symlink(&victim, world.path("out/payroll.csv")).unwrap();
     assert!(!world.get("alice", &id, "out").status.success());
     assert_eq!(std::fs::read(&victim).unwrap(), b"keep me");
+}
+
+/// A TCP load balancer on 127.0.0.1, as in front of several nodes: each
+/// new connection goes to the node port `target` holds at that moment.
+struct Balancer {
+    target: std::sync::Arc<std::sync::atomic::AtomicU16>,
+}
+
+impl Balancer {
+    fn listen(port: u16, first: u16) -> Self {
+        use std::sync::atomic::Ordering;
+        let target = std::sync::Arc::new(std::sync::atomic::AtomicU16::new(first));
+        let listener = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+        let routes = target.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let node = routes.load(Ordering::SeqCst);
+                let Ok(server) = std::net::TcpStream::connect(("127.0.0.1", node)) else {
+                    continue; // dropped: the client sees a refused connection
+                };
+                for (mut from, mut to) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ] {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                        let _ = from.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        Self { target }
+    }
+
+    fn route_to(&self, port: u16) {
+        self.target.store(port, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Three `coffer server run` processes sharing PostgreSQL and an S3 store
+/// behind a TCP balancer: an upload begun through one node resumes through
+/// another and is downloaded through the third; a node killed mid-upload
+/// is survived by moving to another.
+#[test]
+fn three_nodes_share_uploads_and_survive_one_dying() {
+    use coffer_server::testing::{Backend, postgres_url, require, s3_configured};
+    if !require(
+        "PostgreSQL and an S3 store for the multi-node test (COFFER_TEST_POSTGRES, COFFER_TEST_S3_ENDPOINT)",
+        postgres_url().is_some() && s3_configured(),
+    ) {
+        return;
+    }
+    let mut world = World::with_init_on(&[], Backend::PostgresS3);
+    // The balancer takes the world's address; the nodes listen elsewhere.
+    world.kill_server();
+    let ports = [free_port(), free_port(), free_port()];
+    let mut nodes = Nodes(ports.iter().map(|p| Some(world.spawn_node(*p))).collect());
+    let balancer = Balancer::listen(world.port, ports[0]);
+    world.login_everyone();
+
+    // Begun through node 0, interrupted, resumed through node 1.
+    let file = world.write("ledger.bin", &data(120 * MIB, 21));
+    let mut child = world
+        .std_coffer("alice")
+        .arg("put")
+        .arg(&file)
+        .args(["--to", "bob"])
+        .spawn()
+        .unwrap();
+    wait_for("the upload to get going", || {
+        recorded_units(&world, "alice") >= 6
+    });
+    child.kill().unwrap();
+    child.wait().unwrap();
+    balancer.route_to(ports[1]);
+    let put = world.put("alice", &file, &["--to", "bob"]);
+    assert!(put["resumed_at"].as_u64().unwrap() > 0, "{put}");
+    let id = put["id"].as_str().unwrap().to_string();
+
+    // The recipient downloads through node 2.
+    balancer.route_to(ports[2]);
+    world.get_same("bob", &id, "bob/ledger.bin", &file);
+
+    // Node 0 dies (kill -9) in the middle of an upload through it; the
+    // balancer sends the client's retries to node 1, which takes over once
+    // the dead node's lease on the upload has run out.
+    balancer.route_to(ports[0]);
+    let second = world.write("second.bin", &data(120 * MIB, 22));
+    let child = world
+        .std_coffer("alice")
+        .arg("put")
+        .arg(&second)
+        .arg("--json")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for("the second upload to get going", || {
+        recorded_units(&world, "alice") >= 6
+    });
+    let mut dead = nodes.0[0].take().unwrap();
+    dead.kill().unwrap();
+    dead.wait().unwrap();
+    balancer.route_to(ports[1]);
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "the upload did not survive node 0");
+    // (The request in flight on node 0 is lost with it, as tus has it: the
+    // offset moves only when a request completes, so this upload, sent in
+    // one request, starts again from 0 on node 1.)
+    let put: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let second_id = put["id"].as_str().unwrap().to_string();
+    balancer.route_to(ports[2]);
+    world.get_same("alice", &second_id, "alice/second.bin", &second);
+}
+
+/// Server processes killed when the test ends, however it ends.
+struct Nodes(Vec<Option<Child>>);
+
+impl Drop for Nodes {
+    fn drop(&mut self) {
+        for node in self.0.iter_mut().flatten() {
+            let _ = node.kill();
+            let _ = node.wait();
+        }
+    }
 }

@@ -647,15 +647,29 @@ async fn write_chunk(
     body: Body,
 ) -> Result<Response, ApiError> {
     let claimed_offset = header_u64(headers, "upload-offset")?.unwrap_or(0);
-    if claimed_offset != upload.offset {
-        return Err(ApiError::new(
+    let offset_mismatch = || {
+        ApiError::new(
             StatusCode::CONFLICT,
             "offset_mismatch",
             "Upload-Offset does not match the server's offset",
-        ));
+        )
+    };
+    if claimed_offset != upload.offset {
+        return Err(offset_mismatch());
     }
     let checksum = expected_checksum(headers)?;
     let lease = lease_upload(state, &upload.id).await?;
+    // The row read before the lease may be stale: another request (on any
+    // node) may have moved the upload on and let go in between. Staging at
+    // a stale offset would cut away what that request stored.
+    let upload = &state
+        .store
+        .upload(&upload.id)
+        .await?
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such upload"))?;
+    if claimed_offset != upload.offset {
+        return Err(offset_mismatch());
+    }
     let mut appended = stage(state, upload, body, checksum.is_some()).await?;
     let rollback = || state.objects.discard_after(&upload.id, upload.staged_len);
     if lease.lost() {
@@ -687,6 +701,14 @@ async fn write_chunk(
             "Upload-Checksum does not match the body",
         ));
     }
+    tracing::debug!(
+        upload = upload.id,
+        from = upload.offset,
+        plain = appended.plain,
+        staged = appended.staged,
+        broken = appended.broken,
+        "appended"
+    );
     metrics::counter!("coffer_upload_bytes_total").increment(appended.plain);
     let new_offset = upload.offset + appended.plain;
     let staged_len = upload.staged_len + appended.staged;

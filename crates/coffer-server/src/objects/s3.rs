@@ -366,6 +366,14 @@ impl ObjectStore for S3Objects {
                 }
             }
             let end = offset + written;
+            tracing::debug!(
+                upload = id,
+                offset,
+                written,
+                parts = record.parts.len(),
+                tail = buffer.len,
+                "staged in S3"
+            );
             if buffer.len > 0 {
                 self.store.put(&self.tail(id, end)?, buffer.take()).await?;
             }
