@@ -261,6 +261,10 @@ pub enum ServerCommand {
     /// Inspect or prune the KEK versions.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Copy every object and its metadata to other storage (PostgreSQL,
+    /// S3), verifying each object, then point config.toml at it. Stop the
+    /// server first; run again to resume an interrupted copy.
+    MigrateStore(MigrateStoreArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -322,6 +326,19 @@ pub struct StorageArgs {
     /// Allow a plain-HTTP S3 endpoint (a store on the same host only).
     #[arg(long, requires = "s3_bucket")]
     pub s3_allow_http: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct MigrateStoreArgs {
+    #[command(flatten)]
+    pub data: DataArg,
+    /// The destination (at least one of --database and --s3-bucket; what
+    /// is not given stays where it is).
+    #[command(flatten)]
+    pub to: StorageArgs,
+    /// Copy and verify, but leave config.toml pointing at the old storage.
+    #[arg(long)]
+    pub keep_config: bool,
 }
 
 #[derive(Debug, clap::Args)]

@@ -1279,3 +1279,116 @@ impl Drop for Nodes {
         }
     }
 }
+
+/// `coffer server migrate-store` moves an embedded server to PostgreSQL +
+/// S3: a damaged object stops it, a second run finds everything in place,
+/// and the moved server serves the same files, shares and receipts.
+#[test]
+fn migrate_store_moves_an_embedded_server_to_postgres_and_s3() {
+    use coffer_server::testing::{Backend, postgres_url, require, s3_configured, storage_env};
+    if !require(
+        "PostgreSQL and an S3 store for the migration test (COFFER_TEST_POSTGRES, COFFER_TEST_S3_ENDPOINT)",
+        postgres_url().is_some() && s3_configured(),
+    ) {
+        return;
+    }
+    let mut world = World::with_init_on(&[], Backend::Embedded);
+    world.login_everyone();
+    let big = world.write("big.bin", &data(20 * MIB, 31));
+    let small = world.write("small.txt", b"hello");
+    let big_id = world.put("alice", &big, &["--to", "bob"])["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let small_id = world.put("alice", &small, &[])["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    world.kill_server();
+
+    let dest = tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(storage_env(Backend::PostgresS3));
+    let var = |name: &str| {
+        dest.iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .unwrap()
+    };
+    let migrate = |extra: &[&str]| {
+        Std::new(bin())
+            .args(["server", "migrate-store", "--data"])
+            .arg(world.path("srv"))
+            .args(["--database", &var("COFFER_DATABASE")])
+            .args(["--s3-bucket", &var("COFFER_S3_BUCKET")])
+            .args(["--s3-endpoint", &var("COFFER_S3_ENDPOINT")])
+            .args(["--s3-region", &var("COFFER_S3_REGION")])
+            .args(["--s3-prefix", &var("COFFER_S3_PREFIX")])
+            .arg("--s3-allow-http")
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    // A damaged source object stops the migration, and nothing moves.
+    let object = world.path(&format!(
+        "srv/objects/{}/{}/{small_id}",
+        &small_id[..2],
+        &small_id[2..4]
+    ));
+    let original = std::fs::read(&object).unwrap();
+    let mut damaged = original.clone();
+    damaged[10] ^= 1;
+    std::fs::write(&object, &damaged).unwrap();
+    let out = migrate(&["--keep-config"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("damaged"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::write(&object, &original).unwrap();
+
+    let first = migrate(&["--keep-config"]);
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let text = String::from_utf8_lossy(&first.stdout).to_string();
+    // (Whatever the failed run copied before the damaged object counts as
+    // already in place now.)
+    assert!(
+        text.contains("objects: 1 copied") || text.contains("objects: 2 copied"),
+        "{text}"
+    );
+    assert!(text.contains("files: 2 rows"), "{text}");
+    // Run again (as after an interruption): everything is found in place.
+    let second = migrate(&[]);
+    assert!(
+        second.status.success(),
+        "{}",
+        String::from_utf8_lossy(&second.stderr)
+    );
+    let text = String::from_utf8_lossy(&second.stdout).to_string();
+    assert!(
+        text.contains("objects: 0 copied (0 bytes), 2 already in place"),
+        "{text}"
+    );
+    let config = std::fs::read_to_string(world.path("srv/config.toml")).unwrap();
+    assert!(
+        config.contains("postgres://") && config.contains("kind = \"s3\""),
+        "{config}"
+    );
+
+    // The old objects are gone from view: the server now reads PostgreSQL
+    // and S3 only.
+    std::fs::remove_dir_all(world.path("srv/objects")).unwrap();
+    world.start();
+    world.get_same("bob", &big_id, "bob/big.bin", &big);
+    world.get_same("alice", &small_id, "alice/small.txt", &small);
+    world
+        .coffer("alice")
+        .args(["receipts", "verify"])
+        .assert()
+        .success();
+}

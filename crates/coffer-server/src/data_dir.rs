@@ -180,7 +180,24 @@ impl DataDir {
 
     /// Opens the object store.
     pub async fn objects(&self) -> Result<Arc<dyn ObjectStore>> {
-        open_objects(&self.root, &self.config).await
+        self.objects_for(&self.config).await
+    }
+
+    /// Opens the object store `config` names (relative to this directory).
+    pub async fn objects_for(&self, config: &Config) -> Result<Arc<dyn ObjectStore>> {
+        open_objects(&self.root, config).await
+    }
+
+    /// Replaces `config.toml`, keeping the old one as `config.toml.old`.
+    pub fn rewrite_config(&self, config: &Config) -> Result<()> {
+        let path = self.root.join(config::FILE_NAME);
+        let old = self.root.join(format!("{}.old", config::FILE_NAME));
+        fs::copy(&path, &old).with_context(|| format!("cannot back up {}", path.display()))?;
+        let temp = self.root.join(format!("{}.new", config::FILE_NAME));
+        let _ = fs::remove_file(&temp);
+        write_private(&temp, config.to_toml()?.as_bytes())?;
+        fs::rename(&temp, &path)?;
+        Ok(())
     }
 
     /// Absolute path of a file named in the config.

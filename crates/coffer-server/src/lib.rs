@@ -20,6 +20,7 @@ pub mod lease;
 pub mod limits;
 pub mod links;
 pub mod metrics;
+pub mod migrate;
 pub mod objects;
 pub use coffer_proto::receipt;
 pub mod serve;

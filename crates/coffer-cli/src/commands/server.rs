@@ -25,6 +25,7 @@ pub fn run(command: &ServerCommand) -> Result<()> {
             ServerCommand::Audit(command) => audit_command(command).await,
             ServerCommand::RotateKek(args) => rotate_kek(args).await,
             ServerCommand::Keys(command) => keys_command(command).await,
+            ServerCommand::MigrateStore(args) => migrate_store(args).await,
         }
     })
 }
@@ -284,6 +285,63 @@ async fn keys_command(command: &KeysCommand) -> Result<()> {
             .await?;
             println!("{detail}");
         }
+    }
+    Ok(())
+}
+
+async fn migrate_store(args: &crate::cli::MigrateStoreArgs) -> Result<()> {
+    use coffer_server::migrate;
+    use coffer_server::store::{Database, SqlStore};
+    if args.to.database.is_none() && args.to.s3_bucket.is_none() {
+        bail!("say where to: --database and/or --s3-bucket");
+    }
+    let data = DataDir::open(&args.data.dir)?;
+    let mut target = data.config.clone();
+    apply_storage_args(&mut target, &args.to);
+    if target.database == data.config.database && target.objects == data.config.objects {
+        bail!("the destination is the storage already in use");
+    }
+    let sides = migrate::Sides {
+        source: (data.store().await?, data.objects().await?),
+        dest: (
+            SqlStore::open(&Database::parse(&target.database, &data.root))
+                .await
+                .context("cannot open the destination database")?,
+            data.objects_for(&target)
+                .await
+                .context("cannot open the destination object store")?,
+        ),
+    };
+    let report = migrate::migrate(&sides, |id, size| {
+        eprintln!("object {id}: {size} bytes verified");
+    })
+    .await?;
+    audit::append(
+        &sides.dest.0,
+        &Event::new("admin", None, "store_migrate", "").detail(format!(
+            "{} objects copied, {} already present",
+            report.objects_copied, report.objects_present
+        )),
+    )
+    .await?;
+    println!(
+        "objects: {} copied ({} bytes), {} already in place; all verified",
+        report.objects_copied, report.bytes_copied, report.objects_present
+    );
+    for (table, rows) in &report.rows {
+        println!("{table}: {rows} rows");
+    }
+    if report.uploads_left > 0 {
+        println!(
+            "{} unfinished uploads were not moved; their clients start them again",
+            report.uploads_left
+        );
+    }
+    if args.keep_config {
+        println!("config.toml unchanged (--keep-config)");
+    } else {
+        data.rewrite_config(&migrate::retarget(&data.config, &target))?;
+        println!("config.toml now points at the new storage (the old one is config.toml.old)");
     }
     Ok(())
 }

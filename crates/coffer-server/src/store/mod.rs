@@ -9,7 +9,7 @@ use std::pin::Pin;
 
 mod sql;
 
-pub use sql::{Database, SqlStore};
+pub use sql::{Column, Database, SqlStore, Table};
 
 /// Errors from the metadata store.
 #[derive(Debug, thiserror::Error)]

@@ -136,6 +136,156 @@ impl SqlStore {
     }
 }
 
+/// The kind of a column, for copying rows between backends.
+#[derive(Clone, Copy, Debug)]
+pub enum Column {
+    /// An integer (possibly NULL).
+    Int(&'static str),
+    /// Text (possibly NULL).
+    Text(&'static str),
+    /// Bytes (possibly NULL).
+    Blob(&'static str),
+}
+
+impl Column {
+    fn name(self) -> &'static str {
+        match self {
+            Column::Int(name) | Column::Text(name) | Column::Blob(name) => name,
+        }
+    }
+}
+
+/// One value read for a copy.
+enum Value {
+    Int(Option<i64>),
+    Text(Option<String>),
+    Blob(Option<Vec<u8>>),
+}
+
+/// A table to copy: its name, key (for a stable order) and columns.
+pub struct Table {
+    /// Table name.
+    pub name: &'static str,
+    /// Column(s) to order by, e.g. `"file_id, user_name"`.
+    pub key: &'static str,
+    /// Every column.
+    pub columns: &'static [Column],
+}
+
+/// Rows read per round trip when copying.
+const COPY_PAGE: i64 = 1000;
+
+impl SqlStore {
+    /// Copies every row of `table` into `dest`, skipping rows whose key is
+    /// already there (so an interrupted copy can simply be run again);
+    /// returns the rows read.
+    pub async fn copy_table_to(&self, dest: &SqlStore, table: &Table) -> Result<u64, StoreError> {
+        let names: Vec<&str> = table.columns.iter().map(|c| c.name()).collect();
+        let select = format!(
+            "SELECT {} FROM {} ORDER BY {} LIMIT $1 OFFSET $2",
+            names.join(", "),
+            table.name,
+            table.key
+        );
+        let placeholders: Vec<String> = (1..=names.len()).map(|i| format!("${i}")).collect();
+        let insert = format!(
+            "INSERT INTO {} ({}) VALUES ({}) ON CONFLICT DO NOTHING",
+            table.name,
+            names.join(", "),
+            placeholders.join(", ")
+        );
+        let mut copied = 0u64;
+        loop {
+            let rows = self
+                .read_page(&select, table.columns, copied as i64)
+                .await?;
+            if rows.is_empty() {
+                return Ok(copied);
+            }
+            copied += rows.len() as u64;
+            dest.write_rows(&insert, rows).await?;
+        }
+    }
+
+    async fn read_page(
+        &self,
+        select: &str,
+        columns: &[Column],
+        offset: i64,
+    ) -> Result<Vec<Vec<Value>>, StoreError> {
+        let read = |row: &dyn Get| -> Result<Vec<Value>, sqlx::Error> {
+            columns
+                .iter()
+                .map(|column| {
+                    Ok(match *column {
+                        Column::Int(name) => Value::Int(row.opt_int(name)?),
+                        Column::Text(name) => Value::Text(row.opt_text(name)?),
+                        Column::Blob(name) => Value::Blob(row.opt_bytes(name)?),
+                    })
+                })
+                .collect()
+        };
+        on_pool!(self, pool => {
+            let rows = sqlx::query(sqlx::AssertSqlSafe(select.to_string()))
+                .bind(COPY_PAGE)
+                .bind(offset)
+                .fetch_all(pool)
+                .await?;
+            Ok(rows.iter().map(|r| read(r)).collect::<Result<_, _>>()?)
+        })
+    }
+
+    async fn write_rows(&self, insert: &str, rows: Vec<Vec<Value>>) -> Result<(), StoreError> {
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            for row in rows {
+                let mut query = sqlx::query(sqlx::AssertSqlSafe(insert.to_string()));
+                for value in row {
+                    query = match value {
+                        Value::Int(v) => query.bind(v),
+                        Value::Text(v) => query.bind(v),
+                        Value::Blob(v) => query.bind(v),
+                    };
+                }
+                query.execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+
+    /// Unfinished uploads.
+    pub async fn open_upload_count(&self) -> Result<u64, StoreError> {
+        on_pool!(self, pool => {
+            let row = sqlx::query("SELECT COUNT(*) AS n FROM uploads")
+                .fetch_one(pool)
+                .await?;
+            Ok(row.try_get::<i64, _>("n")?.max(0) as u64)
+        })
+    }
+
+    /// Every committed file with the size of its stored object (which
+    /// differs from the file's size for files the server encrypts), by id.
+    pub async fn stored_objects(&self) -> Result<Vec<(FileRecord, u64, bool)>, StoreError> {
+        on_pool!(self, pool => {
+            let rows = sqlx::query(
+                "SELECT f.*, o.stored_size FROM files f LEFT JOIN object_keys o ON o.file_id = f.id ORDER BY f.id",
+            )
+            .fetch_all(pool)
+            .await?;
+            let mut out = Vec::with_capacity(rows.len());
+            for row in &rows {
+                let record = file_from_row(row)?;
+                let stored: Option<i64> = row.try_get("stored_size")?;
+                let e2ee = stored.is_none();
+                let size = stored.map_or(record.size, |s| s.max(0) as u64);
+                out.push((record, size, e2ee));
+            }
+            Ok(out)
+        })
+    }
+}
+
 /// Typed column access shared by both backends' rows, so that each record
 /// is decoded by one function.
 trait Get {

@@ -1,0 +1,232 @@
+//! `coffer server migrate-store`: moves a server that outgrew one machine
+//! from its embedded storage (or any storage) to other storage, typically
+//! PostgreSQL + S3.
+//!
+//! Objects go first, each read back from the destination and compared with
+//! the source's SHA-256 (and, for E2EE files, with the digest recorded at
+//! upload), then the metadata rows; so the destination's database never
+//! names an object it does not hold. Every step skips what is already
+//! there and verified, so an interrupted migration is resumed by running it
+//! again. Unfinished uploads are not carried over (their clients start them
+//! again); login challenges neither. The server must be stopped meanwhile.
+
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+
+use crate::config::Config;
+use crate::objects::{ObjectStore, measure};
+use crate::store::{Column, FileRecord, SqlStore, Table};
+
+/// The tables copied, parents before children.
+const TABLES: &[Table] = &[
+    Table {
+        name: "users",
+        key: "name",
+        columns: &[
+            Column::Text("name"),
+            Column::Text("public_identity"),
+            Column::Int("is_admin"),
+            Column::Int("quota_bytes"),
+            Column::Int("disabled"),
+            Column::Int("created_at"),
+        ],
+    },
+    Table {
+        name: "tokens",
+        key: "token_hash",
+        columns: &[
+            Column::Blob("token_hash"),
+            Column::Text("user_name"),
+            Column::Int("expires_at"),
+        ],
+    },
+    Table {
+        name: "keks",
+        key: "version",
+        columns: &[
+            Column::Int("version"),
+            Column::Blob("sealed"),
+            Column::Int("created_at"),
+        ],
+    },
+    Table {
+        name: "files",
+        key: "id",
+        columns: &[
+            Column::Text("id"),
+            Column::Text("owner"),
+            Column::Int("size"),
+            Column::Blob("sha256"),
+            Column::Int("created_at"),
+            Column::Text("receipt"),
+        ],
+    },
+    Table {
+        name: "object_keys",
+        key: "file_id",
+        columns: &[
+            Column::Text("file_id"),
+            Column::Int("kek_version"),
+            Column::Blob("wrapped"),
+            Column::Int("stored_size"),
+        ],
+    },
+    Table {
+        name: "wraps",
+        key: "file_id, user_name",
+        columns: &[
+            Column::Text("file_id"),
+            Column::Text("user_name"),
+            Column::Blob("stanza"),
+            Column::Int("created_at"),
+        ],
+    },
+    Table {
+        name: "links",
+        key: "id",
+        columns: &[
+            Column::Text("id"),
+            Column::Text("file_id"),
+            Column::Blob("stanza"),
+            Column::Int("created_at"),
+            Column::Int("expires_at"),
+            Column::Int("max_downloads"),
+            Column::Int("downloads"),
+            Column::Text("password_hash"),
+            Column::Blob("client_salt"),
+            Column::Int("failed_attempts"),
+        ],
+    },
+    Table {
+        name: "link_tickets",
+        key: "ticket_hash",
+        columns: &[
+            Column::Blob("ticket_hash"),
+            Column::Text("link_id"),
+            Column::Int("expires_at"),
+        ],
+    },
+    Table {
+        name: "audit_log",
+        key: "seq",
+        columns: &[
+            Column::Int("seq"),
+            Column::Int("time"),
+            Column::Text("actor"),
+            Column::Text("ip"),
+            Column::Text("action"),
+            Column::Text("target"),
+            Column::Text("outcome"),
+            Column::Text("detail"),
+            Column::Blob("prev_hash"),
+            Column::Blob("hash"),
+        ],
+    },
+    Table {
+        name: "audit_checkpoints",
+        key: "seq",
+        columns: &[
+            Column::Int("seq"),
+            Column::Blob("hash"),
+            Column::Int("time"),
+            Column::Blob("signature"),
+        ],
+    },
+];
+
+/// What a migration did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Report {
+    /// Objects copied now.
+    pub objects_copied: u64,
+    /// Objects found already in place and verified.
+    pub objects_present: u64,
+    /// Bytes copied.
+    pub bytes_copied: u64,
+    /// Rows read per table.
+    pub rows: Vec<(&'static str, u64)>,
+    /// Unfinished uploads left behind.
+    pub uploads_left: u64,
+}
+
+/// Storage on both sides.
+pub struct Sides {
+    /// Where from.
+    pub source: (SqlStore, Arc<dyn ObjectStore>),
+    /// Where to.
+    pub dest: (SqlStore, Arc<dyn ObjectStore>),
+}
+
+/// Copies everything from `sides.source` to `sides.dest`, reporting each
+/// object to `progress`.
+pub async fn migrate(sides: &Sides, progress: impl Fn(&str, u64)) -> Result<Report> {
+    let (from_db, from_objects) = &sides.source;
+    let (to_db, to_objects) = &sides.dest;
+    let mut report = Report::default();
+    for (file, stored_size, e2ee) in from_db.stored_objects().await? {
+        let copied = copy_object(
+            from_objects.as_ref(),
+            to_objects.as_ref(),
+            &file,
+            stored_size,
+            e2ee,
+        )
+        .await
+        .with_context(|| format!("object {}", file.id))?;
+        if copied {
+            report.objects_copied += 1;
+            report.bytes_copied += stored_size;
+        } else {
+            report.objects_present += 1;
+        }
+        progress(&file.id, stored_size);
+    }
+    for table in TABLES {
+        let rows = from_db
+            .copy_table_to(to_db, table)
+            .await
+            .with_context(|| format!("copying table {}", table.name))?;
+        report.rows.push((table.name, rows));
+    }
+    report.uploads_left = from_db.open_upload_count().await?;
+    Ok(report)
+}
+
+/// Copies one object unless the destination already holds it intact;
+/// returns whether it copied. Fails if the copy does not read back equal.
+async fn copy_object(
+    from: &dyn ObjectStore,
+    to: &dyn ObjectStore,
+    file: &FileRecord,
+    size: u64,
+    e2ee: bool,
+) -> Result<bool> {
+    let (source_size, source_sha) = measure(from.read(&file.id, 0, size).await?).await?;
+    if source_size != size || (e2ee && source_sha.as_slice() != file.sha256.as_slice()) {
+        bail!("the source object is damaged (its size or digest differs from the record)");
+    }
+    if let Ok(stream) = to.read(&file.id, 0, size).await
+        && let Ok(present) = measure(stream).await
+        && present == (source_size, source_sha)
+    {
+        return Ok(false);
+    }
+    let written = to
+        .write_object(&file.id, from.read(&file.id, 0, size).await?)
+        .await?;
+    let read_back = measure(to.read(&file.id, 0, size).await?).await?;
+    if written != (source_size, source_sha) || read_back != written {
+        bail!("the copy does not read back equal to the source");
+    }
+    Ok(true)
+}
+
+/// `config` with its storage replaced by `target`'s.
+pub fn retarget(config: &Config, target: &Config) -> Config {
+    Config {
+        database: target.database.clone(),
+        objects: target.objects.clone(),
+        ..config.clone()
+    }
+}
