@@ -150,6 +150,10 @@ pub struct LsArgs {
     /// Files others shared with you instead of your own.
     #[arg(long)]
     pub shared_with_me: bool,
+    /// Skip decrypting names and listing recipients (two requests per
+    /// file): one request in all, for scripts and very long listings.
+    #[arg(long)]
+    pub no_names: bool,
 }
 
 #[derive(Debug, clap::Args)]

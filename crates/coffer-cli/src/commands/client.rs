@@ -529,6 +529,26 @@ fn date(unix: i64) -> String {
 async fn ls(args: &LsArgs) -> Result<()> {
     let mut ctx = Ctx::open(&args.common)?;
     let entries = ctx.session.list_files(args.shared_with_me).await?;
+    if args.no_names {
+        for entry in &entries {
+            if ctx.json {
+                println!(
+                    "{}",
+                    json!({"id": entry.id, "stored": entry.size,
+                           "created_at": entry.created_at, "owner": entry.owner})
+                );
+            } else {
+                println!(
+                    "{}  {:>12}  {}  {}",
+                    entry.id,
+                    entry.size,
+                    date(entry.created_at),
+                    entry.owner
+                );
+            }
+        }
+        return Ok(());
+    }
     for entry in &entries {
         let described = download::describe(&mut ctx.session, entry).await;
         let (name, size) = match &described {
