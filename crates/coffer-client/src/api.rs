@@ -112,13 +112,24 @@ impl Session {
 
     /// Own files, or those shared with the caller.
     pub async fn list_files(&mut self, shared_with_me: bool) -> Result<Vec<FileEntry>> {
-        let path = if shared_with_me {
-            "/v1/files?shared_with_me=true"
-        } else {
-            "/v1/files"
-        };
-        let answer = self.call("GET", path, None, true).await?;
-        parse(answer["files"].clone(), "file list")
+        let mut files: Vec<FileEntry> = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let mut path = format!("/v1/files?shared_with_me={shared_with_me}");
+            if let Some(cursor) = &after {
+                path.push_str("&after=");
+                path.push_str(path_segment(cursor)?);
+            }
+            let answer = self.call("GET", &path, None, true).await?;
+            files.extend(parse::<Vec<FileEntry>>(
+                answer["files"].clone(),
+                "file list",
+            )?);
+            match answer["next"].as_str() {
+                Some(next) if Some(next) != after.as_deref() => after = Some(next.to_string()),
+                _ => return Ok(files),
+            }
+        }
     }
 
     /// One file's entry.

@@ -989,30 +989,63 @@ impl From<&FileRecord> for FileInfo {
 #[derive(serde::Serialize, ToSchema)]
 pub struct FileList {
     files: Vec<FileInfo>,
+    /// Pass as `after` for the next page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next: Option<String>,
 }
+
+/// Entries per listing page, at most and by default.
+const MAX_PAGE: u32 = 1000;
 
 #[derive(serde::Deserialize)]
 struct ListQuery {
     #[serde(default)]
     shared_with_me: bool,
+    /// The `next` of the previous page.
+    after: Option<String>,
+    /// Entries per page (1 to 1000).
+    limit: Option<u32>,
 }
 
-/// Files the caller owns, or (`shared_with_me=true`) that others shared.
+/// Parses a page cursor: `<created_at>.<id>`.
+fn parse_cursor(cursor: &str) -> Result<(i64, String), ApiError> {
+    let bad = || ApiError::bad_request("invalid page cursor");
+    let (time, id) = cursor.split_once('.').ok_or_else(bad)?;
+    crate::objects::checked(id).map_err(|_| bad())?;
+    Ok((time.parse().map_err(|_| bad())?, id.to_string()))
+}
+
+/// Files the caller owns, or (`shared_with_me=true`) that others shared,
+/// newest first, in pages.
 #[utoipa::path(get, path = "/v1/files", tag = "files", security(("bearer" = [])),
-    params(("shared_with_me" = Option<bool>, Query)),
-    responses((status = 200, body = FileList)))]
+    params(("shared_with_me" = Option<bool>, Query),
+        ("after" = Option<String>, Query, description = "`next` of the previous page"),
+        ("limit" = Option<u32>, Query, description = "Entries per page, 1 to 1000 (default 1000)")),
+    responses((status = 200, body = FileList), (status = 400, body = ErrorBody)))]
 async fn list(
     State(state): State<AppState>,
     auth: Authenticated,
     axum::extract::Query(query): axum::extract::Query<ListQuery>,
 ) -> Result<Json<FileList>, ApiError> {
-    let files = if query.shared_with_me {
-        state.store.shared_with(&auth.user.name).await?
-    } else {
-        state.store.list_files(&auth.user.name).await?
+    let limit = query.limit.unwrap_or(MAX_PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ApiError::bad_request("limit must be 1 to 1000"));
+    }
+    let page = crate::store::Page {
+        after: query.after.as_deref().map(parse_cursor).transpose()?,
+        limit,
     };
+    let files = if query.shared_with_me {
+        state.store.shared_with(&auth.user.name, &page).await?
+    } else {
+        state.store.list_files(&auth.user.name, &page).await?
+    };
+    let next = (files.len() == limit as usize)
+        .then(|| files.last().map(|f| format!("{}.{}", f.created_at, f.id)))
+        .flatten();
     Ok(Json(FileList {
         files: files.iter().map(FileInfo::from).collect(),
+        next,
     }))
 }
 

@@ -145,7 +145,11 @@ async fn kill_9_mid_upload_then_restart_and_resume() {
         .await
         .unwrap();
     assert!(
-        store.list_files("alice").await.unwrap().is_empty(),
+        store
+            .list_files("alice", &coffer_server::store::Page::first(10))
+            .await
+            .unwrap()
+            .is_empty(),
         "a partial upload became a file"
     );
 

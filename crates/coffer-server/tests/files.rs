@@ -568,3 +568,44 @@ async fn hostile_headers_ids_and_bodies_are_refused() {
     assert_eq!(status, 413);
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn listings_come_in_pages_that_cover_every_file_once() {
+    let (server, mut client, token) = setup().await;
+    let mut ids = Vec::new();
+    for i in 0..5u8 {
+        let (status, headers, _) = client.tus_create(&token, vec![i; 10], None).await;
+        assert_eq!(status, 201);
+        ids.push(headers["coffer-file-id"].to_str().unwrap().to_string());
+    }
+    let mut seen = Vec::new();
+    let mut path = "/v1/files?limit=2".to_string();
+    loop {
+        let (status, body) = client.call("GET", &path, None, Some(&token)).await;
+        assert_eq!(status, 200, "{body}");
+        let page = body["files"].as_array().unwrap();
+        assert!(page.len() <= 2);
+        seen.extend(page.iter().map(|f| f["id"].as_str().unwrap().to_string()));
+        match body["next"].as_str() {
+            Some(next) => path = format!("/v1/files?limit=2&after={next}"),
+            None => break,
+        }
+    }
+    seen.sort();
+    ids.sort();
+    assert_eq!(seen, ids);
+    for bad in [
+        "/v1/files?limit=0",
+        "/v1/files?limit=1001",
+        "/v1/files?after=nonsense",
+        "/v1/files?after=1.../etc",
+        "/v1/files?after=x.0123456789abcdef",
+    ] {
+        assert_eq!(
+            client.call("GET", bad, None, Some(&token)).await.0,
+            400,
+            "{bad}"
+        );
+    }
+    server.shutdown().await;
+}

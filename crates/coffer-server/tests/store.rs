@@ -6,8 +6,8 @@
 use std::sync::Arc;
 
 use coffer_server::store::{
-    AuditCheckpoint, AuditRow, Database, FileRecord, Link, MetaStore, ObjectKey, SqlStore, Upload,
-    User, WrappedKey,
+    AuditCheckpoint, AuditRow, Database, FileRecord, Link, MetaStore, ObjectKey, Page, SqlStore,
+    Upload, User, WrappedKey,
 };
 use coffer_server::testing;
 
@@ -276,7 +276,7 @@ async fn commits_files_wraps_and_shares() {
             .await
             .unwrap();
         let ids: Vec<_> = b
-            .list_files("alice")
+            .list_files("alice", &Page::first(100))
             .await
             .unwrap()
             .into_iter()
@@ -288,7 +288,7 @@ async fn commits_files_wraps_and_shares() {
         assert_eq!(a.wrap("f1", "bob").await.unwrap(), Some(b"w-bob".to_vec()));
         assert_eq!(a.wrap_users("f1").await.unwrap(), vec!["alice", "bob"]);
         let shared: Vec<_> = a
-            .shared_with("bob")
+            .shared_with("bob", &Page::first(100))
             .await
             .unwrap()
             .into_iter()
@@ -296,7 +296,10 @@ async fn commits_files_wraps_and_shares() {
             .collect();
         assert_eq!(shared, ["f1"]);
         assert!(
-            a.shared_with("alice").await.unwrap().is_empty(),
+            a.shared_with("alice", &Page::first(100))
+                .await
+                .unwrap()
+                .is_empty(),
             "own files"
         );
         a.put_wrap("f1", "bob", b"w-bob-2", 7).await.unwrap();
@@ -497,5 +500,44 @@ async fn keyring_references_rotate_and_prune() {
         assert!(b.stale_object_keys(2, 10).await.unwrap().is_empty());
         assert!(a.delete_unused_kek(1).await.unwrap());
         assert_eq!(a.keks().await.unwrap().len(), 1);
+    }
+}
+
+#[tokio::test]
+async fn listings_page_by_time_and_id_without_repeats_or_gaps() {
+    for pair in backends().await {
+        let s = pair.a.as_ref();
+        for name in ["alice", "bob"] {
+            s.add_user(&user(name), 1).await.unwrap();
+        }
+        // 25 files, several sharing a timestamp, all shared with bob.
+        let mut expected = Vec::new();
+        for i in 0..25 {
+            let (id, up) = (format!("f{i:02}"), format!("u{i:02}"));
+            s.create_upload(&upload(&up, "alice", 10)).await.unwrap();
+            let wraps = vec![("bob".to_string(), b"w".to_vec())];
+            s.commit_upload(&up, &file(&id, "alice", i / 4), &wraps, None)
+                .await
+                .unwrap();
+            expected.push((i / 4, id));
+        }
+        expected.sort_by(|a, b| b.cmp(a));
+        for shared in [false, true] {
+            let mut seen = Vec::new();
+            let mut page = Page::first(7);
+            loop {
+                let got = if shared {
+                    s.shared_with("bob", &page).await.unwrap()
+                } else {
+                    s.list_files("alice", &page).await.unwrap()
+                };
+                seen.extend(got.iter().map(|f| (f.created_at, f.id.clone())));
+                match got.last() {
+                    Some(last) if got.len() == 7 => page = Page::after(last, 7),
+                    _ => break,
+                }
+            }
+            assert_eq!(seen, expected, "{} shared={shared}", pair.name);
+        }
     }
 }

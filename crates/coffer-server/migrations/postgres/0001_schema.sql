@@ -57,7 +57,7 @@ CREATE TABLE files (
     created_at  BIGINT NOT NULL,
     receipt     TEXT NOT NULL
 );
-CREATE INDEX files_owner ON files (owner, created_at DESC, id);
+CREATE INDEX files_owner ON files (owner, created_at DESC, id DESC);
 
 CREATE TABLE wraps (
     file_id    TEXT COLLATE "C" NOT NULL REFERENCES files (id) ON DELETE CASCADE,

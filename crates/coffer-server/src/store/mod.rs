@@ -193,6 +193,41 @@ pub struct Usage {
     pub open_uploads: u64,
 }
 
+/// Where a listing page starts and how long it is. Pages are keyed by the
+/// last entry seen (`created_at`, `id`), so a listing of any length costs
+/// the same per page and files added meanwhile neither repeat nor vanish.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Page {
+    /// The last entry of the previous page, if any.
+    pub after: Option<(i64, String)>,
+    /// Entries at most.
+    pub limit: u32,
+}
+
+impl Page {
+    /// The first `limit` entries.
+    pub fn first(limit: u32) -> Self {
+        Self { after: None, limit }
+    }
+
+    /// The page after `file`.
+    pub fn after(file: &FileRecord, limit: u32) -> Self {
+        Self {
+            after: Some((file.created_at, file.id.clone())),
+            limit,
+        }
+    }
+
+    /// `(created_at, id)` of the previous page's last entry (unused on the
+    /// first page).
+    fn bound(&self) -> (i64, &str) {
+        match &self.after {
+            Some((time, id)) => (*time, id),
+            None => (0, ""),
+        }
+    }
+}
+
 /// A key wrap to store with a committed upload: (user, stanza bytes).
 pub type NewWrap = (String, Vec<u8>);
 
@@ -270,8 +305,9 @@ pub trait MetaStore: Send + Sync + 'static {
     ) -> StoreFuture<'a, ()>;
     /// One file by id.
     fn file<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Option<FileRecord>>;
-    /// Files owned by `owner`, newest first.
-    fn list_files<'a>(&'a self, owner: &'a str) -> StoreFuture<'a, Vec<FileRecord>>;
+    /// Files owned by `owner`, newest first, one page at a time.
+    fn list_files<'a>(&'a self, owner: &'a str, page: &'a Page)
+    -> StoreFuture<'a, Vec<FileRecord>>;
     /// Deletes a file row (and its wraps); returns whether it existed.
     fn delete_file<'a>(&'a self, id: &'a str) -> StoreFuture<'a, bool>;
     /// Stores (or replaces) `user`'s key wrap for a file: the share.
@@ -288,8 +324,9 @@ pub trait MetaStore: Send + Sync + 'static {
     fn delete_wrap<'a>(&'a self, file_id: &'a str, user: &'a str) -> StoreFuture<'a, bool>;
     /// Users holding a wrap for a file.
     fn wrap_users<'a>(&'a self, file_id: &'a str) -> StoreFuture<'a, Vec<String>>;
-    /// Files others shared with `user`.
-    fn shared_with<'a>(&'a self, user: &'a str) -> StoreFuture<'a, Vec<FileRecord>>;
+    /// Files others shared with `user`, newest first, one page at a time.
+    fn shared_with<'a>(&'a self, user: &'a str, page: &'a Page)
+    -> StoreFuture<'a, Vec<FileRecord>>;
     /// Records a new link.
     fn create_link<'a>(&'a self, link: &'a Link) -> StoreFuture<'a, ()>;
     /// One link by id.

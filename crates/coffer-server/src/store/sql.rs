@@ -748,12 +748,27 @@ impl MetaStore for SqlStore {
         Box::pin(self.row_by("SELECT * FROM files WHERE id = $1", id, file_from_row))
     }
 
-    fn list_files<'a>(&'a self, owner: &'a str) -> StoreFuture<'a, Vec<FileRecord>> {
-        Box::pin(self.rows_by(
-            "SELECT * FROM files WHERE owner = $1 ORDER BY created_at DESC, id",
-            owner,
-            file_from_row,
-        ))
+    fn list_files<'a>(
+        &'a self,
+        owner: &'a str,
+        page: &'a Page,
+    ) -> StoreFuture<'a, Vec<FileRecord>> {
+        Box::pin(async move {
+            on_pool!(self, pool => {
+                let (time, id) = page.bound();
+                let rows = sqlx::query(
+                    "SELECT * FROM files WHERE owner = $1 AND ($2 = 1 OR created_at < $3 OR (created_at = $3 AND id < $4)) ORDER BY created_at DESC, id DESC LIMIT $5",
+                )
+                .bind(owner)
+                .bind(i64::from(page.after.is_none()))
+                .bind(time)
+                .bind(id)
+                .bind(i64::from(page.limit))
+                .fetch_all(pool)
+                .await?;
+                Ok(rows.iter().map(|r| file_from_row(r)).collect::<Result<_, _>>()?)
+            })
+        })
     }
 
     fn delete_file<'a>(&'a self, id: &'a str) -> StoreFuture<'a, bool> {
@@ -822,14 +837,22 @@ impl MetaStore for SqlStore {
         })
     }
 
-    fn shared_with<'a>(&'a self, user: &'a str) -> StoreFuture<'a, Vec<FileRecord>> {
+    fn shared_with<'a>(
+        &'a self,
+        user: &'a str,
+        page: &'a Page,
+    ) -> StoreFuture<'a, Vec<FileRecord>> {
         Box::pin(async move {
             on_pool!(self, pool => {
+                let (time, id) = page.bound();
                 let rows = sqlx::query(
-                    "SELECT f.* FROM files f JOIN wraps w ON w.file_id = f.id WHERE w.user_name = $1 AND f.owner <> $2 ORDER BY f.created_at DESC, f.id",
+                    "SELECT f.* FROM files f JOIN wraps w ON w.file_id = f.id WHERE w.user_name = $1 AND f.owner <> $1 AND ($2 = 1 OR f.created_at < $3 OR (f.created_at = $3 AND f.id < $4)) ORDER BY f.created_at DESC, f.id DESC LIMIT $5",
                 )
                 .bind(user)
-                .bind(user)
+                .bind(i64::from(page.after.is_none()))
+                .bind(time)
+                .bind(id)
+                .bind(i64::from(page.limit))
                 .fetch_all(pool)
                 .await?;
                 Ok(rows.iter().map(|r| file_from_row(r)).collect::<Result<_, _>>()?)
