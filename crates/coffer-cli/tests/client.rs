@@ -1147,6 +1147,18 @@ fn a_symlink_planted_at_the_partial_file_is_not_followed() {
     assert_eq!(std::fs::read(&victim).unwrap(), b"keep me");
 }
 
+/// Whether PostgreSQL and an S3 store are configured for `what` (loudly
+/// skipped otherwise, and failed under CI).
+fn scale_out_configured(what: &str) -> bool {
+    use coffer_server::testing::{postgres_url, require, s3_configured};
+    require(
+        &format!(
+            "PostgreSQL and an S3 store for {what} (COFFER_TEST_POSTGRES, COFFER_TEST_S3_ENDPOINT)"
+        ),
+        postgres_url().is_some() && s3_configured(),
+    )
+}
+
 /// A TCP load balancer on 127.0.0.1, as in front of several nodes: each
 /// new connection goes to the node port `target` holds at that moment.
 struct Balancer {
@@ -1199,11 +1211,8 @@ fn free_port() -> u16 {
 /// is survived by moving to another.
 #[test]
 fn three_nodes_share_uploads_and_survive_one_dying() {
-    use coffer_server::testing::{Backend, postgres_url, require, s3_configured};
-    if !require(
-        "PostgreSQL and an S3 store for the multi-node test (COFFER_TEST_POSTGRES, COFFER_TEST_S3_ENDPOINT)",
-        postgres_url().is_some() && s3_configured(),
-    ) {
+    use coffer_server::testing::Backend;
+    if !scale_out_configured("the multi-node test") {
         return;
     }
     let mut world = World::with_init_on(&[], Backend::PostgresS3);
@@ -1285,11 +1294,8 @@ impl Drop for Nodes {
 /// and the moved server serves the same files, shares and receipts.
 #[test]
 fn migrate_store_moves_an_embedded_server_to_postgres_and_s3() {
-    use coffer_server::testing::{Backend, postgres_url, require, s3_configured, storage_env};
-    if !require(
-        "PostgreSQL and an S3 store for the migration test (COFFER_TEST_POSTGRES, COFFER_TEST_S3_ENDPOINT)",
-        postgres_url().is_some() && s3_configured(),
-    ) {
+    use coffer_server::testing::{Backend, storage_env};
+    if !scale_out_configured("the migration test") {
         return;
     }
     let mut world = World::with_init_on(&[], Backend::Embedded);

@@ -355,6 +355,29 @@ impl SqlStore {
         })
     }
 
+    /// One page of a file listing: `sql` takes the key ($1), a first-page
+    /// flag ($2), the previous page's last `created_at` and `id` ($3, $4)
+    /// and the page length ($5).
+    async fn files_page(
+        &self,
+        sql: &'static str,
+        key: &str,
+        page: &Page,
+    ) -> Result<Vec<FileRecord>, StoreError> {
+        let (time, id) = page.bound();
+        on_pool!(self, pool => {
+            let rows = sqlx::query(sql)
+                .bind(key)
+                .bind(i64::from(page.after.is_none()))
+                .bind(time)
+                .bind(id)
+                .bind(i64::from(page.limit))
+                .fetch_all(pool)
+                .await?;
+            Ok(rows.iter().map(|r| file_from_row(r)).collect::<Result<_, _>>()?)
+        })
+    }
+
     /// Runs a keyed `DELETE`; whether it removed a row.
     async fn delete_by(&self, sql: &'static str, key: &str) -> Result<bool, StoreError> {
         on_pool!(self, pool => {
@@ -753,22 +776,11 @@ impl MetaStore for SqlStore {
         owner: &'a str,
         page: &'a Page,
     ) -> StoreFuture<'a, Vec<FileRecord>> {
-        Box::pin(async move {
-            on_pool!(self, pool => {
-                let (time, id) = page.bound();
-                let rows = sqlx::query(
-                    "SELECT * FROM files WHERE owner = $1 AND ($2 = 1 OR created_at < $3 OR (created_at = $3 AND id < $4)) ORDER BY created_at DESC, id DESC LIMIT $5",
-                )
-                .bind(owner)
-                .bind(i64::from(page.after.is_none()))
-                .bind(time)
-                .bind(id)
-                .bind(i64::from(page.limit))
-                .fetch_all(pool)
-                .await?;
-                Ok(rows.iter().map(|r| file_from_row(r)).collect::<Result<_, _>>()?)
-            })
-        })
+        Box::pin(self.files_page(
+            "SELECT f.* FROM files f WHERE f.owner = $1 AND ($2 = 1 OR f.created_at < $3 OR (f.created_at = $3 AND f.id < $4)) ORDER BY f.created_at DESC, f.id DESC LIMIT $5",
+            owner,
+            page,
+        ))
     }
 
     fn delete_file<'a>(&'a self, id: &'a str) -> StoreFuture<'a, bool> {
@@ -842,22 +854,11 @@ impl MetaStore for SqlStore {
         user: &'a str,
         page: &'a Page,
     ) -> StoreFuture<'a, Vec<FileRecord>> {
-        Box::pin(async move {
-            on_pool!(self, pool => {
-                let (time, id) = page.bound();
-                let rows = sqlx::query(
-                    "SELECT f.* FROM files f JOIN wraps w ON w.file_id = f.id WHERE w.user_name = $1 AND f.owner <> $1 AND ($2 = 1 OR f.created_at < $3 OR (f.created_at = $3 AND f.id < $4)) ORDER BY f.created_at DESC, f.id DESC LIMIT $5",
-                )
-                .bind(user)
-                .bind(i64::from(page.after.is_none()))
-                .bind(time)
-                .bind(id)
-                .bind(i64::from(page.limit))
-                .fetch_all(pool)
-                .await?;
-                Ok(rows.iter().map(|r| file_from_row(r)).collect::<Result<_, _>>()?)
-            })
-        })
+        Box::pin(self.files_page(
+            "SELECT f.* FROM files f JOIN wraps w ON w.file_id = f.id WHERE w.user_name = $1 AND f.owner <> $1 AND ($2 = 1 OR f.created_at < $3 OR (f.created_at = $3 AND f.id < $4)) ORDER BY f.created_at DESC, f.id DESC LIMIT $5",
+            user,
+            page,
+        ))
     }
 
     fn create_link<'a>(&'a self, link: &'a Link) -> StoreFuture<'a, ()> {
