@@ -261,6 +261,31 @@ impl World {
         serde_json::from_slice(&out.stdout).unwrap()
     }
 
+    /// `coffer put FILE EXTRA --json` as `user` in the background, returned
+    /// once `units` 4 MiB units are logged (so it is well under way).
+    fn put_under_way(&self, user: &str, file: &Path, extra: &[&str], units: usize) -> Child {
+        let child = self
+            .std_coffer(user)
+            .arg("put")
+            .arg(file)
+            .args(extra)
+            .arg("--json")
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        wait_for("the upload to get going", || {
+            recorded_units(self, user) >= units
+        });
+        child
+    }
+
+    /// The same, killed there (a client that died mid-upload).
+    fn interrupted_put(&self, user: &str, file: &Path, extra: &[&str], units: usize) {
+        let mut child = self.put_under_way(user, file, extra, units);
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
     fn uploads_dir(&self, user: &str) -> PathBuf {
         self.path(&format!("home/state/{user}/uploads"))
     }
@@ -343,17 +368,7 @@ fn round_trips_from_empty_to_200_mib() {
 fn uploads_and_downloads_resume_after_the_client_is_killed() {
     let world = World::new();
     let file = world.write("big.bin", &data(200 * MIB, 7));
-    let mut child = world
-        .std_coffer("alice")
-        .arg("put")
-        .arg(&file)
-        .spawn()
-        .unwrap();
-    wait_for("the upload to get going", || {
-        recorded_units(&world, "alice") >= 12
-    });
-    child.kill().unwrap();
-    child.wait().unwrap();
+    world.interrupted_put("alice", &file, &[], 12);
     let put = world.put("alice", &file, &[]);
     assert!(put["resumed_at"].as_u64().unwrap() > 0, "{put}");
     let id = put["id"].as_str().unwrap().to_string();
@@ -385,17 +400,7 @@ fn a_file_changed_before_a_resume_is_uploaded_afresh_under_a_new_key() {
     let mut bytes = data(120 * MIB, 9);
     let file = world.write("changing.bin", &bytes);
     let mtime = std::fs::metadata(&file).unwrap().modified().unwrap();
-    let mut child = world
-        .std_coffer("alice")
-        .arg("put")
-        .arg(&file)
-        .spawn()
-        .unwrap();
-    wait_for("the upload to get going", || {
-        recorded_units(&world, "alice") >= 6
-    });
-    child.kill().unwrap();
-    child.wait().unwrap();
+    world.interrupted_put("alice", &file, &[], 6);
     // Same size, same mtime, one byte different in a unit already sent:
     // only the unit digests can tell.
     bytes[1000] ^= 0xff;
@@ -420,16 +425,7 @@ fn a_file_changed_before_a_resume_is_uploaded_afresh_under_a_new_key() {
 fn an_upload_survives_a_server_restart() {
     let mut world = World::new();
     let file = world.write("big.bin", &data(200 * MIB, 11));
-    let child = world
-        .std_coffer("alice")
-        .args(["put", "--json"])
-        .arg(&file)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_for("the upload to get going", || {
-        recorded_units(&world, "alice") >= 12
-    });
+    let child = world.put_under_way("alice", &file, &[], 12);
     world.kill_server();
     std::thread::sleep(Duration::from_millis(700));
     world.start();
@@ -1225,18 +1221,7 @@ fn three_nodes_share_uploads_and_survive_one_dying() {
 
     // Begun through node 0, interrupted, resumed through node 1.
     let file = world.write("ledger.bin", &data(120 * MIB, 21));
-    let mut child = world
-        .std_coffer("alice")
-        .arg("put")
-        .arg(&file)
-        .args(["--to", "bob"])
-        .spawn()
-        .unwrap();
-    wait_for("the upload to get going", || {
-        recorded_units(&world, "alice") >= 6
-    });
-    child.kill().unwrap();
-    child.wait().unwrap();
+    world.interrupted_put("alice", &file, &["--to", "bob"], 6);
     balancer.route_to(ports[1]);
     let put = world.put("alice", &file, &["--to", "bob"]);
     assert!(put["resumed_at"].as_u64().unwrap() > 0, "{put}");
@@ -1251,17 +1236,7 @@ fn three_nodes_share_uploads_and_survive_one_dying() {
     // the dead node's lease on the upload has run out.
     balancer.route_to(ports[0]);
     let second = world.write("second.bin", &data(120 * MIB, 22));
-    let child = world
-        .std_coffer("alice")
-        .arg("put")
-        .arg(&second)
-        .arg("--json")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_for("the second upload to get going", || {
-        recorded_units(&world, "alice") >= 6
-    });
+    let child = world.put_under_way("alice", &second, &[], 6);
     let mut dead = nodes.0[0].take().unwrap();
     dead.kill().unwrap();
     dead.wait().unwrap();

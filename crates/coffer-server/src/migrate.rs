@@ -194,7 +194,9 @@ pub async fn migrate(sides: &Sides, progress: impl Fn(&str, u64)) -> Result<Repo
 }
 
 /// Copies one object unless the destination already holds it intact;
-/// returns whether it copied. Fails if the copy does not read back equal.
+/// returns whether it copied. Fails if the source does not match its record
+/// or the copy does not read back equal to the source. The source is read
+/// once on a fresh copy (`write_object` hashes what it streams).
 async fn copy_object(
     from: &dyn ObjectStore,
     to: &dyn ObjectStore,
@@ -202,21 +204,33 @@ async fn copy_object(
     size: u64,
     e2ee: bool,
 ) -> Result<bool> {
-    let (source_size, source_sha) = measure(from.read(&file.id, 0, size).await?).await?;
-    if source_size != size || (e2ee && source_sha.as_slice() != file.sha256.as_slice()) {
-        bail!("the source object is damaged (its size or digest differs from the record)");
-    }
-    if let Ok(stream) = to.read(&file.id, 0, size).await
-        && let Ok(present) = measure(stream).await
-        && present == (source_size, source_sha)
-    {
-        return Ok(false);
+    // What the source must be: its recorded length, and for E2EE files
+    // the digest recorded at upload (server-encrypted objects have none).
+    let matches_record =
+        |(len, sha): (u64, [u8; 32])| len == size && (!e2ee || sha.as_slice() == file.sha256);
+    let present = match to.read(&file.id, 0, size).await {
+        Ok(stream) => measure(stream).await.ok(),
+        Err(_) => None,
+    };
+    if let Some(present) = present {
+        let source = measure(from.read(&file.id, 0, size).await?).await?;
+        if !matches_record(source) {
+            bail!("the source object is damaged (its size or digest differs from the record)");
+        }
+        if present == source {
+            return Ok(false);
+        }
     }
     let written = to
         .write_object(&file.id, from.read(&file.id, 0, size).await?)
         .await?;
+    if !matches_record(written) {
+        // No row names the copy; remove it anyway rather than leave it.
+        let _ = to.delete_object(&file.id).await;
+        bail!("the source object is damaged (its size or digest differs from the record)");
+    }
     let read_back = measure(to.read(&file.id, 0, size).await?).await?;
-    if written != (source_size, source_sha) || read_back != written {
+    if read_back != written {
         bail!("the copy does not read back equal to the source");
     }
     Ok(true)

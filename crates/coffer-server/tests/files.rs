@@ -609,3 +609,72 @@ async fn listings_come_in_pages_that_cover_every_file_once() {
     }
     server.shutdown().await;
 }
+
+/// While one request writes an upload, a second PATCH or a termination of
+/// the same upload is refused with 423 (the lease lives in the database, so
+/// this holds across nodes too: the suite also runs on PostgreSQL), and the
+/// first request completes untouched.
+#[tokio::test]
+async fn a_second_writer_is_refused_while_the_first_is_writing() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (server, mut client, token) = setup().await;
+    let body = data(400_000);
+    let location = create(&mut client, &token, body.len()).await;
+    let mut first =
+        Server::tls_connect(server.addr, server.cert.clone(), &[&rustls::version::TLS13])
+            .await
+            .unwrap();
+    let head = format!(
+        "PATCH {location} HTTP/1.1\r\nhost: localhost\r\nauthorization: Bearer {token}\r\ntus-resumable: 1.0.0\r\ncontent-type: application/offset+octet-stream\r\nupload-offset: 0\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    first.write_all(head.as_bytes()).await.unwrap();
+    first.write_all(&body[..100_000]).await.unwrap();
+    first.flush().await.unwrap();
+    // The first request holds the upload once its head is read.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let (status, _, _) = client
+        .raw(
+            "PATCH",
+            &location,
+            &[TUS, OCTETS, ("upload-offset", "0")],
+            body.clone(),
+            Some(&token),
+        )
+        .await;
+    assert_eq!(status, 423, "a concurrent PATCH must wait its turn");
+    let (status, _, _) = client
+        .raw("DELETE", &location, &[TUS], vec![], Some(&token))
+        .await;
+    assert_eq!(status, 423, "nor may the upload be terminated under it");
+
+    first.write_all(&body[100_000..]).await.unwrap();
+    first.flush().await.unwrap();
+    let mut response = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !response.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = first.read(&mut buf).await.unwrap();
+        assert!(n > 0, "connection closed before a response");
+        response.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&response).to_lowercase();
+    assert!(text.starts_with("http/1.1 204"), "{text}");
+    let file_id = text
+        .lines()
+        .find_map(|l| l.strip_prefix("coffer-file-id: "))
+        .unwrap()
+        .trim()
+        .to_string();
+    let (status, _, got) = client
+        .raw(
+            "GET",
+            &format!("/v1/files/{file_id}"),
+            &[],
+            vec![],
+            Some(&token),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert!(got == body, "the first writer's upload was disturbed");
+    server.shutdown().await;
+}

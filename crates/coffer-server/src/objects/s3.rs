@@ -233,31 +233,27 @@ impl S3Objects {
             self.store.put(&path, PutPayload::default()).await?;
             return Ok(());
         }
-        if tail_len > 0 {
-            let tail = self.read_tail(id, len, tail_len).await;
-            let tail = match tail {
-                Ok(tail) => tail,
-                Err(err) if err.kind() == io::ErrorKind::NotFound => {
-                    return self.already_finished(&path, len).await;
-                }
-                Err(err) => return Err(err),
-            };
-            let sent = self
-                .store
-                .put_part(&path, &multipart, parts.len(), PutPayload::from(tail))
-                .await;
-            match sent {
-                Ok(part) => parts.push(part),
-                Err(_) => return self.already_finished(&path, len).await,
+        let completed: io::Result<()> = async {
+            if tail_len > 0 {
+                let tail = self.read_tail(id, len, tail_len).await?;
+                let index = parts.len();
+                parts.push(
+                    self.store
+                        .put_part(&path, &multipart, index, PutPayload::from(tail))
+                        .await?,
+                );
             }
+            self.store
+                .complete_multipart(&path, &multipart, parts)
+                .await?;
+            Ok(())
         }
-        if self
-            .store
-            .complete_multipart(&path, &multipart, parts)
-            .await
-            .is_err()
-        {
-            return self.already_finished(&path, len).await;
+        .await;
+        if let Err(err) = completed {
+            // An interrupted earlier commit may have completed it already
+            // (its tail and multipart upload are gone then); otherwise the
+            // failure itself is the answer, not a guess about the object.
+            return self.already_finished(&path, len).await.map_err(|_| err);
         }
         self.sweep_tails(id, None).await
     }
