@@ -3,7 +3,10 @@
 # machine varies +-25% between runs; compare within a run):
 #
 #   1. coffer put + get of a random file (default 1 GiB) through
-#      PostgreSQL + Garage vs SQLite + local disk (the embedded default);
+#      PostgreSQL + Garage vs SQLite + local disk (the embedded default),
+#      with the peak RSS of client and server in each (memory must stay
+#      flat in the file size: try SIZE_MIB=6144 for a file past S3's 5 GB
+#      single-PUT limit);
 #   2. CLIENTS (default 50) concurrent `coffer put`s of 10 MiB each, one
 #      user apiece: errors, aggregate MB/s, p50 / p99 latency;
 #   3. `coffer ls --no-names` over FILES (default 100 000) files in each
@@ -27,6 +30,7 @@ work=$(mktemp -d "${BENCH_DIR:-/var/tmp}/coffer-scale.XXXXXX")
 server_pid=""
 cleanup() {
   [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null || true
+  psql -q "$COFFER_TEST_POSTGRES" -c "DROP DATABASE IF EXISTS coffer_bench_$$" >/dev/null 2>&1 || true
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -36,7 +40,21 @@ export COFFER_HOME="$work/home"
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 mbps() { awk -v b="$1" -v s="$2" 'BEGIN {printf "%.0f", b / 1e6 / s}'; }
 percentile() { sort -n | awk -v p="$1" '{a[NR]=$1} END {i=int(NR*p/100+0.999); if (i<1) i=1; print a[i]}'; }
-seconds() { /usr/bin/time -f '%e' -o "$work/t" "$@" >/dev/null 2>"$work/err" || { cat "$work/err" >&2; return 1; }; cat "$work/t"; }
+# Elapsed seconds of a command; its peak RSS (KiB) goes to $work/rss.
+# Each call has its own files, as the concurrent clients call it at once.
+seconds() {
+  local t err
+  t=$(mktemp "$work/t.XXXXXX") err=$(mktemp "$work/err.XXXXXX")
+  /usr/bin/time -f '%e %M' -o "$t" "$@" >/dev/null 2>"$err" || { cat "$err" >&2; return 1; }
+  read -r elapsed rss < "$t"
+  echo "$rss" > "$work/rss"
+  rm -f "$t" "$err"
+  echo "$elapsed"
+}
+# The server's peak RSS (KiB) is reset before a phase and read after it.
+reset_server_peak() { echo 5 > "/proc/$server_pid/clear_refs"; }
+server_peak() { awk '/^VmHWM/ {print $2}' "/proc/$server_pid/status"; }
+mib() { awk -v k="$1" 'BEGIN {printf "%.0f", k / 1024}'; }
 
 users=(alice)
 for i in $(seq "$clients"); do users+=("u$i"); done
@@ -110,14 +128,21 @@ bytes=$((size_mib * 1048576))
 head -c "$bytes" /dev/urandom > big.bin
 for i in $(seq "$clients"); do head -c $((10 * 1048576)) /dev/urandom > "f$i.bin"; done
 
-declare -A put_s get_s errors agg p50 p99 ls_s
+declare -A put_s get_s put_rss get_rss errors agg p50 p99 ls_s
 for name in embedded postgres-s3; do
   start_backend "$name"
+  reset_server_peak
   put_s[$name]=$(seconds env COFFER_PROFILE=alice "$coffer" put big.bin --json -q)
+  put_rss[$name]="$(mib "$(cat "$work/rss")") / $(mib "$(server_peak)")"
   id=$(COFFER_PROFILE=alice "$coffer" ls --no-names --json | head -1 | sed -E 's/.*"id":"([0-9a-f]+)".*/\1/')
   rm -rf out && mkdir out
+  reset_server_peak
   get_s[$name]=$(seconds env COFFER_PROFILE=alice "$coffer" get "$id" -o out --force -q)
+  get_rss[$name]="$(mib "$(cat "$work/rss")") / $(mib "$(server_peak)")"
   cmp -s big.bin out/big.bin || { echo "$name: round trip differs" >&2; exit 1; }
+  # Free the space (and the bucket) before the next phase.
+  rm -rf out
+  COFFER_PROFILE=alice "$coffer" rm "$id" -q
 
   : > lat.txt; : > fail.txt
   start=$(date +%s.%N)
@@ -141,7 +166,9 @@ done
 echo "coffer scale-out benchmark on loopback ($(nproc) cores), one run"
 printf '%-22s %10s %10s\n' "" "embedded" "pg+garage"
 printf '%-22s %10s %10s\n' "put ${size_mib} MiB, MB/s" "$(mbps "$bytes" "${put_s[embedded]}")" "$(mbps "$bytes" "${put_s[postgres-s3]}")"
+printf '%-22s %10s %10s\n' "  peak RSS c / s, MiB" "${put_rss[embedded]}" "${put_rss[postgres-s3]}"
 printf '%-22s %10s %10s\n' "get ${size_mib} MiB, MB/s" "$(mbps "$bytes" "${get_s[embedded]}")" "$(mbps "$bytes" "${get_s[postgres-s3]}")"
+printf '%-22s %10s %10s\n' "  peak RSS c / s, MiB" "${get_rss[embedded]}" "${get_rss[postgres-s3]}"
 printf '%-22s %10s %10s\n' "$clients x 10 MiB: errors" "${errors[embedded]}" "${errors[postgres-s3]}"
 printf '%-22s %10s %10s\n' "  aggregate MB/s" "${agg[embedded]}" "${agg[postgres-s3]}"
 printf '%-22s %10s %10s\n' "  p50 latency, s" "${p50[embedded]}" "${p50[postgres-s3]}"

@@ -1285,7 +1285,6 @@ fn migrate_store_moves_an_embedded_server_to_postgres_and_s3() {
         .as_str()
         .unwrap()
         .to_string();
-    world.kill_server();
 
     let dest = tokio::runtime::Runtime::new()
         .unwrap()
@@ -1296,10 +1295,11 @@ fn migrate_store_moves_an_embedded_server_to_postgres_and_s3() {
             .map(|(_, v)| v.clone())
             .unwrap()
     };
+    let srv = world.path("srv");
     let migrate = |extra: &[&str]| {
         Std::new(bin())
             .args(["server", "migrate-store", "--data"])
-            .arg(world.path("srv"))
+            .arg(&srv)
             .args(["--database", &var("COFFER_DATABASE")])
             .args(["--s3-bucket", &var("COFFER_S3_BUCKET")])
             .args(["--s3-endpoint", &var("COFFER_S3_ENDPOINT")])
@@ -1310,6 +1310,17 @@ fn migrate_store_moves_an_embedded_server_to_postgres_and_s3() {
             .output()
             .unwrap()
     };
+    // Not while the server runs: what it wrote behind the copy would be
+    // lost.
+    let out = migrate(&["--keep-config"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("stop it first"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    world.kill_server();
+
     // A damaged source object stops the migration, and nothing moves.
     let object = world.path(&format!(
         "srv/objects/{}/{}/{small_id}",

@@ -143,6 +143,22 @@ pub struct DataDir {
     pub identity: Identity,
 }
 
+/// The lock file [`DataDir::claim`] locks.
+const LOCK_FILE: &str = "server.lock";
+
+/// How a process claims a data directory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Claim {
+    /// No other claim may be held.
+    Alone,
+    /// Other shared claims may be held, but no sole one.
+    Shared,
+}
+
+/// A held claim on a data directory, released when dropped.
+#[derive(Debug)]
+pub struct DirLock(#[allow(dead_code)] fs::File);
+
 impl DataDir {
     /// Opens an initialized data directory.
     pub fn open(root: &Path) -> Result<Self> {
@@ -198,6 +214,49 @@ impl DataDir {
         write_private(&temp, config.to_toml()?.as_bytes())?;
         fs::rename(&temp, &path)?;
         Ok(())
+    }
+
+    /// Claims this directory for a server, or for a command that needs the
+    /// server stopped, until the returned lock is dropped.
+    ///
+    /// A server on SQLite claims it alone: it frees every upload lease at
+    /// start, which is only sound if no other process serves the same
+    /// database. Servers on PostgreSQL may share a directory (as nodes on
+    /// one machine may) and so share the claim. `migrate-store` claims it
+    /// alone, so that nothing is written behind its copy. The lock is the
+    /// operating system's (`flock`), so it goes with the process, even
+    /// when that is killed.
+    pub fn claim(&self, claim: Claim) -> Result<DirLock> {
+        let path = self.root.join(LOCK_FILE);
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&path)
+            .with_context(|| format!("cannot open {}", path.display()))?;
+        let taken = match claim {
+            Claim::Alone => file.try_lock(),
+            Claim::Shared => file.try_lock_shared(),
+        };
+        match taken {
+            Ok(()) => Ok(DirLock(file)),
+            Err(fs::TryLockError::WouldBlock) => bail!(
+                "{} is in use by a running coffer server (or migrate-store): stop it first",
+                self.root.display()
+            ),
+            Err(fs::TryLockError::Error(e)) => {
+                Err(e).with_context(|| format!("cannot lock {}", path.display()))
+            }
+        }
+    }
+
+    /// The claim a server on this directory's database makes.
+    pub fn server_claim(&self) -> Claim {
+        match self.database() {
+            Database::Sqlite(_) => Claim::Alone,
+            Database::Postgres(_) => Claim::Shared,
+        }
     }
 
     /// Absolute path of a file named in the config.

@@ -36,7 +36,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 
 pub use config::{Config, Limits};
-pub use data_dir::{CertSource, DataDir, InitReport, init};
+pub use data_dir::{CertSource, Claim, DataDir, InitReport, init};
 
 /// Seconds since the Unix epoch: the one clock for expiries and receipts.
 pub fn unix_now() -> i64 {
@@ -68,6 +68,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
     on_ready: impl FnOnce(Bound),
 ) -> Result<()> {
+    let _claim = data_dir.claim(data_dir.server_claim())?;
     tls::install_provider();
     let client_ca = data_dir.config.client_ca.as_ref().map(|p| data_dir.path(p));
     let tls_config = tls::server_config(

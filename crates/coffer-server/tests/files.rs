@@ -614,67 +614,176 @@ async fn listings_come_in_pages_that_cover_every_file_once() {
 /// the same upload is refused with 423 (the lease lives in the database, so
 /// this holds across nodes too: the suite also runs on PostgreSQL), and the
 /// first request completes untouched.
-#[tokio::test]
-async fn a_second_writer_is_refused_while_the_first_is_writing() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let (server, mut client, token) = setup().await;
-    let body = data(400_000);
-    let location = create(&mut client, &token, body.len()).await;
-    let mut first =
-        Server::tls_connect(server.addr, server.cert.clone(), &[&rustls::version::TLS13])
-            .await
-            .unwrap();
+/// A PATCH of all of `body` to `location` at offset 0 through `addr`, of
+/// which only the head and the first `sent` bytes are sent: the request
+/// holds the upload until [`finish_patch`] sends the rest.
+async fn start_patch(
+    addr: std::net::SocketAddr,
+    cert: rustls::pki_types::CertificateDer<'static>,
+    token: &str,
+    location: &str,
+    body: &[u8],
+    sent: usize,
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    use tokio::io::AsyncWriteExt;
+    let mut stream = Server::tls_connect(addr, cert, &[&rustls::version::TLS13])
+        .await
+        .unwrap();
     let head = format!(
         "PATCH {location} HTTP/1.1\r\nhost: localhost\r\nauthorization: Bearer {token}\r\ntus-resumable: 1.0.0\r\ncontent-type: application/offset+octet-stream\r\nupload-offset: 0\r\ncontent-length: {}\r\n\r\n",
         body.len()
     );
-    first.write_all(head.as_bytes()).await.unwrap();
-    first.write_all(&body[..100_000]).await.unwrap();
-    first.flush().await.unwrap();
-    // The first request holds the upload once its head is read.
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(&body[..sent]).await.unwrap();
+    stream.flush().await.unwrap();
+    // The request holds the upload once its head is read.
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-    let (status, _, _) = client
-        .raw(
-            "PATCH",
-            &location,
-            &[TUS, OCTETS, ("upload-offset", "0")],
-            body.clone(),
-            Some(&token),
-        )
-        .await;
-    assert_eq!(status, 423, "a concurrent PATCH must wait its turn");
-    let (status, _, _) = client
-        .raw("DELETE", &location, &[TUS], vec![], Some(&token))
-        .await;
-    assert_eq!(status, 423, "nor may the upload be terminated under it");
+    stream
+}
 
-    first.write_all(&body[100_000..]).await.unwrap();
-    first.flush().await.unwrap();
+/// Sends the `rest` of a [`start_patch`] request; expects a 204 that
+/// commits the upload and returns the file id.
+async fn finish_patch(
+    mut stream: tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+    rest: &[u8],
+) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    stream.write_all(rest).await.unwrap();
+    stream.flush().await.unwrap();
     let mut response = Vec::new();
     let mut buf = [0u8; 4096];
     while !response.windows(4).any(|w| w == b"\r\n\r\n") {
-        let n = first.read(&mut buf).await.unwrap();
+        let n = stream.read(&mut buf).await.unwrap();
         assert!(n > 0, "connection closed before a response");
         response.extend_from_slice(&buf[..n]);
     }
     let text = String::from_utf8_lossy(&response).to_lowercase();
     assert!(text.starts_with("http/1.1 204"), "{text}");
-    let file_id = text
-        .lines()
+    text.lines()
         .find_map(|l| l.strip_prefix("coffer-file-id: "))
         .unwrap()
         .trim()
-        .to_string();
-    let (status, _, got) = client
+        .to_string()
+}
+
+async fn download(client: &mut Client, token: &str, file_id: &str) -> Vec<u8> {
+    let path = format!("/v1/files/{file_id}");
+    let (status, _, got) = client.raw("GET", &path, &[], vec![], Some(token)).await;
+    assert_eq!(status, 200);
+    got
+}
+
+/// A second PATCH to `location`, and a termination, while another request
+/// writes it: both must be refused with 423.
+async fn assert_busy(client: &mut Client, token: &str, location: &str, body: &[u8]) {
+    let (status, _, _) = client
         .raw(
-            "GET",
-            &format!("/v1/files/{file_id}"),
-            &[],
-            vec![],
-            Some(&token),
+            "PATCH",
+            location,
+            &[TUS, OCTETS, ("upload-offset", "0")],
+            body.to_vec(),
+            Some(token),
         )
         .await;
-    assert_eq!(status, 200);
+    assert_eq!(status, 423, "a concurrent PATCH must wait its turn");
+    let (status, _, _) = client
+        .raw("DELETE", location, &[TUS], vec![], Some(token))
+        .await;
+    assert_eq!(status, 423, "nor may the upload be terminated under it");
+}
+
+#[tokio::test]
+async fn a_second_writer_is_refused_while_the_first_is_writing() {
+    let (server, mut client, token) = setup().await;
+    let body = data(400_000);
+    let location = create(&mut client, &token, body.len()).await;
+    let first = start_patch(
+        server.addr,
+        server.cert.clone(),
+        &token,
+        &location,
+        &body,
+        100_000,
+    )
+    .await;
+    assert_busy(&mut client, &token, &location, &body).await;
+    let file_id = finish_patch(first, &body[100_000..]).await;
+    let got = download(&mut client, &token, &file_id).await;
     assert!(got == body, "the first writer's upload was disturbed");
     server.shutdown().await;
+}
+
+/// Two server nodes over one PostgreSQL database and one object store (the
+/// suite's backend, or PostgreSQL + local disk when the suite runs
+/// embedded).
+async fn two_nodes() -> Option<(Server, common::Node)> {
+    use coffer_server::testing::{Backend, postgres_url, require};
+    let backend = match common::backend() {
+        Backend::Embedded => {
+            if !require("PostgreSQL (two nodes)", postgres_url().is_some()) {
+                return None;
+            }
+            Backend::Postgres
+        }
+        other => other,
+    };
+    let config = coffer_server::Config {
+        limits: coffer_server::Limits {
+            api_requests_per_window: 1_000_000,
+            login_requests_per_window: 1_000_000,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let a = Server::start_on(config, backend).await;
+    let b = a.start_node().await;
+    Some((a, b))
+}
+
+#[tokio::test]
+async fn two_nodes_writing_one_upload_at_once_cannot_corrupt_it() {
+    let Some((a, b)) = two_nodes().await else {
+        return;
+    };
+    let alice = a.add_user("alice").await;
+    let token = a.connect().await.login("alice", &alice, &a.identity).await;
+    let tls13: &[&'static rustls::SupportedProtocolVersion] = &[&rustls::version::TLS13];
+    let mut via_a = Server::connect_to(a.addr, a.cert.clone(), tls13)
+        .await
+        .unwrap();
+    let mut via_b = Server::connect_to(b.addr, a.cert.clone(), tls13)
+        .await
+        .unwrap();
+
+    // Created through B, written through A, refused through B meanwhile.
+    let body = data(400_000);
+    let location = create(&mut via_b, &token, body.len()).await;
+    let first = start_patch(a.addr, a.cert.clone(), &token, &location, &body, 100_000).await;
+    assert_busy(&mut via_b, &token, &location, &body).await;
+    let file_id = finish_patch(first, &body[100_000..]).await;
+    let got = download(&mut via_b, &token, &file_id).await;
+    assert!(got == body, "the first writer's upload was disturbed");
+
+    // Both nodes race to write the same upload whole: exactly one wins,
+    // the other is refused (busy, or the upload is already committed),
+    // and the file is the body.
+    for round in 0..5 {
+        let body = data(300_000 + round * 1000);
+        let location = create(&mut via_a, &token, body.len()).await;
+        let patch = [TUS, OCTETS, ("upload-offset", "0")];
+        let ((status_a, headers_a, _), (status_b, headers_b, _)) = tokio::join!(
+            via_a.raw("PATCH", &location, &patch, body.clone(), Some(&token)),
+            via_b.raw("PATCH", &location, &patch, body.clone(), Some(&token)),
+        );
+        let winner = match (status_a, status_b) {
+            (204, 404 | 409 | 423) => headers_a,
+            (404 | 409 | 423, 204) => headers_b,
+            other => panic!("round {round}: expected one 204 and one refusal, got {other:?}"),
+        };
+        let file_id = winner["coffer-file-id"].to_str().unwrap();
+        assert!(download(&mut via_a, &token, file_id).await == body);
+        assert!(download(&mut via_b, &token, file_id).await == body);
+    }
+    b.shutdown().await;
+    a.shutdown().await;
 }

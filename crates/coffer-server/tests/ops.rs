@@ -189,3 +189,28 @@ async fn openapi_document_matches_the_routes() {
     assert!(checked >= 25, "only {checked} operations documented");
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_second_server_on_one_sqlite_directory_is_refused() {
+    use coffer_server::testing::Backend;
+    use coffer_server::{Claim, DataDir};
+    let server = Server::start_on(Config::default(), Backend::Embedded).await;
+    let root = server.dir.path().join("data");
+    // It would free the first one's upload leases at start.
+    let second = coffer_server::run(DataDir::open(&root).unwrap(), async {}, |_| {
+        panic!("a second server started on the same SQLite directory")
+    })
+    .await;
+    let message = format!("{:#}", second.unwrap_err());
+    assert!(message.contains("stop it first"), "{message}");
+    // migrate-store's claim is refused too.
+    let data = DataDir::open(&root).unwrap();
+    assert!(data.claim(Claim::Alone).is_err());
+    // The first server is undisturbed, and frees the directory when it stops.
+    let mut client = server.connect().await;
+    let (status, _) = client.call("GET", "/healthz", None, None).await;
+    assert_eq!(status, 200);
+    let dir = server.stop().await;
+    let data = DataDir::open(&dir.path().join("data")).unwrap();
+    assert!(data.claim(Claim::Alone).is_ok());
+}

@@ -296,6 +296,8 @@ async fn migrate_store(args: &crate::cli::MigrateStoreArgs) -> Result<()> {
         bail!("say where to: --database and/or --s3-bucket");
     }
     let data = DataDir::open(&args.data.dir)?;
+    // Anything a server wrote behind the copy would be lost with the move.
+    let _claim = data.claim(coffer_server::Claim::Alone)?;
     let mut target = data.config.clone();
     apply_storage_args(&mut target, &args.to);
     if target.database == data.config.database && target.objects == data.config.objects {

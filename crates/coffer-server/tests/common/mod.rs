@@ -91,15 +91,21 @@ impl Server {
         .await
     }
 
-    /// Starts a server with `config`, on a random 127.0.0.1 port.
+    /// Starts a server with `config`, on a random 127.0.0.1 port, on the
+    /// backend the suite runs on.
     pub async fn start_with(config: Config) -> Self {
+        Self::start_on(config, backend()).await
+    }
+
+    /// Starts a server with `config` on `backend`.
+    pub async fn start_on(config: Config, backend: coffer_server::testing::Backend) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("data");
         let mut config = Config {
             listen: "127.0.0.1:0".parse().unwrap(),
             ..config
         };
-        coffer_server::testing::configure(&mut config, backend()).await;
+        coffer_server::testing::configure(&mut config, backend).await;
         coffer_server::init(
             &root,
             CertSource::SelfSigned(vec!["localhost".into()]),
@@ -112,27 +118,24 @@ impl Server {
         let cert = coffer_server::tls::load_chain(&data.path(&data.config.tls_cert))
             .unwrap()
             .remove(0);
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-        let task = tokio::spawn(coffer_server::run(
-            data,
-            async {
-                let _ = stopped.await;
-            },
-            move |bound| {
-                let _ = ready_tx.send(bound);
-            },
-        ));
-        let bound: coffer_server::Bound = ready_rx.await.unwrap();
+        let node = Node::run(data).await;
         Server {
             dir,
-            addr: bound.api,
-            metrics: bound.metrics,
+            addr: node.addr,
+            metrics: node.metrics,
             cert,
             identity,
-            stop: Some(stop),
-            task,
+            stop: node.stop,
+            task: node.task,
         }
+    }
+
+    /// Another node over this server's data directory, so over the same
+    /// database, object store, identity and certificate, as in a scale-out
+    /// deployment (docs/OPERATIONS.md). Only meaningful on PostgreSQL,
+    /// which several processes may share.
+    pub async fn start_node(&self) -> Node {
+        Node::run(DataDir::open(&self.dir.path().join("data")).unwrap()).await
     }
 
     pub async fn store(&self) -> impl MetaStore {
@@ -220,6 +223,42 @@ impl Server {
         let _ = self.stop.take().unwrap().send(());
         (&mut self.task).await.unwrap().unwrap();
         self.dir
+    }
+}
+
+/// A running server process (in a task) without a data directory of its own.
+pub struct Node {
+    pub addr: std::net::SocketAddr,
+    pub metrics: Option<std::net::SocketAddr>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Node {
+    async fn run(data: DataDir) -> Self {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(coffer_server::run(
+            data,
+            async {
+                let _ = stopped.await;
+            },
+            move |bound| {
+                let _ = ready_tx.send(bound);
+            },
+        ));
+        let bound: coffer_server::Bound = ready_rx.await.unwrap();
+        Node {
+            addr: bound.api,
+            metrics: bound.metrics,
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        (&mut self.task).await.unwrap().unwrap();
     }
 }
 
