@@ -262,6 +262,10 @@ pub enum ServerCommand {
     /// Add a key-encryption key version and re-wrap every file key under it
     /// (data is not re-encrypted). Resumes an interrupted rotation.
     RotateKek(RotateArgs),
+    /// Replace the master key and re-seal the keyring under it (file keys
+    /// and KEKs stay). After a leaked master key, follow it with
+    /// `rotate-kek` and `keys prune`. Run again to finish an interrupted run.
+    RotateMasterKey(RotateMasterKeyArgs),
     /// Inspect or prune the KEK versions.
     #[command(subcommand)]
     Keys(KeysCommand),
@@ -368,6 +372,16 @@ pub struct RotateArgs {
     /// Keys re-wrapped per transaction.
     #[arg(long, default_value_t = 500)]
     pub batch: u32,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RotateMasterKeyArgs {
+    #[command(flatten)]
+    pub data: DataArg,
+    /// Where to write the new key when the current one comes from
+    /// COFFER_MASTER_KEY (a key file is replaced in place).
+    #[arg(long)]
+    pub new_key_file: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]

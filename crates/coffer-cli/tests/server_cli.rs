@@ -300,3 +300,94 @@ fn kek_rotation_status_and_prune_through_the_cli() {
         .assert()
         .success();
 }
+
+#[test]
+fn master_key_rotation_through_the_cli() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("srv");
+    coffer()
+        .args(["server", "init", "--data"])
+        .arg(&data)
+        .assert()
+        .success();
+    let key_file = data.join("master.key");
+    let old = std::fs::read_to_string(&key_file).unwrap();
+    coffer()
+        .args(["server", "rotate-master-key", "--data"])
+        .arg(&data)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("1 KEK versions re-sealed"))
+        .stderr(predicate::str::contains("rotate-kek"));
+    let new = std::fs::read_to_string(&key_file).unwrap();
+    assert_ne!(old, new);
+    let status = |key: Option<&str>| {
+        let mut cmd = coffer();
+        if let Some(key) = key {
+            cmd.env("COFFER_MASTER_KEY", key.trim());
+        }
+        cmd.args(["server", "keys", "status", "--data"])
+            .arg(&data)
+            .output()
+            .unwrap()
+    };
+    assert!(status(None).status.success());
+    let refused = status(Some(&old));
+    assert!(!refused.status.success(), "the old key must no longer open");
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("does not open"));
+
+    // A key file is replaced in place; --new-key-file is for the variable.
+    coffer()
+        .args([
+            "server",
+            "rotate-master-key",
+            "--new-key-file",
+            "x",
+            "--data",
+        ])
+        .arg(&data)
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("replaced in place"));
+
+    // A key from COFFER_MASTER_KEY: the new one goes to the file named.
+    std::fs::remove_file(&key_file).unwrap();
+    coffer()
+        .env("COFFER_MASTER_KEY", new.trim())
+        .args(["server", "rotate-master-key", "--data"])
+        .arg(&data)
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("--new-key-file"));
+    let out_file = tmp.path().join("next.key");
+    coffer()
+        .env("COFFER_MASTER_KEY", new.trim())
+        .args(["server", "rotate-master-key", "--new-key-file"])
+        .arg(&out_file)
+        .arg("--data")
+        .arg(&data)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains(out_file.to_str().unwrap()));
+    let mode = std::fs::metadata(&out_file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let next = std::fs::read_to_string(&out_file).unwrap();
+    assert!(!status(Some(&new)).status.success());
+    assert!(status(Some(&next)).status.success());
+
+    // Both rotations are in the (intact) audit log.
+    let export = coffer()
+        .env("COFFER_MASTER_KEY", next.trim())
+        .args(["server", "audit", "export", "--json", "--data"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    let text = String::from_utf8(export.stdout).unwrap();
+    assert_eq!(text.matches("master_key_rotate").count(), 2, "{text}");
+    coffer()
+        .env("COFFER_MASTER_KEY", next.trim())
+        .args(["server", "audit", "verify", "--data"])
+        .arg(&data)
+        .assert()
+        .success();
+}

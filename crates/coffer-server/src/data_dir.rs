@@ -143,6 +143,18 @@ pub struct DataDir {
     pub identity: Identity,
 }
 
+/// What [`DataDir::rotate_master_key`] did.
+#[derive(Debug)]
+pub struct MasterRotation {
+    /// KEK versions re-sealed now.
+    pub versions: usize,
+    /// Where the new master key is.
+    pub key_file: PathBuf,
+    /// Whether an earlier, interrupted run had re-sealed the keyring and
+    /// this one only moved the key file into place.
+    pub finished_earlier: bool,
+}
+
 /// The lock file [`DataDir::claim`] locks.
 const LOCK_FILE: &str = "server.lock";
 
@@ -257,6 +269,92 @@ impl DataDir {
             Database::Sqlite(_) => Claim::Alone,
             Database::Postgres(_) => Claim::Shared,
         }
+    }
+
+    /// Replaces the master key with a new random one and re-seals every KEK
+    /// version under it ([`keyring::reseal`]).
+    ///
+    /// The order makes a crash at any point recoverable by running this
+    /// again: the new key is written (and synced) to `<master key>.new`
+    /// before the database changes; the database changes in one
+    /// transaction; only then is the new file moved over the old one. A
+    /// rerun that finds the `.new` file finishes the move if the database
+    /// already opens with it, and otherwise starts over.
+    ///
+    /// A master key from `COFFER_MASTER_KEY` cannot be replaced in place:
+    /// the new one goes to `new_key_file` (which must not exist), for the
+    /// operator to put where the old one came from.
+    pub async fn rotate_master_key(&self, new_key_file: Option<&Path>) -> Result<MasterRotation> {
+        use crate::keyring::{self, MASTER_KEY_ENV};
+        let store = self.store().await?;
+        let current = self.path(&self.config.master_key_file);
+        let from_env = std::env::var(MASTER_KEY_ENV).is_ok();
+        let pending = match (from_env, new_key_file) {
+            (true, Some(path)) => path.to_path_buf(),
+            (true, None) => bail!(
+                "the master key comes from {MASTER_KEY_ENV}: name a file for the new one with --new-key-file"
+            ),
+            (false, Some(_)) => bail!(
+                "--new-key-file is for a master key kept in {MASTER_KEY_ENV}; the key in {} is replaced in place",
+                current.display()
+            ),
+            (false, None) => PathBuf::from(format!("{}.new", current.display())),
+        };
+        if pending.exists() {
+            let new = keyring::read_key_file(&pending)?;
+            if keyring::opens_keyring(&store, &new).await? {
+                // An earlier run re-sealed the keyring and stopped before
+                // moving the file.
+                return Ok(MasterRotation {
+                    versions: 0,
+                    key_file: self.install_master_key(&pending, &current, from_env)?,
+                    finished_earlier: true,
+                });
+            }
+            if from_env {
+                bail!(
+                    "{} exists and does not open the keyring: remove it or name another file",
+                    pending.display()
+                );
+            }
+            // An earlier run stopped before the database changed.
+            fs::remove_file(&pending)?;
+        }
+        let old = keyring::load_master_key(&current)?;
+        let new = keyring::random_key()?;
+        write_private(&pending, keyring::encode_key(&new).as_bytes())?;
+        let versions = match keyring::reseal(&store, &old, &new).await {
+            Ok(versions) => versions,
+            Err(err) => {
+                let _ = fs::remove_file(&pending);
+                return Err(err);
+            }
+        };
+        Ok(MasterRotation {
+            versions,
+            key_file: self.install_master_key(&pending, &current, from_env)?,
+            finished_earlier: false,
+        })
+    }
+
+    /// Moves a new master key file into place (unless the key lives in the
+    /// environment); returns where the new key is.
+    fn install_master_key(
+        &self,
+        pending: &Path,
+        current: &Path,
+        from_env: bool,
+    ) -> Result<PathBuf> {
+        if from_env {
+            return Ok(pending.to_path_buf());
+        }
+        fs::rename(pending, current)
+            .with_context(|| format!("cannot move {} into place", pending.display()))?;
+        // The rename is only durable once the directory is.
+        if let Some(dir) = current.parent() {
+            fs::File::open(dir)?.sync_all()?;
+        }
+        Ok(current.to_path_buf())
     }
 
     /// Absolute path of a file named in the config.

@@ -55,6 +55,18 @@ pub fn load_master_key(path: &Path) -> Result<Key> {
             )
         })?),
     };
+    parse_key(&text)
+}
+
+/// Reads a key file written by [`encode_key`].
+pub fn read_key_file(path: &Path) -> Result<Key> {
+    let text = Zeroizing::new(
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?,
+    );
+    parse_key(&text)
+}
+
+fn parse_key(text: &str) -> Result<Key> {
     let bytes = Zeroizing::new(
         base64::engine::general_purpose::STANDARD
             .decode(text.trim())
@@ -274,6 +286,39 @@ pub async fn rotate(
         after_batch(rotation.rewrapped);
     }
     Ok(rotation)
+}
+
+/// Whether `master` opens every KEK version in `store`.
+pub async fn opens_keyring(store: &dyn MetaStore, master: &Key) -> Result<bool> {
+    Ok(store
+        .keks()
+        .await?
+        .iter()
+        .all(|(version, sealed)| open(master, &kek_aad(*version), sealed).is_some()))
+}
+
+/// Re-seals every KEK version, sealed under `old`, under `new` instead, in
+/// one transaction; returns how many versions there are.
+///
+/// The KEKs themselves stay the same, so no file key is re-wrapped and
+/// running servers keep working with the KEKs they hold. That also means a
+/// leaked master key together with any copy of the database from before
+/// gives the KEKs away: after a leak, follow this with [`rotate`] and
+/// [`prune`], which replace them.
+pub async fn reseal(store: &dyn MetaStore, old: &Key, new: &Key) -> Result<usize> {
+    let mut resealed = Vec::new();
+    for (version, sealed) in store.keks().await? {
+        let aad = kek_aad(version);
+        let kek = open(old, &aad, &sealed)
+            .ok_or_else(|| anyhow!("the current master key does not open KEK version {version}"))?;
+        resealed.push((version, sealed, seal(new, &aad, kek.as_ref())?));
+    }
+    if !store.reseal_keks(&resealed).await? {
+        anyhow::bail!(
+            "the keyring changed while it was being re-sealed (a KEK rotation at the same time?): run the command again"
+        );
+    }
+    Ok(resealed.len())
 }
 
 /// Removes KEK versions below the newest that nothing references; returns

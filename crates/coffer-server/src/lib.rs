@@ -36,7 +36,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 
 pub use config::{Config, Limits};
-pub use data_dir::{CertSource, Claim, DataDir, InitReport, init};
+pub use data_dir::{CertSource, Claim, DataDir, InitReport, MasterRotation, init};
 
 /// Seconds since the Unix epoch: the one clock for expiries and receipts.
 pub fn unix_now() -> i64 {

@@ -1,6 +1,7 @@
 //! Envelope encryption at rest: plain uploads never reach the disk in
-//! clear, wraps fail closed, the master key is required, and KEK rotation
-//! survives a kill -9 halfway and resumes.
+//! clear, wraps fail closed, the master key is required, KEK rotation
+//! survives a kill -9 halfway and resumes, and the master key can be
+//! replaced.
 
 mod common;
 
@@ -340,34 +341,99 @@ async fn rotation_survives_kill_9_resumes_and_prunes() {
     drop(store);
 
     // Every file still decrypts through a restarted server.
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-    let task = tokio::spawn(coffer_server::run(
-        DataDir::open(&root).unwrap(),
-        async {
-            let _ = stopped.await;
-        },
-        move |bound| {
-            let _ = ready_tx.send(bound.api);
-        },
-    ));
-    let addr = ready_rx.await.unwrap();
+    assert_served_again(&root, &alice, &files).await;
+}
+
+/// Starts a server on `root` again and checks that alice downloads each of
+/// `files` (id, plaintext) intact.
+async fn assert_served_again(
+    root: &Path,
+    alice: &coffer_format::Identity,
+    files: &[(String, Vec<u8>)],
+) {
+    let data = DataDir::open(root).unwrap();
+    let server_identity = data.identity.public().clone();
+    let node = common::Node::run(data).await;
     let cert = coffer_server::tls::load_chain(&root.join("tls/cert.pem"))
         .unwrap()
         .remove(0);
-    let mut client = Server::connect_to(addr, cert, &[&rustls::version::TLS13])
+    let mut client = Server::connect_to(node.addr, cert, &[&rustls::version::TLS13])
         .await
         .unwrap();
-    let server_identity = DataDir::open(&root).unwrap().identity.public().clone();
-    let token = client.login("alice", &alice, &server_identity).await;
-    for (file, plain) in &files {
+    let token = client.login("alice", alice, &server_identity).await;
+    for (file, plain) in files {
         assert_eq!(
             download(&mut client, &token, file, None).await,
             (200, plain.clone())
         );
     }
-    let _ = stop.send(());
-    task.await.unwrap().unwrap();
+    node.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_master_key_is_replaced_and_an_interrupted_replacement_finishes() {
+    let server = Server::start(60).await;
+    let alice = server.add_user("alice").await;
+    let mut client = server.connect().await;
+    let token = client.login("alice", &alice, &server.identity).await;
+    let mut files = Vec::new();
+    for i in 0..3 {
+        let plain = record(20_000 + i);
+        files.push((upload(&mut client, &token, &plain, "").await, plain));
+    }
+    drop(client);
+    let dir = server.stop().await;
+    let root = dir.path().join("data");
+    let key_file = root.join("master.key");
+    let pending = root.join("master.key.new");
+    let data = DataDir::open(&root).unwrap();
+    let store = data.store().await.unwrap();
+    // Two KEK versions, so that every one is re-sealed.
+    let ring = Keyring::open(&store, keyring::read_key_file(&key_file).unwrap())
+        .await
+        .unwrap();
+    keyring::rotate(&store, &ring, 100, |_| {}).await.unwrap();
+
+    let old = keyring::read_key_file(&key_file).unwrap();
+    let rotation = data.rotate_master_key(None).await.unwrap();
+    assert_eq!(
+        (rotation.versions, rotation.finished_earlier),
+        (2, false),
+        "{rotation:?}"
+    );
+    assert_eq!(rotation.key_file, key_file);
+    assert!(!pending.exists());
+    let new = keyring::read_key_file(&key_file).unwrap();
+    assert_ne!(*old, *new);
+    assert!(!keyring::opens_keyring(&store, &old).await.unwrap());
+    assert!(keyring::opens_keyring(&store, &new).await.unwrap());
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&key_file).unwrap().permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600);
+    assert_served_again(&root, &alice, &files).await;
+
+    // Stopped after the database changed, before the file moved: the next
+    // run only moves the file.
+    let next = keyring::random_key().unwrap();
+    std::fs::write(&pending, keyring::encode_key(&next).as_bytes()).unwrap();
+    keyring::reseal(&store, &new, &next).await.unwrap();
+    let rotation = data.rotate_master_key(None).await.unwrap();
+    assert!(rotation.finished_earlier, "{rotation:?}");
+    assert_eq!(*keyring::read_key_file(&key_file).unwrap(), *next);
+    assert!(!pending.exists());
+
+    // Stopped before the database changed: the stale new key is dropped
+    // and the rotation done afresh.
+    let stale = keyring::random_key().unwrap();
+    std::fs::write(&pending, keyring::encode_key(&stale).as_bytes()).unwrap();
+    let rotation = data.rotate_master_key(None).await.unwrap();
+    assert_eq!((rotation.versions, rotation.finished_earlier), (2, false));
+    let last = keyring::read_key_file(&key_file).unwrap();
+    assert!(*last != *stale && *last != *next);
+    assert!(keyring::opens_keyring(&store, &last).await.unwrap());
+    drop(store);
+    assert_served_again(&root, &alice, &files).await;
 }
 
 /// Staged records edited or cut on disk between two PATCHes: the commit

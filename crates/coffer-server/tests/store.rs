@@ -504,6 +504,46 @@ async fn keyring_references_rotate_and_prune() {
 }
 
 #[tokio::test]
+async fn the_keyring_is_resealed_whole_or_not_at_all() {
+    for pair in backends().await {
+        let (a, b) = (pair.a.as_ref(), pair.b.as_ref());
+        a.insert_kek(1, b"old1", 1).await.unwrap();
+        a.insert_kek(2, b"old2", 2).await.unwrap();
+        let both = |one: &[u8], two: &[u8]| {
+            vec![
+                (1, b"old1".to_vec(), one.to_vec()),
+                (2, b"old2".to_vec(), two.to_vec()),
+            ]
+        };
+        // One version changed meanwhile: nothing is replaced.
+        let stale = vec![
+            (1, b"old1".to_vec(), b"new1".to_vec()),
+            (2, b"other".to_vec(), b"new2".to_vec()),
+        ];
+        assert!(!a.reseal_keks(&stale).await.unwrap(), "{}", pair.name);
+        // A version missing from the list (added meanwhile): nothing either.
+        let partial = vec![(1, b"old1".to_vec(), b"new1".to_vec())];
+        assert!(!a.reseal_keks(&partial).await.unwrap(), "{}", pair.name);
+        assert_eq!(
+            b.keks().await.unwrap(),
+            vec![(1, b"old1".to_vec()), (2, b"old2".to_vec())],
+            "{}",
+            pair.name
+        );
+        // Two nodes race with the same old values: exactly one wins.
+        let (from_a, from_b) = (both(b"a1", b"a2"), both(b"b1", b"b2"));
+        let (first, second) = tokio::join!(a.reseal_keks(&from_a), b.reseal_keks(&from_b));
+        let (first, second) = (first.unwrap(), second.unwrap());
+        assert!(first ^ second, "{}: {first} {second}", pair.name);
+        let won = if first { b"a" } else { b"b" };
+        let expect: Vec<(u32, Vec<u8>)> = (1..=2)
+            .map(|v| (v, [won.as_slice(), v.to_string().as_bytes()].concat()))
+            .collect();
+        assert_eq!(a.keks().await.unwrap(), expect, "{}", pair.name);
+    }
+}
+
+#[tokio::test]
 async fn listings_page_by_time_and_id_without_repeats_or_gaps() {
     for pair in backends().await {
         let s = pair.a.as_ref();

@@ -24,6 +24,7 @@ pub fn run(command: &ServerCommand) -> Result<()> {
             ServerCommand::User(command) => user(command).await,
             ServerCommand::Audit(command) => audit_command(command).await,
             ServerCommand::RotateKek(args) => rotate_kek(args).await,
+            ServerCommand::RotateMasterKey(args) => rotate_master_key(args).await,
             ServerCommand::Keys(command) => keys_command(command).await,
             ServerCommand::MigrateStore(args) => migrate_store(args).await,
         }
@@ -250,6 +251,30 @@ async fn rotate_kek(args: &RotateArgs) -> Result<()> {
     )
     .await?;
     println!("KEK {detail}");
+    Ok(())
+}
+
+async fn rotate_master_key(args: &crate::cli::RotateMasterKeyArgs) -> Result<()> {
+    let data = DataDir::open(&args.data.dir)?;
+    let rotation = data.rotate_master_key(args.new_key_file.as_deref()).await?;
+    let detail = if rotation.finished_earlier {
+        "finished an interrupted rotation".to_string()
+    } else {
+        format!("{} KEK versions re-sealed", rotation.versions)
+    };
+    audit::append(
+        &data.store().await?,
+        &Event::new("admin", None, "master_key_rotate", "").detail(detail.clone()),
+    )
+    .await?;
+    println!("master key replaced: {detail}");
+    println!("new key:             {}", rotation.key_file.display());
+    eprintln!(
+        "Every server must now use the new key: restart this one, and copy the key to every \
+         other node (or its {}) and restart it. Database backups taken before now open only \
+         with the old key. After a leaked key, run rotate-kek and then keys prune.",
+        keyring::MASTER_KEY_ENV
+    );
     Ok(())
 }
 

@@ -375,6 +375,11 @@ pub trait MetaStore: Send + Sync + 'static {
     fn keks(&self) -> StoreFuture<'_, Vec<(u32, Vec<u8>)>>;
     /// Adds a KEK version; `Conflict` if it exists.
     fn insert_kek<'a>(&'a self, version: u32, sealed: &'a [u8], now: i64) -> StoreFuture<'a, ()>;
+    /// In one transaction, replaces the sealed form of every KEK version
+    /// (version, old sealed, new sealed), each only if it is still the old
+    /// one; returns false, changing nothing, if any was not or if the
+    /// keyring holds a version not listed.
+    fn reseal_keks<'a>(&'a self, resealed: &'a [(u32, Vec<u8>, Vec<u8>)]) -> StoreFuture<'a, bool>;
     /// The DEK of a server-encrypted file.
     fn object_key<'a>(&'a self, file_id: &'a str) -> StoreFuture<'a, Option<ObjectKey>>;
     /// Up to `limit` file DEKs wrapped under a version below `version`.

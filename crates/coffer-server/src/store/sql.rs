@@ -1196,6 +1196,35 @@ impl MetaStore for SqlStore {
         })
     }
 
+    fn reseal_keks<'a>(&'a self, resealed: &'a [(u32, Vec<u8>, Vec<u8>)]) -> StoreFuture<'a, bool> {
+        Box::pin(async move {
+            on_pool!(self, pool => {
+                let mut tx = pool.begin().await?;
+                let mut replaced = 0;
+                for (version, old, new) in resealed {
+                    replaced += sqlx::query(
+                        "UPDATE keks SET sealed = $1 WHERE version = $2 AND sealed = $3",
+                    )
+                    .bind(new)
+                    .bind(i64::from(*version))
+                    .bind(old)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                }
+                let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM keks")
+                    .fetch_one(&mut *tx)
+                    .await?;
+                if replaced != resealed.len() as u64 || total != resealed.len() as i64 {
+                    // Dropping the transaction rolls it back.
+                    return Ok(false);
+                }
+                tx.commit().await?;
+                Ok(true)
+            })
+        })
+    }
+
     fn rewrap<'a>(
         &'a self,
         objects: &'a [(String, WrappedKey, WrappedKey)],

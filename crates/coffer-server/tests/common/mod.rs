@@ -235,7 +235,8 @@ pub struct Node {
 }
 
 impl Node {
-    async fn run(data: DataDir) -> Self {
+    /// Serves `data` on the address its config names.
+    pub async fn run(data: DataDir) -> Self {
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
         let task = tokio::spawn(coffer_server::run(
