@@ -25,6 +25,18 @@ fn public_identity(dir: &std::path::Path, name: &str) -> String {
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
+/// A temporary directory with an initialized data directory `srv` in it.
+fn initialized() -> (tempfile::TempDir, std::path::PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("srv");
+    coffer()
+        .args(["server", "init", "--data"])
+        .arg(&data)
+        .assert()
+        .success();
+    (tmp, data)
+}
+
 #[test]
 fn init_creates_a_private_data_directory_once() {
     let tmp = tempfile::tempdir().unwrap();
@@ -59,13 +71,7 @@ fn init_creates_a_private_data_directory_once() {
 
 #[test]
 fn users_are_added_listed_and_disabled() {
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("srv");
-    coffer()
-        .args(["server", "init", "--data"])
-        .arg(&data)
-        .assert()
-        .success();
+    let (tmp, data) = initialized();
     let alice = public_identity(tmp.path(), "alice.key");
     let add = |name: &str, key: &str| {
         let mut cmd = coffer();
@@ -117,13 +123,7 @@ fn users_are_added_listed_and_disabled() {
 
 #[test]
 fn run_serves_tls_and_stops_on_sigterm() {
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("srv");
-    coffer()
-        .args(["server", "init", "--data"])
-        .arg(&data)
-        .assert()
-        .success();
+    let (_tmp, data) = initialized();
     let mut child = Std::new(assert_cmd::cargo::cargo_bin("coffer"))
         .args(["server", "run", "--listen", "127.0.0.1:0", "--data"])
         .arg(&data)
@@ -166,13 +166,7 @@ fn run_serves_tls_and_stops_on_sigterm() {
 
 #[test]
 fn audit_verify_and_export_through_the_cli() {
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("srv");
-    coffer()
-        .args(["server", "init", "--data"])
-        .arg(&data)
-        .assert()
-        .success();
+    let (tmp, data) = initialized();
     for name in ["alice", "bob"] {
         let key = public_identity(tmp.path(), name);
         coffer()
@@ -232,13 +226,7 @@ fn audit_verify_and_export_through_the_cli() {
 
 #[test]
 fn kek_rotation_status_and_prune_through_the_cli() {
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("srv");
-    coffer()
-        .args(["server", "init", "--data"])
-        .arg(&data)
-        .assert()
-        .success();
+    let (_tmp, data) = initialized();
     let key_file = data.join("master.key");
     let mode = std::fs::metadata(&key_file).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
@@ -303,13 +291,7 @@ fn kek_rotation_status_and_prune_through_the_cli() {
 
 #[test]
 fn master_key_rotation_through_the_cli() {
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("srv");
-    coffer()
-        .args(["server", "init", "--data"])
-        .arg(&data)
-        .assert()
-        .success();
+    let (tmp, data) = initialized();
     let key_file = data.join("master.key");
     let old = std::fs::read_to_string(&key_file).unwrap();
     coffer()
