@@ -24,7 +24,7 @@ use coffer_format::Identity;
 use crate::config::{self, Config, ObjectsKind};
 use crate::objects::ObjectStore;
 use crate::objects::s3::{S3Objects, S3Settings};
-use crate::store::{Database, SqlStore};
+use crate::store::{Database, MetaStore, SqlStore};
 use crate::tls;
 
 /// What `init` tells the operator.
@@ -284,9 +284,12 @@ impl DataDir {
     /// A master key from `COFFER_MASTER_KEY` cannot be replaced in place:
     /// the new one goes to `new_key_file` (which must not exist), for the
     /// operator to put where the old one came from.
-    pub async fn rotate_master_key(&self, new_key_file: Option<&Path>) -> Result<MasterRotation> {
+    pub async fn rotate_master_key(
+        &self,
+        store: &dyn MetaStore,
+        new_key_file: Option<&Path>,
+    ) -> Result<MasterRotation> {
         use crate::keyring::{self, MASTER_KEY_ENV};
-        let store = self.store().await?;
         let current = self.path(&self.config.master_key_file);
         let from_env = std::env::var(MASTER_KEY_ENV).is_ok();
         let pending = match (from_env, new_key_file) {
@@ -301,8 +304,14 @@ impl DataDir {
             (false, None) => PathBuf::from(format!("{}.new", current.display())),
         };
         if pending.exists() {
-            let new = keyring::read_key_file(&pending)?;
-            if keyring::opens_keyring(&store, &new).await? {
+            // The database changes only after the new key is whole on disk,
+            // so a file that does not parse (a crash while writing it) is
+            // not the key the keyring is sealed with.
+            let opens = match keyring::read_key_file(&pending) {
+                Ok(new) => keyring::opens_keyring(store, &new).await?,
+                Err(_) => false,
+            };
+            if opens {
                 // An earlier run re-sealed the keyring and stopped before
                 // moving the file.
                 return Ok(MasterRotation {
@@ -323,7 +332,7 @@ impl DataDir {
         let old = keyring::load_master_key(&current)?;
         let new = keyring::random_key()?;
         write_private(&pending, keyring::encode_key(&new).as_bytes())?;
-        let versions = match keyring::reseal(&store, &old, &new).await {
+        let versions = match keyring::reseal(store, &old, &new).await {
             Ok(versions) => versions,
             Err(err) => {
                 let _ = fs::remove_file(&pending);

@@ -165,15 +165,9 @@ impl Keyring {
 
     /// Re-reads the versions (another process may have rotated).
     pub async fn reload(&self, store: &dyn MetaStore) -> Result<()> {
-        let mut opened = BTreeMap::new();
-        for (version, sealed) in store.keks().await? {
-            let kek = open(&self.master, &kek_aad(version), &sealed).ok_or_else(|| {
-                anyhow!(
-                    "the master key does not open KEK version {version}: wrong master key, or the keyring was altered"
-                )
-            })?;
-            opened.insert(version, kek);
-        }
+        let opened = unseal_all(&self.master, &store.keks().await?)?
+            .into_iter()
+            .collect();
         *self.keks.write().unwrap_or_else(|p| p.into_inner()) = opened;
         Ok(())
     }
@@ -288,13 +282,25 @@ pub async fn rotate(
     Ok(rotation)
 }
 
+/// Unseals every (version, sealed KEK) with `master`, in order; fails
+/// naming the first version it does not open.
+fn unseal_all(master: &Key, sealed: &[(u32, Vec<u8>)]) -> Result<Vec<(u32, Key)>> {
+    sealed
+        .iter()
+        .map(|(version, sealed)| {
+            let kek = open(master, &kek_aad(*version), sealed).ok_or_else(|| {
+                anyhow!(
+                    "the master key does not open KEK version {version}: wrong master key, or the keyring was altered"
+                )
+            })?;
+            Ok((*version, kek))
+        })
+        .collect()
+}
+
 /// Whether `master` opens every KEK version in `store`.
 pub async fn opens_keyring(store: &dyn MetaStore, master: &Key) -> Result<bool> {
-    Ok(store
-        .keks()
-        .await?
-        .iter()
-        .all(|(version, sealed)| open(master, &kek_aad(*version), sealed).is_some()))
+    Ok(unseal_all(master, &store.keks().await?).is_ok())
 }
 
 /// Re-seals every KEK version, sealed under `old`, under `new` instead, in
@@ -306,12 +312,15 @@ pub async fn opens_keyring(store: &dyn MetaStore, master: &Key) -> Result<bool> 
 /// gives the KEKs away: after a leak, follow this with [`rotate`] and
 /// [`prune`], which replace them.
 pub async fn reseal(store: &dyn MetaStore, old: &Key, new: &Key) -> Result<usize> {
-    let mut resealed = Vec::new();
-    for (version, sealed) in store.keks().await? {
-        let aad = kek_aad(version);
-        let kek = open(old, &aad, &sealed)
-            .ok_or_else(|| anyhow!("the current master key does not open KEK version {version}"))?;
-        resealed.push((version, sealed, seal(new, &aad, kek.as_ref())?));
+    let current = store.keks().await?;
+    let keks = unseal_all(old, &current)?;
+    let mut resealed = Vec::with_capacity(keks.len());
+    for ((version, kek), (_, sealed)) in keks.iter().zip(current) {
+        resealed.push((
+            *version,
+            sealed,
+            seal(new, &kek_aad(*version), kek.as_ref())?,
+        ));
     }
     if !store.reseal_keks(&resealed).await? {
         anyhow::bail!(

@@ -395,7 +395,7 @@ async fn the_master_key_is_replaced_and_an_interrupted_replacement_finishes() {
     keyring::rotate(&store, &ring, 100, |_| {}).await.unwrap();
 
     let old = keyring::read_key_file(&key_file).unwrap();
-    let rotation = data.rotate_master_key(None).await.unwrap();
+    let rotation = data.rotate_master_key(&store, None).await.unwrap();
     assert_eq!(
         (rotation.versions, rotation.finished_earlier),
         (2, false),
@@ -418,16 +418,24 @@ async fn the_master_key_is_replaced_and_an_interrupted_replacement_finishes() {
     let next = keyring::random_key().unwrap();
     std::fs::write(&pending, keyring::encode_key(&next).as_bytes()).unwrap();
     keyring::reseal(&store, &new, &next).await.unwrap();
-    let rotation = data.rotate_master_key(None).await.unwrap();
+    let rotation = data.rotate_master_key(&store, None).await.unwrap();
     assert!(rotation.finished_earlier, "{rotation:?}");
     assert_eq!(*keyring::read_key_file(&key_file).unwrap(), *next);
     assert!(!pending.exists());
+
+    // Stopped while writing the new key (a cut file): nothing in the
+    // database changed, so the rotation is done afresh.
+    std::fs::write(&pending, "c2hvcnQ").unwrap();
+    let rotation = data.rotate_master_key(&store, None).await.unwrap();
+    assert_eq!((rotation.versions, rotation.finished_earlier), (2, false));
+    let next = keyring::read_key_file(&key_file).unwrap();
+    assert!(keyring::opens_keyring(&store, &next).await.unwrap());
 
     // Stopped before the database changed: the stale new key is dropped
     // and the rotation done afresh.
     let stale = keyring::random_key().unwrap();
     std::fs::write(&pending, keyring::encode_key(&stale).as_bytes()).unwrap();
-    let rotation = data.rotate_master_key(None).await.unwrap();
+    let rotation = data.rotate_master_key(&store, None).await.unwrap();
     assert_eq!((rotation.versions, rotation.finished_earlier), (2, false));
     let last = keyring::read_key_file(&key_file).unwrap();
     assert!(*last != *stale && *last != *next);

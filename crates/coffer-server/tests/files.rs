@@ -727,15 +727,7 @@ async fn two_nodes() -> Option<(Server, common::Node)> {
         }
         other => other,
     };
-    let config = coffer_server::Config {
-        limits: coffer_server::Limits {
-            api_requests_per_window: 1_000_000,
-            login_requests_per_window: 1_000_000,
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    let a = Server::start_on(config, backend).await;
+    let a = Server::start_on(common::functional_config(), backend).await;
     let b = a.start_node().await;
     Some((a, b))
 }

@@ -256,14 +256,17 @@ async fn rotate_kek(args: &RotateArgs) -> Result<()> {
 
 async fn rotate_master_key(args: &crate::cli::RotateMasterKeyArgs) -> Result<()> {
     let data = DataDir::open(&args.data.dir)?;
-    let rotation = data.rotate_master_key(args.new_key_file.as_deref()).await?;
+    let store = data.store().await?;
+    let rotation = data
+        .rotate_master_key(&store, args.new_key_file.as_deref())
+        .await?;
     let detail = if rotation.finished_earlier {
         "finished an interrupted rotation".to_string()
     } else {
         format!("{} KEK versions re-sealed", rotation.versions)
     };
     audit::append(
-        &data.store().await?,
+        &store,
         &Event::new("admin", None, "master_key_rotate", "").detail(detail.clone()),
     )
     .await?;

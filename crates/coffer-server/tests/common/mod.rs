@@ -65,6 +65,19 @@ pub fn backend() -> coffer_server::testing::Backend {
     coffer_server::testing::Backend::from_env()
 }
 
+/// The configuration for functional tests: they make many requests from
+/// one address, and the limits have their own tests (limits.rs).
+pub fn functional_config() -> Config {
+    Config {
+        limits: coffer_server::Limits {
+            api_requests_per_window: 1_000_000,
+            login_requests_per_window: 1_000_000,
+            ..Default::default()
+        },
+        ..Config::default()
+    }
+}
+
 pub struct Server {
     pub dir: tempfile::TempDir,
     pub addr: std::net::SocketAddr,
@@ -77,16 +90,9 @@ pub struct Server {
 
 impl Server {
     pub async fn start(challenge_ttl: u64) -> Self {
-        // Functional tests make many requests from one address; the limits
-        // have their own tests (limits.rs).
         Self::start_with(Config {
             challenge_ttl_secs: challenge_ttl,
-            limits: coffer_server::Limits {
-                api_requests_per_window: 1_000_000,
-                login_requests_per_window: 1_000_000,
-                ..Default::default()
-            },
-            ..Config::default()
+            ..functional_config()
         })
         .await
     }
