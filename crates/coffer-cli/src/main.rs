@@ -52,6 +52,12 @@ fn exit_code(err: &anyhow::Error) -> u8 {
             .map(coffer_format::Error::kind)
             .or_else(|| match cause.downcast_ref::<coffer_client::Error>() {
                 Some(coffer_client::Error::Format(format)) => Some(format.kind()),
+                // A file signed by someone else than its named sender, or
+                // another file than the one asked for: an integrity failure.
+                Some(
+                    coffer_client::Error::WrongSender { .. }
+                    | coffer_client::Error::WrongFile { .. },
+                ) => Some(ErrorKind::Tampered),
                 _ => None,
             })
             .or_else(|| {
@@ -64,7 +70,7 @@ fn exit_code(err: &anyhow::Error) -> u8 {
     });
     match kind {
         Some(ErrorKind::WrongKey) => 3,
-        Some(ErrorKind::Tampered) => 4,
+        Some(ErrorKind::Tampered | ErrorKind::Malformed) => 4,
         Some(ErrorKind::Truncated) => 5,
         Some(ErrorKind::NotCoffer | ErrorKind::Unsupported) => 6,
         _ => 1,

@@ -372,10 +372,22 @@ fn inspect_shows_header_without_a_key() {
             .stdout,
     )
     .unwrap();
-    assert_eq!(json["version"], 1);
+    let alice_info: serde_json::Value = serde_json::from_slice(
+        &env.cmd()
+            .args(["pubkey", "--json", "-i", "alice.key"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    assert_eq!(json["version"], 2);
     assert_eq!(json["chunk_size"], 65536);
     assert_eq!(json["plaintext_size"], 100_000);
-    assert_eq!(json["sender"], alice);
+    assert_eq!(json["sender_fingerprint"], alice_info["fingerprint"]);
+    assert_eq!(
+        json["stanza_types"][0], 2,
+        "new identities are hybrid: X-Wing stanzas"
+    );
     assert_eq!(json["recipient_key_ids"][0], bob_info["key_id"]);
     assert_eq!(json["recipient_key_ids"].as_array().unwrap().len(), 2);
     // The file name never appears in clear.

@@ -831,9 +831,10 @@ fn a_tampered_object_is_detected_and_leaves_no_file() {
         "output left behind"
     );
 
-    // Another of Alice's objects, of the same length, put in its place:
-    // Alice's wrap is bound to the original header, so it does not open
-    // this one; reported as tampering (exit 4), and nothing is written.
+    // Another of Alice's objects, of the same length, put in its place: its
+    // signed header names another file id, so the client refuses it before
+    // fetching the body (exit 4, "the server answered with the file …"),
+    // and nothing is written.
     write(&id, original);
     let twin = world.write("twin.db", &data(3 * MIB, 6));
     let twin_id = world.put("alice", &twin, &[])["id"]

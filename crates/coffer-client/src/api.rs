@@ -16,8 +16,8 @@ pub struct FileEntry {
     pub owner: String,
     /// Stored (encrypted) size in bytes.
     pub size: u64,
-    /// SHA-256 of the stored bytes, hex.
-    pub sha256: String,
+    /// The content identity, `<algorithm>:<hex>`.
+    pub digest: String,
     /// Unix time of the upload.
     pub created_at: i64,
 }
@@ -63,8 +63,8 @@ pub struct LinkTicket {
     pub stanza: String,
     /// Stored size.
     pub size: u64,
-    /// SHA-256 of the stored bytes, hex.
-    pub sha256: String,
+    /// The content identity, `<algorithm>:<hex>`.
+    pub digest: String,
 }
 
 fn parse<T: for<'de> Deserialize<'de>>(value: Value, what: &str) -> Result<T> {
@@ -87,7 +87,7 @@ fn path_segment(text: &str) -> Result<&str> {
 }
 
 pub(crate) fn stanza_from_b64(text: &str) -> Result<Stanza> {
-    Ok(Stanza::from_bytes(&decode_b64(text)?)?)
+    Ok(Stanza::from_detached(&decode_b64(text)?)?)
 }
 
 fn stanza_to_b64(stanza: &Stanza) -> String {

@@ -15,7 +15,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bytes::Bytes;
-use coffer_format::{FileKey, Header, Metadata, PublicIdentity, ResumePoint};
+use coffer_format::{
+    Content, FileKey, Header, Metadata, PublicIdentity, ResumePoint, Sender, Version,
+};
 use futures_util::TryStreamExt as _;
 use http_body_util::BodyExt as _;
 use tokio::io::AsyncReadExt as _;
@@ -60,6 +62,97 @@ impl Default for GetOptions {
     }
 }
 
+/// Keys pinned for other users on first use, as a profile keeps them. A
+/// download checks the file's signer against the key pinned for the user
+/// the server names as owner.
+pub trait Pins {
+    /// The key pinned for `user`, if any.
+    fn pinned(&self, user: &str) -> Option<PublicIdentity>;
+    /// Pins `key` for `user` (first contact).
+    fn pin(&mut self, user: &str, key: &PublicIdentity);
+}
+
+impl Pins for std::collections::BTreeMap<String, PublicIdentity> {
+    fn pinned(&self, user: &str) -> Option<PublicIdentity> {
+        self.get(user).cloned()
+    }
+    fn pin(&mut self, user: &str, key: &PublicIdentity) {
+        self.insert(user.to_string(), key.clone());
+    }
+}
+
+/// Who a file must be signed by.
+#[derive(Clone, Debug)]
+pub struct ExpectedSender {
+    /// The user the server names (owner, or the link's creator).
+    pub user: String,
+    /// Their pinned key.
+    pub key: PublicIdentity,
+    /// Whether it was pinned just now, on first contact.
+    pub newly_pinned: bool,
+}
+
+/// The key `owner`'s files must be signed with: the caller's own, the one
+/// pinned, or (first contact) the server's answer, pinned from now on.
+pub async fn expected_sender(
+    session: &mut Session,
+    pins: &mut dyn Pins,
+    owner: &str,
+) -> Result<ExpectedSender> {
+    if owner == session.user()
+        && let Some(identity) = session.identity()
+    {
+        return Ok(ExpectedSender {
+            user: owner.to_string(),
+            key: identity.public().clone(),
+            newly_pinned: false,
+        });
+    }
+    if let Some(key) = pins.pinned(owner) {
+        return Ok(ExpectedSender {
+            user: owner.to_string(),
+            key,
+            newly_pinned: false,
+        });
+    }
+    let key = session.user_identity(owner).await?;
+    pins.pin(owner, &key);
+    Ok(ExpectedSender {
+        user: owner.to_string(),
+        key,
+        newly_pinned: true,
+    })
+}
+
+/// Refuses a header whose (claimed, later verified) sender is not
+/// `expected`: before a byte of the body is fetched.
+pub(crate) fn check_sender(id: &str, claimed: &Sender, expected: &ExpectedSender) -> Result<()> {
+    if claimed.is(&expected.key) {
+        Ok(())
+    } else {
+        Err(Error::WrongSender {
+            id: id.to_string(),
+            owner: expected.user.clone(),
+            expected: expected.key.fingerprint(),
+            got: claimed.fingerprint(),
+        })
+    }
+}
+
+/// Refuses a version 2 header whose file id is not the one requested: the
+/// server answered with another file. (Version 1 headers have no id; their
+/// files stay readable, unbound, as they always were.)
+pub(crate) fn check_file_id(requested: &str, header: &Header) -> Result<()> {
+    let core = header.core();
+    if core.version == Version::V2 && core.file_id_hex() != requested {
+        return Err(Error::WrongFile {
+            requested: requested.to_string(),
+            got: core.file_id_hex(),
+        });
+    }
+    Ok(())
+}
+
 /// A verified download.
 #[derive(Clone, Debug)]
 pub struct GetOutcome {
@@ -67,10 +160,15 @@ pub struct GetOutcome {
     pub path: PathBuf,
     /// Plaintext bytes.
     pub plaintext_len: u64,
-    /// SHA-256 of the plaintext, as signed by the sender.
-    pub plaintext_sha256: [u8; 32],
-    /// Who signed the file.
-    pub sender: PublicIdentity,
+    /// The signed content identity.
+    pub content: Content,
+    /// Who signed the file (verified).
+    pub sender: Sender,
+    /// The user it is from, when the server named one whose pinned key
+    /// signed it (links carry no user).
+    pub sender_user: Option<String>,
+    /// Whether that user's key was pinned by this download (first contact).
+    pub newly_pinned: bool,
     /// The decrypted metadata.
     pub metadata: Metadata,
     /// Set when the stored name was unusable and another was chosen.
@@ -151,16 +249,18 @@ pub(crate) struct OwnFile {
     /// The header, opened: metadata and file key.
     pub(crate) opened: coffer_format::OpenedHeader,
     /// The sender the header names (authenticated by a full download).
-    pub(crate) claimed_sender: PublicIdentity,
+    pub(crate) claimed_sender: Sender,
 }
 
-/// Fetches a file's entry, the caller's wrap and the header, and opens it.
+/// Fetches a file's entry, the caller's wrap and the header, checks that the
+/// header is the file asked for, and opens it.
 pub(crate) async fn open_own(session: &mut Session, id: &str, what: &str) -> Result<OwnFile> {
     let identity = session.require_identity(what)?;
     let entry = session.file_meta(id).await?;
     let stanza = session.own_wrap(id).await?;
     let header = fetch_header(session, Source::File(id), entry.size).await?;
     let (parsed, _) = Header::parse(&header)?;
+    check_file_id(id, &parsed)?;
     let claimed_sender = parsed.claimed_sender().clone();
     let opened = parsed.open(&identity, &[stanza])?;
     Ok(OwnFile {
@@ -171,20 +271,48 @@ pub(crate) async fn open_own(session: &mut Session, id: &str, what: &str) -> Res
     })
 }
 
-/// Downloads file `id` (owned or shared with the user) to `target`.
+/// One of the caller's own files, checked before its key is handed to
+/// anyone (a share or a link): the server names the caller as owner, the
+/// header is signed by the caller's identity and names the file asked for
+/// (so a lying server cannot have the client wrap another file's key).
+pub(crate) async fn open_own_for_sharing(
+    session: &mut Session,
+    id: &str,
+    what: &str,
+) -> Result<OwnFile> {
+    let own = open_own(session, id, what).await?;
+    let me = session.require_identity(what)?;
+    if own.entry.owner != session.user() || !own.claimed_sender.is(me.public()) {
+        return Err(Error::WrongSender {
+            id: id.to_string(),
+            owner: session.user().to_string(),
+            expected: me.public().fingerprint(),
+            got: own.claimed_sender.fingerprint(),
+        });
+    }
+    Ok(own)
+}
+
+/// Downloads file `id` (owned or shared with the user) to `target`. The
+/// file must be signed by the key pinned (or, first contact, now pinned) in
+/// `pins` for the user the server names as its owner; otherwise nothing is
+/// written.
 pub async fn get(
     session: &mut Session,
     id: &str,
     target: &Target,
     options: &GetOptions,
+    pins: &mut dyn Pins,
     progress: &dyn Progress,
 ) -> Result<GetOutcome> {
     let own = open_own(session, id, "decrypt").await?;
+    let expected = expected_sender(session, pins, &own.entry.owner).await?;
+    check_sender(id, &own.claimed_sender, &expected)?;
     let opened = Opened {
         file_key: own.opened.file_key().clone(),
         header: own.header,
     };
-    fetch(
+    let mut outcome = fetch(
         session,
         Source::File(id),
         &opened,
@@ -193,7 +321,10 @@ pub async fn get(
         options,
         progress,
     )
-    .await
+    .await?;
+    outcome.sender_user = Some(expected.user);
+    outcome.newly_pinned = expected.newly_pinned;
+    Ok(outcome)
 }
 
 /// A header and the key that opens it (re-opened for every attempt, since
@@ -236,14 +367,16 @@ pub(crate) async fn fetch(
     let mut resumed_at = None;
     loop {
         match attempt(session, source, opened, &partial, progress).await {
-            Ok((verified, kept)) => {
+            Ok((verified, kept, out)) => {
                 resumed_at.get_or_insert(kept);
-                place(&partial, &path, options.force)?;
+                place(&partial, &out, &path, options.force)?;
                 return Ok(GetOutcome {
                     path,
                     plaintext_len: verified.plaintext_len,
-                    plaintext_sha256: verified.plaintext_sha256,
+                    content: verified.content,
                     sender: verified.sender,
+                    sender_user: None,
+                    newly_pinned: false,
                     metadata: verified.metadata,
                     renamed_from,
                     resumed_at: resumed_at.unwrap_or(0),
@@ -257,7 +390,7 @@ pub(crate) async fn fetch(
                 ))
                 .await;
             }
-            Err(Failure::Retry(err)) => return Err(err),
+            Err(Failure::Retry(err) | Failure::NotOurs(err)) => return Err(err),
             Err(Failure::Final(err)) => {
                 let _ = std::fs::remove_file(&partial);
                 return Err(err);
@@ -266,11 +399,13 @@ pub(crate) async fn fetch(
     }
 }
 
-/// How an attempt failed: worth retrying (transport), or for good (the
-/// bytes do not verify; the partial output is deleted).
+/// How an attempt failed: worth retrying (transport), for good (the bytes
+/// do not verify; the partial output is deleted), or because the partial
+/// file is not one this user made (left alone: it is not ours to delete).
 enum Failure {
     Retry(Error),
     Final(Error),
+    NotOurs(Error),
 }
 
 impl From<Error> for Failure {
@@ -289,7 +424,7 @@ async fn attempt(
     opened: &Opened,
     partial: &Path,
     progress: &dyn Progress,
-) -> Result<(coffer_format::Verified, u64), Failure> {
+) -> Result<(coffer_format::Verified, u64, std::fs::File), Failure> {
     let header = opened.open()?;
     // Re-hashing a large partial file is blocking work: off the runtime.
     let path = partial.to_path_buf();
@@ -332,7 +467,7 @@ async fn attempt(
         .ok_or_else(|| Failure::Final(Error::protocol("the download ended unverified")))?;
     out.sync_all()
         .map_err(|e| Failure::Final(Error::io(partial)(e)))?;
-    Ok((verified, kept))
+    Ok((verified, kept, out))
 }
 
 /// Which side of a copy failed.
@@ -407,20 +542,27 @@ async fn copy_out(
     Ok(out)
 }
 
-/// Opens (or creates) the partial output and finds where to resume.
+/// Opens the partial output and finds where to resume. A new one is
+/// created exclusively (`O_EXCL`, 0600, no symlink followed); one that
+/// exists is resumed only if, checked on the open descriptor, it is a
+/// regular file owned by this user, private (no group or other bits) and
+/// has no other names: a file someone else planted in a shared download
+/// directory is refused, never written through.
 fn open_partial(
     partial: &Path,
     header: &coffer_format::OpenedHeader,
 ) -> Result<(std::fs::File, ResumePoint), Failure> {
     let io = |e| Failure::Final(Error::io(partial)(e));
-    let mut options = std::fs::OpenOptions::new();
-    options.read(true).write(true).create(true).truncate(false);
-    #[cfg(unix)]
-    // A symlink planted at the partial file's name is refused, not followed.
-    std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NOFOLLOW);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(partial).map_err(io)?;
+    let mut file = match create_exclusive(partial) {
+        Ok(file) => file,
+        Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {
+            let file =
+                open_existing(partial).map_err(|e| Failure::NotOurs(Error::io(partial)(e)))?;
+            check_ours(partial, &file)?;
+            file
+        }
+        Err(err) => return Err(io(err)),
+    };
     let len = file.metadata().map_err(io)?.len();
     let point = header
         .resume_point(&mut std::io::BufReader::new(&mut file), len)
@@ -428,6 +570,74 @@ fn open_partial(
     file.set_len(point.plaintext_len()).map_err(io)?;
     std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(point.plaintext_len())).map_err(io)?;
     Ok((file, point))
+}
+
+fn private_options() -> std::fs::OpenOptions {
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true).write(true);
+    #[cfg(unix)]
+    {
+        // A symlink planted at the partial file's name is refused, not followed.
+        std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NOFOLLOW);
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    }
+    options
+}
+
+fn create_exclusive(partial: &Path) -> std::io::Result<std::fs::File> {
+    private_options().create_new(true).open(partial)
+}
+
+fn open_existing(partial: &Path) -> std::io::Result<std::fs::File> {
+    private_options().open(partial)
+}
+
+/// The ownership check of [`open_partial`], on the descriptor.
+fn check_ours(partial: &Path, file: &std::fs::File) -> Result<(), Failure> {
+    let meta = file
+        .metadata()
+        .map_err(|e| Failure::NotOurs(Error::io(partial)(e)))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let why = if !meta.is_file() {
+            Some("not a regular file")
+        } else if meta.uid() != rustix::process::geteuid().as_raw() {
+            Some("owned by another user")
+        } else if meta.mode() & 0o077 != 0 {
+            Some("readable or writable by others")
+        } else if meta.nlink() != 1 {
+            Some("it has other names (hard links)")
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            return Err(Failure::NotOurs(Error::Usage(format!(
+                "refusing the partial download {}: {why}; it was not made by this download, remove it",
+                partial.display()
+            ))));
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = meta;
+    Ok(())
+}
+
+/// Whether `path` names the very file open as `file` (same device and inode).
+fn names_file(path: &Path, file: &std::fs::File) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        match (std::fs::symlink_metadata(path), file.metadata()) {
+            (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+            _ => false,
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (path, file);
+        true
+    }
 }
 
 fn check_content_range(
@@ -488,8 +698,20 @@ fn destination(
 
 /// Gives the verified partial file its final name: with `force` by rename,
 /// otherwise by hard link, which fails rather than replace an existing file
-/// (no window between a check and the rename).
-fn place(partial: &Path, path: &Path, force: bool) -> Result<()> {
+/// (no window between a check and the rename). The name is placed from
+/// the path, so it is checked to name the verified descriptor's inode
+/// before, and the result after: a partial file swapped in between is
+/// detected and the new name taken back.
+fn place(partial: &Path, verified: &std::fs::File, path: &Path, force: bool) -> Result<()> {
+    let swapped = || {
+        Error::Usage(format!(
+            "{} was replaced while the download was being verified; refusing it",
+            partial.display()
+        ))
+    };
+    if !names_file(partial, verified) {
+        return Err(swapped());
+    }
     if force {
         std::fs::rename(partial, path).map_err(Error::io(path))?;
     } else {
@@ -504,6 +726,10 @@ fn place(partial: &Path, path: &Path, force: bool) -> Result<()> {
             }
             Err(_) => return Err(Error::Exists(path.to_path_buf())),
         }
+    }
+    if !names_file(path, verified) {
+        let _ = std::fs::remove_file(path);
+        return Err(swapped());
     }
     if let Some(dir) = path.parent()
         && let Ok(handle) = std::fs::File::open(if dir.as_os_str().is_empty() {
@@ -523,7 +749,7 @@ fn place(partial: &Path, path: &Path, force: bool) -> Result<()> {
 pub async fn describe(
     session: &mut Session,
     entry: &crate::api::FileEntry,
-) -> Result<(Metadata, PublicIdentity)> {
+) -> Result<(Metadata, Sender)> {
     let own = open_own(session, &entry.id, "decrypt").await?;
     Ok((own.opened.metadata().clone(), own.claimed_sender))
 }

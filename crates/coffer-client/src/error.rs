@@ -77,6 +77,34 @@ pub enum Error {
     /// The local file changed while an upload of it was being resumed.
     #[error("{0} changed since the upload started; it will be uploaded afresh")]
     SourceChanged(PathBuf),
+    /// Another run holds the lock of this upload's resume record.
+    #[error(
+        "another coffer run is uploading this file (lock {0}); it resumes from where that run stops, run again later or pass --wait"
+    )]
+    Busy(PathBuf),
+    /// The file's signer is not the key pinned for the user the server
+    /// names as its owner (or sender).
+    #[error(
+        "refusing file {id}: the server says it is from {owner} ({expected}), but it is signed by {got}"
+    )]
+    WrongSender {
+        /// The file.
+        id: String,
+        /// Who the server says sent it.
+        owner: String,
+        /// The fingerprint pinned for them.
+        expected: String,
+        /// The fingerprint of the key that signed it.
+        got: String,
+    },
+    /// The server answered with another file than the one asked for.
+    #[error("refusing file {requested}: the server answered with the file {got} instead")]
+    WrongFile {
+        /// The id asked for.
+        requested: String,
+        /// The id in the header that came back.
+        got: String,
+    },
     /// A name from a file's metadata cannot be used safely.
     #[error("refusing the stored name {name:?}: {why}")]
     HostileName {
@@ -115,7 +143,7 @@ impl Error {
     /// server restarting, rate limit).
     pub fn is_transient(&self) -> bool {
         match self {
-            Error::Transport(_) | Error::NotSent(_) => true,
+            Error::Transport(_) | Error::NotSent(_) | Error::Busy(_) => true,
             Error::Connect { .. } => true,
             Error::Api { status, code, .. } => {
                 *status == 429 && code == "rate_limited" || *status == 423 || *status >= 502

@@ -12,7 +12,8 @@
 //! let options = upload::PutOptions::new("/tmp/coffer-state".into());
 //! let put = upload::put(&mut session, "report.pdf".as_ref(), &options, &Silent).await?;
 //! let target = download::Target::Dir("/tmp/out".into());
-//! download::get(&mut session, &put.file_id, &target, &Default::default(), &Silent).await?;
+//! let mut pins = std::collections::BTreeMap::new(); // keys of other users, pinned on first use
+//! download::get(&mut session, &put.file_id, &target, &Default::default(), &mut pins, &Silent).await?;
 //! # Ok(()) }
 //! ```
 //!

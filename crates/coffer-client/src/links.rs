@@ -1,9 +1,11 @@
 //! Anonymous share links (docs/API.md "Links"; derivation in
 //! `coffer_proto::link`). The URL is
-//! `https://HOST:PORT/v1/links/<id>#k=<secret>[&fp=<certificate digest>]`:
+//! `https://HOST:PORT/v1/links/<id>#k=<secret>&s=<sender>[&fp=<certificate digest>]`:
 //! everything after `#` stays on the client (HTTP never sends fragments),
-//! so the server never sees the secret; `fp` lets someone without a
-//! profile pin a self-signed server's certificate.
+//! so the server never sees the secret; `s` is the fingerprint of the
+//! link creator's key (without dashes), which the downloaded file must be
+//! signed with; `fp` lets someone without a profile pin a self-signed
+//! server's certificate.
 
 use coffer_format::Header;
 use coffer_proto::link::{PasswordKey, SALT_LEN, SECRET_LEN, link_identity};
@@ -11,7 +13,7 @@ use serde_json::json;
 use zeroize::Zeroizing;
 
 use crate::download::{
-    GetOptions, GetOutcome, Opened, Source, Target, fetch, fetch_header, open_own,
+    GetOptions, GetOutcome, Opened, Source, Target, fetch, fetch_header, open_own_for_sharing,
 };
 use crate::progress::Progress;
 use crate::session::{Endpoint, Session, decode_b64};
@@ -37,6 +39,9 @@ pub struct LinkUrl {
     /// Link id.
     pub link: String,
     secret: Zeroizing<[u8; SECRET_LEN]>,
+    /// The fingerprint of the key the file must be signed with
+    /// (`XXXX-XXXX-XXXX-XXXX`), if the link carries one.
+    pub sender: Option<String>,
     /// Certificate pin carried in the fragment, as `SHA256:…`.
     pub fingerprint: Option<String>,
 }
@@ -69,8 +74,22 @@ impl LinkUrl {
         }
         let mut secret = None;
         let mut fingerprint = None;
+        let mut sender = None;
         for pair in fragment.split('&') {
             match pair.split_once('=') {
+                Some(("s", value)) => {
+                    if value.len() != 16 || !value.bytes().all(|b| b.is_ascii_alphanumeric()) {
+                        return Err(bad());
+                    }
+                    let upper = value.to_ascii_uppercase();
+                    sender = Some(format!(
+                        "{}-{}-{}-{}",
+                        &upper[..4],
+                        &upper[4..8],
+                        &upper[8..12],
+                        &upper[12..]
+                    ));
+                }
                 Some(("k", value)) => {
                     let bytes = Zeroizing::new(decode_b64(value).map_err(|_| bad())?);
                     let array: [u8; SECRET_LEN] = bytes.as_slice().try_into().map_err(|_| bad())?;
@@ -94,6 +113,7 @@ impl LinkUrl {
             base: base.to_string(),
             link: link.to_string(),
             secret: secret.ok_or_else(bad)?,
+            sender,
             fingerprint,
         })
     }
@@ -105,6 +125,10 @@ impl LinkUrl {
             self.link,
             b64(self.secret.as_ref())
         );
+        if let Some(sender) = &self.sender {
+            url.push_str("&s=");
+            url.push_str(&sender.replace('-', ""));
+        }
         if let Some(fp) = self
             .fingerprint
             .as_deref()
@@ -127,14 +151,22 @@ async fn password_key(password: Zeroizing<String>, salt: Vec<u8>) -> Result<Pass
         .map_err(|e| Error::Usage(e.to_string()))
 }
 
-/// Creates a link to file `id`: wraps its key for a key derived from a fresh
-/// URL secret (and the password), and returns the URL to hand out.
-pub async fn create(
-    session: &mut Session,
-    id: &str,
-    options: LinkOptions,
-) -> Result<(String, String)> {
-    let own = open_own(session, id, "create a link").await?;
+/// A link just made.
+#[derive(Debug)]
+pub struct CreatedLink {
+    /// Its id.
+    pub link: String,
+    /// The URL to hand out (with the secret in its fragment).
+    pub url: String,
+    /// The decrypted name of the file it gives out.
+    pub name: Option<String>,
+}
+
+/// Creates a link to file `id`: checks that it is the caller's own file
+/// (as sharing does), wraps its key for a key derived from a fresh URL
+/// secret (and the password), and returns the URL to hand out.
+pub async fn create(session: &mut Session, id: &str, options: LinkOptions) -> Result<CreatedLink> {
+    let own = open_own_for_sharing(session, id, "create a link").await?;
     let (core, file_key) = (own.opened.core(), own.opened.file_key());
     let secret = random::<SECRET_LEN>()?;
     let salt = random::<SALT_LEN>()?;
@@ -170,9 +202,14 @@ pub async fn create(
         base: session.endpoint().url.clone(),
         link: link.clone(),
         secret,
+        sender: Some(own.claimed_sender.fingerprint()),
         fingerprint,
     };
-    Ok((link, url.render()))
+    Ok(CreatedLink {
+        link,
+        url: url.render(),
+        name: own.opened.metadata().name.clone(),
+    })
 }
 
 /// Downloads a link: no account needed. `trust` overrides the pin in the
@@ -213,6 +250,16 @@ pub async fn fetch_link(
     };
     let header = fetch_header(&mut session, source, ticket.size).await?;
     let (parsed, _) = Header::parse(&header)?;
+    if let Some(expected) = &url.sender
+        && parsed.claimed_sender().fingerprint() != *expected
+    {
+        return Err(Error::WrongSender {
+            id: url.link.clone(),
+            owner: "the link's creator".into(),
+            expected: expected.clone(),
+            got: parsed.claimed_sender().fingerprint(),
+        });
+    }
     let file_key = parsed.open(&link_key, &[stanza])?.file_key().clone();
     let opened = Opened { header, file_key };
     fetch(
@@ -258,6 +305,7 @@ mod tests {
             base: "https://127.0.0.1:8443".into(),
             link: "abc123".into(),
             secret: Zeroizing::new([9u8; SECRET_LEN]),
+            sender: Some("81BB-4SKG-KG3B-11QP".into()),
             fingerprint: Some(coffer_proto::fingerprint::certificate(b"cert")),
         };
         let text = url.render();
@@ -266,6 +314,7 @@ mod tests {
         assert_eq!(back.link, url.link);
         assert_eq!(*back.secret, *url.secret);
         assert_eq!(back.fingerprint, url.fingerprint);
+        assert_eq!(back.sender, url.sender);
         for bad in [
             "https://h:1/v1/links/abc",
             "https://h:1/v1/links/abc#fp=AAAA",

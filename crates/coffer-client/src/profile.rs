@@ -136,6 +136,19 @@ impl Profile {
     }
 }
 
+/// The keys a profile pinned are what downloads check signers against.
+impl crate::download::Pins for Profile {
+    fn pinned(&self, user: &str) -> Option<PublicIdentity> {
+        self.known_users
+            .get(user)
+            .and_then(|key| PublicIdentity::parse(key).ok())
+    }
+
+    fn pin(&mut self, user: &str, key: &PublicIdentity) {
+        self.known_users.insert(user.to_string(), key.to_string());
+    }
+}
+
 /// The coffer home directory and the files in it.
 #[derive(Clone, Debug)]
 pub struct Home(PathBuf);

@@ -5,6 +5,17 @@
 //! the key wraps travel in `Upload-Metadata` and the server stores them per
 //! user). Nothing but ciphertext, its length and the wraps leave the machine.
 //!
+//! **The file id is chosen here.** The client picks the new file's random
+//! id, writes it into the signed header and asks the server to use it
+//! (`coffer-file-id` in `Upload-Metadata`), so a download can check that
+//! the server answered with the file it was asked for (docs/THREATS.md).
+//!
+//! **One pass per byte.** A producer thread reads the file in units,
+//! encrypts each in place into the buffer that is sent, and hashes it into
+//! the content tree as it goes ([`coffer_format::UnitEncoder`]); the root it
+//! ends with is what the server's receipt must name. Nothing hashes the
+//! data a second time.
+//!
 //! **Resuming without a ciphertext spool.** The STREAM payload is a
 //! deterministic function of (file key, header, plaintext). So a resumed
 //! upload reopens the header it created (through the owner's own wrap, kept
@@ -13,26 +24,25 @@
 //!
 //! That is only sound if the plaintext is unchanged: encrypting *different*
 //! plaintext under the same key and counters is the nonce reuse the STREAM
-//! construction forbids. So the record also holds, for each unit of
-//! `UNIT_LEN` plaintext bytes, a digest of the unit's ciphertext tags,
-//! written **before** any byte of that unit is sent. On a resume every unit
-//! is re-encrypted and compared with its digest before it may leave; a
-//! changed file fails the comparison, the old upload is abandoned and the
-//! file is uploaded afresh under a new key. (A GCM tag changes whenever its
-//! chunk's plaintext does, so hashing 16 bytes per 64 KiB chunk is enough.)
+//! construction forbids. So the record's unit log holds, for each unit of
+//! `UNIT_LEN` plaintext bytes, the unit's digest (the tree root over every
+//! chunk up to its end), appended and **synced before** any byte of that
+//! unit is sent. On a resume the format's unit encoder compares each
+//! re-encrypted unit with its logged digest and refuses to hand out one
+//! that differs; the old upload is abandoned and the file is uploaded
+//! afresh under a new key. An exclusive lock on the record, held for the
+//! whole upload, keeps two runs (an overlapping cron job) from ever
+//! encrypting under one key at once.
 
-use std::cell::RefCell;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_lc_rs::digest::{Context, SHA256};
 use bytes::Bytes;
 use coffer_format::{
-    EncryptOptions, Header, Identity, Metadata, Prepared, PublicIdentity, Stanza, Stanzas,
+    EncryptOptions, Header, Identity, Metadata, PublicIdentity, Stanza, UnitDigest, UnitEncoder,
 };
 use coffer_proto::receipt::SignedReceipt;
 use futures_util::StreamExt as _;
@@ -69,6 +79,8 @@ pub struct PutOptions {
     pub retries: u32,
     /// Where resume records live.
     pub state_dir: PathBuf,
+    /// Wait for another run uploading the same file (else fail at once).
+    pub wait_for_lock: bool,
 }
 
 impl PutOptions {
@@ -81,6 +93,7 @@ impl PutOptions {
             patch_len: 256 * 1024 * 1024,
             retries: 8,
             state_dir,
+            wait_for_lock: false,
         }
     }
 }
@@ -88,7 +101,7 @@ impl PutOptions {
 /// A finished upload.
 #[derive(Clone, Debug)]
 pub struct PutOutcome {
-    /// The new file's id.
+    /// The new file's id (chosen by this client, bound into the header).
     pub file_id: String,
     /// The server's signed receipt, verified against the pinned identity.
     pub receipt: SignedReceipt,
@@ -99,6 +112,10 @@ pub struct PutOutcome {
     /// Ciphertext bytes that were already on the server from an earlier
     /// attempt (0 for a fresh upload).
     pub resumed_at: u64,
+    /// The signed content root (the receipt names the same).
+    pub root: [u8; 32],
+    /// SHA-256 of the core header, to recognise this file later.
+    pub header_hash: [u8; 32],
 }
 
 /// What identifies the version of a local file an upload was made from.
@@ -133,6 +150,8 @@ impl SourceStamp {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct Record {
     upload_path: String,
+    /// The file id in the header (and the upload's id on the server).
+    file_id: String,
     header: String,
     owner_stanza: String,
     source: SourceStamp,
@@ -142,18 +161,14 @@ struct Record {
 
 /// A record on disk (`<key>.json`, written once, synced) and its unit log
 /// (`<key>.units`): one line per unit, `<hex digest> <ciphertext bytes
-/// produced through this unit>`, appended before the unit is sent. An
-/// append per unit keeps the cost flat however large the file (rewriting
-/// the whole record per unit grew quadratically). The log is not synced: it
-/// survives a crash of the client process; after a crash of the machine an
-/// older log may come back, and then `covered` shows the server holding
-/// bytes the log does not vouch for, and the upload starts afresh (see
-/// `send_all`).
+/// produced through this unit>`, appended and synced before the unit is
+/// sent, so the log always vouches for everything the server may hold.
+/// An append per unit keeps the cost flat however large the file.
 struct RecordFile {
     path: PathBuf,
     record: Record,
     /// Digests of the units logged so far.
-    units: Vec<String>,
+    units: Vec<UnitDigest>,
     /// Ciphertext bytes produced by the logged units: no byte past this
     /// was ever sent.
     covered: u64,
@@ -195,14 +210,16 @@ impl RecordFile {
             let parsed = line
                 .strip_suffix('\n')
                 .and_then(|l| l.split_once(' '))
-                .and_then(|(digest, covered)| Some((digest, covered.parse::<u64>().ok()?)));
+                .and_then(|(digest, covered)| {
+                    Some((unhex32(digest)?, covered.parse::<u64>().ok()?))
+                });
             let Some((digest, covered)) = parsed else {
                 break;
             };
-            if digest.len() != 64 || covered < self.covered {
+            if covered < self.covered {
                 break;
             }
-            self.units.push(digest.to_string());
+            self.units.push(digest);
             self.covered = covered;
         }
     }
@@ -211,6 +228,17 @@ impl RecordFile {
         let _ = std::fs::remove_file(&self.path);
         let _ = std::fs::remove_file(units_path(&self.path));
     }
+}
+
+fn unhex32(text: &str) -> Option<[u8; 32]> {
+    if text.len() != 64 || !text.is_ascii() {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(out)
 }
 
 fn units_path(record: &Path) -> PathBuf {
@@ -233,6 +261,36 @@ fn record_path(session: &Session, source: &Path, options: &PutOptions) -> PathBu
         .join(format!("{}.json", hex(&sha256(key.as_bytes())[..16])))
 }
 
+/// The exclusive lock on a resume record, held for the whole upload: a
+/// second run of the same upload (an overlapping cron job) must never
+/// encrypt under the same key at the same time.
+struct RecordLock {
+    _file: File,
+}
+
+impl RecordLock {
+    fn take(record: &Path, wait: bool) -> Result<Self> {
+        let path = record.with_extension("lock");
+        crate::fsutil::private_dir(path.parent().unwrap_or(Path::new(".")))?;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(Error::io(&path))?;
+        if wait {
+            file.lock().map_err(Error::io(&path))?;
+        } else {
+            match file.try_lock() {
+                Ok(()) => {}
+                Err(std::fs::TryLockError::WouldBlock) => return Err(Error::Busy(path)),
+                Err(std::fs::TryLockError::Error(err)) => return Err(Error::io(&path)(err)),
+            }
+        }
+        Ok(Self { _file: file })
+    }
+}
+
 /// Uploads one file, resuming an earlier attempt at the same upload if its
 /// record and server-side upload still exist and the file is unchanged.
 pub async fn put(
@@ -242,10 +300,16 @@ pub async fn put(
     progress: &dyn Progress,
 ) -> Result<PutOutcome> {
     let source = std::fs::canonicalize(source).map_err(Error::io(source))?;
-    match put_once(session, &source, options, progress).await {
+    let path = record_path(session, &source, options);
+    let lock_path = path.clone();
+    let wait = options.wait_for_lock;
+    let _lock = tokio::task::spawn_blocking(move || RecordLock::take(&lock_path, wait))
+        .await
+        .map_err(|e| Error::Usage(e.to_string()))??;
+    match put_once(session, &source, &path, options, progress).await {
         Err(Error::SourceChanged(_)) => {
             // The abandoned upload was terminated; start over, new key.
-            put_once(session, &source, options, progress).await
+            put_once(session, &source, &path, options, progress).await
         }
         other => other,
     }
@@ -254,6 +318,7 @@ pub async fn put(
 async fn put_once(
     session: &mut Session,
     source: &Path,
+    path: &Path,
     options: &PutOptions,
     progress: &dyn Progress,
 ) -> Result<PutOutcome> {
@@ -266,10 +331,20 @@ async fn put_once(
         )));
     }
     let stamp = SourceStamp::of(&meta);
-    let path = record_path(session, source, options);
-    let mut file = match resumable(session, &path, &stamp).await? {
+    let mut file = match resumable(session, path, &stamp).await? {
         Some(found) => found,
-        None => create(session, &identity, source, &meta, stamp, options, path).await?,
+        None => {
+            create(
+                session,
+                &identity,
+                source,
+                &meta,
+                stamp,
+                options,
+                path.to_path_buf(),
+            )
+            .await?
+        }
     };
     let outcome = send_all(session, &identity, source, &mut file, options, progress).await;
     match &outcome {
@@ -329,7 +404,15 @@ fn metadata_for(source: &Path, meta: &std::fs::Metadata, options: &PutOptions) -
     }
 }
 
-/// Prepares the header and wraps, and creates the upload on the server.
+/// A fresh random file id (16 bytes) and its hex form.
+fn new_file_id() -> Result<([u8; 16], String)> {
+    let mut id = [0u8; 16];
+    aws_lc_rs::rand::fill(&mut id).map_err(|_| Error::Usage("no randomness".into()))?;
+    Ok((id, hex(&id)))
+}
+
+/// Prepares the header and wraps, and creates the upload on the server
+/// under the file id the header names.
 async fn create(
     session: &mut Session,
     identity: &Arc<Identity>,
@@ -341,14 +424,19 @@ async fn create(
 ) -> Result<RecordFile> {
     let mut recipients = vec![identity.public().clone()];
     recipients.extend(options.recipients.iter().map(|(_, key)| key.clone()));
+    let (file_id, file_id_hex) = new_file_id()?;
     let mut encrypt = EncryptOptions::new(&recipients, identity);
     encrypt.chunk_size = options.chunk_size;
     encrypt.metadata = metadata_for(source, meta, options);
+    encrypt.file_id = Some(file_id);
     let prepared = coffer_format::prepare(encrypt)?;
-    let header = prepared.header_bytes(Stanzas::Detached)?;
-    let encoded_len = prepared.encoded_len(Stanzas::Detached, meta.len())?;
+    let header = prepared.header_bytes(coffer_format::Stanzas::Detached)?;
+    let encoded_len = prepared.encoded_len(coffer_format::Stanzas::Detached, meta.len())?;
     let stanzas = prepared.stanzas();
-    let mut pairs = vec!["coffer-e2ee".to_string()];
+    let mut pairs = vec![
+        "coffer-e2ee".to_string(),
+        format!("coffer-file-id {}", std_b64(file_id_hex.as_bytes())),
+    ];
     let users = std::iter::once(session.user().to_string())
         .chain(options.recipients.iter().map(|(u, _)| u.clone()));
     for (user, stanza) in users.zip(stanzas) {
@@ -377,10 +465,16 @@ async fn create(
         .ok_or_else(|| Error::protocol("upload created without Location"))?;
     let upload_path = upload_path_of(location)?;
     let _ = response.into_body().collect().await;
+    if upload_path != format!("/v1/uploads/{file_id_hex}") {
+        return Err(Error::protocol(
+            "the server created the upload under another id than the header's",
+        ));
+    }
     RecordFile::new(
         path,
         Record {
             upload_path,
+            file_id: file_id_hex,
             header: b64(&header),
             owner_stanza: b64(&stanzas[0].to_bytes()),
             source: stamp,
@@ -470,9 +564,8 @@ async fn send_all(
             file.reload_units();
             let offset = offset_of(session, &file.record.upload_path).await?;
             if offset > file.covered {
-                // The server has bytes the record does not vouch for (the
-                // record is older than them): they cannot be checked, so
-                // they are not built on.
+                // The server has bytes the record does not vouch for: they
+                // cannot be checked, so they are not built on.
                 return Err(Error::SourceChanged(source.to_path_buf()));
             }
             // What the successful attempt found already on the server.
@@ -481,15 +574,23 @@ async fn send_all(
             send_from(session, identity, source, file, offset, options, progress).await
         };
         match attempt.await {
-            Ok((file_id, receipt, ciphertext_sha256)) => {
+            Ok(sent) => {
                 let plaintext_len = file.record.source.size;
-                check_receipt(session, &receipt, &file_id, total, &ciphertext_sha256)?;
+                check_receipt(
+                    session,
+                    &sent.receipt,
+                    &file.record.file_id,
+                    total,
+                    &sent.written.root,
+                )?;
                 return Ok(PutOutcome {
-                    file_id,
-                    receipt,
+                    file_id: sent.file_id,
+                    receipt: sent.receipt,
                     plaintext_len,
                     stored_len: total,
                     resumed_at: resumed_at.unwrap_or(0),
+                    root: sent.written.root,
+                    header_hash: sent.written.header_hash,
                 });
             }
             Err(err) if is_retryable(&err) && failures < options.retries => {
@@ -511,12 +612,14 @@ fn is_retryable(err: &Error) -> bool {
         )
 }
 
+/// The receipt must be signed by the pinned server and name this file, this
+/// uploader, the length sent and the content root this client computed.
 fn check_receipt(
     session: &Session,
     receipt: &SignedReceipt,
     file_id: &str,
     stored_len: u64,
-    ciphertext_sha256: &[u8; 32],
+    root: &[u8; 32],
 ) -> Result<()> {
     let server = session
         .server_identity()
@@ -528,7 +631,8 @@ fn check_receipt(
     if r.file_id != file_id || r.uploader != session.user() {
         return Err(Error::Receipt("it names another file or uploader".into()));
     }
-    if r.size != stored_len || r.sha256 != hex(ciphertext_sha256) {
+    if r.size != stored_len || r.content.as_deref() != Some(&format!("coffer2-root:{}", hex(root)))
+    {
         return Err(Error::Receipt(
             "the server stored other bytes than were sent".into(),
         ));
@@ -537,6 +641,13 @@ fn check_receipt(
 }
 
 type Piece = std::result::Result<Bytes, std::io::Error>;
+
+/// What a successful attempt ends with.
+struct Sent {
+    file_id: String,
+    receipt: SignedReceipt,
+    written: coffer_format::Written,
+}
 
 /// One attempt: a producer thread re-encrypts the file and pipes the bytes
 /// past `offset` here, where they go out in PATCH requests.
@@ -548,7 +659,7 @@ async fn send_from(
     mut offset: u64,
     options: &PutOptions,
     progress: &dyn Progress,
-) -> Result<(String, SignedReceipt, [u8; 32])> {
+) -> Result<Sent> {
     let (tx, rx) = mpsc::channel::<Piece>(PIPE_DEPTH);
     let producer = Producer {
         identity: identity.clone(),
@@ -591,18 +702,19 @@ async fn send_from(
         .map_err(|_| Error::Usage("the encrypting thread panicked".into()))?;
     // The producer's own failure (file changed, unreadable) explains a
     // broken request better than the request error does.
-    let ciphertext_sha256 = match produced {
-        Err(err) => return Err(err),
-        Ok(digest) => digest,
-    };
+    let written = produced?;
     if let Some(err) = failure {
         return Err(err);
     }
     let (file_id, receipt) =
         committed.ok_or_else(|| Error::protocol("the server did not commit the upload"))?;
-    let digest = ciphertext_sha256
-        .ok_or_else(|| Error::protocol("the upload ended before the file was encrypted"))?;
-    Ok((file_id, receipt, digest))
+    let written =
+        written.ok_or_else(|| Error::protocol("the upload ended before the file was encrypted"))?;
+    Ok(Sent {
+        file_id,
+        receipt,
+        written,
+    })
 }
 
 /// Ciphertext arriving from the producer, cut into request bodies.
@@ -714,54 +826,19 @@ struct Producer {
     identity: Arc<Identity>,
     source: PathBuf,
     record: Record,
-    /// Digests logged by earlier attempts, to compare against.
-    units: Vec<String>,
+    /// Digests logged by earlier attempts; the unit encoder refuses to
+    /// produce a unit that differs from one of them.
+    units: Vec<UnitDigest>,
     /// The unit log to append new digests to.
     log: PathBuf,
+    /// Ciphertext bytes the server holds already.
     skip: u64,
     tx: mpsc::Sender<Piece>,
 }
 
-/// Collects what the encryptor writes during one unit, and a digest of the
-/// tag that ends each write: the encryptor writes each sealed chunk (and
-/// the header, and the final chunk with the trailer) in one call.
-#[derive(Default)]
-struct UnitBuf {
-    bytes: Vec<u8>,
-    tags: Vec<u8>,
-}
-
-impl UnitBuf {
-    fn with_capacity(bytes: usize) -> Self {
-        Self {
-            bytes: Vec::with_capacity(bytes),
-            tags: Vec::new(),
-        }
-    }
-}
-
-#[derive(Clone)]
-struct UnitSink(Rc<RefCell<UnitBuf>>);
-
-impl Write for UnitSink {
-    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        let mut unit = self.0.borrow_mut();
-        unit.bytes.extend_from_slice(data);
-        unit.tags
-            .extend_from_slice(&(data.len() as u64).to_be_bytes());
-        unit.tags
-            .extend_from_slice(&data[data.len().saturating_sub(16)..]);
-        Ok(data.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 impl Producer {
-    /// Returns the SHA-256 of the whole ciphertext (None if stopped early).
-    fn run(mut self) -> Result<Option<[u8; 32]>> {
+    /// Returns the summary of the whole file (None if stopped early).
+    fn run(mut self) -> Result<Option<coffer_format::Written>> {
         let result = self.encrypt();
         if let Err(err) = &result {
             let _ = self
@@ -771,115 +848,72 @@ impl Producer {
         result
     }
 
-    fn encrypt(&mut self) -> Result<Option<[u8; 32]>> {
-        let header = decode_b64(&self.record.header)?;
-        let stanza = Stanza::from_bytes(&decode_b64(&self.record.owner_stanza)?)?;
-        let (parsed, _) = Header::parse(&header)?;
-        // Room for the most one unit can produce (header, tags, trailer), so
-        // the unit buffer is never regrown and copied on the hot path.
-        let chunk = u64::from(parsed.core().chunk_size);
-        let unit_capacity = (header.len() as u64
-            + self.record.unit_len
-            + (self.record.unit_len / chunk + 2) * coffer_format::stream::TAG_LEN as u64
-            + coffer_format::header::TRAILER_LEN as u64) as usize;
-        let opened = parsed.open(&self.identity, &[stanza])?;
+    fn encrypt(&mut self) -> Result<Option<coffer_format::Written>> {
         let identity = self.identity.clone();
-        let prepared = Prepared::reopen(opened, &identity)?;
-        let sink = UnitSink(Rc::new(RefCell::new(UnitBuf::with_capacity(unit_capacity))));
-        let mut encryptor = Some(prepared.writer(sink.clone(), Stanzas::Detached)?);
+        let record = self.record.clone();
+        let known = self.units.clone();
+        let header = decode_b64(&record.header)?;
+        let stanza = Stanza::from_detached(&decode_b64(&record.owner_stanza)?)?;
+        let (parsed, _) = Header::parse(&header)?;
+        let opened = parsed.open(&identity, &[stanza])?;
+        let mut encoder = UnitEncoder::resume(opened, &identity, record.unit_len, known)?;
+        if encoder.encoded_len() != record.encoded_len {
+            return Err(Error::Usage(
+                "the resume record disagrees with its header".into(),
+            ));
+        }
         let mut input = File::open(&self.source).map_err(Error::io(&self.source))?;
-        let mut plain = vec![0u8; self.record.unit_len as usize];
-        let (to_forwarder, forwarder) = Forwarder::spawn(self.skip, self.tx.clone())?;
+        let mut plain = vec![0u8; record.unit_len as usize];
         let mut produced = 0u64;
         for unit in 0.. {
-            let n = read_full(&mut input, &mut plain).map_err(Error::io(&self.source))?;
-            let last = n < plain.len();
-            let Some(mut enc) = encryptor.take() else {
-                break;
-            };
-            enc.write_all(&plain[..n])
-                .map_err(coffer_format::Error::from_io)?;
-            if last {
-                enc.finish()?;
-            } else {
-                encryptor = Some(enc);
-            }
-            let taken = std::mem::replace(
-                &mut *sink.0.borrow_mut(),
-                UnitBuf::with_capacity(unit_capacity),
-            );
-            produced += taken.bytes.len() as u64;
-            self.check_unit(unit, &taken.tags, produced)?;
-            if to_forwarder.send(taken.bytes).is_err() {
+            if encoder.is_finished() {
                 break;
             }
-            if last {
-                break;
-            }
-        }
-        drop(to_forwarder);
-        forwarder
-            .join()
-            .map_err(|_| Error::Usage("the forwarding thread panicked".into()))
-    }
-
-    /// Compares a unit with its record, or records it before it is sent.
-    fn check_unit(&mut self, unit: usize, tags: &[u8], produced: u64) -> Result<()> {
-        let digest = hex(&sha256(tags));
-        match self.units.get(unit) {
-            Some(known) if *known == digest => Ok(()),
-            Some(_) => Err(Error::SourceChanged(self.source.clone())),
-            None => {
-                // One write of one whole line, appended.
-                let line = format!("{digest} {produced}\n");
-                std::fs::OpenOptions::new()
-                    .append(true)
-                    .open(&self.log)
-                    .and_then(|mut log| log.write_all(line.as_bytes()))
-                    .map_err(Error::io(&self.log))?;
-                self.units.push(digest);
-                Ok(())
-            }
-        }
-    }
-}
-
-/// Where the producer hands finished units to the forwarder.
-type UnitSender = std::sync::mpsc::SyncSender<Vec<u8>>;
-
-/// Second stage of the producer: hashes the whole ciphertext (for the
-/// receipt check) on its own thread, so SHA-256 does not slow the
-/// encryption, and passes on the bytes past `skip` to the network task.
-struct Forwarder {
-    skip: u64,
-    tx: mpsc::Sender<Piece>,
-}
-
-impl Forwarder {
-    /// Returns the input side and the thread, whose result is the digest
-    /// (None if the network side went away first).
-    fn spawn(
-        skip: u64,
-        tx: mpsc::Sender<Piece>,
-    ) -> Result<(UnitSender, std::thread::JoinHandle<Option<[u8; 32]>>)> {
-        let (units, inbox) = std::sync::mpsc::sync_channel::<Vec<u8>>(2);
-        let mut forwarder = Forwarder { skip, tx };
-        let handle = std::thread::Builder::new()
-            .name("coffer-forward".into())
-            .spawn(move || {
-                let mut ciphertext = Context::new(&SHA256);
-                for unit in inbox {
-                    ciphertext.update(&unit);
-                    if !forwarder.emit(unit) {
-                        return None;
-                    }
+            let want = encoder.next_unit_len() as usize;
+            // One byte more than the unit needs shows a file that grew.
+            let n = read_full(&mut input, &mut plain[..want]).map_err(Error::io(&self.source))?;
+            let mut out = Vec::with_capacity(unit_capacity(&header, want));
+            let (digest, summary) = match encoder.encode_unit(&plain[..n], &mut out) {
+                Ok(done) => done,
+                Err(coffer_format::Error::InputChanged(_)) => {
+                    return Err(Error::SourceChanged(self.source.clone()));
                 }
-                let mut digest = [0u8; 32];
-                digest.copy_from_slice(ciphertext.finish().as_ref());
-                Some(digest)
-            })
-            .map_err(|e| Error::Usage(format!("cannot start a thread: {e}")))?;
-        Ok((units, handle))
+                Err(err) => return Err(err.into()),
+            };
+            // A file that grew past the size the header declares must not
+            // be committed as if it were whole: check before the last unit
+            // (the one that completes the object) leaves.
+            if summary.is_some() && file_grew(&mut input) {
+                return Err(Error::SourceChanged(self.source.clone()));
+            }
+            produced += out.len() as u64;
+            self.log_unit(unit, &digest, produced)?;
+            if !self.emit(out) {
+                return Ok(None);
+            }
+            if summary.is_some() {
+                return Ok(summary);
+            }
+        }
+        Ok(None)
+    }
+
+    /// Appends a new unit's digest to the log and syncs it before the unit
+    /// is sent (units already logged were compared by the encoder).
+    fn log_unit(&mut self, unit: usize, digest: &UnitDigest, produced: u64) -> Result<()> {
+        if unit < self.units.len() {
+            return Ok(());
+        }
+        let line = format!("{} {produced}\n", hex(digest));
+        let mut log = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&self.log)
+            .map_err(Error::io(&self.log))?;
+        log.write_all(line.as_bytes())
+            .and_then(|()| log.sync_data())
+            .map_err(Error::io(&self.log))?;
+        self.units.push(*digest);
+        Ok(())
     }
 
     /// Sends the part of a unit past `skip`; false once the receiver is gone.
@@ -896,6 +930,19 @@ impl Forwarder {
         }
         true
     }
+}
+
+/// Room for the most one unit can produce (header, tags, tree entries,
+/// signature), so the send buffer is never regrown on the hot path.
+fn unit_capacity(header: &[u8], plain: usize) -> usize {
+    let chunks = plain / 256 + 2;
+    header.len() + plain + chunks * (16 + 2 * 32) + 64 * 32 + 64
+}
+
+/// Whether bytes remain after the size the header declared.
+fn file_grew(input: &mut File) -> bool {
+    let mut probe = [0u8; 1];
+    matches!(input.read(&mut probe), Ok(n) if n > 0)
 }
 
 /// Reads until `buf` is full or the input ends.
@@ -919,6 +966,7 @@ mod tests {
     fn record() -> Record {
         Record {
             upload_path: "/v1/uploads/ab".into(),
+            file_id: "ab".into(),
             header: String::new(),
             owner_stanza: String::new(),
             source: SourceStamp {
@@ -943,7 +991,7 @@ mod tests {
         // Two whole lines, then a crash in the middle of the third.
         std::fs::write(&log, format!("{a} 100\n{b} 200\n{a} 3")).unwrap();
         let loaded = RecordFile::load(&path).unwrap();
-        assert_eq!(loaded.units, vec![a.clone(), b.clone()]);
+        assert_eq!(loaded.units, vec![[0xaa; 32], [0xbb; 32]]);
         assert_eq!(loaded.covered, 200);
         // A line that claims less than the one before is not believed.
         std::fs::write(&log, format!("{a} 100\n{b} 50\n")).unwrap();

@@ -1,27 +1,35 @@
-//! Reading coffer files, as a sequence of states whose types rule out using
-//! anything before it is authenticated:
+//! Reading coffer files (versions 1 and 2), as a sequence of states whose
+//! types rule out using anything before it is authenticated:
 //!
 //! 1. [`Header`]: parsed and bounds-checked, nothing authenticated yet. Shows
 //!    what `coffer inspect` may print.
 //! 2. [`OpenedHeader`]: a stanza yielded the file key *and* the header MAC
 //!    verified under it (key commitment), and the metadata decrypted.
 //! 3. [`Decryptor`]: streams verified plaintext. Every chunk is authenticated
-//!    before it is released; the final chunk is released only after the
-//!    trailer, its signature, the plaintext length and SHA-256 all verify.
-//!    Until `read` returns `Ok(0)` (or [`Decryptor::copy_to`] returns), the
-//!    output is not known to be complete: write it somewhere temporary.
+//!    (its GCM tag, and in version 2 its stored tree entries) before it is
+//!    released; the final chunk is released only after the signature over
+//!    the whole file verified. Until `read` returns `Ok(0)` (or
+//!    [`Decryptor::copy_to`] returns), the output is not known to be
+//!    complete: write it somewhere temporary.
+//!
+//! The framing (docs/FORMAT.md §7): chunk `i` is non-final exactly when
+//! more than `S + E(i) + T` bytes remain from its start, where `S` is a full
+//! sealed chunk, `E(i)` the tree entries stored after it (version 2) and `T`
+//! the trailer. So the reader keeps a look-ahead window of `S + E(i) + T + 1`
+//! bytes, bounded by the chunk size.
 
 use std::io::{self, Read, Write};
 use std::ops::Range;
 
 use crate::digest::PlaintextDigest;
-use crate::header::{self, CoreHeader, Stanza, TRAILER_LEN};
-use crate::identity::{Identity, PublicIdentity};
+use crate::header::{self, CoreHeader, Stanza, Version};
+use crate::identity::{Identity, Sender};
 use crate::keys::{DerivedKeys, FileKey, open_once};
 use crate::metadata::Metadata;
 use crate::recipient::unwrap_file_key;
-use crate::stream::{StreamOpener, TAG_LEN};
-use crate::trailer::Trailer;
+use crate::stream::{StreamOpener, StreamSealer, TAG_LEN};
+use crate::trailer::{Signed, TrailerV1};
+use crate::tree::{self, HASH_LEN, TreeBuilder};
 use crate::{Error, Result};
 
 /// A parsed, not yet authenticated header: core header plus stanza section.
@@ -29,6 +37,7 @@ use crate::{Error, Result};
 pub struct Header {
     core: CoreHeader,
     stanzas: Vec<Stanza>,
+    encoded_len: usize,
 }
 
 impl Header {
@@ -53,13 +62,26 @@ impl Header {
     pub fn parse(bytes: &[u8]) -> Result<(Self, usize)> {
         let mut cursor = bytes;
         let core = CoreHeader::read_from(&mut cursor)?;
-        let stanzas = header::read_stanzas(&mut cursor)?;
-        Ok((Self { core, stanzas }, bytes.len() - cursor.len()))
+        let stanzas = header::read_stanzas(&mut cursor, core.version)?;
+        let encoded_len = bytes.len() - cursor.len();
+        Ok((
+            Self {
+                core,
+                stanzas,
+                encoded_len,
+            },
+            encoded_len,
+        ))
     }
 
     /// The core header.
     pub fn core(&self) -> &CoreHeader {
         &self.core
+    }
+
+    /// The format version.
+    pub fn version(&self) -> Version {
+        self.core.version
     }
 
     /// The embedded stanzas (empty for a detached object).
@@ -69,49 +91,66 @@ impl Header {
 
     /// Encoded length of the core header plus stanza section.
     pub fn encoded_len(&self) -> usize {
-        self.core.encoded_len() + 2 + self.stanzas.len() * header::STANZA_LEN
+        self.encoded_len
     }
 
-    /// The sender the header *claims*; authenticated only once the trailer
+    /// The sender the header *claims*; authenticated only once the
     /// signature verifies.
-    pub fn claimed_sender(&self) -> &PublicIdentity {
+    pub fn claimed_sender(&self) -> &Sender {
         &self.core.sender
     }
 
-    /// Finds a stanza for `identity` among the embedded ones and `extra`
-    /// (stanzas kept outside the file, e.g. by a server), then opens.
+    /// Finds the stanzas for `identity` among the embedded ones and `extra`
+    /// (stanzas kept outside the file, e.g. by a server) and opens with the
+    /// first whose file key passes the header MAC.
     pub fn open(self, identity: &Identity, extra: &[Stanza]) -> Result<OpenedHeader> {
         let hash = self.core.hash();
-        let file_key = unwrap_file_key(self.stanzas.iter().chain(extra), &hash, identity)?;
-        self.open_verified(file_key, hash)
+        let version = self.core.version;
+        let stanzas: Vec<&Stanza> = self.stanzas.iter().chain(extra).collect();
+        let (file_key, keys) = unwrap_file_key(version, stanzas, &hash, identity, |file_key| {
+            let keys = verify_mac(&self.core, &file_key)?;
+            Ok((file_key, keys))
+        })?;
+        self.into_opened(file_key, keys, hash)
     }
 
-    /// Opens with a file key obtained some other way (e.g. a share link).
-    /// Fails unless the header MAC verifies under this key.
+    /// Opens with a file key obtained some other way (e.g. a share link, or
+    /// a server's own key for the files it encrypts). Fails unless the
+    /// header MAC verifies under this key.
     pub fn open_with_file_key(self, file_key: FileKey) -> Result<OpenedHeader> {
         let hash = self.core.hash();
-        self.open_verified(file_key, hash)
+        let keys = verify_mac(&self.core, &file_key)?;
+        self.into_opened(file_key, keys, hash)
     }
 
-    fn open_verified(self, file_key: FileKey, header_hash: [u8; 32]) -> Result<OpenedHeader> {
-        let keys = DerivedKeys::derive(&file_key, &self.core.salt)?;
-        let mac_input = self.core.mac_input();
-        keys.verify_header_mac(&mac_input, &self.core.mac)?;
-        let aad_len = header::FIXED_LEN;
+    fn into_opened(
+        self,
+        file_key: FileKey,
+        keys: DerivedKeys,
+        header_hash: [u8; 32],
+    ) -> Result<OpenedHeader> {
         let mut metadata = self.core.metadata_ct.clone();
-        let plain_len = open_once(&keys.metadata, &mac_input[..aad_len], &mut metadata)
-            .map_err(|_| Error::HeaderAuth)?;
+        let fixed = self.core.fixed_prefix();
+        let plain_len =
+            open_once(&keys.metadata, &fixed, &mut metadata).map_err(|_| Error::HeaderAuth)?;
         let metadata = Metadata::decode(&metadata[..plain_len])?;
-        let encoded_len = self.encoded_len();
         Ok(OpenedHeader {
             core: self.core,
             header_hash,
-            encoded_len,
+            encoded_len: self.encoded_len,
             keys,
             file_key,
             metadata,
         })
     }
+}
+
+/// Derives the keys and checks the header MAC (the key commitment) in
+/// constant time; nothing derived from a key is used before this passes.
+fn verify_mac(core: &CoreHeader, file_key: &FileKey) -> Result<DerivedKeys> {
+    let keys = DerivedKeys::derive(core.version, file_key, &core.salt)?;
+    keys.verify_header_mac(&core.mac_input(), &core.mac)?;
+    Ok(keys)
 }
 
 /// A header whose file key is known and whose MAC verified.
@@ -134,6 +173,11 @@ impl OpenedHeader {
     /// The core header.
     pub fn core(&self) -> &CoreHeader {
         &self.core
+    }
+
+    /// SHA-256 of the core header.
+    pub fn header_hash(&self) -> &[u8; 32] {
+        &self.header_hash
     }
 
     /// The file key, for wrapping to another recipient.
@@ -163,25 +207,47 @@ impl OpenedHeader {
     /// Where an interrupted download resumes, given the `prefix_len` bytes
     /// of plaintext already written out from an earlier attempt at this
     /// file. Only whole chunks count, less one (the one before the break
-    /// may have been the final chunk, which needs the trailer), and those
-    /// are read back from `prefix` into the running digest, so the trailer
-    /// check at the end still covers every byte of the output. Truncate the
-    /// output to [`ResumePoint::plaintext_len`] and fetch the ciphertext from
-    /// [`ResumePoint::ciphertext_offset`].
+    /// may have been the final chunk, which needs the signature), and those
+    /// are read back from `prefix` into the running check, so the signature
+    /// at the end still covers every byte of the output: version 1 hashes
+    /// them (SHA-256), version 2 re-seals them to recompute their leaves.
+    /// Truncate the output to [`ResumePoint::plaintext_len`] and fetch the
+    /// ciphertext from [`ResumePoint::ciphertext_offset`].
     pub fn resume_point(&self, prefix: &mut impl Read, prefix_len: u64) -> Result<ResumePoint> {
         let chunk = u64::from(self.core.chunk_size);
         let chunks = (prefix_len / chunk).saturating_sub(1);
-        let mut digest = PlaintextDigest::new();
+        let mut check = Check::new(self)?;
         let mut buf = vec![0u8; self.core.chunk_size as usize];
+        let mut resealer = StreamSealer::new(&self.keys.payload)?;
+        let mut scratch = Vec::new();
         for _ in 0..chunks {
             header::read_exact_or(prefix, &mut buf, Error::Truncated("partial output shrank"))?;
-            digest.update(&buf)?;
+            match &mut check {
+                Check::V1(digest) => digest.update(&buf)?,
+                Check::V2 { tree, .. } => {
+                    // Re-sealing plaintext that was sealed under this key at
+                    // this index gives back the same ciphertext. If the
+                    // partial file changed on disk the result differs, but it
+                    // never leaves this function: only its leaf is used, and
+                    // the stored entries and signature then refuse the file.
+                    let index = resealer.next_index();
+                    let mut sealed = buf.clone();
+                    resealer.seal_chunk(&mut sealed)?;
+                    scratch.clear();
+                    tree.push(tree::leaf(index, &sealed), &mut scratch);
+                }
+            }
         }
+        let sealed_chunk = chunk + TAG_LEN as u64;
+        let payload_offset = match self.core.version {
+            Version::V1 => chunks * sealed_chunk,
+            Version::V2 => tree::chunk_offset(chunks, sealed_chunk),
+        };
         Ok(ResumePoint {
             chunks,
             plaintext_len: chunks * chunk,
-            ciphertext_offset: self.encoded_len as u64 + chunks * (chunk + TAG_LEN as u64),
-            digest,
+            ciphertext_offset: self.encoded_len as u64 + payload_offset,
+            check,
         })
     }
 
@@ -193,6 +259,71 @@ impl OpenedHeader {
             core: DecoderCore::resumed(self, point)?,
         })
     }
+
+    /// Starts streaming the payload from `reader`, which must be positioned
+    /// just after the header (as [`Header::read_from`] leaves it).
+    pub fn decryptor<R: Read>(self, reader: R) -> Result<Decryptor<R>> {
+        Ok(Decryptor {
+            inner: reader,
+            core: DecoderCore::new(self)?,
+        })
+    }
+
+    /// Checks a version 2 signature over values the reader derived.
+    pub(crate) fn verify_signature(
+        &self,
+        plaintext_len: u64,
+        chunk_count: u64,
+        root: tree::Hash,
+        signature: &[u8],
+    ) -> Result<Signed> {
+        let signature: [u8; 64] = signature
+            .try_into()
+            .map_err(|_| Error::Truncated("signature"))?;
+        let signed = Signed {
+            header_hash: self.header_hash,
+            plaintext_len,
+            chunk_count,
+            root,
+        };
+        signed.verify(&self.core.sender, &signature)?;
+        Ok(signed)
+    }
+
+    /// Opens and checks a version 1 trailer against a decrypted payload of
+    /// `plaintext_len` bytes with digest `sha256` (or, when `sha256` is None,
+    /// checks only length and signature: version 1 range reads cannot hash
+    /// everything).
+    pub(crate) fn verify_trailer_v1(
+        &self,
+        sealed: &[u8],
+        plaintext_len: u64,
+        sha256: Option<&[u8; 32]>,
+    ) -> Result<[u8; 32]> {
+        let key = self
+            .keys
+            .trailer
+            .as_ref()
+            .ok_or(Error::Crypto("no trailer key"))?;
+        let trailer = TrailerV1::open(key, &self.header_hash, sealed)?;
+        if trailer.plaintext_len != plaintext_len {
+            return Err(Error::TrailerMismatch("plaintext length"));
+        }
+        if sha256.is_some_and(|digest| *digest != trailer.plaintext_sha256) {
+            return Err(Error::TrailerMismatch("plaintext SHA-256"));
+        }
+        trailer.verify(&self.core.sender, &self.header_hash)?;
+        Ok(trailer.plaintext_sha256)
+    }
+
+    /// The last checks before the final chunk is released: the metadata's
+    /// `size`, if any, matches the signed length.
+    pub(crate) fn check_declared_size(&self, plaintext_len: u64) -> Result<()> {
+        if self.metadata.size.is_some_and(|size| size != plaintext_len) {
+            return Err(Error::SizeMismatch);
+        }
+        Ok(())
+    }
 }
 
 pub(crate) struct OpenedParts {
@@ -203,14 +334,36 @@ pub(crate) struct OpenedParts {
     pub(crate) metadata: Metadata,
 }
 
+/// What decryption checks as it goes: version 1 the plaintext SHA-256,
+/// version 2 the content tree over the sealed chunks.
+enum Check {
+    V1(PlaintextDigest),
+    V2 {
+        tree: TreeBuilder,
+        /// Entries recomputed for the current chunk, compared with the stored ones.
+        scratch: Vec<u8>,
+    },
+}
+
+impl Check {
+    fn new(opened: &OpenedHeader) -> Result<Self> {
+        Ok(match opened.core.version {
+            Version::V1 => Check::V1(PlaintextDigest::new()),
+            Version::V2 => Check::V2 {
+                tree: TreeBuilder::new(),
+                scratch: Vec::with_capacity(tree::MAX_ENTRIES_PER_CHUNK * HASH_LEN),
+            },
+        })
+    }
+}
+
 /// A place to pick up an interrupted download (see
-/// [`OpenedHeader::resume_point`]): chunk index, and the digest of the
-/// plaintext before it.
+/// [`OpenedHeader::resume_point`]).
 pub struct ResumePoint {
     chunks: u64,
     plaintext_len: u64,
     ciphertext_offset: u64,
-    digest: PlaintextDigest,
+    check: Check,
 }
 
 impl ResumePoint {
@@ -225,51 +378,38 @@ impl ResumePoint {
     }
 }
 
-impl OpenedHeader {
-    /// Opens and checks a sealed trailer against a decrypted payload of
-    /// `plaintext_len` bytes with digest `sha256` (or, when `sha256` is None,
-    /// checks only length and signature: range reads cannot hash everything).
-    pub(crate) fn verify_trailer(
-        &self,
-        sealed: &[u8],
-        plaintext_len: u64,
-        sha256: Option<&[u8; 32]>,
-    ) -> Result<Trailer> {
-        let trailer = Trailer::open(&self.keys.trailer, &self.header_hash, sealed)?;
-        if trailer.plaintext_len != plaintext_len {
-            return Err(Error::TrailerMismatch("plaintext length"));
-        }
-        if sha256.is_some_and(|digest| *digest != trailer.plaintext_sha256) {
-            return Err(Error::TrailerMismatch("plaintext SHA-256"));
-        }
-        trailer.verify(&self.core.sender, &self.header_hash)?;
-        if self.metadata.size.is_some_and(|size| size != plaintext_len) {
-            return Err(Error::TrailerMismatch("metadata size"));
-        }
-        Ok(trailer)
-    }
-
-    /// Starts streaming the payload from `reader`, which must be positioned
-    /// just after the header (as [`Header::read_from`] leaves it).
-    pub fn decryptor<R: Read>(self, reader: R) -> Result<Decryptor<R>> {
-        Ok(Decryptor {
-            inner: reader,
-            core: DecoderCore::new(self)?,
-        })
-    }
+/// The content identity a completed decryption verified.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Content {
+    /// Version 1: the SHA-256 of the plaintext.
+    V1 {
+        /// SHA-256 of the plaintext, as signed.
+        plaintext_sha256: [u8; 32],
+    },
+    /// Version 2: the root of the tree over the sealed chunks.
+    V2 {
+        /// The signed root.
+        root: [u8; 32],
+        /// The signed chunk count.
+        chunk_count: u64,
+    },
 }
 
 /// What a completed decryption proved.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Verified {
-    /// Plaintext length.
+    /// Plaintext length, as signed.
     pub plaintext_len: u64,
-    /// SHA-256 of the plaintext, as signed.
-    pub plaintext_sha256: [u8; 32],
     /// Who signed it (the header's sender; the signature verified).
-    pub sender: PublicIdentity,
+    pub sender: Sender,
     /// The decrypted metadata.
     pub metadata: Metadata,
+    /// The signed content identity.
+    pub content: Content,
+    /// The header's file id (all zero in version 1).
+    pub file_id: [u8; header::FILE_ID_LEN],
+    /// SHA-256 of the core header.
+    pub header_hash: [u8; 32],
 }
 
 enum State {
@@ -284,11 +424,14 @@ enum State {
 pub(crate) struct DecoderCore {
     opened: OpenedHeader,
     opener: StreamOpener,
-    digest: Option<PlaintextDigest>,
+    check: Check,
     plaintext_len: u64,
     index: u64,
-    /// Ciphertext read ahead: at most one sealed chunk plus the trailer plus
-    /// one byte, which is how a chunk is known to be final or not.
+    /// Sealed chunk length `S`.
+    sealed_chunk: usize,
+    trailer_len: usize,
+    /// Ciphertext read ahead: at most one sealed chunk, its entries, the
+    /// trailer and one byte, which is how a chunk is known to be final.
     buf: Vec<u8>,
     filled: usize,
     /// Verified plaintext in `buf` not yet handed out.
@@ -300,14 +443,32 @@ pub(crate) struct DecoderCore {
 
 impl DecoderCore {
     pub(crate) fn new(opened: OpenedHeader) -> Result<Self> {
-        let window = opened.core.chunk_size as usize + TAG_LEN + TRAILER_LEN + 1;
+        let check = Check::new(&opened)?;
+        Self::with_check(opened, check, 0, 0)
+    }
+
+    fn with_check(
+        opened: OpenedHeader,
+        check: Check,
+        index: u64,
+        plaintext_len: u64,
+    ) -> Result<Self> {
+        let sealed_chunk = opened.core.chunk_size as usize + TAG_LEN;
+        let version = opened.core.version;
+        let max_entries = match version {
+            Version::V1 => 0,
+            Version::V2 => tree::MAX_ENTRIES_PER_CHUNK * HASH_LEN,
+        };
+        let trailer_len = version.trailer_len();
         Ok(Self {
             opener: StreamOpener::new(&opened.keys.payload)?,
             opened,
-            digest: Some(PlaintextDigest::new()),
-            plaintext_len: 0,
-            index: 0,
-            buf: vec![0u8; window],
+            check,
+            plaintext_len,
+            index,
+            sealed_chunk,
+            trailer_len,
+            buf: vec![0u8; sealed_chunk + max_entries + trailer_len + 1],
             filled: 0,
             plaintext: 0..0,
             consumed: 0,
@@ -316,11 +477,20 @@ impl DecoderCore {
     }
 
     pub(crate) fn resumed(opened: OpenedHeader, point: ResumePoint) -> Result<Self> {
-        let mut core = Self::new(opened)?;
-        core.digest = Some(point.digest);
-        core.plaintext_len = point.plaintext_len;
-        core.index = point.chunks;
-        Ok(core)
+        Self::with_check(opened, point.check, point.chunks, point.plaintext_len)
+    }
+
+    /// Bytes of tree entries stored after the current chunk.
+    fn entries_len(&self) -> usize {
+        match self.check {
+            Check::V1(_) => 0,
+            Check::V2 { .. } => tree::entries_after(self.index) as usize * HASH_LEN,
+        }
+    }
+
+    /// Bytes that must be buffered to know the current chunk is not final.
+    fn window(&self) -> usize {
+        self.sealed_chunk + self.entries_len() + self.trailer_len + 1
     }
 
     /// Verified plaintext not yet handed out.
@@ -350,7 +520,8 @@ impl DecoderCore {
             self.filled -= self.consumed;
             self.consumed = 0;
         }
-        &mut self.buf[self.filled..]
+        let window = self.window();
+        &mut self.buf[self.filled..window]
     }
 
     /// Records that `n` bytes were read into [`DecoderCore::spare`].
@@ -373,33 +544,57 @@ impl DecoderCore {
         result
     }
 
+    /// Checks chunk `index`'s stored tree entries (version 2) against the
+    /// ones recomputed from its sealed bytes `buf[..chunk_len]`, which must
+    /// be called before the chunk is opened in place.
+    fn check_entries(&mut self, chunk_len: usize) -> Result<()> {
+        let index = self.index;
+        let entries = self.entries_len();
+        let Check::V2 { tree, scratch } = &mut self.check else {
+            return Ok(());
+        };
+        scratch.clear();
+        tree.push(tree::leaf(index, &self.buf[..chunk_len]), scratch);
+        if scratch[..] != self.buf[chunk_len..chunk_len + entries] {
+            return Err(Error::TreeMismatch { index });
+        }
+        Ok(())
+    }
+
     fn decode_middle(&mut self) -> Result<()> {
-        debug_assert_eq!(self.filled, self.buf.len());
-        let sealed_chunk = self.opened.core.chunk_size as usize + TAG_LEN;
+        debug_assert_eq!(self.filled, self.window());
+        let sealed_chunk = self.sealed_chunk;
+        let entries = self.entries_len();
+        self.check_entries(sealed_chunk)?;
         let plain = self
             .opener
             .open_chunk(self.index, false, &mut self.buf[..sealed_chunk])?;
-        self.digest
-            .as_mut()
-            .ok_or(Error::Crypto("digest already finished"))?
-            .update(plain)?;
+        if let Check::V1(digest) = &mut self.check {
+            digest.update(plain)?;
+        }
         self.plaintext = 0..plain.len();
         self.plaintext_len += plain.len() as u64;
-        self.consumed = sealed_chunk;
+        self.consumed = sealed_chunk + entries;
         self.index += 1;
         Ok(())
     }
 
-    /// At end of input: the last `TRAILER_LEN` bytes are the trailer and
-    /// what precedes them is the final chunk.
+    /// At end of input: the last `T` bytes are the trailer, the `E(i)`
+    /// before them the final chunk's entries, and the rest the final chunk.
     fn decode_last(&mut self) -> Result<()> {
         let len = self.filled;
-        if len < TAG_LEN + TRAILER_LEN {
+        let entries = self.entries_len();
+        let tail = entries + self.trailer_len;
+        if len < TAG_LEN + tail {
             return Err(Error::Truncated("payload or trailer missing"));
         }
-        let chunk_end = len - TRAILER_LEN;
+        let chunk_end = len - tail;
         let saved = self.buf[..len].to_vec();
         let index = self.index;
+        let mut leaf_check = Ok(());
+        if let Check::V2 { .. } = self.check {
+            leaf_check = self.check_entries(chunk_end);
+        }
         let plain_len = match self
             .opener
             .open_chunk(index, true, &mut self.buf[..chunk_end])
@@ -407,44 +602,63 @@ impl DecoderCore {
             Ok(plain) => plain.len(),
             Err(_) => return Err(self.diagnose_last(&saved)),
         };
+        leaf_check?;
         if plain_len == 0 && index != 0 {
-            return Err(Error::ChunkAuth { index });
+            return Err(Error::EmptyFinalChunk);
         }
-        let mut digest = self
-            .digest
-            .take()
-            .ok_or(Error::Crypto("digest already finished"))?;
-        digest.update(&self.buf[..plain_len])?;
         self.plaintext_len += plain_len as u64;
-        let sha = digest.finish()?;
-        let trailer = self.opened.verify_trailer(
-            &self.buf[chunk_end..len],
-            self.plaintext_len,
-            Some(&sha),
-        )?;
+        let trailer = &saved[chunk_end + entries..len];
+        let content = match &mut self.check {
+            Check::V1(digest) => {
+                let mut digest = std::mem::replace(digest, PlaintextDigest::new());
+                digest.update(&self.buf[..plain_len])?;
+                let sha = digest.finish()?;
+                let sha = self
+                    .opened
+                    .verify_trailer_v1(trailer, self.plaintext_len, Some(&sha))?;
+                Content::V1 {
+                    plaintext_sha256: sha,
+                }
+            }
+            Check::V2 { tree, .. } => {
+                let root = tree.root().ok_or(Error::Crypto("empty tree"))?;
+                let chunk_count = index + 1;
+                self.opened
+                    .verify_signature(self.plaintext_len, chunk_count, root, trailer)?;
+                Content::V2 { root, chunk_count }
+            }
+        };
+        self.opened.check_declared_size(self.plaintext_len)?;
         // Only now, with the signature checked, is the final chunk released.
         self.plaintext = 0..plain_len;
         self.consumed = len;
         self.state = State::Done(Box::new(Verified {
-            plaintext_len: trailer.plaintext_len,
-            plaintext_sha256: trailer.plaintext_sha256,
+            plaintext_len: self.plaintext_len,
             sender: self.opened.core.sender.clone(),
             metadata: self.opened.metadata.clone(),
+            content,
+            file_id: self.opened.core.file_id,
+            header_hash: self.opened.header_hash,
         }));
         Ok(())
     }
 
-    /// Tells a cut file from a modified one: if the bytes left (or the first
-    /// whole chunk of them) open as a chunk at this index, the file lost its
-    /// tail after a chunk boundary. Anything else is reported as damage to the
-    /// final chunk, which a cut inside it also looks like.
+    /// Tells a cut file from a modified one (docs/FORMAT.md §10, the
+    /// truncation rule): if the first bytes left open as a chunk at this
+    /// index, the file lost its tail after a chunk boundary. Anything else
+    /// is reported as damage to the final chunk, which a cut inside it (or
+    /// inside what follows it) also looks like.
     fn diagnose_last(&self, rest: &[u8]) -> Error {
-        let sealed_chunk = self.opened.core.chunk_size as usize + TAG_LEN;
-        let candidate = &rest[..rest.len().min(sealed_chunk)];
-        for last in [false, true] {
-            let mut probe = candidate.to_vec();
-            if self.opener.open_chunk(self.index, last, &mut probe).is_ok() {
-                return Error::Truncated("the file ends early, after a complete chunk");
+        // The chunk may be all there is (cut before its entries), or be
+        // followed by its entries with the trailer missing.
+        let whole = rest.len().min(self.sealed_chunk);
+        let before_entries = rest.len().saturating_sub(self.entries_len());
+        for len in [whole, before_entries] {
+            for last in [false, true] {
+                let mut probe = rest[..len].to_vec();
+                if self.opener.open_chunk(self.index, last, &mut probe).is_ok() {
+                    return Error::Truncated("the file ends early, after a complete chunk");
+                }
             }
         }
         Error::FinalChunkAuth { index: self.index }
@@ -534,45 +748,35 @@ pub fn decrypt<R: Read, W: Write>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::encrypt::{EncryptOptions, Stanzas, prepare};
+    use crate::trailer::TrailerV1;
 
-    /// Bob, a recipient, knows the file key and so can re-seal the trailer.
-    /// A trailer signed by anyone but the header's sender must be refused.
+    const BOB_V1: &str = include_str!("../../../testdata/v1/bob.identity");
+    const MULTI_V1: &[u8] = include_bytes!("../../../testdata/v1/multi.coffer");
+
+    /// Bob, a recipient of a version 1 file, knows the file key and so can
+    /// re-seal the trailer. A trailer signed by anyone but the header's
+    /// sender must be refused, and the final chunk withheld.
     #[test]
-    fn trailer_signed_by_someone_other_than_the_sender_is_refused() {
-        let alice = Identity::generate().unwrap();
-        let bob = Identity::generate().unwrap();
-        let recipients = [bob.public().clone()];
-        let mut w = prepare(EncryptOptions::new(&recipients, &alice))
-            .unwrap()
-            .writer(Vec::new(), Stanzas::Embedded)
-            .unwrap();
-        w.write_all(b"pay 100 to carol").unwrap();
-        let mut file = w.finish().unwrap().0;
-
+    fn a_v1_trailer_signed_by_someone_other_than_the_sender_is_refused() {
+        let bob = Identity::from_file_string(BOB_V1, None).unwrap();
+        let mut file = MULTI_V1.to_vec();
         let (header, _) = Header::parse(&file).unwrap();
         let opened = header.open(&bob, &[]).unwrap();
-        let honest = Trailer::open(
-            &opened.keys.trailer,
-            &opened.header_hash,
-            &file[file.len() - TRAILER_LEN..],
-        )
-        .unwrap();
-        let forged = Trailer::sign(
+        let key = opened.keys.trailer.as_ref().unwrap();
+        let at = file.len() - header::TRAILER_LEN_V1;
+        let honest = TrailerV1::open(key, &opened.header_hash, &file[at..]).unwrap();
+        let forged = TrailerV1::sign_and_seal(
             &bob,
+            key,
             &opened.header_hash,
             honest.plaintext_len,
             honest.plaintext_sha256,
         )
-        .seal(&opened.keys.trailer, &opened.header_hash)
         .unwrap();
-        let at = file.len() - TRAILER_LEN;
         file[at..].copy_from_slice(&forged);
-
         let mut out = Vec::new();
         let err = decrypt(&bob, &file[..], &mut out).unwrap_err();
         assert!(matches!(err, Error::BadSignature), "{err}");
-        // The final (here: only) chunk is withheld until the signature verifies.
-        assert!(out.is_empty());
+        assert_eq!(out.len(), 3 * 256, "the final chunk is withheld");
     }
 }

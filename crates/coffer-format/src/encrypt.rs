@@ -1,25 +1,36 @@
-//! Writing coffer files.
+//! Writing coffer files (always version 2).
 //!
-//! [`prepare`] builds the header (fresh file key and salt, encrypted
-//! metadata, header MAC, one stanza per recipient). [`Prepared::writer`] then
-//! streams the payload through [`Encryptor`], which implements
-//! [`std::io::Write`]; [`Encryptor::finish`] seals the final chunk and writes
-//! the signed trailer. Dropping an `Encryptor` without `finish` leaves a file
-//! that no reader accepts (no final chunk, no trailer).
+//! [`prepare`] builds the header (fresh file key and salt, file id,
+//! encrypted metadata, header MAC, one stanza per recipient). Then either
+//!
+//! * [`Prepared::writer`] streams the payload through [`Encryptor`], a
+//!   [`std::io::Write`] for input of any length (`coffer encrypt` from a
+//!   pipe); [`Encryptor::finish`] seals the final chunk and writes the
+//!   signature; or
+//! * [`Prepared::units`] encodes input of a known length in units, each
+//!   appended straight into the caller's send buffer and identified by a
+//!   digest: the resumable upload path. [`UnitEncoder::resume`] re-encrypts
+//!   a file written before under its own key, and **refuses to produce a
+//!   unit that differs from the recorded one**, so re-using the key on
+//!   changed input (the nonce reuse STREAM forbids) cannot happen through
+//!   this API.
+//!
+//! Dropping either without finishing leaves a file that no reader accepts
+//! (no final chunk, no signature).
 
 use std::io::{self, Write};
 
 use zeroize::Zeroizing;
 
 use crate::decrypt::OpenedHeader;
-use crate::digest::PlaintextDigest;
-use crate::header::{self, CoreHeader, Stanza};
+use crate::header::{self, CoreHeader, FILE_ID_LEN, Stanza, Version};
 use crate::identity::{Identity, PublicIdentity};
 use crate::keys::{DerivedKeys, FileKey, random_array, seal_once};
 use crate::metadata::Metadata;
 use crate::recipient::wrap_file_key;
 use crate::stream::{StreamSealer, TAG_LEN};
-use crate::trailer::Trailer;
+use crate::trailer::Signed;
+use crate::tree::{self, HASH_LEN, Hash, TreeBuilder};
 use crate::{Error, Result};
 
 /// What to encrypt to, and how.
@@ -32,16 +43,19 @@ pub struct EncryptOptions<'a> {
     pub metadata: Metadata,
     /// Plaintext bytes per chunk (`MIN_CHUNK_SIZE..=MAX_CHUNK_SIZE`).
     pub chunk_size: u32,
+    /// The file id to record (a server object's id); random if `None`.
+    pub file_id: Option<[u8; FILE_ID_LEN]>,
 }
 
 impl<'a> EncryptOptions<'a> {
-    /// Options with the default chunk size and empty metadata.
+    /// Options with the default chunk size, empty metadata and a random id.
     pub fn new(recipients: &'a [PublicIdentity], signer: &'a Identity) -> Self {
         Self {
             recipients,
             signer,
             metadata: Metadata::default(),
             chunk_size: header::DEFAULT_CHUNK_SIZE,
+            file_id: None,
         }
     }
 }
@@ -84,24 +98,26 @@ pub fn prepare<'a>(options: EncryptOptions<'a>) -> Result<Prepared<'a>> {
 
     let file_key = FileKey::generate()?;
     let salt: [u8; 32] = random_array()?;
-    let keys = DerivedKeys::derive(&file_key, &salt)?;
-    let sender = options.signer.public().clone();
-
-    let metadata_ct_len = metadata_plain.len() + TAG_LEN;
-    let aad = CoreHeader::fixed_prefix(options.chunk_size, &salt, &sender, metadata_ct_len);
+    let file_id = match options.file_id {
+        Some(id) => id,
+        None => random_array()?,
+    };
+    let keys = DerivedKeys::derive(Version::V2, &file_key, &salt)?;
+    let mut core = CoreHeader {
+        version: Version::V2,
+        chunk_size: options.chunk_size,
+        file_id,
+        salt,
+        sender: options.signer.public().sender(),
+        // Sized now so the fixed prefix (the metadata's AAD) has its length.
+        metadata_ct: vec![0; metadata_plain.len() + TAG_LEN],
+        mac: [0; 32],
+    };
+    let aad = core.fixed_prefix();
     let mut metadata_ct = metadata_plain.to_vec();
     seal_once(&keys.metadata, &aad, &mut metadata_ct)?;
-    let mut mac_input = aad;
-    mac_input.extend_from_slice(&metadata_ct);
-    let mac = keys.header_mac(&mac_input);
-
-    let core = CoreHeader {
-        chunk_size: options.chunk_size,
-        salt,
-        sender,
-        metadata_ct,
-        mac,
-    };
+    core.metadata_ct = metadata_ct;
+    core.mac = keys.header_mac(&core.mac_input());
     let header_hash = core.hash();
     let stanzas = recipients
         .iter()
@@ -118,27 +134,32 @@ pub fn prepare<'a>(options: EncryptOptions<'a>) -> Result<Prepared<'a>> {
     })
 }
 
-/// Total encoded length of a file: `header_len` header bytes, then the
-/// payload of `plaintext_len` bytes in chunks of `chunk_size` (an empty file
-/// still has one, empty, final chunk), then the trailer. A server upload must
-/// declare this before the first byte is sent.
+/// Total encoded length of a version 2 file: `header_len` header bytes,
+/// then the payload of `plaintext_len` bytes in chunks of `chunk_size` (an
+/// empty file still has one, empty, final chunk) with their tree entries,
+/// then the signature. A server upload must declare this before the first
+/// byte is sent.
 pub fn encoded_len(header_len: u64, chunk_size: u32, plaintext_len: u64) -> u64 {
-    let chunks = plaintext_len.div_ceil(u64::from(chunk_size)).max(1);
-    header_len + plaintext_len + chunks * TAG_LEN as u64 + header::TRAILER_LEN as u64
+    let chunk = u64::from(chunk_size);
+    let chunks = plaintext_len.div_ceil(chunk).max(1);
+    let final_plain = plaintext_len - (chunks - 1) * chunk;
+    let payload = tree::payload_len(chunks, chunk + TAG_LEN as u64, final_plain + TAG_LEN as u64)
+        .unwrap_or(u64::MAX);
+    header_len
+        .saturating_add(payload)
+        .saturating_add(header::TRAILER_LEN as u64)
 }
 
 impl<'a> Prepared<'a> {
-    /// Rebuilds the writer state of a file whose header was written before,
-    /// so that encrypting the *same* plaintext again yields the same bytes:
-    /// this is how an interrupted upload resumes without storing ciphertext.
-    ///
-    /// The payload key is that file's key, so the caller must make sure the
-    /// plaintext is unchanged before any re-encrypted byte leaves the
-    /// machine (the STREAM invariant: a key and counter must never seal two
-    /// different chunks). The stanza list is empty (they were sent already).
-    pub fn reopen(opened: OpenedHeader, signer: &'a Identity) -> Result<Self> {
-        if opened.core().sender != *signer.public() {
+    /// Rebuilds the writer state of a file whose header was written before.
+    /// Crate-private: the only way in from outside is [`UnitEncoder::resume`],
+    /// which refuses changed input.
+    fn reopen(opened: OpenedHeader, signer: &'a Identity) -> Result<Self> {
+        if !opened.core().sender.is(signer.public()) {
             return Err(Error::Crypto("the header was written by another sender"));
+        }
+        if opened.core().version != Version::V2 {
+            return Err(Error::Crypto("only version 2 files can be resumed"));
         }
         let parts = opened.into_parts();
         Ok(Prepared {
@@ -161,6 +182,11 @@ impl<'a> Prepared<'a> {
     /// The core header (authenticated, signed, stored with the object).
     pub fn core(&self) -> &CoreHeader {
         &self.core
+    }
+
+    /// SHA-256 of the core header.
+    pub fn header_hash(&self) -> &[u8; 32] {
+        &self.header_hash
     }
 
     /// One stanza per recipient, in the order given.
@@ -192,6 +218,12 @@ impl<'a> Prepared<'a> {
             core: EncoderCore::new(self)?,
         })
     }
+
+    /// A unit encoder for a fresh upload of exactly the size the metadata
+    /// declares (required), with stanzas detached.
+    pub fn units(self, unit_len: u64) -> Result<UnitEncoder<'a>> {
+        UnitEncoder::new(self, unit_len, Vec::new())
+    }
 }
 
 /// Summary of a finished file.
@@ -199,17 +231,20 @@ impl<'a> Prepared<'a> {
 pub struct Written {
     /// Plaintext bytes encrypted.
     pub plaintext_len: u64,
-    /// SHA-256 of the plaintext (also sealed in the trailer).
-    pub plaintext_sha256: [u8; 32],
     /// Number of payload chunks.
     pub chunks: u64,
+    /// Root of the content tree (signed; the server computes the same).
+    pub root: Hash,
+    /// SHA-256 of the core header.
+    pub header_hash: [u8; 32],
 }
 
 /// Sealing state shared by every payload writer: the STREAM sealer, the
-/// running plaintext digest, and what the trailer needs.
+/// content tree, and what the signature needs. It seals chunks in place
+/// in the caller's buffer and appends their tags and tree entries there.
 pub(crate) struct PayloadEncoder<'a> {
     sealer: StreamSealer,
-    digest: PlaintextDigest,
+    tree: TreeBuilder,
     plaintext_len: u64,
     prepared: Prepared<'a>,
 }
@@ -218,28 +253,41 @@ impl<'a> PayloadEncoder<'a> {
     fn new(prepared: Prepared<'a>) -> Result<Self> {
         Ok(Self {
             sealer: StreamSealer::new(&prepared.keys.payload)?,
-            digest: PlaintextDigest::new(),
+            tree: TreeBuilder::new(),
             plaintext_len: 0,
             prepared,
         })
     }
 
-    /// Seals a full, non-final chunk in place.
-    fn seal_chunk(&mut self, chunk: &mut Vec<u8>) -> Result<()> {
-        self.absorb(chunk)?;
-        self.sealer.seal_chunk(chunk)
+    fn chunk_size(&self) -> usize {
+        self.prepared.core.chunk_size as usize
     }
 
-    fn absorb(&mut self, plaintext: &[u8]) -> Result<()> {
-        self.plaintext_len += plaintext.len() as u64;
-        self.digest.update(plaintext)
+    /// Seals the full, non-final plaintext chunk `buf[start..]` in place and
+    /// appends its tag and tree entries.
+    fn seal_chunk(&mut self, buf: &mut Vec<u8>, start: usize) -> Result<()> {
+        debug_assert_eq!(
+            buf.len() - start,
+            self.chunk_size(),
+            "non-final chunks are full"
+        );
+        self.plaintext_len += (buf.len() - start) as u64;
+        let index = self.sealer.next_index();
+        self.sealer.seal_chunk_at(buf, start)?;
+        let leaf = tree::leaf(index, &buf[start..]);
+        self.tree.push(leaf, buf);
+        Ok(())
     }
 
-    /// Seals the final chunk in place and returns the sealed trailer.
-    fn seal_last(mut self, chunk: &mut Vec<u8>) -> Result<(Vec<u8>, Written)> {
-        self.absorb(chunk)?;
-        let chunks = self.sealer.next_index() + 1;
-        self.sealer.seal_last(chunk)?;
+    /// Seals the final plaintext chunk `buf[start..]` in place, appends its
+    /// tag, its entries and the signature.
+    fn seal_last(mut self, buf: &mut Vec<u8>, start: usize) -> Result<Written> {
+        let plain = (buf.len() - start) as u64;
+        self.plaintext_len += plain;
+        let index = self.sealer.next_index();
+        if plain == 0 && index > 0 {
+            return Err(Error::Crypto("an empty final chunk after other chunks"));
+        }
         if self
             .prepared
             .expected_len
@@ -247,26 +295,29 @@ impl<'a> PayloadEncoder<'a> {
         {
             return Err(Error::InputChanged("length differs from the metadata size"));
         }
-        let plaintext_sha256 = self.digest.finish()?;
-        let trailer = Trailer::sign(
-            self.prepared.signer,
-            &self.prepared.header_hash,
-            self.plaintext_len,
-            plaintext_sha256,
-        );
-        let sealed = trailer.seal(&self.prepared.keys.trailer, &self.prepared.header_hash)?;
-        let written = Written {
+        self.sealer.seal_last_at(buf, start)?;
+        let leaf = tree::leaf(index, &buf[start..]);
+        self.tree.push(leaf, buf);
+        let root = self.tree.root().ok_or(Error::Crypto("empty tree"))?;
+        let signed = Signed {
+            header_hash: self.prepared.header_hash,
             plaintext_len: self.plaintext_len,
-            plaintext_sha256,
-            chunks,
+            chunk_count: index + 1,
+            root,
         };
-        Ok((sealed, written))
+        buf.extend_from_slice(&signed.sign(self.prepared.signer));
+        Ok(Written {
+            plaintext_len: self.plaintext_len,
+            chunks: index + 1,
+            root,
+            header_hash: self.prepared.header_hash,
+        })
     }
 }
 
 /// The chunking state machine shared by the sync and async writers. It
 /// owns one chunk buffer that holds plaintext while filling and ciphertext
-/// while waiting to be written out; it never does I/O itself.
+/// (with its entries) while waiting to be written out; it never does I/O.
 pub(crate) struct EncoderCore<'a> {
     payload: Option<PayloadEncoder<'a>>,
     /// Plaintext being filled, or sealed bytes awaiting output.
@@ -283,7 +334,9 @@ impl<'a> EncoderCore<'a> {
         let chunk_size = prepared.core.chunk_size as usize;
         Ok(Self {
             payload: Some(PayloadEncoder::new(prepared)?),
-            chunk: Vec::with_capacity(chunk_size + TAG_LEN + crate::header::TRAILER_LEN),
+            chunk: Vec::with_capacity(
+                chunk_size + TAG_LEN + tree::MAX_ENTRIES_PER_CHUNK * HASH_LEN + header::TRAILER_LEN,
+            ),
             chunk_size,
             written: 0,
             sealed: false,
@@ -322,7 +375,7 @@ impl<'a> EncoderCore<'a> {
             .as_mut()
             .ok_or(Error::Crypto("write after finish"))?;
         if self.chunk.len() == self.chunk_size {
-            payload.seal_chunk(&mut self.chunk)?;
+            payload.seal_chunk(&mut self.chunk, 0)?;
             self.sealed = true;
             return Ok(0);
         }
@@ -331,13 +384,12 @@ impl<'a> EncoderCore<'a> {
         Ok(take)
     }
 
-    /// Seals the final chunk and appends the trailer to `pending`. Call once
-    /// `pending` is empty.
+    /// Seals the final chunk and appends the signature to `pending`. Call
+    /// once `pending` is empty.
     pub(crate) fn finish(&mut self) -> Result<()> {
         if let Some(payload) = self.payload.take() {
             debug_assert!(!self.sealed, "finish with output pending");
-            let (trailer, summary) = payload.seal_last(&mut self.chunk)?;
-            self.chunk.extend_from_slice(&trailer);
+            let summary = payload.seal_last(&mut self.chunk, 0)?;
             self.sealed = true;
             self.summary = Some(summary);
         }
@@ -357,8 +409,8 @@ pub struct Encryptor<'a, W: Write> {
 }
 
 impl<W: Write> Encryptor<'_, W> {
-    /// Seals the final chunk, writes the signed trailer, flushes, and returns
-    /// the inner writer with a summary.
+    /// Seals the final chunk, writes the signature, flushes, and returns the
+    /// inner writer with a summary.
     pub fn finish(mut self) -> Result<(W, Written)> {
         self.drain()?;
         self.core.finish()?;
@@ -399,6 +451,146 @@ impl<W: Write> Write for Encryptor<'_, W> {
     fn flush(&mut self) -> io::Result<()> {
         self.drain()?;
         self.out.flush()
+    }
+}
+
+/// Identifies the output of one unit: the root of the tree over every
+/// chunk up to the unit's end (so it also vouches for all units before it).
+pub type UnitDigest = Hash;
+
+/// Encodes plaintext of a known length in units of `unit_len` bytes (a
+/// multiple of the chunk size), for resumable uploads. See the module docs.
+pub struct UnitEncoder<'a> {
+    payload: Option<PayloadEncoder<'a>>,
+    header: Vec<u8>,
+    unit_len: u64,
+    total: u64,
+    next_unit: usize,
+    /// Digests of the units produced when this file was first encrypted.
+    recorded: Vec<UnitDigest>,
+}
+
+impl<'a> UnitEncoder<'a> {
+    fn new(prepared: Prepared<'a>, unit_len: u64, recorded: Vec<UnitDigest>) -> Result<Self> {
+        let chunk = u64::from(prepared.core.chunk_size);
+        if unit_len == 0 || !unit_len.is_multiple_of(chunk) {
+            return Err(Error::Crypto(
+                "the unit length must be a multiple of the chunk size",
+            ));
+        }
+        let total = prepared.expected_len.ok_or(Error::Crypto(
+            "unit encoding needs the size in the metadata",
+        ))?;
+        let header = prepared.header_bytes(Stanzas::Detached)?;
+        Ok(Self {
+            payload: Some(PayloadEncoder::new(prepared)?),
+            header,
+            unit_len,
+            total,
+            next_unit: 0,
+            recorded,
+        })
+    }
+
+    /// Re-encrypts a file first written by [`Prepared::units`], under its
+    /// own key and header, to resume an upload. `recorded` are the digests
+    /// that run reported, in order; each unit this encoder produces must
+    /// match the recorded one at its position, or it fails with
+    /// [`Error::InputChanged`] and hands out nothing of that unit.
+    pub fn resume(
+        opened: OpenedHeader,
+        signer: &'a Identity,
+        unit_len: u64,
+        recorded: Vec<UnitDigest>,
+    ) -> Result<Self> {
+        Self::new(Prepared::reopen(opened, signer)?, unit_len, recorded)
+    }
+
+    /// Total encoded length (detached stanzas).
+    pub fn encoded_len(&self) -> u64 {
+        let chunk = self
+            .payload
+            .as_ref()
+            .map_or(header::DEFAULT_CHUNK_SIZE, |p| p.prepared.core.chunk_size);
+        encoded_len(self.header.len() as u64, chunk, self.total)
+    }
+
+    /// Plaintext bytes the next unit must have: `unit_len`, less for the last.
+    pub fn next_unit_len(&self) -> u64 {
+        let done = self.next_unit as u64 * self.unit_len;
+        self.unit_len.min(self.total.saturating_sub(done))
+    }
+
+    /// Whether the final unit was encoded.
+    pub fn is_finished(&self) -> bool {
+        self.payload.is_none()
+    }
+
+    /// Encodes the next unit: `plain` must be exactly the unit's plaintext
+    /// ([`UnitEncoder::next_unit_len`] bytes). Appends to `out` the unit's
+    /// sealed chunks and tree entries (and, for the first unit, the header
+    /// in front; for the last, the signature after), sealing in place in
+    /// `out`, which can then be sent as it is. Returns the unit's digest,
+    /// and the summary after the last unit.
+    pub fn encode_unit(
+        &mut self,
+        plain: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(UnitDigest, Option<Written>)> {
+        let expected = self.next_unit_len();
+        let given = plain.len() as u64;
+        if given != expected {
+            return Err(Error::InputChanged(if given > expected {
+                "the input grew past the size the header declares"
+            } else {
+                "the input is shorter than the size the header declares"
+            }));
+        }
+        let payload = self
+            .payload
+            .take()
+            .ok_or(Error::Crypto("encode after the last unit"))?;
+        let base = out.len();
+        if self.next_unit == 0 {
+            out.extend_from_slice(&self.header);
+        }
+        let chunk = payload.chunk_size();
+        let last_unit = (self.next_unit as u64 + 1) * self.unit_len >= self.total;
+        let pieces: Vec<&[u8]> = if plain.is_empty() {
+            vec![plain]
+        } else {
+            plain.chunks(chunk).collect()
+        };
+        let count = pieces.len();
+        let mut summary = None;
+        let mut kept = Some(payload);
+        for (i, piece) in pieces.into_iter().enumerate() {
+            let at = out.len();
+            out.extend_from_slice(piece);
+            let Some(mut p) = kept.take() else { break };
+            if last_unit && i + 1 == count {
+                summary = Some(p.seal_last(out, at)?);
+            } else {
+                p.seal_chunk(out, at)?;
+                kept = Some(p);
+            }
+        }
+        let digest = match (&summary, &kept) {
+            (Some(written), _) => written.root,
+            (None, Some(p)) => p.tree.root().ok_or(Error::Crypto("empty tree"))?,
+            (None, None) => return Err(Error::Crypto("unit without chunks")),
+        };
+        if let Some(known) = self.recorded.get(self.next_unit)
+            && *known != digest
+        {
+            out.truncate(base);
+            return Err(Error::InputChanged(
+                "the input differs from the recorded upload",
+            ));
+        }
+        self.payload = kept;
+        self.next_unit += 1;
+        Ok((digest, summary))
     }
 }
 

@@ -1,9 +1,11 @@
 //! The one error type of this crate.
 //!
-//! Variants are grouped by what a user can do about them: the input is not a
-//! coffer file at all, it is a coffer file we cannot read, it is not for this
-//! key, or it was damaged (tampered or truncated). Messages never contain key
-//! material or plaintext.
+//! Every failure belongs to exactly one class of docs/FORMAT.md §10
+//! ([`ErrorKind`]): the input is not a coffer file at all, it is a coffer
+//! file we cannot read (unsupported), it breaks the format's rules
+//! (malformed), it is not for this key (wrong key), or it was damaged
+//! (tampered or truncated). Messages never contain key material or
+//! plaintext.
 
 use std::io;
 
@@ -24,10 +26,31 @@ pub enum Error {
     UnsupportedSuite(u16),
 
     /// A header field is outside the bounds the spec allows (chunk size,
-    /// metadata length, stanza count, stanza type). Checked before anything
-    /// is allocated from it.
+    /// metadata length, stanza count or length, sender keys). Checked before
+    /// anything is allocated from it.
     #[error("malformed header: {0}")]
     MalformedHeader(&'static str),
+
+    /// A chunk's stored tree entries (its leaf and the subtree roots after
+    /// it) are not the hashes of the chunks (version 2).
+    #[error("tampered: the content tree stored after chunk {index} does not match the chunks")]
+    TreeMismatch {
+        /// Zero-based index of the chunk whose entries differ.
+        index: u64,
+    },
+
+    /// An authenticated final chunk is empty although it is not the only
+    /// chunk (only an empty file has an empty final chunk).
+    #[error("malformed: an empty final chunk after other chunks")]
+    EmptyFinalChunk,
+
+    /// The metadata's `size` differs from the signed length.
+    #[error("malformed: the metadata size differs from the signed length")]
+    SizeMismatch,
+
+    /// The file's length fits no layout (version 2 random access).
+    #[error("malformed: no payload layout has this length")]
+    BadLayout,
 
     /// No recipient stanza opened with the given identity.
     #[error("wrong key: this file is not encrypted to the given identity")]
@@ -141,13 +164,17 @@ impl Error {
             Error::NoMatchingRecipient | Error::WrongPassphrase => ErrorKind::WrongKey,
             Error::Truncated(_) => ErrorKind::Truncated,
             Error::MalformedHeader(_)
-            | Error::HeaderAuth
+            | Error::InvalidMetadata(_)
+            | Error::EmptyFinalChunk
+            | Error::SizeMismatch
+            | Error::BadLayout => ErrorKind::Malformed,
+            Error::HeaderAuth
             | Error::ChunkAuth { .. }
             | Error::FinalChunkAuth { .. }
+            | Error::TreeMismatch { .. }
             | Error::TrailerAuth
             | Error::BadSignature
-            | Error::TrailerMismatch(_)
-            | Error::InvalidMetadata(_) => ErrorKind::Tampered,
+            | Error::TrailerMismatch(_) => ErrorKind::Tampered,
             Error::Io(_) => ErrorKind::Io,
             _ => ErrorKind::Usage,
         }
@@ -161,6 +188,9 @@ pub enum ErrorKind {
     NotCoffer,
     /// A coffer file of a version or suite this build cannot read.
     Unsupported,
+    /// A coffer file that breaks the format's rules: a field out of bounds,
+    /// invalid metadata, an impossible layout.
+    Malformed,
     /// Not encrypted to this identity, or a wrong passphrase.
     WrongKey,
     /// Modified bytes: authentication failed.

@@ -2,16 +2,17 @@
 //!
 //! ```text
 //! PRK          = HKDF-Extract(salt, file_key)                 (HKDF-SHA-256)
-//! payload_key  = HKDF-Expand(PRK, "coffer/v1/payload", 32)
-//! metadata_key = HKDF-Expand(PRK, "coffer/v1/metadata", 32)
-//! header_key   = HKDF-Expand(PRK, "coffer/v1/header-mac", 32)
-//! trailer_key  = HKDF-Expand(PRK, "coffer/v1/trailer", 32)
+//! payload_key  = HKDF-Expand(PRK, "coffer/vN/payload", 32)
+//! metadata_key = HKDF-Expand(PRK, "coffer/vN/metadata", 32)
+//! header_key   = HKDF-Expand(PRK, "coffer/vN/header-mac", 32)
+//! trailer_key  = HKDF-Expand(PRK, "coffer/v1/trailer", 32)   (version 1 only)
 //! ```
 //!
-//! Every derived key has exactly one use, so `metadata_key` and `trailer_key`
-//! each seal a single message with the all-zero nonce and `payload_key` is
-//! driven by the STREAM counter. Fresh randomness in both `file_key` and
-//! `salt` makes every derived key unique to one file.
+//! `N` is the file's version, so the two versions never share a key. Every
+//! derived key has exactly one use, so `metadata_key` (and version 1's
+//! `trailer_key`) each seal a single message with the all-zero nonce and
+//! `payload_key` is driven by the STREAM counter. Fresh randomness in both
+//! `file_key` and `salt` makes every derived key unique to one file.
 
 use aws_lc_rs::{digest, hkdf, hmac};
 use zeroize::Zeroizing;
@@ -21,10 +22,24 @@ use crate::{Error, Result};
 /// Length of a file key in bytes.
 pub const FILE_KEY_LEN: usize = 32;
 
-const LABEL_PAYLOAD: &[u8] = b"coffer/v1/payload";
-const LABEL_METADATA: &[u8] = b"coffer/v1/metadata";
-const LABEL_HEADER_MAC: &[u8] = b"coffer/v1/header-mac";
-const LABEL_TRAILER: &[u8] = b"coffer/v1/trailer";
+use crate::header::Version;
+
+/// (payload, metadata, header MAC) labels of each version.
+fn labels(version: Version) -> [&'static [u8]; 3] {
+    match version {
+        Version::V1 => [
+            b"coffer/v1/payload",
+            b"coffer/v1/metadata",
+            b"coffer/v1/header-mac",
+        ],
+        Version::V2 => [
+            b"coffer/v2/payload",
+            b"coffer/v2/metadata",
+            b"coffer/v2/header-mac",
+        ],
+    }
+}
+const LABEL_TRAILER_V1: &[u8] = b"coffer/v1/trailer";
 
 /// Fills a fixed-size array from the operating system's CSPRNG.
 pub(crate) fn random_array<const N: usize>() -> Result<[u8; N]> {
@@ -79,16 +94,17 @@ impl std::fmt::Debug for FileKey {
     }
 }
 
-/// The four single-purpose keys of one file.
+/// The single-purpose keys of one file.
 pub(crate) struct DerivedKeys {
     pub payload: Zeroizing<[u8; 32]>,
     pub metadata: Zeroizing<[u8; 32]>,
-    pub trailer: Zeroizing<[u8; 32]>,
+    /// Version 1 only (version 2's trailer is a signature in clear).
+    pub trailer: Option<Zeroizing<[u8; 32]>>,
     header_mac: hmac::Key,
 }
 
 impl DerivedKeys {
-    pub fn derive(file_key: &FileKey, salt: &[u8; 32]) -> Result<Self> {
+    pub fn derive(version: Version, file_key: &FileKey, salt: &[u8; 32]) -> Result<Self> {
         let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, salt).extract(file_key.expose());
         let expand = |label: &[u8]| -> Result<Zeroizing<[u8; 32]>> {
             let mut out = Zeroizing::new([0u8; 32]);
@@ -97,11 +113,15 @@ impl DerivedKeys {
                 .map_err(|_| Error::Crypto("HKDF expand"))?;
             Ok(out)
         };
-        let header_mac_key = expand(LABEL_HEADER_MAC)?;
+        let [payload, metadata, header] = labels(version);
+        let header_mac_key = expand(header)?;
         Ok(Self {
-            payload: expand(LABEL_PAYLOAD)?,
-            metadata: expand(LABEL_METADATA)?,
-            trailer: expand(LABEL_TRAILER)?,
+            payload: expand(payload)?,
+            metadata: expand(metadata)?,
+            trailer: match version {
+                Version::V1 => Some(expand(LABEL_TRAILER_V1)?),
+                Version::V2 => None,
+            },
             header_mac: hmac::Key::new(hmac::HMAC_SHA256, header_mac_key.as_ref()),
         })
     }
@@ -151,20 +171,26 @@ mod tests {
     #[test]
     fn derived_keys_are_distinct_and_depend_on_salt_and_key() {
         let key = FileKey::from_bytes([7; 32]);
-        let a = DerivedKeys::derive(&key, &[1; 32]).unwrap();
-        let b = DerivedKeys::derive(&key, &[2; 32]).unwrap();
-        let c = DerivedKeys::derive(&FileKey::from_bytes([8; 32]), &[1; 32]).unwrap();
+        let a = DerivedKeys::derive(Version::V1, &key, &[1; 32]).unwrap();
+        let b = DerivedKeys::derive(Version::V1, &key, &[2; 32]).unwrap();
+        let c = DerivedKeys::derive(Version::V1, &FileKey::from_bytes([8; 32]), &[1; 32]).unwrap();
+        let v2 = DerivedKeys::derive(Version::V2, &key, &[1; 32]).unwrap();
+        let trailer = a.trailer.as_ref().unwrap();
         assert_ne!(*a.payload, *a.metadata);
-        assert_ne!(*a.payload, *a.trailer);
-        assert_ne!(*a.metadata, *a.trailer);
+        assert_ne!(*a.payload, **trailer);
+        assert_ne!(*a.metadata, **trailer);
         assert_ne!(*a.payload, *b.payload);
         assert_ne!(*a.payload, *c.payload);
+        assert_ne!(*a.payload, *v2.payload);
+        assert_ne!(*a.metadata, *v2.metadata);
+        assert!(v2.trailer.is_none());
         assert_ne!(a.header_mac(b"x"), b.header_mac(b"x"));
     }
 
     #[test]
     fn header_mac_rejects_other_data() {
-        let keys = DerivedKeys::derive(&FileKey::from_bytes([7; 32]), &[1; 32]).unwrap();
+        let keys =
+            DerivedKeys::derive(Version::V2, &FileKey::from_bytes([7; 32]), &[1; 32]).unwrap();
         let mac = keys.header_mac(b"header");
         assert!(keys.verify_header_mac(b"header", &mac).is_ok());
         assert!(keys.verify_header_mac(b"headeR", &mac).is_err());

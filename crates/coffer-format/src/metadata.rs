@@ -1,16 +1,23 @@
 //! The encrypted metadata block: a UTF-8 JSON object, so another
 //! implementation needs no custom codec. It travels only encrypted, so names
-//! never appear in clear. Unknown fields are ignored on read, so later
-//! versions can add fields without a format version bump.
+//! never appear in clear.
+//!
+//! Decoding is strict (docs/FORMAT.md §8): the block must be one JSON
+//! object; no member may appear twice; a known member must have exactly
+//! its type (`null` is not "absent"; `1.0` is not an integer); integers
+//! must fit their range. Unknown members are ignored (whatever their
+//! value), so later versions can add members.
 
+use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use crate::header::MAX_METADATA_LEN;
 use crate::{Error, Result};
 
 /// What the sender says about the plaintext. All fields are optional: a
 /// stream from stdin has no name, size or modification time.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Metadata {
     /// Original file name (a name only, no directories). Untrusted on read:
     /// callers must sanitize it before using it as a path.
@@ -20,8 +27,8 @@ pub struct Metadata {
     /// read, like `name`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
-    /// Plaintext size in bytes, when known in advance. The trailer's signed
-    /// length is authoritative; the decryptor checks the two agree.
+    /// Plaintext size in bytes, when known in advance. The signed length is
+    /// authoritative; readers check the two agree.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub size: Option<u64>,
     /// Modification time, seconds since the Unix epoch.
@@ -32,8 +39,15 @@ pub struct Metadata {
     pub content_type: Option<String>,
 }
 
+/// Largest `size` (the format's lengths are signed 64-bit quantities in
+/// some languages; 2^63 − 1 bytes is far beyond any file).
+const MAX_SIZE: u64 = i64::MAX as u64;
+
 impl Metadata {
     pub(crate) fn encode(&self) -> Result<Vec<u8>> {
+        if self.size.is_some_and(|size| size > MAX_SIZE) {
+            return Err(Error::InvalidMetadata("size out of range"));
+        }
         let bytes =
             serde_json::to_vec(self).map_err(|_| Error::InvalidMetadata("not serializable"))?;
         if bytes.len() > MAX_METADATA_LEN {
@@ -43,7 +57,82 @@ impl Metadata {
     }
 
     pub(crate) fn decode(bytes: &[u8]) -> Result<Self> {
-        serde_json::from_slice(bytes).map_err(|_| Error::InvalidMetadata("not a JSON object"))
+        if bytes.len() > MAX_METADATA_LEN {
+            return Err(Error::InvalidMetadata("larger than 64 KiB"));
+        }
+        let mut de = serde_json::Deserializer::from_slice(bytes);
+        let members = de
+            .deserialize_map(StrictObject)
+            .map_err(|_| Error::InvalidMetadata("not one JSON object with distinct members"))?;
+        de.end()
+            .map_err(|_| Error::InvalidMetadata("text after the JSON object"))?;
+        let mut metadata = Metadata::default();
+        for (key, value) in members {
+            match key.as_str() {
+                "name" => metadata.name = Some(string(value)?),
+                "path" => metadata.path = Some(string(value)?),
+                "content_type" => metadata.content_type = Some(string(value)?),
+                "size" => {
+                    metadata.size = Some(
+                        value
+                            .as_u64()
+                            .filter(|size| *size <= MAX_SIZE)
+                            .ok_or(Error::InvalidMetadata("size is not an integer 0 to 2^63-1"))?,
+                    )
+                }
+                "mtime" => {
+                    metadata.mtime = Some(
+                        value
+                            .as_i64()
+                            .ok_or(Error::InvalidMetadata("mtime is not a 64-bit integer"))?,
+                    )
+                }
+                _ => {}
+            }
+        }
+        Ok(metadata)
+    }
+}
+
+fn string(value: Value) -> Result<String> {
+    match value {
+        Value::String(text) => Ok(text),
+        _ => Err(Error::InvalidMetadata("a text member is not a string")),
+    }
+}
+
+/// Deserializes a JSON object into its members in order, refusing a
+/// member name that repeats (serde_json's own maps keep the last).
+struct StrictObject;
+
+impl<'de> Visitor<'de> for StrictObject {
+    type Value = Vec<(String, Value)>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(
+        self,
+        mut map: A,
+    ) -> std::result::Result<Self::Value, A::Error> {
+        let mut members: Vec<(String, Value)> = Vec::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if members.iter().any(|(seen, _)| *seen == key) {
+                return Err(de::Error::custom("duplicate member"));
+            }
+            let value = map.next_value::<Value>()?;
+            members.push((key, value));
+        }
+        Ok(members)
+    }
+}
+
+impl<'de> Deserialize<'de> for Metadata {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        let value = Value::deserialize(deserializer)?;
+        let bytes = serde_json::to_vec(&value).map_err(de::Error::custom)?;
+        Metadata::decode(&bytes).map_err(de::Error::custom)
     }
 }
 
@@ -59,9 +148,41 @@ mod tests {
             ..Metadata::default()
         };
         assert_eq!(Metadata::decode(&meta.encode().unwrap()).unwrap(), meta);
-        let future = br#"{"name":"a","color":"blue"}"#;
+        let future = br#"{"name":"a","color":"blue","nested":{"x":[1,null]}}"#;
         assert_eq!(Metadata::decode(future).unwrap().name.as_deref(), Some("a"));
-        assert!(Metadata::decode(b"[1,2]").is_err());
+        assert_eq!(Metadata::decode(b" {} ").unwrap(), Metadata::default());
+    }
+
+    #[test]
+    fn strict_json_rules() {
+        for bad in [
+            &b"[1,2]"[..],
+            br#"["report.pdf", null, 42]"#,
+            br#"{"name":"a","name":"b"}"#,
+            br#"{"x":1,"x":2}"#,
+            br#"{"name":null}"#,
+            br#"{"name":5}"#,
+            br#"{"size":-1}"#,
+            br#"{"size":1.0}"#,
+            br#"{"size":1e3}"#,
+            br#"{"size":9223372036854775808}"#,
+            br#"{"mtime":9223372036854775808}"#,
+            br#"{"mtime":"1"}"#,
+            br#"{"content_type":true}"#,
+            br#"{} {}"#,
+            br#"{"name":"\ud800"}"#,
+            b"{\"name\":\"\xff\"}",
+            b"null",
+            b"",
+        ] {
+            assert!(
+                Metadata::decode(bad).is_err(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        let ok = Metadata::decode(br#"{"size":9223372036854775807,"mtime":-5}"#).unwrap();
+        assert_eq!((ok.size, ok.mtime), (Some(i64::MAX as u64), Some(-5)));
     }
 
     #[test]

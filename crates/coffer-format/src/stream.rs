@@ -80,15 +80,38 @@ impl StreamSealer {
         self.seal(chunk, true)
     }
 
+    /// Encrypts the non-final chunk that makes up `buf[start..]` in place
+    /// and appends its tag: lets a writer seal straight into the buffer it
+    /// sends, after what it holds already.
+    pub fn seal_chunk_at(&mut self, buf: &mut Vec<u8>, start: usize) -> Result<()> {
+        self.seal_at(buf, start, false)?;
+        self.counter += 1;
+        Ok(())
+    }
+
+    /// Like [`StreamSealer::seal_chunk_at`] for the final chunk.
+    pub fn seal_last_at(mut self, buf: &mut Vec<u8>, start: usize) -> Result<()> {
+        self.seal_at(buf, start, true)
+    }
+
     fn seal(&mut self, chunk: &mut Vec<u8>, last: bool) -> Result<()> {
+        self.seal_at(chunk, 0, last)
+    }
+
+    fn seal_at(&mut self, buf: &mut Vec<u8>, start: usize, last: bool) -> Result<()> {
+        // The invariant: each (key, counter) seals at most one chunk. The
+        // counter is checked before use and only ever incremented.
         if self.counter == MAX_COUNTER {
             return Err(Error::Crypto("STREAM counter exhausted"));
         }
+        let chunk = buf
+            .get_mut(start..)
+            .ok_or(Error::Crypto("chunk start past the buffer"))?;
         let tag = self
             .key
             .seal_in_place_separate_tag(nonce(self.counter, last), Aad::empty(), chunk)
             .map_err(|_| Error::Crypto("AES-256-GCM seal"))?;
-        chunk.extend_from_slice(tag.as_ref());
+        buf.extend_from_slice(tag.as_ref());
         Ok(())
     }
 }

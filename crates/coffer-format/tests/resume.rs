@@ -1,15 +1,20 @@
-//! Resuming interrupted transfers: re-encrypting under a reopened header
-//! gives the same bytes, and a download resumed from a partial output
-//! verifies exactly like one that never stopped.
+//! Resuming interrupted transfers: a unit encoder re-encrypts a reopened
+//! header to the same bytes and refuses changed input, and a download
+//! resumed from a partial output verifies exactly like one that never
+//! stopped.
 
 mod common;
 
 use std::io::Cursor;
 
-use coffer_format::{EncryptOptions, Header, Metadata, Prepared, Stanzas, encoded_len, prepare};
+use coffer_format::{
+    EncryptOptions, Error, Header, Metadata, Prepared, Stanza, Stanzas, UnitDigest, UnitEncoder,
+    encoded_len, prepare,
+};
 use common::{Party, data};
 
 const CHUNK: u32 = 1024;
+const UNIT: u64 = 4 * CHUNK as u64;
 
 fn encrypt_again(prepared: Prepared<'_>, plain: &[u8]) -> Vec<u8> {
     let mut w = prepared.writer(Vec::new(), Stanzas::Detached).unwrap();
@@ -17,25 +22,7 @@ fn encrypt_again(prepared: Prepared<'_>, plain: &[u8]) -> Vec<u8> {
     w.finish().unwrap().0
 }
 
-#[test]
-fn encoded_len_matches_what_is_written() {
-    let alice = Party::new();
-    for len in [0usize, 1, 1023, 1024, 1025, 4096, 5000] {
-        let mut options = EncryptOptions::new(std::slice::from_ref(alice.id.public()), &alice.id);
-        options.chunk_size = CHUNK;
-        let prepared = prepare(options).unwrap();
-        let predicted = prepared.encoded_len(Stanzas::Detached, len as u64).unwrap();
-        let header_len = prepared.header_bytes(Stanzas::Detached).unwrap().len() as u64;
-        assert_eq!(predicted, encoded_len(header_len, CHUNK, len as u64));
-        let bytes = encrypt_again(prepared, &data(len, 1));
-        assert_eq!(bytes.len() as u64, predicted, "plaintext of {len} bytes");
-    }
-}
-
-#[test]
-fn reopened_header_re_encrypts_to_identical_bytes() {
-    let alice = Party::new();
-    let plain = data(10_000, 2);
+fn prepared<'a>(alice: &'a Party, plain: &[u8]) -> Prepared<'a> {
     let mut options = EncryptOptions::new(std::slice::from_ref(alice.id.public()), &alice.id);
     options.chunk_size = CHUNK;
     options.metadata = Metadata {
@@ -43,22 +30,130 @@ fn reopened_header_re_encrypts_to_identical_bytes() {
         size: Some(plain.len() as u64),
         ..Metadata::default()
     };
-    let prepared = prepare(options).unwrap();
-    let owner_stanza = prepared.stanzas()[0].clone();
-    let first = encrypt_again(prepared, &plain);
+    prepare(options).unwrap()
+}
 
-    let (header, _) = Header::parse(&first).unwrap();
+/// Runs a unit encoder over `plain`; returns the bytes and unit digests.
+fn by_units(mut units: UnitEncoder<'_>, plain: &[u8]) -> Result<(Vec<u8>, Vec<UnitDigest>), Error> {
+    let mut out = Vec::new();
+    let mut digests = Vec::new();
+    let mut at = 0usize;
+    while !units.is_finished() {
+        let take = units.next_unit_len() as usize;
+        let piece = &plain[at.min(plain.len())..(at + take).min(plain.len())];
+        let (digest, _) = units.encode_unit(piece, &mut out)?;
+        digests.push(digest);
+        at += take;
+    }
+    Ok((out, digests))
+}
+
+#[test]
+fn encoded_len_matches_what_is_written() {
+    let alice = Party::new();
+    for len in [0usize, 1, 1023, 1024, 1025, 4096, 5000, 70_000] {
+        let plain = data(len, 1);
+        let p = prepared(&alice, &plain);
+        let predicted = p.encoded_len(Stanzas::Detached, len as u64).unwrap();
+        let header_len = p.header_bytes(Stanzas::Detached).unwrap().len() as u64;
+        assert_eq!(predicted, encoded_len(header_len, CHUNK, len as u64));
+        let bytes = encrypt_again(p, &plain);
+        assert_eq!(bytes.len() as u64, predicted, "plaintext of {len} bytes");
+        // The unit encoder writes the same layout.
+        let units = prepared(&alice, &plain).units(UNIT).unwrap();
+        assert_eq!(units.encoded_len(), predicted);
+        let (by_unit, _) = by_units(units, &plain).unwrap();
+        assert_eq!(by_unit.len() as u64, predicted, "units, {len} bytes");
+    }
+}
+
+fn reopen<'a>(
+    alice: &'a Party,
+    file: &[u8],
+    stanza: &Stanza,
+    digests: Vec<UnitDigest>,
+) -> UnitEncoder<'a> {
+    let (header, _) = Header::parse(file).unwrap();
     let opened = header
-        .open(&alice.id, std::slice::from_ref(&owner_stanza))
+        .open(&alice.id, std::slice::from_ref(stanza))
         .unwrap();
-    let second = encrypt_again(Prepared::reopen(opened, &alice.id).unwrap(), &plain);
+    UnitEncoder::resume(opened, &alice.id, UNIT, digests).unwrap()
+}
+
+#[test]
+fn a_resumed_unit_encoder_reproduces_the_bytes_and_refuses_changed_input() {
+    let alice = Party::new();
+    let plain = data(10 * UNIT as usize + 300, 2);
+    let p = prepared(&alice, &plain);
+    let owner_stanza = p.stanzas()[0].clone();
+    let (first, digests) = by_units(p.units(UNIT).unwrap(), &plain).unwrap();
+    assert_eq!(digests.len(), 11);
+    // A detached object: it opens with the owner's stanza, to the plaintext.
+    assert!(matches!(
+        common::open(&alice.id, &first),
+        Err((Error::NoMatchingRecipient, _))
+    ));
+    let (header, len) = Header::parse(&first).unwrap();
+    let mut out = Vec::new();
+    header
+        .open(&alice.id, std::slice::from_ref(&owner_stanza))
+        .unwrap()
+        .decryptor(&first[len..])
+        .unwrap()
+        .copy_to(&mut out)
+        .unwrap();
+    assert_eq!(out, plain);
+
+    // The same plaintext: identical bytes, unit for unit.
+    let (second, again) = by_units(
+        reopen(&alice, &first, &owner_stanza, digests.clone()),
+        &plain,
+    )
+    .unwrap();
     assert_eq!(first, second);
+    assert_eq!(digests, again);
+
+    // A byte changed in unit 3: units 0..3 come out, unit 3 does not.
+    let mut changed = plain.clone();
+    changed[3 * UNIT as usize + 17] ^= 1;
+    let mut units = reopen(&alice, &first, &owner_stanza, digests.clone());
+    let mut out = Vec::new();
+    for unit in 0..3 {
+        let at = unit * UNIT as usize;
+        units
+            .encode_unit(&changed[at..at + UNIT as usize], &mut out)
+            .unwrap();
+    }
+    let sent = out.len();
+    let at = 3 * UNIT as usize;
+    let err = units
+        .encode_unit(&changed[at..at + UNIT as usize], &mut out)
+        .unwrap_err();
+    assert!(matches!(err, Error::InputChanged(_)), "{err}");
+    assert_eq!(
+        out.len(),
+        sent,
+        "nothing of the changed unit was handed out"
+    );
+    assert!(
+        units
+            .encode_unit(&changed[at..at + UNIT as usize], &mut out)
+            .is_err(),
+        "the encoder is spent"
+    );
+
+    // Input longer or shorter than the size the header declares.
+    let mut units = reopen(&alice, &first, &owner_stanza, Vec::new());
+    assert!(matches!(
+        units.encode_unit(&plain[..UNIT as usize + 1], &mut Vec::new()),
+        Err(Error::InputChanged(_))
+    ));
 
     // Someone else cannot continue a file Alice signed.
     let mallory = Party::new();
     let (header, _) = Header::parse(&first).unwrap();
     let opened = header.open(&alice.id, &[owner_stanza]).unwrap();
-    assert!(Prepared::reopen(opened, &mallory.id).is_err());
+    assert!(UnitEncoder::resume(opened, &mallory.id, UNIT, Vec::new()).is_err());
 }
 
 fn sealed_file(len: usize) -> (Party, Vec<u8>, Vec<u8>) {
@@ -92,12 +187,12 @@ fn resumed_download_verifies_for_every_break_point() {
 }
 
 #[test]
-fn a_partial_output_altered_on_disk_fails_the_trailer() {
+fn a_partial_output_altered_on_disk_fails_the_tree() {
     let (alice, plain, file) = sealed_file(5000);
     let mut prefix = plain[..3000].to_vec();
     prefix[10] ^= 1;
     let err = resume_with_prefix(&alice, &file, &prefix).unwrap_err();
-    assert!(err.to_string().contains("SHA-256"), "{err}");
+    assert_eq!(err.kind(), coffer_format::ErrorKind::Tampered, "{err}");
 }
 
 #[test]

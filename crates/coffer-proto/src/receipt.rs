@@ -19,8 +19,14 @@ pub struct Receipt {
     pub file_id: String,
     /// Size in bytes.
     pub size: u64,
-    /// SHA-256 of the stored bytes, hex.
-    pub sha256: String,
+    /// SHA-256 of the stored bytes, hex: receipts of coffer v1 objects.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    /// The content identity, `<algorithm>:<hex>`: `coffer2-root:` for an
+    /// end-to-end encrypted coffer v2 object (the signed tree root the
+    /// uploader computed too), `blake3:` of the bytes a plain upload sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<String>,
     /// Who uploaded it.
     pub uploader: String,
     /// Unix time of the commit.
@@ -76,7 +82,8 @@ mod tests {
         let receipt = Receipt {
             file_id: "ab".repeat(16),
             size: 42,
-            sha256: "00".repeat(32),
+            sha256: None,
+            content: Some(format!("coffer2-root:{}", "00".repeat(32))),
             uploader: "alice".into(),
             time: 1_795_000_000,
             server: server.public().to_string(),
@@ -90,5 +97,25 @@ mod tests {
         let mut garbled = signed.clone();
         garbled.signature = "!!".into();
         assert!(!garbled.verify(server.public()));
+    }
+
+    /// A receipt signed before `content` existed still verifies: the
+    /// absent field is not serialized, so the signed JSON is unchanged.
+    #[test]
+    fn version_1_receipts_keep_verifying() {
+        let server = Identity::generate_classic().unwrap();
+        let old = format!(
+            r#"{{"file_id":"{}","size":1,"sha256":"{}","uploader":"a","time":2,"server":"{}"}}"#,
+            "ab".repeat(16),
+            "00".repeat(32),
+            server.public()
+        );
+        let signature = server.sign(&[LABEL, old.as_bytes()].concat());
+        let receipt: Receipt = serde_json::from_str(&old).unwrap();
+        let signed = SignedReceipt {
+            receipt,
+            signature: crate::b64().encode(signature),
+        };
+        assert!(signed.verify(server.public()));
     }
 }

@@ -34,7 +34,7 @@ pub struct AppState {
     /// Object storage.
     pub objects: Arc<dyn crate::objects::ObjectStore>,
     /// Running digests of E2EE uploads on this node.
-    pub digests: crate::files::RunningDigests,
+    pub digests: crate::files::RunningObjects,
     /// Per-address rate limiters.
     pub rate_limits: Arc<crate::limits::RateLimits>,
     /// Refusals already audited in the current window.
@@ -64,7 +64,7 @@ impl AppState {
             rate_limits: crate::limits::RateLimits::new(&config.limits),
             config: Arc::new(config),
             objects,
-            digests: crate::files::RunningDigests::default(),
+            digests: crate::files::RunningObjects::default(),
             refusals: Arc::default(),
         }
     }

@@ -16,7 +16,6 @@
 //! verified by the format (header MAC, STREAM tags, signed trailer).
 
 use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
-use aws_lc_rs::digest::{Context, SHA256};
 use bytes::{Bytes, BytesMut};
 use coffer_format::async_io::{AsyncDecryptor, AsyncEncryptor, read_header};
 use coffer_format::{EncryptOptions, FileKey, Metadata, Stanzas, prepare};
@@ -109,8 +108,8 @@ pub struct Converted {
     pub stored_size: u64,
     /// Plaintext size.
     pub plain_size: u64,
-    /// SHA-256 of the plaintext.
-    pub plain_sha256: [u8; 32],
+    /// BLAKE3 of the plaintext (the file's content identity).
+    pub plain_blake3: [u8; 32],
 }
 
 /// Opens the staged records of `upload_id` (`staged` yields exactly its
@@ -141,7 +140,7 @@ pub async fn convert(
     let produce = async move {
         let mut out = AsyncEncryptor::new(prepared, writer, Stanzas::Detached).await?;
         let mut input = StreamReader::new(staged);
-        let mut digest = Context::new(&SHA256);
+        let mut digest = blake3::Hasher::new();
         let mut offset = 0u64;
         let mut consumed = 0u64;
         let mut prefix = [0u8; LEN_PREFIX];
@@ -172,22 +171,20 @@ pub async fn convert(
             "staged {offset} bytes, expected {expected_len}"
         );
         out.shutdown().await?;
-        let mut sha = [0u8; 32];
-        sha.copy_from_slice(digest.finish().as_ref());
-        Ok::<_, anyhow::Error>((offset, sha))
+        Ok::<_, anyhow::Error>((offset, *digest.finalize().as_bytes()))
     };
     let consume = objects.write_object(
         file_id,
         Box::pin(ReaderStream::with_capacity(reader, 256 * 1024)),
     );
-    let ((plain_size, plain_sha256), (stored_size, _)) = tokio::try_join!(produce, async {
+    let ((plain_size, plain_blake3), (stored_size, _)) = tokio::try_join!(produce, async {
         consume.await.map_err(anyhow::Error::from)
     })?;
     Ok(Converted {
         dek,
         stored_size,
         plain_size,
-        plain_sha256,
+        plain_blake3,
     })
 }
 

@@ -139,7 +139,7 @@ impl Default for Limits {
             header_read_timeout_secs: 10,
             idle_timeout_secs: 60,
             body_stall_secs: 30,
-            max_header_bytes: 16 * 1024,
+            max_header_bytes: 64 * 1024,
             max_json_bytes: 64 * 1024,
             max_open_uploads_per_user: 16,
         }

@@ -26,56 +26,56 @@ use crate::api::{ApiError, AppState, Authenticated, ErrorBody};
 use crate::lease::UploadLease;
 use crate::objects::ByteStream;
 use crate::receipt::{Receipt, SignedReceipt};
-use crate::store::{FileRecord, Upload};
+use crate::store::{DigestAlg, FileRecord, Upload};
+use coffer_format::ObjectVerifier;
 
 const TUS_VERSION: &str = "1.0.0";
 const TUS_EXTENSIONS: &str = "creation,creation-with-upload,termination,checksum,expiration";
 const OFFSET_CONTENT_TYPE: &str = "application/offset+octet-stream";
-const MAX_METADATA_HEADER: usize = 4096;
+/// Longest `Upload-Metadata` header: room for the wraps of about 30
+/// post-quantum (X-Wing) recipients sent with the upload; more are added by
+/// sharing afterwards. Within the request-head limit (`max_header_bytes`).
+const MAX_METADATA_HEADER: usize = 48 * 1024;
 
-/// Running SHA-256 of E2EE uploads as their bytes pass, so the commit
-/// need not read the whole object back to hash it. Only a hint: it lives
-/// in this process, and an upload whose digest is missing or at another
-/// offset (server restarted, another node took a PATCH) is hashed from
-/// disk at commit as before.
+/// The keyless check of each E2EE upload ([`ObjectVerifier`]) as its bytes
+/// pass, so the commit needs no second pass: it ends with the content root
+/// that becomes the receipt, the ETag and the digest headers. Only a hint:
+/// it lives in this process, and an upload whose verifier is missing or at
+/// another offset (server restarted, another node took a PATCH) is verified
+/// from storage at commit instead.
 #[derive(Clone, Default)]
-pub struct RunningDigests(Arc<Mutex<HashMap<String, (u64, aws_lc_rs::digest::Context)>>>);
+pub struct RunningObjects(Arc<Mutex<HashMap<String, (u64, ObjectVerifier)>>>);
 
-impl RunningDigests {
-    fn lock(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<String, (u64, aws_lc_rs::digest::Context)>> {
+impl RunningObjects {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (u64, ObjectVerifier)>> {
         self.0
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// The digest of the first `offset` bytes, if known (taken out: it is
-    /// put back only once the next bytes are durably stored).
-    fn take(&self, id: &str, offset: u64) -> Option<aws_lc_rs::digest::Context> {
+    /// The verifier of the first `offset` bytes of an upload of `length`
+    /// bytes, if known (taken out: it is put back only once the next bytes
+    /// are durably stored).
+    fn take(&self, id: &str, offset: u64, length: u64) -> Option<ObjectVerifier> {
         match self.lock().remove(id) {
-            Some((at, ctx)) if at == offset => Some(ctx),
-            _ if offset == 0 => Some(aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256)),
+            Some((at, verifier)) if at == offset => Some(verifier),
+            _ if offset == 0 => Some(ObjectVerifier::new(length)),
             _ => None,
         }
     }
 
-    fn put(&self, id: &str, offset: u64, ctx: aws_lc_rs::digest::Context) {
-        self.lock().insert(id.to_string(), (offset, ctx));
+    fn put(&self, id: &str, offset: u64, verifier: ObjectVerifier) {
+        self.lock().insert(id.to_string(), (offset, verifier));
     }
 
     fn forget(&self, id: &str) {
         self.lock().remove(id);
     }
 
-    /// The digest of a complete upload of `length` bytes, if known.
-    fn finish(&self, id: &str, length: u64) -> Option<[u8; 32]> {
-        let (at, ctx) = self.lock().remove(id)?;
-        (at == length).then(|| {
-            let mut out = [0u8; 32];
-            out.copy_from_slice(ctx.finish().as_ref());
-            out
-        })
+    /// The verifier of a complete upload of `length` bytes, if known.
+    fn finish(&self, id: &str, length: u64) -> Option<ObjectVerifier> {
+        let (at, verifier) = self.lock().remove(id)?;
+        (at == length).then_some(verifier)
     }
 }
 
@@ -191,10 +191,10 @@ async fn create(
     for (user, stanza) in &wraps {
         crate::shares::check_wrap(&state, user, stanza).await?;
     }
-    let id = new_id()?;
     // An upload that carries key wraps, or says `coffer-e2ee`, is already
     // ciphertext and is stored as sent; anything else the server encrypts.
     let e2ee = !wraps.is_empty() || metadata_has_key(&metadata, E2EE_KEY);
+    let id = upload_id(&state, &metadata, e2ee).await?;
     let staging_key = if e2ee {
         None
     } else {
@@ -286,6 +286,47 @@ async fn check_usage(state: &AppState, auth: &Authenticated, length: u64) -> Res
 
 /// Upload-Metadata key marking an upload as end-to-end encrypted already.
 const E2EE_KEY: &str = "coffer-e2ee";
+/// Upload-Metadata key of the file id an E2EE client chose and signed.
+const FILE_ID_KEY: &str = "coffer-file-id";
+
+/// The id a new upload gets: the one an E2EE client chose (it is in the
+/// object's signed header, so downloads can check they got the file they
+/// asked for), else a random one. A chosen id must be 32 lowercase hex
+/// digits and not in use.
+async fn upload_id(state: &AppState, metadata: &str, e2ee: bool) -> Result<String, ApiError> {
+    let Some(value) = metadata_value(metadata, FILE_ID_KEY) else {
+        return new_id();
+    };
+    if !e2ee {
+        return Err(ApiError::bad_request(
+            "coffer-file-id is only for end-to-end encrypted uploads",
+        ));
+    }
+    let id = base64::engine::general_purpose::STANDARD
+        .decode(value)
+        .ok()
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+        .filter(|id| id.len() == 32 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
+        .ok_or_else(|| ApiError::bad_request("coffer-file-id must be 32 lowercase hex digits"))?;
+    if state.store.upload(&id).await?.is_some() || state.store.file(&id).await?.is_some() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "file_id_taken",
+            "an upload or file with this id exists; choose another",
+        ));
+    }
+    Ok(id)
+}
+
+/// The value of `wanted` in a tus `Upload-Metadata` header, if present.
+fn metadata_value<'m>(metadata: &'m str, wanted: &str) -> Option<&'m str> {
+    metadata
+        .split(',')
+        .map(str::trim)
+        .filter_map(|pair| pair.split_once(' ').or(Some((pair, ""))))
+        .find(|(key, _)| *key == wanted)
+        .map(|(_, value)| value.trim())
+}
 
 fn metadata_has_key(metadata: &str, wanted: &str) -> bool {
     metadata
@@ -308,8 +349,10 @@ struct Staged {
     overflow: bool,
     /// The body broke off (client gone); what came before it was kept.
     broken: bool,
-    /// Running digest of the whole upload so far, for E2EE uploads.
-    running: Option<aws_lc_rs::digest::Context>,
+    /// The keyless check of the whole upload so far, for E2EE uploads.
+    running: Option<ObjectVerifier>,
+    /// Why the body is not a valid coffer v2 object, if it is not.
+    invalid: Option<String>,
 }
 
 /// Counts and hashes upload bytes as they pass and stops at the declared
@@ -322,8 +365,10 @@ struct Meter {
     /// Only when the client sent `Upload-Checksum`: SHA-256 is the slowest
     /// step on the upload path, and the format authenticates E2EE bodies.
     digest: Option<aws_lc_rs::digest::Context>,
-    /// The E2EE upload's running digest (see [`RunningDigests`]).
-    running: Option<aws_lc_rs::digest::Context>,
+    /// The E2EE upload's verifier (see [`RunningObjects`]).
+    running: Option<ObjectVerifier>,
+    /// Set when the verifier refused the bytes; the stream ends there.
+    invalid: Option<String>,
 }
 
 /// How a body that breaks off is treated by [`metered`].
@@ -341,7 +386,7 @@ fn metered<'a>(
     room: u64,
     checksum: bool,
     on_break: OnBreak,
-    running: Option<aws_lc_rs::digest::Context>,
+    running: Option<ObjectVerifier>,
 ) -> (ByteStream<'a>, Arc<Mutex<Meter>>) {
     let meter = Arc::new(Mutex::new(Meter {
         taken: 0,
@@ -349,11 +394,12 @@ fn metered<'a>(
         broken: false,
         digest: checksum.then(|| aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256)),
         running,
+        invalid: None,
     }));
     let shared = meter.clone();
     let stream = body.scan(room, move |room, chunk| {
         let mut meter = shared.lock().unwrap_or_else(|p| p.into_inner());
-        if meter.overflow || meter.broken {
+        if meter.overflow || meter.broken || meter.invalid.is_some() {
             return futures_util::future::ready(None);
         }
         if chunk.is_err() && on_break == OnBreak::KeepWhatArrived {
@@ -369,11 +415,18 @@ fn metered<'a>(
             if let Some(digest) = meter.digest.as_mut() {
                 digest.update(&chunk[..take]);
             }
-            if let Some(running) = meter.running.as_mut() {
-                running.update(&chunk[..take]);
+            if let Some(running) = meter.running.as_mut()
+                && let Err(err) = running.update(&chunk[..take])
+            {
+                meter.invalid = Some(err.to_string());
+                meter.running = None;
             }
             chunk.slice(..take)
         });
+        if meter.invalid.is_some() {
+            // Stop here; the caller rolls back what this request staged.
+            return futures_util::future::ready(None);
+        }
         futures_util::future::ready(Some(chunk))
     });
     (Box::pin(stream), meter)
@@ -393,7 +446,7 @@ async fn stage(
     let (on_break, running) = match upload.staging_key {
         None => (
             OnBreak::KeepWhatArrived,
-            state.digests.take(&upload.id, upload.offset),
+            state.digests.take(&upload.id, upload.offset, upload.length),
         ),
         Some(_) => (OnBreak::Fail, None),
     };
@@ -433,6 +486,7 @@ async fn stage(
         overflow: meter.overflow,
         broken: meter.broken,
         running: meter.running.take(),
+        invalid: meter.invalid.take(),
     })
 }
 
@@ -680,6 +734,10 @@ async fn write_chunk(
             "this request lost its hold on the upload; resume from the server's offset",
         ));
     }
+    if let Some(why) = appended.invalid.take() {
+        rollback().await.map_err(ApiError::internal)?;
+        return Err(invalid_object(why));
+    }
     if appended.overflow {
         rollback().await.map_err(ApiError::internal)?;
         return Err(ApiError::new(
@@ -784,15 +842,15 @@ pub async fn commit(state: &AppState, upload: &Upload) -> Result<SignedReceipt, 
         None => upload.id.clone(),
         Some(_) => new_id()?,
     };
-    let (size, sha256, object_key) = match &upload.staging_key {
+    let (size, digest, digest_alg, object_key) = match &upload.staging_key {
         None => {
-            let known = state.digests.finish(&upload.id, upload.length);
-            let (size, sha256) = state
+            let verified = verify_e2ee(state, upload).await?;
+            let size = state
                 .objects
-                .commit(&upload.id, &upload.staging, upload.staged_len, known)
+                .commit(&upload.id, &upload.staging, upload.staged_len)
                 .await
                 .map_err(ApiError::internal)?;
-            (size, sha256, None)
+            (size, verified.signed.root, DigestAlg::Coffer2Root, None)
         }
         Some(wrapped) => {
             let staging = checked(
@@ -829,7 +887,8 @@ pub async fn commit(state: &AppState, upload: &Upload) -> Result<SignedReceipt, 
             };
             (
                 converted.plain_size,
-                converted.plain_sha256,
+                converted.plain_blake3,
+                DigestAlg::Blake3,
                 Some(object_key),
             )
         }
@@ -849,7 +908,8 @@ pub async fn commit(state: &AppState, upload: &Upload) -> Result<SignedReceipt, 
         Receipt {
             file_id: file_id.clone(),
             size,
-            sha256: crate::hex(&sha256),
+            sha256: None,
+            content: Some(format!("{}:{}", digest_alg.name(), crate::hex(&digest))),
             uploader: upload.owner.clone(),
             time,
             server: state.identity.public().to_string(),
@@ -860,7 +920,8 @@ pub async fn commit(state: &AppState, upload: &Upload) -> Result<SignedReceipt, 
         id: file_id,
         owner: upload.owner.clone(),
         size,
-        sha256: sha256.to_vec(),
+        digest: digest.to_vec(),
+        digest_alg,
         created_at: time,
         receipt: serde_json::to_string(&signed).map_err(ApiError::internal)?,
     };
@@ -878,6 +939,96 @@ pub async fn commit(state: &AppState, upload: &Upload) -> Result<SignedReceipt, 
             .map_err(ApiError::internal)?;
     }
     Ok(signed)
+}
+
+/// The error for bytes that do not make a coffer v2 object.
+fn invalid_object(why: impl std::fmt::Display) -> ApiError {
+    ApiError::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_object",
+        format!("the upload is not a valid coffer v2 object: {why}"),
+    )
+}
+
+/// The keyless check of a complete E2EE upload, from the verifier that
+/// watched its bytes arrive or (after a restart, or a PATCH another node
+/// took) from storage: a valid v2 object whose header names this upload's
+/// id and whose signature is by the uploader's registered key. A refused
+/// upload is removed whole, and the refusal audited.
+async fn verify_e2ee(
+    state: &AppState,
+    upload: &Upload,
+) -> Result<coffer_format::VerifiedObject, ApiError> {
+    let verified = match state.digests.finish(&upload.id, upload.length) {
+        Some(verifier) => verifier.finish(),
+        None => verify_stored(state, upload).await?,
+    };
+    let refusal = match verified {
+        Err(err) => invalid_object(err),
+        Ok(v) if v.core.file_id_hex() != upload.id => invalid_object(
+            "its header names another file id than this upload's (the client must create the upload under the id it signs)",
+        ),
+        Ok(v) => {
+            let uploader = state
+                .store
+                .user(&upload.owner)
+                .await?
+                .and_then(|user| coffer_format::PublicIdentity::parse(&user.public_identity).ok())
+                .ok_or_else(|| ApiError::internal("the uploader has no valid key"))?;
+            if v.sender().is(&uploader) {
+                return Ok(v);
+            }
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "wrong_signer",
+                format!(
+                    "the file is signed by {}, not by {}'s registered key {}",
+                    v.sender().fingerprint(),
+                    upload.owner,
+                    uploader.fingerprint()
+                ),
+            )
+        }
+    };
+    reject_upload(state, upload, &refusal).await?;
+    Err(refusal)
+}
+
+/// Verifies a staged E2EE upload by reading it back (one pass, no key).
+async fn verify_stored(
+    state: &AppState,
+    upload: &Upload,
+) -> Result<coffer_format::Result<coffer_format::VerifiedObject>, ApiError> {
+    let mut stream = state
+        .objects
+        .read_staged(&upload.id, &upload.staging, upload.staged_len)
+        .await
+        .map_err(ApiError::internal)?;
+    let mut verifier = ObjectVerifier::new(upload.length);
+    while let Some(piece) = stream.next().await {
+        let piece = piece.map_err(ApiError::internal)?;
+        if let Err(err) = verifier.update(&piece) {
+            return Ok(Err(err));
+        }
+    }
+    Ok(verifier.finish())
+}
+
+/// Removes a complete upload that was refused at commit: it can never
+/// become a file, so it must not hold a slot or quota.
+async fn reject_upload(state: &AppState, upload: &Upload, why: &ApiError) -> Result<(), ApiError> {
+    state.digests.forget(&upload.id);
+    state.store.delete_upload(&upload.id).await?;
+    state
+        .objects
+        .delete_staged(&upload.id, &upload.staging)
+        .await
+        .map_err(ApiError::internal)?;
+    let event = crate::audit::Event::new(&upload.owner, None, "upload_rejected", &upload.id)
+        .outcome("refused")
+        .detail(why.code());
+    crate::audit::record(state, event).await?;
+    Ok(())
 }
 
 /// tus termination: abandons an upload.
@@ -967,8 +1118,9 @@ pub struct FileInfo {
     owner: String,
     /// Size of the stored (encrypted) bytes.
     size: u64,
-    /// Hex SHA-256 of the stored bytes.
-    sha256: String,
+    /// The content identity, `<algorithm>:<hex>` (docs/API.md "Content
+    /// identity"): `coffer2-root:` for end-to-end encrypted files.
+    digest: String,
     /// Unix time of the commit.
     created_at: i64,
 }
@@ -979,10 +1131,15 @@ impl From<&FileRecord> for FileInfo {
             id: file.id.clone(),
             owner: file.owner.clone(),
             size: file.size,
-            sha256: crate::hex(&file.sha256),
+            digest: content_id(file),
             created_at: file.created_at,
         }
     }
+}
+
+/// `<algorithm>:<hex>` of a file's content digest.
+pub(crate) fn content_id(file: &FileRecord) -> String {
+    format!("{}:{}", file.digest_alg.name(), crate::hex(&file.digest))
 }
 
 /// A list of files.
@@ -1160,11 +1317,17 @@ pub(crate) async fn serve_object(
     file: &FileRecord,
     headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
-    let hex = crate::hex(&file.sha256);
-    let etag = format!("\"sha256-{hex}\"");
+    let hex = crate::hex(&file.digest);
+    let etag = format!("\"{}-{hex}\"", file.digest_alg.name());
+    // RFC 9530 dictionary key: the registered `sha-256` for old files, the
+    // algorithm's own name otherwise.
+    let key = match file.digest_alg {
+        DigestAlg::Sha256 => "sha-256",
+        other => other.name(),
+    };
     let digest = format!(
-        "sha-256=:{}:",
-        base64::engine::general_purpose::STANDARD.encode(&file.sha256)
+        "{key}=:{}:",
+        base64::engine::general_purpose::STANDARD.encode(&file.digest)
     );
     if headers
         .get(header::IF_NONE_MATCH)

@@ -305,7 +305,7 @@ struct OpenRequest {
 #[utoipa::path(post, path = "/v1/links/{link}/open", tag = "links",
     params(("link" = String, Path)),
     request_body(content = Option<OpenRequest>),
-    responses((status = 200, description = "`{ticket, expires_in, stanza, size, sha256}`", body = serde_json::Value),
+    responses((status = 200, description = "`{ticket, expires_in, stanza, size, digest}`", body = serde_json::Value),
         (status = 401, description = "password_required or wrong_password", body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 410, body = ErrorBody)))]
 async fn open(
@@ -389,7 +389,7 @@ async fn open_link(
         "expires_in": ttl,
         "stanza": b64().encode(&link.stanza),
         "size": file.size,
-        "sha256": crate::hex(&file.sha256),
+        "digest": crate::files::content_id(&file),
     })))
 }
 

@@ -15,8 +15,8 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail};
 
 use crate::config::Config;
-use crate::objects::{ObjectStore, measure};
-use crate::store::{Column, FileRecord, SqlStore, Table};
+use crate::objects::ObjectStore;
+use crate::store::{Column, DigestAlg, FileRecord, SqlStore, Table};
 
 /// The tables copied, parents before children.
 const TABLES: &[Table] = &[
@@ -57,7 +57,8 @@ const TABLES: &[Table] = &[
             Column::Text("id"),
             Column::Text("owner"),
             Column::Int("size"),
-            Column::Blob("sha256"),
+            Column::Blob("digest"),
+            Column::Text("digest_alg"),
             Column::Int("created_at"),
             Column::Text("receipt"),
         ],
@@ -193,10 +194,51 @@ pub async fn migrate(sides: &Sides, progress: impl Fn(&str, u64)) -> Result<Repo
     Ok(report)
 }
 
+/// Length, SHA-256 (to compare source and copy byte for byte) and, for an
+/// E2EE object, the digest its record holds (the tree root, or SHA-256 for
+/// objects from before format v2), in one pass.
+struct Measured {
+    len: u64,
+    sha256: [u8; 32],
+    record_digest: Option<[u8; 32]>,
+}
+
+async fn measure_object(
+    mut stream: crate::objects::ByteStream<'_>,
+    file: &FileRecord,
+    e2ee: bool,
+) -> std::io::Result<Measured> {
+    use futures_util::StreamExt as _;
+    let mut sha = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    let mut tree = (e2ee && file.digest_alg == DigestAlg::Coffer2Root)
+        .then(|| coffer_format::ObjectVerifier::new(file.size));
+    let mut len = 0u64;
+    while let Some(piece) = stream.next().await {
+        let piece = piece?;
+        sha.update(&piece);
+        len += piece.len() as u64;
+        if let Some(verifier) = tree.as_mut()
+            && verifier.update(&piece).is_err()
+        {
+            tree = None;
+        }
+    }
+    let sha256: [u8; 32] = sha.finish().as_ref().try_into().unwrap_or([0; 32]);
+    let record_digest = match (e2ee, file.digest_alg) {
+        (true, DigestAlg::Sha256) => Some(sha256),
+        (true, DigestAlg::Coffer2Root) => tree.and_then(|v| v.finish().ok()).map(|v| v.signed.root),
+        _ => None,
+    };
+    Ok(Measured {
+        len,
+        sha256,
+        record_digest,
+    })
+}
+
 /// Copies one object unless the destination already holds it intact;
 /// returns whether it copied. Fails if the source does not match its record
-/// or the copy does not read back equal to the source. The source is read
-/// once on a fresh copy (`write_object` hashes what it streams).
+/// or the copy does not read back equal to the source.
 async fn copy_object(
     from: &dyn ObjectStore,
     to: &dyn ObjectStore,
@@ -205,32 +247,36 @@ async fn copy_object(
     e2ee: bool,
 ) -> Result<bool> {
     // What the source must be: its recorded length, and for E2EE files
-    // the digest recorded at upload (server-encrypted objects have none).
-    let matches_record =
-        |(len, sha): (u64, [u8; 32])| len == size && (!e2ee || sha.as_slice() == file.sha256);
+    // the digest recorded at upload (server-encrypted objects have none
+    // that can be checked without the key).
+    let matches_record = |m: &Measured| {
+        m.len == size
+            && (!e2ee || m.record_digest.as_ref().map(|d| &d[..]) == Some(&file.digest[..]))
+    };
+    let damaged = "the source object is damaged (its size or digest differs from the record)";
     let present = match to.read(&file.id, 0, size).await {
-        Ok(stream) => measure(stream).await.ok(),
+        Ok(stream) => measure_object(stream, file, e2ee).await.ok(),
         Err(_) => None,
     };
     if let Some(present) = present {
-        let source = measure(from.read(&file.id, 0, size).await?).await?;
-        if !matches_record(source) {
-            bail!("the source object is damaged (its size or digest differs from the record)");
+        let source = measure_object(from.read(&file.id, 0, size).await?, file, e2ee).await?;
+        if !matches_record(&source) {
+            bail!(damaged);
         }
-        if present == source {
+        if present.sha256 == source.sha256 && present.len == source.len {
             return Ok(false);
         }
     }
-    let written = to
+    let (written_len, written_sha) = to
         .write_object(&file.id, from.read(&file.id, 0, size).await?)
         .await?;
-    if !matches_record(written) {
+    let read_back = measure_object(to.read(&file.id, 0, size).await?, file, e2ee).await?;
+    if !matches_record(&read_back) {
         // No row names the copy; remove it anyway rather than leave it.
         let _ = to.delete_object(&file.id).await;
-        bail!("the source object is damaged (its size or digest differs from the record)");
+        bail!(damaged);
     }
-    let read_back = measure(to.read(&file.id, 0, size).await?).await?;
-    if read_back != written {
+    if (read_back.len, read_back.sha256) != (written_len, written_sha) {
         bail!("the copy does not read back equal to the source");
     }
     Ok(true)

@@ -36,11 +36,11 @@ pub(crate) async fn check_wrap(
         .await?
         .filter(|u| !u.disabled)
         .ok_or_else(|| ApiError::not_found("user"))?;
-    let stanza = coffer_format::Stanza::from_bytes(stanza)
+    let stanza = coffer_format::Stanza::from_detached(stanza)
         .map_err(|_| ApiError::bad_request("not a coffer stanza"))?;
     let public = coffer_format::PublicIdentity::parse(&recipient.public_identity)
         .map_err(ApiError::internal)?;
-    if stanza.key_id != public.key_id() {
+    if !stanza.is_for(&public) {
         return Err(ApiError::bad_request(format!(
             "the wrap is not addressed to {}'s key",
             recipient.name

@@ -17,6 +17,17 @@ const TUS: (&str, &str) = ("tus-resumable", "1.0.0");
 const OCTETS: (&str, &str) = ("content-type", "application/offset+octet-stream");
 const MARKER: &[u8] = b"PATIENT-RECORD-0042;";
 
+/// A coffer v2 object (stanzas detached) from `who` to themselves.
+fn e2ee_object(who: &coffer_format::Identity, plain: &[u8]) -> Vec<u8> {
+    let me = [who.public().clone()];
+    let prepared = coffer_format::prepare(coffer_format::EncryptOptions::new(&me, who)).unwrap();
+    let mut w = prepared
+        .writer(Vec::new(), coffer_format::Stanzas::Detached)
+        .unwrap();
+    std::io::Write::write_all(&mut w, plain).unwrap();
+    w.finish().unwrap().0
+}
+
 fn record(n: usize) -> Vec<u8> {
     MARKER.iter().copied().cycle().take(n).collect()
 }
@@ -141,13 +152,24 @@ async fn plain_uploads_never_reach_the_disk_in_clear() {
     assert_eq!(status, 206);
     assert_eq!(part, plain[123_456..=200_000]);
 
-    // An upload marked E2EE is stored exactly as sent.
-    let e2ee = upload(&mut client, &token, &record(5000), "coffer-e2ee").await;
-    assert!(found_on_disk(&data.join("objects"), MARKER));
-    assert_eq!(
-        download(&mut client, &token, &e2ee, None).await.1,
-        record(5000)
-    );
+    // An upload marked E2EE is stored exactly as sent: the server checks,
+    // without a key, that it is a coffer v2 object signed by the uploader.
+    let object = e2ee_object(&alice, &record(5000));
+    let metadata = format!("coffer-e2ee,{}", common::file_id_pair(&object));
+    let e2ee = upload(&mut client, &token, &object, &metadata).await;
+    let stored = walk(&data.join("objects"))
+        .into_iter()
+        .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy() == e2ee))
+        .unwrap();
+    assert_eq!(std::fs::read(stored).unwrap(), object);
+    assert_eq!(download(&mut client, &token, &e2ee, None).await.1, object);
+    // Bytes that are not such an object are refused, and nothing stays.
+    let (status, _, body) = client
+        .tus_create(&token, record(5000), Some("coffer-e2ee"))
+        .await;
+    assert_eq!(status, 422, "{}", String::from_utf8_lossy(&body));
+    let (_, listed) = client.call("GET", "/v1/files", None, Some(&token)).await;
+    assert_eq!(listed["files"].as_array().unwrap().len(), 2);
     server.shutdown().await;
 }
 

@@ -233,7 +233,7 @@ async fn oversized_headers_bodies_and_stalled_bodies() {
     let mut client = server.connect().await;
     let token = client.login("alice", &alice, &server.identity).await;
 
-    let huge = "a".repeat(64 * 1024);
+    let huge = "a".repeat(200 * 1024);
     let (status, _, _) = client
         .raw("GET", "/healthz", &[("x-huge", &huge)], vec![], None)
         .await;

@@ -29,8 +29,9 @@ async fn upload(client: &mut Client, token: &str, alice: &Identity) -> Shared {
     std::io::Write::write_all(&mut w, &plain).unwrap();
     let object = w.finish().unwrap().0;
     let metadata = format!(
-        "coffer-wrap.alice {}",
-        base64::engine::general_purpose::STANDARD.encode(own_wrap)
+        "coffer-wrap.alice {},{}",
+        base64::engine::general_purpose::STANDARD.encode(own_wrap),
+        common::file_id_pair(&object)
     );
     let (status, headers, _) = client
         .raw(

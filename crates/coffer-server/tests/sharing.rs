@@ -363,8 +363,10 @@ async fn wraps_sent_with_the_upload() {
     );
 
     let metadata = format!(
-        "filename aWdub3JlZA==,coffer-wrap.alice {},coffer-wrap.bob {}",
-        wraps[0], wraps[1]
+        "filename aWdub3JlZA==,coffer-wrap.alice {},coffer-wrap.bob {},{}",
+        wraps[0],
+        wraps[1],
+        common::file_id_pair(&object)
     );
     let (status, headers, _) = client
         .tus_create(&alice_token, object.clone(), Some(&metadata))
@@ -422,8 +424,10 @@ async fn wraps_per_file_are_capped() {
         .await;
     assert_eq!(status, 413);
     let metadata = format!(
-        "coffer-wrap.alice {},coffer-wrap.bob {}",
-        wraps[0], wraps[1]
+        "coffer-wrap.alice {},coffer-wrap.bob {},{}",
+        wraps[0],
+        wraps[1],
+        common::file_id_pair(&object)
     );
     let body = object.clone();
     let (status, headers, _) = client.tus_create(&token, body, Some(&metadata)).await;

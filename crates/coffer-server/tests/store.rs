@@ -74,7 +74,8 @@ fn file(id: &str, owner: &str, created_at: i64) -> FileRecord {
         id: id.into(),
         owner: owner.into(),
         size: 10,
-        sha256: vec![7; 32],
+        digest: vec![7; 32],
+        digest_alg: coffer_server::store::DigestAlg::Coffer2Root,
         created_at,
         receipt: "{}".into(),
     }

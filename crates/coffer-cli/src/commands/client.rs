@@ -407,8 +407,15 @@ async fn get(args: &GetArgs) -> Result<()> {
     let mut result = Ok(());
     for id in &args.ids {
         let progress = ctx.progress(id);
-        let outcome =
-            download::get(&mut ctx.session, id, &target, &options, progress.as_ref()).await;
+        let outcome = download::get(
+            &mut ctx.session,
+            id,
+            &target,
+            &options,
+            &mut ctx.profile,
+            progress.as_ref(),
+        )
+        .await;
         drop(progress);
         match outcome {
             Ok(outcome) => report_download(&ctx, id, &outcome),
@@ -443,15 +450,37 @@ fn report_download(ctx: &Ctx, id: &str, outcome: &download::GetOutcome) {
             outcome.path.display()
         ));
     }
+    let from = outcome.sender_user.as_deref().unwrap_or("");
+    let fingerprint = outcome.sender.fingerprint();
+    if outcome.newly_pinned {
+        ctx.note(&format!(
+            "pinned the key of {from}: {fingerprint} (first file from them; check it with them)"
+        ));
+    }
     if ctx.json {
         println!(
             "{}",
             json!({"id": id, "path": outcome.path, "size": outcome.plaintext_len,
-                   "sha256": hex(&outcome.plaintext_sha256), "sender": outcome.sender.fingerprint(),
-                   "resumed_at": outcome.resumed_at})
+                   "content": content_id(&outcome.content), "from": outcome.sender_user,
+                   "sender": fingerprint, "resumed_at": outcome.resumed_at})
         );
     } else {
-        println!("{}  {}", id, outcome.path.display());
+        println!(
+            "{}  {}  from {} ({fingerprint}, verified)",
+            id,
+            outcome.path.display(),
+            printable(from)
+        );
+    }
+}
+
+/// A verified content identity as `<algorithm>:<hex>`.
+fn content_id(content: &coffer_format::Content) -> String {
+    match content {
+        coffer_format::Content::V1 { plaintext_sha256 } => {
+            format!("plaintext-sha256:{}", hex(plaintext_sha256))
+        }
+        coffer_format::Content::V2 { root, .. } => format!("coffer2-root:{}", hex(root)),
     }
 }
 
@@ -486,17 +515,24 @@ async fn get_link(args: &GetArgs, url: &str) -> Result<()> {
             outcome.path.display()
         );
     }
+    let checked = if link.sender.is_some() {
+        "the key the link names"
+    } else {
+        "no sender in the link to check against"
+    };
     if args.common.json {
         println!(
             "{}",
             json!({"link": link.link, "path": outcome.path, "size": outcome.plaintext_len,
-                   "sender": outcome.sender.fingerprint()})
+                   "content": content_id(&outcome.content), "sender": outcome.sender.fingerprint(),
+                   "sender_checked": link.sender.is_some()})
         );
     } else {
-        println!("{}", outcome.path.display());
-        if !args.common.quiet {
-            eprintln!("signed by {}", outcome.sender.fingerprint());
-        }
+        println!(
+            "{}  signed by {} ({checked})",
+            outcome.path.display(),
+            outcome.sender.fingerprint()
+        );
     }
     Ok(())
 }
@@ -623,7 +659,7 @@ async fn stat(args: &IdArgs) -> Result<()> {
     };
     let value = json!({
         "id": entry.id, "owner": entry.owner, "name": meta.name, "path": meta.path,
-        "size": meta.size, "mtime": meta.mtime, "stored": entry.size, "stored_sha256": entry.sha256,
+        "size": meta.size, "mtime": meta.mtime, "stored": entry.size, "digest": entry.digest,
         "created_at": entry.created_at, "sender": sender.fingerprint(), "shared_with": shares,
         "links": links,
     });
@@ -699,9 +735,18 @@ async fn check_receipt(
     if !receipt.verify(server) || receipt.receipt.uploader != ctx.profile.user {
         return Ok((id, "bad"));
     }
+    // Receipts name the content as `<algorithm>:<hex>`; those of version 1
+    // objects carry the SHA-256 alone.
+    let named = receipt.receipt.content.clone().or_else(|| {
+        receipt
+            .receipt
+            .sha256
+            .as_ref()
+            .map(|sha| format!("sha256:{sha}"))
+    });
     match ctx.session.file_meta(&id).await {
         Ok(entry)
-            if entry.size == receipt.receipt.size && entry.sha256 == receipt.receipt.sha256 =>
+            if entry.size == receipt.receipt.size && Some(&entry.digest) == named.as_ref() =>
         {
             Ok((id, "ok"))
         }
@@ -747,6 +792,7 @@ async fn inbox(args: &InboxArgs) -> Result<()> {
             &entry.id,
             &target,
             &GetOptions::default(),
+            &mut ctx.profile,
             progress.as_ref(),
         )
         .await;
@@ -767,10 +813,14 @@ async fn share(args: &ShareArgs) -> Result<()> {
     let mut ctx = Ctx::open(&args.common)?;
     for user in &args.with {
         let key = ctx.user_key(user, args.accept_new_key).await?;
-        coffer_client::share::share(&mut ctx.session, &args.id, user, &key)
+        let name = coffer_client::share::share(&mut ctx.session, &args.id, user, &key)
             .await
             .with_context(|| format!("cannot share {} with {user}", args.id))?;
-        ctx.note(&format!("shared {} with {user}", args.id));
+        ctx.note(&format!(
+            "shared {} ({}) with {user}",
+            printable(name.as_deref().unwrap_or("<no name>")),
+            args.id
+        ));
     }
     ctx.save()
 }
@@ -817,11 +867,19 @@ async fn link(args: &LinkArgs) -> Result<()> {
             None
         },
     };
-    let (id, url) = links::create(&mut ctx.session, &args.id, options).await?;
+    let created = links::create(&mut ctx.session, &args.id, options).await?;
     if ctx.json {
-        println!("{}", json!({"link": id, "url": url}));
+        println!(
+            "{}",
+            json!({"link": created.link, "url": created.url, "name": created.name})
+        );
     } else {
-        println!("{url}");
+        ctx.note(&format!(
+            "link to {} ({})",
+            printable(created.name.as_deref().unwrap_or("<no name>")),
+            args.id
+        ));
+        println!("{}", created.url);
     }
     ctx.save()
 }

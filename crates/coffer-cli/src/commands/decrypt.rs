@@ -4,7 +4,7 @@ use std::fs::File;
 use std::io::{self, Read};
 
 use anyhow::{Context, Result, bail};
-use coffer_format::{Header, PublicIdentity, Verified};
+use coffer_format::{Content, Header, PublicIdentity, Sender, Verified};
 use serde_json::json;
 
 use crate::cli::DecryptArgs;
@@ -32,16 +32,15 @@ pub fn run(args: &DecryptArgs) -> Result<()> {
     Ok(())
 }
 
-fn check_sender(sender: PublicIdentity, expected: &str) -> Result<()> {
+fn check_sender(sender: Sender, expected: &str) -> Result<()> {
     let expected = expected.trim();
     let matches = match PublicIdentity::parse(expected) {
-        Ok(identity) => identity == sender,
+        Ok(identity) => sender.is(&identity),
         Err(_) => expected.eq_ignore_ascii_case(&sender.fingerprint()),
     };
     if !matches {
         bail!(
-            "sender mismatch: file claims {} (fingerprint {})",
-            sender,
+            "sender mismatch: expected {expected}, the file is from {}",
             sender.fingerprint()
         );
     }
@@ -49,21 +48,24 @@ fn check_sender(sender: PublicIdentity, expected: &str) -> Result<()> {
 }
 
 fn report(verified: &Verified, json: bool) {
+    let content = match &verified.content {
+        Content::V1 { plaintext_sha256 } => format!("plaintext-sha256:{}", hex(plaintext_sha256)),
+        Content::V2 { root, .. } => format!("coffer2-root:{}", hex(root)),
+    };
     if json {
         let value = json!({
             "plaintext_len": verified.plaintext_len,
-            "plaintext_sha256": hex(&verified.plaintext_sha256),
-            "sender": verified.sender.to_string(),
+            "content": content,
+            "sender": verified.sender.classic_identity().map(|id| id.to_string()),
             "sender_fingerprint": verified.sender.fingerprint(),
             "name": verified.metadata.name,
         });
         eprintln!("{value}");
     } else {
         eprintln!(
-            "verified: {} bytes signed by {} ({})",
+            "verified: {} bytes signed by {}",
             verified.plaintext_len,
             verified.sender.fingerprint(),
-            verified.sender
         );
     }
 }

@@ -4,9 +4,9 @@ use std::fs::File;
 use std::io::BufReader;
 
 use anyhow::{Context, Result};
-use coffer_format::Header;
-use coffer_format::header::{SUITE, TRAILER_LEN, VERSION};
+use coffer_format::header::SUITE;
 use coffer_format::stream::TAG_LEN;
+use coffer_format::{Header, Version, tree};
 use serde_json::json;
 
 use crate::cli::InspectArgs;
@@ -20,26 +20,48 @@ pub fn run(args: &InspectArgs) -> Result<()> {
     let core = header.core();
     let header_len = header.encoded_len() as u64;
     let sealed_chunk = u64::from(core.chunk_size) + TAG_LEN as u64;
+    let version = core.version;
     // Derived from the length alone; authenticated only on decryption.
-    let payload = total.saturating_sub(header_len + TRAILER_LEN as u64);
-    let chunks = payload.div_ceil(sealed_chunk);
-    let plaintext_size = payload.saturating_sub(chunks * TAG_LEN as u64);
+    let payload = total.saturating_sub(header_len + version.trailer_len() as u64);
+    let (chunks, plaintext_size) = match version {
+        Version::V1 => {
+            let chunks = payload.div_ceil(sealed_chunk);
+            (chunks, payload.saturating_sub(chunks * TAG_LEN as u64))
+        }
+        Version::V2 => tree::layout_of(payload, sealed_chunk).map_or((0, 0), |(n, last)| {
+            (
+                n,
+                (n - 1) * u64::from(core.chunk_size) + last - TAG_LEN as u64,
+            )
+        }),
+    };
     let key_ids: Vec<String> = header
         .stanzas()
         .iter()
-        .map(|s| s.key_id.to_string())
+        .filter_map(|s| s.key_id().map(|id| id.to_string()))
+        .collect();
+    let stanzas: Vec<String> = header
+        .stanzas()
+        .iter()
+        .map(|s| match (s.kind(), s.key_id()) {
+            (1, Some(id)) => format!("{id} (X25519)"),
+            (2, Some(id)) => format!("{id} (X-Wing, post-quantum hybrid)"),
+            (kind, _) => format!("unknown stanza type {kind}"),
+        })
         .collect();
     let sender = header.claimed_sender();
 
     if args.json {
         let value = json!({
-            "version": VERSION,
+            "version": version.number(),
             "suite": SUITE,
             "chunk_size": core.chunk_size,
+            "file_id": hex(&core.file_id),
             "salt": hex(&core.salt),
-            "sender": sender.to_string(),
             "sender_fingerprint": sender.fingerprint(),
+            "sender_hybrid": sender.is_hybrid(),
             "recipient_key_ids": key_ids,
+            "stanza_types": header.stanzas().iter().map(|s| s.kind()).collect::<Vec<_>>(),
             "header_len": header_len,
             "file_size": total,
             "chunks": chunks,
@@ -49,17 +71,25 @@ pub fn run(args: &InspectArgs) -> Result<()> {
         println!("{value}");
         return Ok(());
     }
+    let algorithms = match version {
+        Version::V1 => "AES-256-GCM STREAM, HPKE X25519, Ed25519, SHA-256",
+        Version::V2 => "AES-256-GCM STREAM, HPKE X25519 or X-Wing, Ed25519, BLAKE3 tree",
+    };
     println!(
-        "coffer file, format version {VERSION}, suite {SUITE} (AES-256-GCM STREAM, HPKE X25519, Ed25519)"
+        "coffer file, format version {}, suite {SUITE} ({algorithms})",
+        version.number()
     );
     println!("chunk size:        {} bytes", core.chunk_size);
-    println!("sender (claimed):  {} ({})", sender.fingerprint(), sender);
+    if version == Version::V2 {
+        println!("file id:           {}", hex(&core.file_id));
+    }
+    println!("sender (claimed):  {}", sender.fingerprint());
     println!(
         "recipients:        {}",
-        if key_ids.is_empty() {
+        if stanzas.is_empty() {
             "none embedded (detached)".to_string()
         } else {
-            key_ids.join(", ")
+            stanzas.join(", ")
         }
     );
     println!("file size:         {total} bytes ({chunks} chunks)");

@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+pub mod craft;
+
 use coffer_format::{EncryptOptions, Identity, Metadata, PublicIdentity, Stanzas, prepare};
 
 /// Deterministic pseudo-random test data (xorshift), so failures reproduce.
@@ -72,28 +74,35 @@ pub fn open(id: &Identity, file: &[u8]) -> Result<Vec<u8>, (coffer_format::Error
     }
 }
 
-/// Offsets of the payload and each sealed chunk in a self-contained file.
+/// Offsets of the parts of a version 2 file: each sealed chunk, the tree
+/// entries stored after it, and the signature.
 pub struct Layout {
     pub header_len: usize,
     pub chunks: Vec<std::ops::Range<usize>>,
+    pub entries: Vec<std::ops::Range<usize>>,
     pub trailer: std::ops::Range<usize>,
 }
 
 pub fn layout(file: &[u8], chunk: u32) -> Layout {
-    let (header, header_len) = coffer_format::Header::parse(file).unwrap();
-    let _ = header;
-    let sealed = chunk as usize + 16;
+    use coffer_format::tree;
+    let (_, header_len) = coffer_format::Header::parse(file).unwrap();
+    let sealed = chunk as u64 + 16;
     let trailer_start = file.len() - coffer_format::header::TRAILER_LEN;
+    let (n, final_len) = tree::layout_of((trailer_start - header_len) as u64, sealed).unwrap();
     let mut chunks = Vec::new();
-    let mut pos = header_len;
-    while pos < trailer_start {
-        let end = (pos + sealed).min(trailer_start);
-        chunks.push(pos..end);
-        pos = end;
+    let mut entries = Vec::new();
+    for i in 0..n {
+        let start = header_len + tree::chunk_offset(i, sealed) as usize;
+        let len = if i + 1 == n { final_len } else { sealed } as usize;
+        chunks.push(start..start + len);
+        let count = tree::entries_after(i) as usize * 32;
+        entries.push(start + len..start + len + count);
     }
+    assert_eq!(entries.last().unwrap().end, trailer_start);
     Layout {
         header_len,
         chunks,
+        entries,
         trailer: trailer_start..file.len(),
     }
 }

@@ -64,17 +64,10 @@ pub trait ObjectStore: Send + Sync + 'static {
     /// upload `id` back to `len` bytes where that matters.
     fn discard_after<'a>(&'a self, id: &'a str, len: u64) -> ObjectFuture<'a, ()>;
     /// Makes the `len` staged bytes of upload `id` the object `id`; returns
-    /// the object's size and SHA-256. Idempotent: if an interrupted commit
-    /// already did it, it only checks the object. `known` is the SHA-256 if
-    /// the caller computed it as the bytes arrived; otherwise the object is
-    /// read back and hashed.
-    fn commit<'a>(
-        &'a self,
-        id: &'a str,
-        staging: &'a [u8],
-        len: u64,
-        known: Option<[u8; 32]>,
-    ) -> ObjectFuture<'a, (u64, [u8; 32])>;
+    /// the object's size. Idempotent: if an interrupted commit already did
+    /// it, it only checks the object. It reads nothing back: the content
+    /// digest is the caller's, computed once as the bytes arrived.
+    fn commit<'a>(&'a self, id: &'a str, staging: &'a [u8], len: u64) -> ObjectFuture<'a, u64>;
     /// Bytes `start..end` of an object.
     fn read<'a>(
         &'a self,
@@ -175,15 +168,6 @@ async fn sync_dir(dir: &Path) -> io::Result<()> {
     tokio::fs::File::open(dir).await?.sync_all().await
 }
 
-async fn sha256_of(path: &Path) -> io::Result<(u64, [u8; 32])> {
-    let file = tokio::fs::File::open(path).await?;
-    measure(Box::pin(tokio_util::io::ReaderStream::with_capacity(
-        file,
-        1 << 20,
-    )))
-    .await
-}
-
 impl ObjectStore for LocalObjects {
     fn backend(&self) -> &'static str {
         "local"
@@ -240,13 +224,7 @@ impl ObjectStore for LocalObjects {
         })
     }
 
-    fn commit<'a>(
-        &'a self,
-        id: &'a str,
-        _staging: &'a [u8],
-        _len: u64,
-        known: Option<[u8; 32]>,
-    ) -> ObjectFuture<'a, (u64, [u8; 32])> {
+    fn commit<'a>(&'a self, id: &'a str, _staging: &'a [u8], _len: u64) -> ObjectFuture<'a, u64> {
         Box::pin(async move {
             let staged = self.staged(id)?;
             let target = self.object(id)?;
@@ -264,10 +242,7 @@ impl ObjectStore for LocalObjects {
                         && tokio::fs::try_exists(&target).await? => {}
                 Err(err) => return Err(err),
             }
-            match known {
-                Some(sha256) => Ok((tokio::fs::metadata(&target).await?.len(), sha256)),
-                None => sha256_of(&target).await,
-            }
+            Ok(tokio::fs::metadata(&target).await?.len())
         })
     }
 
@@ -392,11 +367,11 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(second.written, 5);
-        let (size, _) = store.commit(id, &[], 11, None).await.unwrap();
+        let size = store.commit(id, &[], 11).await.unwrap();
         assert_eq!(size, 11);
         assert!(dir.path().join("objects/00/11").join(id).exists());
         // Committing again (an interrupted commit being retried) is harmless.
-        assert_eq!(store.commit(id, &[], 11, None).await.unwrap().0, 11);
+        assert_eq!(store.commit(id, &[], 11).await.unwrap(), 11);
         let mut stream = store.read(id, 6, 11).await.unwrap();
         let mut got = Vec::new();
         while let Some(chunk) = stream.next().await {

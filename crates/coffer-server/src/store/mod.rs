@@ -111,12 +111,45 @@ pub struct FileRecord {
     pub owner: String,
     /// Size in bytes.
     pub size: u64,
-    /// SHA-256 of the stored bytes.
-    pub sha256: Vec<u8>,
+    /// The content identity (32 bytes; which one, see `digest_alg`).
+    pub digest: Vec<u8>,
+    /// How `digest` was computed.
+    pub digest_alg: DigestAlg,
     /// Unix time of the commit.
     pub created_at: i64,
     /// The signed receipt (JSON).
     pub receipt: String,
+}
+
+/// What a file's content digest is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DigestAlg {
+    /// The signed root of a coffer v2 object's content tree (end-to-end
+    /// encrypted uploads: the uploader computed the same, no key needed).
+    Coffer2Root,
+    /// BLAKE3 of the bytes a plain upload sent (the plaintext the server
+    /// encrypted at rest).
+    Blake3,
+    /// SHA-256 of the stored bytes: files committed before format v2.
+    Sha256,
+}
+
+impl DigestAlg {
+    /// The name stored in the database and used in receipts and headers.
+    pub fn name(self) -> &'static str {
+        match self {
+            DigestAlg::Coffer2Root => "coffer2-root",
+            DigestAlg::Blake3 => "blake3",
+            DigestAlg::Sha256 => "sha256",
+        }
+    }
+
+    /// Parses a stored name.
+    pub fn parse(name: &str) -> Option<Self> {
+        [DigestAlg::Coffer2Root, DigestAlg::Blake3, DigestAlg::Sha256]
+            .into_iter()
+            .find(|alg| alg.name() == name)
+    }
 }
 
 /// An anonymous share link.

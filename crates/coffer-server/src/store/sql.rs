@@ -423,7 +423,9 @@ fn file_from_row(row: &dyn Get) -> Result<FileRecord, sqlx::Error> {
         id: row.text("id")?,
         owner: row.text("owner")?,
         size: row.int("size")?.max(0) as u64,
-        sha256: row.bytes("sha256")?,
+        digest: row.bytes("digest")?,
+        digest_alg: DigestAlg::parse(&row.text("digest_alg")?)
+            .ok_or_else(|| sqlx::Error::Decode("unknown digest algorithm".into()))?,
         created_at: row.int("created_at")?,
         receipt: row.text("receipt")?,
     })
@@ -726,11 +728,12 @@ impl MetaStore for SqlStore {
         Box::pin(async move {
             on_pool!(self, pool => {
                 let mut tx = pool.begin().await?;
-                sqlx::query("INSERT INTO files (id, owner, size, sha256, created_at, receipt) VALUES ($1, $2, $3, $4, $5, $6)")
+                sqlx::query("INSERT INTO files (id, owner, size, digest, digest_alg, created_at, receipt) VALUES ($1, $2, $3, $4, $5, $6, $7)")
                     .bind(&file.id)
                     .bind(&file.owner)
                     .bind(sql_u64(file.size))
-                    .bind(&file.sha256)
+                    .bind(&file.digest)
+                    .bind(file.digest_alg.name())
                     .bind(file.created_at)
                     .bind(&file.receipt)
                     .execute(&mut *tx)

@@ -483,3 +483,15 @@ pub async fn audit_text(dir: &std::path::Path) -> String {
         .unwrap();
     String::from_utf8(out).unwrap()
 }
+
+/// The `coffer-file-id` pair an E2EE upload of `object` must carry: the id
+/// its header names (the server refuses to commit an object whose header
+/// names another).
+pub fn file_id_pair(object: &[u8]) -> String {
+    use base64::Engine as _;
+    let (header, _) = coffer_format::Header::parse(object).unwrap();
+    format!(
+        "coffer-file-id {}",
+        base64::engine::general_purpose::STANDARD.encode(header.core().file_id_hex())
+    )
+}
