@@ -1,23 +1,45 @@
 //! A valid header followed by arbitrary payload bytes. Mutating a whole file
-//! rarely gets past the header MAC; this reaches the chunk framing, the
-//! final-chunk logic and the trailer checks directly.
+//! rarely gets past the header MAC; this reaches the chunk framing, the tree
+//! entries, the final-chunk logic and the signature checks directly, for a
+//! version 1 and a version 2 file.
 #![no_main]
 
 use std::sync::LazyLock;
 
-use coffer_format::{Header, Identity};
+use coffer_format::{Header, Identity, ObjectVerifier};
 use libfuzzer_sys::fuzz_target;
 
-static BOB: LazyLock<Identity> = LazyLock::new(|| {
+static BOB_V1: LazyLock<Identity> = LazyLock::new(|| {
     Identity::from_file_string(include_str!("../../testdata/v1/bob.identity"), None).unwrap()
 });
-const FILE: &[u8] = include_bytes!("../../testdata/v1/multi.coffer");
+static CAROL_V2: LazyLock<Identity> = LazyLock::new(|| {
+    Identity::from_file_string(include_str!("../../testdata/v2/carol.identity"), None).unwrap()
+});
+const FILE_V1: &[u8] = include_bytes!("../../testdata/v1/multi.coffer");
+const FILE_V2: &[u8] = include_bytes!("../../testdata/v2/many.coffer");
 
-fuzz_target!(|payload: &[u8]| {
-    let (header, header_len) = Header::parse(FILE).unwrap();
-    let opened = header.open(&BOB, &[]).unwrap();
+fuzz_target!(|input: &[u8]| {
+    let Some((&which, payload)) = input.split_first() else {
+        return;
+    };
+    let (file, identity) = if which & 1 == 0 {
+        (FILE_V1, &*BOB_V1)
+    } else {
+        (FILE_V2, &*CAROL_V2)
+    };
+    let (header, header_len) = Header::parse(file).unwrap();
+    let opened = header.open(identity, &[]).unwrap();
     let mut out = Vec::new();
     let result = opened.decryptor(payload).unwrap().copy_to(&mut out);
     // Only the genuine payload verifies.
-    assert_eq!(result.is_ok(), payload == &FILE[header_len..]);
+    assert_eq!(result.is_ok(), payload == &file[header_len..]);
+    // The keyless verifier agrees for version 2.
+    if which & 1 == 1 {
+        let whole = [&file[..header_len], payload].concat();
+        let mut verifier = ObjectVerifier::new(whole.len() as u64);
+        let keyless = verifier.update(&whole).and_then(|()| verifier.finish().map(drop));
+        if result.is_ok() {
+            assert!(keyless.is_ok());
+        }
+    }
 });

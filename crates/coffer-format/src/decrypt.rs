@@ -418,9 +418,17 @@ enum State {
     Failed,
 }
 
+/// Plaintext a decoder with several threads gathers and opens at once.
+const BATCH_BYTES: usize = 2 * 1024 * 1024;
+
 /// The framing and verification state machine shared by the sync and async
 /// readers; it never does I/O. The caller fills [`DecoderCore::spare`] from
 /// its input, then calls [`DecoderCore::decode`].
+///
+/// With more than one thread it reads a batch of chunks ahead and opens the
+/// ones that are certainly not final (§7.1) in parallel; each chunk's leaf is
+/// hashed before it is opened, and the leaves join the tree in order, so
+/// every check and the order of release are those of one thread.
 pub(crate) struct DecoderCore {
     opened: OpenedHeader,
     opener: StreamOpener,
@@ -430,12 +438,14 @@ pub(crate) struct DecoderCore {
     /// Sealed chunk length `S`.
     sealed_chunk: usize,
     trailer_len: usize,
-    /// Ciphertext read ahead: at most one sealed chunk, its entries, the
-    /// trailer and one byte, which is how a chunk is known to be final.
+    threads: usize,
+    /// Ciphertext read ahead: a batch of chunks with their entries, then a
+    /// window of `S + E + T + 1` bytes, which is how a chunk is known not to
+    /// be final.
     buf: Vec<u8>,
     filled: usize,
-    /// Verified plaintext in `buf` not yet handed out.
-    plaintext: Range<usize>,
+    /// Verified plaintext in `buf` not yet handed out, in order.
+    released: std::collections::VecDeque<Range<usize>>,
     /// Bytes at the front of `buf` to discard before reading more.
     consumed: usize,
     state: State,
@@ -444,7 +454,7 @@ pub(crate) struct DecoderCore {
 impl DecoderCore {
     pub(crate) fn new(opened: OpenedHeader) -> Result<Self> {
         let check = Check::new(&opened)?;
-        Self::with_check(opened, check, 0, 0)
+        Self::with_check(opened, check, 0, 0, 1)
     }
 
     fn with_check(
@@ -452,6 +462,7 @@ impl DecoderCore {
         check: Check,
         index: u64,
         plaintext_len: u64,
+        threads: usize,
     ) -> Result<Self> {
         let sealed_chunk = opened.core.chunk_size as usize + TAG_LEN;
         let version = opened.core.version;
@@ -460,6 +471,13 @@ impl DecoderCore {
             Version::V2 => tree::MAX_ENTRIES_PER_CHUNK * HASH_LEN,
         };
         let trailer_len = version.trailer_len();
+        let threads = threads.max(1);
+        let batch = if threads == 1 {
+            0
+        } else {
+            (BATCH_BYTES / opened.core.chunk_size as usize).max(1)
+        };
+        let per_chunk = sealed_chunk + if max_entries > 0 { 2 * HASH_LEN } else { 0 };
         Ok(Self {
             opener: StreamOpener::new(&opened.keys.payload)?,
             opened,
@@ -468,60 +486,91 @@ impl DecoderCore {
             index,
             sealed_chunk,
             trailer_len,
-            buf: vec![0u8; sealed_chunk + max_entries + trailer_len + 1],
+            threads,
+            buf: vec![0u8; batch * per_chunk + sealed_chunk + max_entries + trailer_len + 1],
             filled: 0,
-            plaintext: 0..0,
+            released: std::collections::VecDeque::new(),
             consumed: 0,
             state: State::Reading,
         })
     }
 
     pub(crate) fn resumed(opened: OpenedHeader, point: ResumePoint) -> Result<Self> {
-        Self::with_check(opened, point.check, point.chunks, point.plaintext_len)
+        Self::with_check(opened, point.check, point.chunks, point.plaintext_len, 1)
     }
 
-    /// Bytes of tree entries stored after the current chunk.
-    fn entries_len(&self) -> usize {
+    /// Opens chunks on up to `threads` threads (see the type's docs).
+    /// Only before the first byte was read.
+    pub(crate) fn with_threads(self, threads: usize) -> Result<Self> {
+        Self::with_check(
+            self.opened,
+            self.check,
+            self.index,
+            self.plaintext_len,
+            threads,
+        )
+    }
+
+    /// Bytes of tree entries stored after chunk `index`.
+    fn entries_len(&self, index: u64) -> usize {
         match self.check {
             Check::V1(_) => 0,
-            Check::V2 { .. } => tree::entries_after(self.index) as usize * HASH_LEN,
+            Check::V2 { .. } => tree::entries_after(index) as usize * HASH_LEN,
         }
-    }
-
-    /// Bytes that must be buffered to know the current chunk is not final.
-    fn window(&self) -> usize {
-        self.sealed_chunk + self.entries_len() + self.trailer_len + 1
     }
 
     /// Verified plaintext not yet handed out.
     pub(crate) fn plaintext(&self) -> &[u8] {
-        &self.buf[self.plaintext.clone()]
+        match self.released.front() {
+            Some(range) => &self.buf[range.clone()],
+            None => &[],
+        }
+    }
+
+    /// Queues verified plaintext for handing out (nothing for an empty range).
+    fn release(&mut self, range: Range<usize>) {
+        if range.start < range.end {
+            self.released.push_back(range);
+        }
     }
 
     /// Marks `n` bytes of [`DecoderCore::plaintext`] as handed out.
     pub(crate) fn consume_plaintext(&mut self, n: usize) {
-        self.plaintext.start += n;
+        if let Some(range) = self.released.front_mut() {
+            range.start += n;
+            if range.start >= range.end {
+                self.released.pop_front();
+            }
+        }
     }
 
     /// `Some(Ok)` when everything verified and was handed out, `Some(Err)`
     /// after a failure, `None` while more input is needed.
     pub(crate) fn outcome(&self) -> Option<Result<&Verified>> {
         match &self.state {
-            State::Done(verified) if self.plaintext.is_empty() => Some(Ok(verified)),
+            State::Done(verified) if self.released.is_empty() => Some(Ok(verified)),
             State::Failed => Some(Err(Error::Crypto("decryption already failed"))),
             _ => None,
         }
     }
 
     /// Where the next input bytes go; empty once a decision can be made.
+    /// Call only once all released plaintext was handed out.
     pub(crate) fn spare(&mut self) -> &mut [u8] {
+        debug_assert!(self.released.is_empty(), "input read over unread plaintext");
         if self.consumed > 0 {
             self.buf.copy_within(self.consumed..self.filled, 0);
             self.filled -= self.consumed;
             self.consumed = 0;
         }
-        let window = self.window();
-        &mut self.buf[self.filled..window]
+        // One thread: exactly the window the current chunk needs.
+        let window = self.sealed_chunk + self.entries_len(self.index) + self.trailer_len + 1;
+        let end = if self.threads == 1 {
+            window
+        } else {
+            self.buf.len()
+        };
+        &mut self.buf[self.filled..end]
     }
 
     /// Records that `n` bytes were read into [`DecoderCore::spare`].
@@ -529,79 +578,174 @@ impl DecoderCore {
         self.filled += n;
     }
 
-    /// Decrypts the next chunk once the window is full (`eof == false`) or
-    /// the input ended (`eof == true`). On failure the state is final.
+    /// Decrypts the chunks the buffer shows to be non-final, and at the end
+    /// of input (`eof == true`) the final chunk. On failure the state is
+    /// final.
     pub(crate) fn decode(&mut self, eof: bool) -> Result<()> {
-        let result = if eof {
-            self.decode_last()
-        } else {
-            self.decode_middle()
-        };
+        let result = self
+            .decode_middle(eof)
+            .and_then(|()| if eof { self.decode_last() } else { Ok(()) });
         if result.is_err() {
             self.state = State::Failed;
-            self.plaintext = 0..0;
+            self.released.clear();
         }
         result
     }
 
-    /// Checks chunk `index`'s stored tree entries (version 2) against the
-    /// ones recomputed from its sealed bytes `buf[..chunk_len]`, which must
-    /// be called before the chunk is opened in place.
-    fn check_entries(&mut self, chunk_len: usize) -> Result<()> {
-        let index = self.index;
-        let entries = self.entries_len();
-        let Check::V2 { tree, scratch } = &mut self.check else {
-            return Ok(());
+    /// The chunks (index, offset in `buf`) that are certainly not final:
+    /// more than `S + E(i) + T` bytes follow their start (§7.1).
+    fn non_final_chunks(&self) -> Vec<(u64, usize)> {
+        let mut chunks = Vec::new();
+        let (mut index, mut at) = (self.index, self.consumed);
+        loop {
+            let entries = self.entries_len(index);
+            if self.filled - at <= self.sealed_chunk + entries + self.trailer_len {
+                return chunks;
+            }
+            chunks.push((index, at));
+            at += self.sealed_chunk + entries;
+            index += 1;
+        }
+    }
+
+    fn decode_middle(&mut self, eof: bool) -> Result<()> {
+        let chunks = self.non_final_chunks();
+        if chunks.is_empty() && !eof {
+            return Err(Error::Crypto("decode called before the window was full"));
+        }
+        let sealed_chunk = self.sealed_chunk;
+        let v2 = matches!(self.check, Check::V2 { .. });
+        // Disjoint slices of the buffer, one per chunk: sealed bytes, entries.
+        let mut slots = Vec::with_capacity(chunks.len());
+        let mut rest = &mut self.buf[self.consumed..];
+        let mut position = self.consumed;
+        for &(index, at) in &chunks {
+            let entries = if v2 {
+                tree::entries_after(index) as usize * HASH_LEN
+            } else {
+                0
+            };
+            let (_, from) = rest.split_at_mut(at - position);
+            let (sealed, after) = from.split_at_mut(sealed_chunk);
+            let (stored, after) = after.split_at_mut(entries);
+            slots.push((index, sealed, &*stored));
+            rest = after;
+            position = at + sealed_chunk + entries;
+        }
+        // Each chunk: hash its sealed bytes (version 2), then open it in
+        // place; on up to `threads` threads, in order within each.
+        let opener = &self.opener;
+        type Outcome = (tree::Hash, Result<usize>);
+        let work = |group: &mut [(u64, &mut [u8], &[u8])]| -> Vec<Outcome> {
+            group
+                .iter_mut()
+                .map(|(index, sealed, _)| {
+                    let leaf = if v2 {
+                        tree::leaf(*index, sealed)
+                    } else {
+                        [0; HASH_LEN]
+                    };
+                    let opened = opener
+                        .open_chunk(*index, false, sealed)
+                        .map(|plain| plain.len());
+                    (leaf, opened)
+                })
+                .collect()
         };
-        scratch.clear();
-        tree.push(tree::leaf(index, &self.buf[..chunk_len]), scratch);
-        if scratch[..] != self.buf[chunk_len..chunk_len + entries] {
-            return Err(Error::TreeMismatch { index });
+        let outcomes: Vec<Outcome> = if self.threads == 1 || slots.len() < 2 {
+            work(&mut slots)
+        } else {
+            let per = slots.len().div_ceil(self.threads);
+            std::thread::scope(|scope| {
+                let workers: Vec<_> = slots
+                    .chunks_mut(per)
+                    .map(|g| scope.spawn(move || work(g)))
+                    .collect();
+                workers
+                    .into_iter()
+                    .flat_map(|w| {
+                        w.join().unwrap_or_else(|_| {
+                            vec![(
+                                [0; HASH_LEN],
+                                Err(Error::Crypto("a decrypting thread panicked")),
+                            )]
+                        })
+                    })
+                    .collect()
+            })
+        };
+        drop(slots);
+        // In order, as one thread would: the leaf joins the tree and the
+        // stored entries must match (checked before the tag, §11.1), then
+        // the tag; then the chunk is released.
+        for (&(index, at), (leaf, opened)) in chunks.iter().zip(outcomes) {
+            let entries = self.entries_len(index);
+            let stored = at + sealed_chunk..at + sealed_chunk + entries;
+            if let Check::V2 { tree, scratch } = &mut self.check {
+                scratch.clear();
+                tree.push(leaf, scratch);
+                if scratch[..] != self.buf[stored] {
+                    return Err(Error::TreeMismatch { index });
+                }
+            }
+            let plain_len = opened?;
+            if let Check::V1(digest) = &mut self.check {
+                digest.update(&self.buf[at..at + plain_len])?;
+            }
+            self.release(at..at + plain_len);
+            self.plaintext_len += plain_len as u64;
+            self.index = index + 1;
+            self.consumed = at + sealed_chunk + entries;
         }
         Ok(())
     }
 
-    fn decode_middle(&mut self) -> Result<()> {
-        debug_assert_eq!(self.filled, self.window());
-        let sealed_chunk = self.sealed_chunk;
-        let entries = self.entries_len();
-        self.check_entries(sealed_chunk)?;
-        let plain = self
-            .opener
-            .open_chunk(self.index, false, &mut self.buf[..sealed_chunk])?;
-        if let Check::V1(digest) = &mut self.check {
-            digest.update(plain)?;
+    /// Checks chunk `index`'s stored tree entries (version 2) against the
+    /// ones recomputed from its sealed bytes `buf[from..from + chunk_len]`;
+    /// must be called before the chunk is opened in place.
+    fn check_entries(&mut self, from: usize, chunk_len: usize) -> Result<()> {
+        let index = self.index;
+        let entries = self.entries_len(index);
+        let Check::V2 { tree, scratch } = &mut self.check else {
+            return Ok(());
+        };
+        scratch.clear();
+        tree.push(
+            tree::leaf(index, &self.buf[from..from + chunk_len]),
+            scratch,
+        );
+        let stored = &self.buf[from + chunk_len..from + chunk_len + entries];
+        if scratch[..] != *stored {
+            return Err(Error::TreeMismatch { index });
         }
-        self.plaintext = 0..plain.len();
-        self.plaintext_len += plain.len() as u64;
-        self.consumed = sealed_chunk + entries;
-        self.index += 1;
         Ok(())
     }
 
     /// At end of input: the last `T` bytes are the trailer, the `E(i)`
     /// before them the final chunk's entries, and the rest the final chunk.
     fn decode_last(&mut self) -> Result<()> {
-        let len = self.filled;
-        let entries = self.entries_len();
+        let from = self.consumed;
+        let len = self.filled - from;
+        let entries = self.entries_len(self.index);
         let tail = entries + self.trailer_len;
         if len < TAG_LEN + tail {
             return Err(Error::Truncated("payload or trailer missing"));
         }
         let chunk_end = len - tail;
-        let saved = self.buf[..len].to_vec();
+        let saved = self.buf[from..from + len].to_vec();
         let index = self.index;
         let mut leaf_check = Ok(());
         if let Check::V2 { .. } = self.check {
-            leaf_check = self.check_entries(chunk_end);
+            leaf_check = self.check_entries(from, chunk_end);
         }
-        let plain_len = match self
-            .opener
-            .open_chunk(index, true, &mut self.buf[..chunk_end])
-        {
-            Ok(plain) => plain.len(),
-            Err(_) => return Err(self.diagnose_last(&saved)),
-        };
+        let plain_len =
+            match self
+                .opener
+                .open_chunk(index, true, &mut self.buf[from..from + chunk_end])
+            {
+                Ok(plain) => plain.len(),
+                Err(_) => return Err(self.diagnose_last(&saved)),
+            };
         leaf_check?;
         if plain_len == 0 && index != 0 {
             return Err(Error::EmptyFinalChunk);
@@ -611,7 +755,7 @@ impl DecoderCore {
         let content = match &mut self.check {
             Check::V1(digest) => {
                 let mut digest = std::mem::replace(digest, PlaintextDigest::new());
-                digest.update(&self.buf[..plain_len])?;
+                digest.update(&self.buf[from..from + plain_len])?;
                 let sha = digest.finish()?;
                 let sha = self
                     .opened
@@ -630,8 +774,8 @@ impl DecoderCore {
         };
         self.opened.check_declared_size(self.plaintext_len)?;
         // Only now, with the signature checked, is the final chunk released.
-        self.plaintext = 0..plain_len;
-        self.consumed = len;
+        self.release(from..from + plain_len);
+        self.consumed = self.filled;
         self.state = State::Done(Box::new(Verified {
             plaintext_len: self.plaintext_len,
             sender: self.opened.core.sender.clone(),
@@ -643,7 +787,7 @@ impl DecoderCore {
         Ok(())
     }
 
-    /// Tells a cut file from a modified one (docs/FORMAT.md §10, the
+    /// Tells a cut file from a modified one (docs/FORMAT.md §7.2, the
     /// truncation rule): if the first bytes left open as a chunk at this
     /// index, the file lost its tail after a chunk boundary. Anything else
     /// is reported as damage to the final chunk, which a cut inside it (or
@@ -652,7 +796,7 @@ impl DecoderCore {
         // The chunk may be all there is (cut before its entries), or be
         // followed by its entries with the trailer missing.
         let whole = rest.len().min(self.sealed_chunk);
-        let before_entries = rest.len().saturating_sub(self.entries_len());
+        let before_entries = rest.len().saturating_sub(self.entries_len(self.index));
         for len in [whole, before_entries] {
             for last in [false, true] {
                 let mut probe = rest[..len].to_vec();
@@ -672,6 +816,15 @@ pub struct Decryptor<R> {
 }
 
 impl<R: Read> Decryptor<R> {
+    /// Opens chunks on up to `threads` threads (reading a batch of chunks
+    /// ahead). Call before the first read.
+    pub fn with_threads(self, threads: usize) -> Result<Self> {
+        Ok(Self {
+            inner: self.inner,
+            core: self.core.with_threads(threads)?,
+        })
+    }
+
     /// The opened header (metadata, file key).
     pub fn header(&self) -> &OpenedHeader {
         &self.core.opened
@@ -687,8 +840,11 @@ impl<R: Read> Decryptor<R> {
     /// be discarded.
     pub fn copy_to(mut self, out: &mut impl Write) -> Result<Verified> {
         loop {
-            let plain = self.core.plaintext();
-            if !plain.is_empty() {
+            loop {
+                let plain = self.core.plaintext();
+                if plain.is_empty() {
+                    break;
+                }
                 out.write_all(plain)?;
                 let n = plain.len();
                 self.core.consume_plaintext(n);

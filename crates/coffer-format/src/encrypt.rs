@@ -45,6 +45,9 @@ pub struct EncryptOptions<'a> {
     pub chunk_size: u32,
     /// The file id to record (a server object's id); random if `None`.
     pub file_id: Option<[u8; FILE_ID_LEN]>,
+    /// Threads that seal and hash chunks (chunks are independent until the
+    /// tree joins their leaves). 1 seals on the caller's thread.
+    pub threads: usize,
 }
 
 impl<'a> EncryptOptions<'a> {
@@ -56,6 +59,7 @@ impl<'a> EncryptOptions<'a> {
             metadata: Metadata::default(),
             chunk_size: header::DEFAULT_CHUNK_SIZE,
             file_id: None,
+            threads: 1,
         }
     }
 }
@@ -79,6 +83,7 @@ pub struct Prepared<'a> {
     header_hash: [u8; 32],
     signer: &'a Identity,
     expected_len: Option<u64>,
+    threads: usize,
 }
 
 /// Builds the header for a new file.
@@ -131,6 +136,7 @@ pub fn prepare<'a>(options: EncryptOptions<'a>) -> Result<Prepared<'a>> {
         header_hash,
         signer: options.signer,
         expected_len: options.metadata.size,
+        threads: options.threads.max(1),
     })
 }
 
@@ -170,6 +176,7 @@ impl<'a> Prepared<'a> {
             header_hash: parts.header_hash,
             signer,
             expected_len: parts.metadata.size,
+            threads: 1,
         })
     }
 
@@ -241,12 +248,14 @@ pub struct Written {
 
 /// Sealing state shared by every payload writer: the STREAM sealer, the
 /// content tree, and what the signature needs. It seals chunks in place
-/// in the caller's buffer and appends their tags and tree entries there.
+/// in the caller's buffer and puts their tags and tree entries there.
 pub(crate) struct PayloadEncoder<'a> {
     sealer: StreamSealer,
     tree: TreeBuilder,
     plaintext_len: u64,
     prepared: Prepared<'a>,
+    /// Entries of one chunk, as the tree emits them.
+    scratch: Vec<u8>,
 }
 
 impl<'a> PayloadEncoder<'a> {
@@ -256,6 +265,7 @@ impl<'a> PayloadEncoder<'a> {
             tree: TreeBuilder::new(),
             plaintext_len: 0,
             prepared,
+            scratch: Vec::with_capacity(tree::MAX_ENTRIES_PER_CHUNK * HASH_LEN),
         })
     }
 
@@ -263,19 +273,38 @@ impl<'a> PayloadEncoder<'a> {
         self.prepared.core.chunk_size as usize
     }
 
-    /// Seals the full, non-final plaintext chunk `buf[start..]` in place and
-    /// appends its tag and tree entries.
-    fn seal_chunk(&mut self, buf: &mut Vec<u8>, start: usize) -> Result<()> {
-        debug_assert_eq!(
-            buf.len() - start,
-            self.chunk_size(),
-            "non-final chunks are full"
-        );
-        self.plaintext_len += (buf.len() - start) as u64;
-        let index = self.sealer.next_index();
-        self.sealer.seal_chunk_at(buf, start)?;
-        let leaf = tree::leaf(index, &buf[start..]);
-        self.tree.push(leaf, buf);
+    /// Appends `plain` (whole chunks, none of them final) to `out` sealed,
+    /// each followed by its tree entries. The chunks are sealed and hashed
+    /// on up to `threads` threads, then their leaves join the tree in order.
+    fn seal_full_chunks(&mut self, plain: &[u8], out: &mut Vec<u8>) -> Result<()> {
+        let chunk = self.chunk_size();
+        debug_assert_eq!(plain.len() % chunk, 0, "non-final chunks are full");
+        let first = self.sealer.next_index();
+        let base = out.len();
+        for (j, piece) in plain.chunks(chunk).enumerate() {
+            out.extend_from_slice(piece);
+            let entries = tree::entries_after(first + j as u64) as usize * HASH_LEN;
+            out.resize(out.len() + TAG_LEN + entries, 0);
+        }
+        let (mut slots, mut entry_slots) = (Vec::new(), Vec::new());
+        let mut rest = &mut out[base..];
+        for j in 0..plain.len() / chunk {
+            let entries = tree::entries_after(first + j as u64) as usize * HASH_LEN;
+            let (slot, after) = rest.split_at_mut(chunk + TAG_LEN);
+            let (entry_slot, after) = after.split_at_mut(entries);
+            slots.push(slot);
+            entry_slots.push(entry_slot);
+            rest = after;
+        }
+        let leaves = self
+            .sealer
+            .seal_many(&mut slots, self.prepared.threads, tree::leaf)?;
+        for (leaf, entry_slot) in leaves.into_iter().zip(entry_slots) {
+            self.scratch.clear();
+            self.tree.push(leaf, &mut self.scratch);
+            entry_slot.copy_from_slice(&self.scratch);
+        }
+        self.plaintext_len += plain.len() as u64;
         Ok(())
     }
 
@@ -315,83 +344,90 @@ impl<'a> PayloadEncoder<'a> {
     }
 }
 
+/// Plaintext a streaming writer gathers before sealing it as one batch (so
+/// chunks can be sealed on several threads).
+const BATCH_BYTES: usize = 2 * 1024 * 1024;
+
 /// The chunking state machine shared by the sync and async writers. It
-/// owns one chunk buffer that holds plaintext while filling and ciphertext
-/// (with its entries) while waiting to be written out; it never does I/O.
+/// gathers plaintext for a batch of chunks, then seals them into its output
+/// buffer, which it hands out as `pending`; it never does I/O.
 pub(crate) struct EncoderCore<'a> {
     payload: Option<PayloadEncoder<'a>>,
-    /// Plaintext being filled, or sealed bytes awaiting output.
-    chunk: Vec<u8>,
-    chunk_size: usize,
-    /// Sealed bytes of `chunk` already handed to the output.
+    /// Plaintext of up to `batch` chunks not yet sealed.
+    staging: Vec<u8>,
+    /// Sealed bytes (with entries, and at the end the signature).
+    out: Vec<u8>,
+    /// Bytes of `out` already handed to the output.
     written: usize,
-    sealed: bool,
+    chunk_size: usize,
+    batch: usize,
     summary: Option<Written>,
 }
 
 impl<'a> EncoderCore<'a> {
     pub(crate) fn new(prepared: Prepared<'a>) -> Result<Self> {
         let chunk_size = prepared.core.chunk_size as usize;
+        let batch = (BATCH_BYTES / chunk_size).max(1);
         Ok(Self {
             payload: Some(PayloadEncoder::new(prepared)?),
-            chunk: Vec::with_capacity(
-                chunk_size + TAG_LEN + tree::MAX_ENTRIES_PER_CHUNK * HASH_LEN + header::TRAILER_LEN,
-            ),
-            chunk_size,
+            staging: Vec::with_capacity(batch * chunk_size),
+            out: Vec::with_capacity(batch * (chunk_size + TAG_LEN + 2 * HASH_LEN) + 4096),
             written: 0,
-            sealed: false,
+            chunk_size,
+            batch,
             summary: None,
         })
     }
 
-    /// Sealed bytes waiting to be written; empty while filling.
+    /// Sealed bytes waiting to be written.
     pub(crate) fn pending(&self) -> &[u8] {
-        if self.sealed {
-            &self.chunk[self.written..]
-        } else {
-            &[]
-        }
+        &self.out[self.written..]
     }
 
     /// Records that `n` pending bytes were written.
     pub(crate) fn consume(&mut self, n: usize) {
         self.written += n;
-        if self.sealed && self.written == self.chunk.len() && self.summary.is_none() {
-            self.chunk.clear();
+        if self.written == self.out.len() && self.summary.is_none() {
+            self.out.clear();
             self.written = 0;
-            self.sealed = false;
         }
     }
 
-    /// Takes plaintext into the current chunk. A full chunk is sealed (as
-    /// non-final) only when more data arrives, since until then it may be
-    /// the final one; then 0 is returned and `pending` must be drained.
+    /// Takes plaintext into the current batch. A full batch is sealed (as
+    /// non-final chunks) only when more data arrives, since until then its
+    /// last chunk may be the final one; then 0 is returned and `pending` must
+    /// be drained.
     pub(crate) fn accept(&mut self, data: &[u8]) -> Result<usize> {
-        if self.sealed || data.is_empty() {
+        if !self.pending().is_empty() || data.is_empty() {
             return Ok(0);
         }
         let payload = self
             .payload
             .as_mut()
             .ok_or(Error::Crypto("write after finish"))?;
-        if self.chunk.len() == self.chunk_size {
-            payload.seal_chunk(&mut self.chunk, 0)?;
-            self.sealed = true;
+        let full = self.batch * self.chunk_size;
+        if self.staging.len() == full {
+            payload.seal_full_chunks(&self.staging, &mut self.out)?;
+            self.staging.clear();
             return Ok(0);
         }
-        let take = data.len().min(self.chunk_size - self.chunk.len());
-        self.chunk.extend_from_slice(&data[..take]);
+        let take = data.len().min(full - self.staging.len());
+        self.staging.extend_from_slice(&data[..take]);
         Ok(take)
     }
 
-    /// Seals the final chunk and appends the signature to `pending`. Call
-    /// once `pending` is empty.
+    /// Seals what is left, the last chunk as final, and appends the
+    /// signature to `pending`. Call once `pending` is empty.
     pub(crate) fn finish(&mut self) -> Result<()> {
-        if let Some(payload) = self.payload.take() {
-            debug_assert!(!self.sealed, "finish with output pending");
-            let summary = payload.seal_last(&mut self.chunk, 0)?;
-            self.sealed = true;
-            self.summary = Some(summary);
+        if let Some(mut payload) = self.payload.take() {
+            debug_assert!(self.pending().is_empty(), "finish with output pending");
+            let last_start =
+                self.staging.len().saturating_sub(1) / self.chunk_size * self.chunk_size;
+            payload.seal_full_chunks(&self.staging[..last_start], &mut self.out)?;
+            let at = self.out.len();
+            self.out.extend_from_slice(&self.staging[last_start..]);
+            self.staging.clear();
+            self.summary = Some(payload.seal_last(&mut self.out, at)?);
         }
         Ok(())
     }
@@ -506,6 +542,14 @@ impl<'a> UnitEncoder<'a> {
         Self::new(Prepared::reopen(opened, signer)?, unit_len, recorded)
     }
 
+    /// Seals on up to `threads` threads (see [`EncryptOptions::threads`]).
+    pub fn with_threads(mut self, threads: usize) -> Self {
+        if let Some(payload) = self.payload.as_mut() {
+            payload.prepared.threads = threads.max(1);
+        }
+        self
+    }
+
     /// Total encoded length (detached stanzas).
     pub fn encoded_len(&self) -> u64 {
         let chunk = self
@@ -546,39 +590,38 @@ impl<'a> UnitEncoder<'a> {
                 "the input is shorter than the size the header declares"
             }));
         }
-        let payload = self
+        // Taken for good: an encoder that failed is spent (fail closed).
+        let mut payload = self
             .payload
             .take()
             .ok_or(Error::Crypto("encode after the last unit"))?;
         let base = out.len();
-        if self.next_unit == 0 {
-            out.extend_from_slice(&self.header);
-        }
-        let chunk = payload.chunk_size();
         let last_unit = (self.next_unit as u64 + 1) * self.unit_len >= self.total;
-        let pieces: Vec<&[u8]> = if plain.is_empty() {
-            vec![plain]
-        } else {
-            plain.chunks(chunk).collect()
-        };
-        let count = pieces.len();
-        let mut summary = None;
-        let mut kept = Some(payload);
-        for (i, piece) in pieces.into_iter().enumerate() {
-            let at = out.len();
-            out.extend_from_slice(piece);
-            let Some(mut p) = kept.take() else { break };
-            if last_unit && i + 1 == count {
-                summary = Some(p.seal_last(out, at)?);
-            } else {
-                p.seal_chunk(out, at)?;
-                kept = Some(p);
+        let header = (self.next_unit == 0).then_some(&self.header[..]);
+        let sealed = (|| -> Result<(UnitDigest, Option<Written>, Option<PayloadEncoder<'a>>)> {
+            if let Some(header) = header {
+                out.extend_from_slice(header);
             }
-        }
-        let digest = match (&summary, &kept) {
-            (Some(written), _) => written.root,
-            (None, Some(p)) => p.tree.root().ok_or(Error::Crypto("empty tree"))?,
-            (None, None) => return Err(Error::Crypto("unit without chunks")),
+            if last_unit {
+                let chunk = payload.chunk_size();
+                let last_start = plain.len().saturating_sub(1) / chunk * chunk;
+                payload.seal_full_chunks(&plain[..last_start], out)?;
+                let at = out.len();
+                out.extend_from_slice(&plain[last_start..]);
+                let written = payload.seal_last(out, at)?;
+                Ok((written.root, Some(written), None))
+            } else {
+                payload.seal_full_chunks(plain, out)?;
+                let root = payload.tree.root().ok_or(Error::Crypto("empty tree"))?;
+                Ok((root, None, Some(payload)))
+            }
+        })();
+        let (digest, summary, kept) = match sealed {
+            Ok(done) => done,
+            Err(err) => {
+                out.truncate(base);
+                return Err(err);
+            }
         };
         if let Some(known) = self.recorded.get(self.next_unit)
             && *known != digest

@@ -736,6 +736,14 @@ mod tests {
     }
 
     #[test]
+    fn an_x_wing_key_outside_the_ml_kem_modulus_is_refused() {
+        let id = Identity::generate().unwrap();
+        let mut bytes = id.public().to_bytes();
+        bytes[64..64 + 3].copy_from_slice(&[0xff, 0xff, 0xff]);
+        assert!(PublicIdentity::from_bytes(&bytes).is_err());
+    }
+
+    #[test]
     fn non_canonical_ed25519_encodings_are_refused() {
         let id = Identity::generate_classic().unwrap();
         let mut bytes = id.public().to_bytes();

@@ -94,6 +94,64 @@ impl StreamSealer {
         self.seal_at(buf, start, true)
     }
 
+    /// Seals `slots.len()` consecutive non-final chunks, on up to `threads`
+    /// threads. Each slot is one chunk's plaintext followed by `TAG_LEN`
+    /// spare bytes that receive its tag. `then(index, sealed)` runs on the
+    /// thread that sealed the slot (to hash it while it is in cache); the
+    /// results come back in slot order. Every index is used once: the
+    /// counter moves past all the slots before any is sealed.
+    pub fn seal_many<T: Send>(
+        &mut self,
+        slots: &mut [&mut [u8]],
+        threads: usize,
+        then: impl Fn(u64, &[u8]) -> T + Sync,
+    ) -> Result<Vec<T>> {
+        let count = slots.len() as u64;
+        let first = self.counter;
+        if MAX_COUNTER - first <= count {
+            return Err(Error::Crypto("STREAM counter exhausted"));
+        }
+        if slots.iter().any(|slot| slot.len() < TAG_LEN) {
+            return Err(Error::Crypto("a chunk slot has no room for its tag"));
+        }
+        self.counter += count;
+        let key = &self.key;
+        let seal_group = |start: usize, group: &mut [&mut [u8]]| -> Result<Vec<T>> {
+            let mut out = Vec::with_capacity(group.len());
+            for (j, slot) in group.iter_mut().enumerate() {
+                let index = first + (start + j) as u64;
+                let split = slot.len() - TAG_LEN;
+                let (plain, tag_room) = slot.split_at_mut(split);
+                let tag = key
+                    .seal_in_place_separate_tag(nonce(index, false), Aad::empty(), plain)
+                    .map_err(|_| Error::Crypto("AES-256-GCM seal"))?;
+                tag_room.copy_from_slice(tag.as_ref());
+                out.push(then(index, slot));
+            }
+            Ok(out)
+        };
+        let threads = threads.clamp(1, slots.len().max(1));
+        if threads == 1 {
+            return seal_group(0, slots);
+        }
+        let per = slots.len().div_ceil(threads);
+        std::thread::scope(|scope| {
+            let workers: Vec<_> = slots
+                .chunks_mut(per)
+                .enumerate()
+                .map(|(g, group)| scope.spawn(move || seal_group(g * per, group)))
+                .collect();
+            let mut results = Vec::with_capacity(count as usize);
+            for worker in workers {
+                let group = worker
+                    .join()
+                    .map_err(|_| Error::Crypto("a sealing thread panicked"))??;
+                results.extend(group);
+            }
+            Ok(results)
+        })
+    }
+
     fn seal(&mut self, chunk: &mut Vec<u8>, last: bool) -> Result<()> {
         self.seal_at(chunk, 0, last)
     }
@@ -189,6 +247,32 @@ mod tests {
         assert!(opener.open_chunk(1, false, &mut last.clone()).is_err());
         let other = StreamOpener::new(&key(2)).unwrap();
         assert!(other.open_chunk(0, false, &mut first.clone()).is_err());
+    }
+
+    #[test]
+    fn seal_many_equals_sealing_one_by_one_on_any_number_of_threads() {
+        let chunks: Vec<Vec<u8>> = (0..9u8).map(|i| vec![i; 300]).collect();
+        let mut one_by_one = StreamSealer::new(&key(3)).unwrap();
+        let expected: Vec<Vec<u8>> = chunks
+            .iter()
+            .map(|c| {
+                let mut c = c.clone();
+                one_by_one.seal_chunk(&mut c).unwrap();
+                c
+            })
+            .collect();
+        for threads in [1, 2, 4, 16] {
+            let mut sealer = StreamSealer::new(&key(3)).unwrap();
+            let mut bufs: Vec<Vec<u8>> = chunks
+                .iter()
+                .map(|c| [&c[..], &[0u8; TAG_LEN]].concat())
+                .collect();
+            let mut slots: Vec<&mut [u8]> = bufs.iter_mut().map(|b| &mut b[..]).collect();
+            let indices = sealer.seal_many(&mut slots, threads, |i, _| i).unwrap();
+            assert_eq!(indices, (0..9).collect::<Vec<u64>>());
+            assert_eq!(bufs, expected, "threads {threads}");
+            assert_eq!(sealer.next_index(), 9);
+        }
     }
 
     #[test]

@@ -13,7 +13,7 @@ use coffer_format::header::{self, FIXED_LEN, TRAILER_LEN};
 use coffer_format::stream::StreamSealer;
 use coffer_format::tree::{self, TreeBuilder};
 use coffer_format::{Error, ErrorKind, Header, Identity, RangeReader};
-use common::{Layout, Party, data, layout, open, seal};
+use common::{Layout, Party, data, layout, open, open_with_threads, seal};
 use zeroize::Zeroizing;
 
 const CHUNK: u32 = 512;
@@ -469,4 +469,36 @@ fn range_reads_refuse_a_substituted_final_chunk_and_bad_layouts() {
     odd.insert(c.lay.trailer.start, 0);
     odd.insert(c.lay.trailer.start, 0);
     assert!(RangeReader::open(Cursor::new(&odd), &c.alice.id, &[]).is_err());
+}
+
+/// The reader that opens a batch of chunks on several threads reaches the
+/// same verdict as the one-thread reader, whatever the damage, and releases
+/// no more than it (a failure anywhere in a batch withholds the whole batch).
+#[test]
+fn a_parallel_reader_gives_the_same_verdicts_and_releases_the_same_bytes() {
+    let c = case();
+    let mut files = vec![c.file.clone()];
+    for bit in (c.lay.header_len * 8..c.file.len() * 8).step_by(97) {
+        files.push(flip(&c.file, bit));
+    }
+    for cut in (c.lay.header_len..c.file.len()).step_by(61) {
+        files.push(c.file[..cut].to_vec());
+    }
+    files.push(rebuild(&c, &[0, 2, 1, 3, 4], true));
+    for (i, file) in files.iter().enumerate() {
+        let one = open_with_threads(&c.alice.id, file, 1);
+        let many = open_with_threads(&c.alice.id, file, 3);
+        match (one, many) {
+            (Ok(a), Ok(b)) => assert_eq!(a, b, "case {i}"),
+            (Err((e1, r1)), Err((e3, r3))) => {
+                assert_eq!(e1.to_string(), e3.to_string(), "case {i}");
+                assert!(
+                    r1.starts_with(&r3),
+                    "case {i}: the parallel reader released more"
+                );
+            }
+            (one, many) => panic!("case {i}: {:?} vs {:?}", one.is_ok(), many.is_ok()),
+        }
+    }
+    assert_eq!(open_with_threads(&c.alice.id, &c.file, 3).unwrap(), c.plain);
 }

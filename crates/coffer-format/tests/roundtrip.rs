@@ -47,6 +47,45 @@ fn sizes_around_chunk_boundaries_round_trip() {
 }
 
 #[test]
+fn several_threads_write_and_read_the_same_format() {
+    let alice = Party::new();
+    let chunk = 4096u32;
+    // Around the writer's 2 MiB batch (512 chunks of 4 KiB).
+    for len in [
+        0usize,
+        1,
+        4096,
+        2 << 20,
+        (2 << 20) + 1,
+        (2 << 20) - 1,
+        3 * (2 << 20) + 4097,
+    ] {
+        let plain = data(len, len as u64);
+        for threads in [1, 2, 3] {
+            let mut options =
+                EncryptOptions::new(std::slice::from_ref(alice.id.public()), &alice.id);
+            options.chunk_size = chunk;
+            options.threads = threads;
+            let mut w = prepare(options)
+                .unwrap()
+                .writer(Vec::new(), Stanzas::Embedded)
+                .unwrap();
+            for piece in plain.chunks(100_003) {
+                std::io::Write::write_all(&mut w, piece).unwrap();
+            }
+            let file = w.finish().unwrap().0;
+            for readers in [1, 2] {
+                assert_eq!(
+                    common::open_with_threads(&alice.id, &file, readers).unwrap(),
+                    plain,
+                    "len {len}, {threads} writers, {readers} readers"
+                );
+            }
+        }
+    }
+}
+
+#[test]
 fn read_impl_matches_copy_to_with_small_reads() {
     let alice = Party::new();
     let plain = data(3 * 1000 + 17, 9);

@@ -1031,6 +1031,8 @@ fn regenerate_v2_vectors() {
     small[32..64].copy_from_slice(&low);
     let mut ed_high = bob_raw.clone();
     ed_high[..32].copy_from_slice(&high);
+    let mut bad_mlkem = alice.public().to_bytes();
+    bad_mlkem[64..67].copy_from_slice(&[0xff, 0xff, 0xff]);
     for (text, note) in [
         (bech32m_lower("coffer", &bob_raw), "a Bech32m checksum"),
         (
@@ -1044,6 +1046,10 @@ fn regenerate_v2_vectors() {
         (bad_public(&p_plus), "X25519 key u = p + 9 (not canonical)"),
         (bad_public(&small), "X25519 key of small order"),
         (bad_public(&ed_high), "Ed25519 key not canonical"),
+        (
+            bad_public(&bad_mlkem),
+            "X-Wing key with an ML-KEM coefficient >= 3329",
+        ),
         (bad_public(&bob_raw[..63]), "63 bytes"),
         (
             bob.public().to_string().replace("coffer1", "cofer1"),

@@ -67,8 +67,22 @@ pub fn seal_with(
 /// Decrypts into a vector; on failure returns the error together with
 /// whatever plaintext the reader had released before failing.
 pub fn open(id: &Identity, file: &[u8]) -> Result<Vec<u8>, (coffer_format::Error, Vec<u8>)> {
+    open_with_threads(id, file, 1)
+}
+
+/// [`open`] with a reader that opens chunks on `threads` threads.
+pub fn open_with_threads(
+    id: &Identity,
+    file: &[u8],
+    threads: usize,
+) -> Result<Vec<u8>, (coffer_format::Error, Vec<u8>)> {
     let mut out = Vec::new();
-    match coffer_format::decrypt(id, file, &mut out) {
+    let mut input = file;
+    let result = coffer_format::Header::read_from(&mut input)
+        .and_then(|header| header.open(id, &[]))
+        .and_then(|opened| opened.decryptor(input)?.with_threads(threads))
+        .and_then(|decryptor| decryptor.copy_to(&mut out));
+    match result {
         Ok(_) => Ok(out),
         Err(err) => Err((err, out)),
     }
