@@ -1,30 +1,45 @@
-//! The coffer server: HTTPS (TLS 1.3 only) with key-based login.
+//! The coffer server: HTTPS (TLS 1.3 only) with key-based login, tus
+//! uploads, end-to-end encrypted sharing and links.
 //!
-//! Module map: [`data_dir`] creates and opens the server's directory,
+//! The folders are the layers; dependencies point down only:
+//!
+//! * [`http`]: the TLS accept loop, the router and its OpenAPI document,
+//!   the shared state, the error type's JSON form, the bearer-token
+//!   extractor, middleware (rate limits, body stalls, metrics), and one thin
+//!   module per group of routes;
+//! * [`codec`]: protocol codecs with no I/O (tus headers and
+//!   `Upload-Metadata`, `Range`, ETag and digest headers);
+//! * [`service`]: the file service (sessions, uploads and their commit,
+//!   downloads, files, shares, links, audit, leases), plain Rust over the
+//!   storage traits, with no HTTP types;
+//! * [`store`] (metadata: SQLite or PostgreSQL) and [`objects`] (bytes:
+//!   local directory or S3), each behind its trait.
+//!
+//! Beside them: [`data_dir`] creates and opens the server's directory,
 //! [`config`] reads its settings, [`tls`] builds the rustls configuration,
-//! [`serve`] is the TLS accept loop, [`api`] the HTTP routes, [`auth`] the
-//! login protocol, [`store`] the metadata storage trait and its SQLite
-//! implementation.
+//! [`keyring`] keeps the key-encryption keys, [`migrate`] moves a server to
+//! other storage.
+//!
+//! One upload, from the socket to the object store: [`http::serve`] accepts
+//! the connection; [`http::routes::uploads`] parses the tus request with
+//! [`codec::tus`] and calls [`service::uploads::append`], which takes the
+//! upload's lease ([`service::lease`]), meters and checks the bytes
+//! ([`coffer_format::ObjectVerifier`]), hands them to
+//! [`objects::ObjectStore::append`], moves the offset in [`store`], and on
+//! the last byte commits: [`objects::ObjectStore::commit`], then the file
+//! row and its wraps in one transaction, and the signed receipt.
 
 #![forbid(unsafe_code)]
 
-pub mod api;
-pub mod at_rest;
-pub mod audit;
-pub mod auth;
+pub mod codec;
 pub mod config;
 pub mod data_dir;
-pub mod files;
+pub mod http;
 pub mod keyring;
-pub mod lease;
-pub mod limits;
-pub mod links;
-pub mod metrics;
 pub mod migrate;
 pub mod objects;
 pub use coffer_proto::receipt;
-pub mod serve;
-pub mod shares;
+pub mod service;
 pub mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -95,7 +110,7 @@ pub async fn run(
         ),
         None => None,
     };
-    metrics::install();
+    http::metrics::install();
     on_ready(Bound {
         api: listener.local_addr()?,
         metrics: metrics_listener
@@ -104,13 +119,13 @@ pub async fn run(
             .transpose()?,
     });
     let limits = data_dir.config.limits.clone();
-    let state = api::AppState::new(
+    let state = http::AppState::new(service::Service::new(
         Arc::new(store),
         objects,
         data_dir.identity,
         data_dir.config,
         keyring,
-    );
+    ));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = move || {
         let mut rx = stop_rx.clone();
@@ -119,10 +134,10 @@ pub async fn run(
         }
     };
     let metrics_server = metrics_listener.map(|listener| {
-        tokio::spawn(serve::serve(
+        tokio::spawn(http::serve::serve(
             listener,
             tls_config.clone(),
-            metrics::router(),
+            http::metrics::router(),
             limits.clone(),
             None,
             stopped(),
@@ -131,10 +146,10 @@ pub async fn run(
     let sweeper = tokio::spawn(sweep_forever(state.clone()));
     let (refused_tx, refused_rx) = tokio::sync::mpsc::channel(64);
     let refusal_auditor = tokio::spawn(audit_refused_connections(state.clone(), refused_rx));
-    let api = serve::serve(
+    let api = http::serve::serve(
         listener,
         tls_config,
-        api::router(state.clone()),
+        http::router(state.clone()),
         limits,
         Some(refused_tx),
         stopped(),
@@ -151,7 +166,7 @@ pub async fn run(
     // The listener is gone, and with it the sender: let the auditor write
     // what is queued (a remote database may be slower than the shutdown).
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), refusal_auditor).await;
-    if let Err(err) = audit::checkpoint(state.store.as_ref(), &state.identity).await {
+    if let Err(err) = service::audit::checkpoint(state.store.as_ref(), &state.identity).await {
         tracing::warn!("signing the audit head at shutdown failed: {err}");
     }
     if let Some(task) = metrics_server {
@@ -162,24 +177,24 @@ pub async fn run(
 
 /// Audits connections refused by the caps (once per address and window).
 async fn audit_refused_connections(
-    state: api::AppState,
+    state: http::AppState,
     mut refused: tokio::sync::mpsc::Receiver<std::net::IpAddr>,
 ) {
     while let Some(ip) = refused.recv().await {
-        audit::refused(&state, ip, "connection_cap", "").await;
+        service::audit::refused(&state, ip, "connection_cap", "").await;
     }
 }
 
 /// Once a minute: removes abandoned uploads and expired links, forgets
 /// idle rate-limit entries and signs the audit head.
-async fn sweep_forever(state: api::AppState) {
+async fn sweep_forever(state: http::AppState) {
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
     loop {
         tick.tick().await;
-        if let Err(err) = files::sweep_expired(&state).await {
+        if let Err(err) = service::uploads::sweep_expired(&state).await {
             tracing::warn!("sweeping expired uploads failed: {err:?}");
         }
-        if let Err(err) = links::sweep_expired(&state).await {
+        if let Err(err) = service::links::sweep_expired(&state).await {
             tracing::warn!("sweeping expired links failed: {err:?}");
         }
         state.rate_limits.forget_idle();
@@ -187,8 +202,47 @@ async fn sweep_forever(state: api::AppState) {
         if let Err(err) = state.keyring.reload(state.store.as_ref()).await {
             tracing::error!("reloading the keyring failed: {err:#}");
         }
-        if let Err(err) = audit::checkpoint(state.store.as_ref(), &state.identity).await {
+        if let Err(err) = service::audit::checkpoint(state.store.as_ref(), &state.identity).await {
             tracing::warn!("signing the audit head failed: {err}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod layering {
+    /// The folders are layers and their dependencies point down: the file
+    /// service knows no HTTP, the codecs know neither HTTP nor the service,
+    /// storage knows nothing above it. Checked on the sources, so a stray
+    /// import fails the build's tests.
+    #[test]
+    fn dependencies_point_down_only() {
+        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let rules: [(&str, &[&str]); 4] = [
+            (
+                "service",
+                &["use crate::http", "crate::http::", "use axum", "axum::"],
+            ),
+            ("codec", &["crate::http", "crate::service"]),
+            ("store", &["crate::http", "crate::service", "crate::codec"]),
+            (
+                "objects",
+                &["crate::http", "crate::service", "crate::codec"],
+            ),
+        ];
+        for (dir, forbidden) in rules {
+            for entry in std::fs::read_dir(src.join(dir)).unwrap() {
+                let path = entry.unwrap().path();
+                let text = std::fs::read_to_string(&path).unwrap();
+                for line in text.lines().filter(|l| !l.trim_start().starts_with("//")) {
+                    for word in forbidden {
+                        assert!(
+                            !line.contains(word),
+                            "{} reaches up ({word}): {line}",
+                            path.display()
+                        );
+                    }
+                }
+            }
         }
     }
 }

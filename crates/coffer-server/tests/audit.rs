@@ -4,7 +4,7 @@
 mod common;
 
 use coffer_format::Identity;
-use coffer_server::audit::{self, Event};
+use coffer_server::service::audit::{self, Event};
 use coffer_server::store::{MetaStore, SqlStore};
 use common::Server;
 use sqlx::Row;

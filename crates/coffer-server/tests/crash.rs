@@ -207,7 +207,7 @@ async fn kill_9_mid_upload_then_restart_and_resume() {
         .await
         .unwrap();
     let identity = DataDir::open(&root).unwrap().identity;
-    let report = coffer_server::audit::verify(&store, identity.public())
+    let report = coffer_server::service::audit::verify(&store, identity.public())
         .await
         .unwrap();
     assert!(report.is_intact(), "{:?}", report.problems);
@@ -320,7 +320,7 @@ async fn kill_9_mid_download_and_a_crash_inside_a_delete() {
         .await
         .unwrap();
     let identity = DataDir::open(&data).unwrap().identity;
-    let report = coffer_server::audit::verify(&store, identity.public())
+    let report = coffer_server::service::audit::verify(&store, identity.public())
         .await
         .unwrap();
     assert!(report.is_intact(), "{:?}", report.problems);

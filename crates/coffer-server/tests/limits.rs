@@ -113,12 +113,12 @@ async fn login_flood_is_limited_per_address() {
 
     // The refusal was audited (once for the window, not once per request).
     let store = server.store().await;
-    let report = coffer_server::audit::verify(&store, &server.identity)
+    let report = coffer_server::service::audit::verify(&store, &server.identity)
         .await
         .unwrap();
     assert!(report.is_intact(), "{:?}", report.problems);
     let mut out = Vec::new();
-    coffer_server::audit::export_json_lines(&store, &mut out)
+    coffer_server::service::audit::export_json_lines(&store, &mut out)
         .await
         .unwrap();
     let text = String::from_utf8(out).unwrap();

@@ -2,8 +2,8 @@
 
 use anyhow::{Context, Result, bail};
 use coffer_format::PublicIdentity;
-use coffer_server::audit::{self, Event};
 use coffer_server::keyring;
+use coffer_server::service::audit::{self, Event};
 use coffer_server::store::{MetaStore, User};
 use coffer_server::{CertSource, Config, DataDir};
 use serde_json::json;
@@ -120,7 +120,7 @@ async fn user(command: &UserCommand) -> Result<()> {
     let store = DataDir::open(dir)?.store().await?;
     match command {
         UserCommand::Add(args) => {
-            if !coffer_server::auth::valid_user_name(&args.name) {
+            if !coffer_server::service::session::valid_user_name(&args.name) {
                 bail!(
                     "invalid user name {:?}: use 1-64 of a-z 0-9 . _ -",
                     args.name

@@ -42,6 +42,23 @@ macro_rules! on_pool {
     };
 }
 
+/// The body of a [`MetaStore`] method, written once: boxed, async, and
+/// compiled for each backend with `$pool` bound to its concrete pool (see
+/// [`on_pool!`]). The SQL stays in the method, next to its signature.
+macro_rules! op {
+    ($self:ident, $pool:ident => $body:expr) => {
+        Box::pin(async move { on_pool!($self, $pool => $body) })
+    };
+}
+
+/// Runs one statement with its values bound in order; evaluates to the
+/// number of rows it changed. `$conn` is a pool or a transaction.
+macro_rules! affected {
+    ($conn:expr, $sql:expr $(, $value:expr)* $(,)?) => {
+        sqlx::query($sql)$(.bind($value))*.execute($conn).await?.rows_affected()
+    };
+}
+
 /// Metadata in SQLite (one machine) or PostgreSQL (shared by many nodes).
 #[derive(Clone, Debug)]
 pub struct SqlStore {
@@ -118,12 +135,7 @@ impl SqlStore {
     /// otherwise hold their uploads until they ran out.
     pub async fn release_all_leases(&self) -> Result<u64, StoreError> {
         on_pool!(self, pool => {
-            let done = sqlx::query(
-                "UPDATE uploads SET lease_holder = NULL, lease_until = NULL WHERE lease_holder IS NOT NULL",
-            )
-            .execute(pool)
-            .await?;
-            Ok(done.rows_affected())
+            Ok(affected!(pool, "UPDATE uploads SET lease_holder = NULL, lease_until = NULL WHERE lease_holder IS NOT NULL"))
         })
     }
 
@@ -381,8 +393,7 @@ impl SqlStore {
     /// Runs a keyed `DELETE`; whether it removed a row.
     async fn delete_by(&self, sql: &'static str, key: &str) -> Result<bool, StoreError> {
         on_pool!(self, pool => {
-            let done = sqlx::query(sql).bind(key).execute(pool).await?;
-            Ok(done.rows_affected() == 1)
+            Ok(affected!(pool, sql, key) == 1)
         })
     }
 }
@@ -478,37 +489,33 @@ fn sql_u64(value: u64) -> i64 {
 
 impl MetaStore for SqlStore {
     fn add_user<'a>(&'a self, user: &'a User, now: i64) -> StoreFuture<'a, ()> {
-        Box::pin(async move {
-            on_pool!(self, pool => {
-                let result = sqlx::query(
-                    "INSERT INTO users (name, public_identity, is_admin, quota_bytes, disabled, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
-                )
-                .bind(&user.name)
-                .bind(&user.public_identity)
-                .bind(i64::from(user.is_admin))
-                .bind(user.quota_bytes.map(|q| i64::try_from(q).unwrap_or(i64::MAX)))
-                .bind(i64::from(user.disabled))
-                .bind(now)
-                .execute(pool)
-                .await;
-                match result {
-                    Err(sqlx::Error::Database(err)) if err.is_unique_violation() => {
-                        Err(StoreError::Conflict("user"))
-                    }
-                    other => other.map(|_| ()).map_err(StoreError::from),
+        op!(self, pool => {
+            let result = sqlx::query(
+                "INSERT INTO users (name, public_identity, is_admin, quota_bytes, disabled, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(&user.name)
+            .bind(&user.public_identity)
+            .bind(i64::from(user.is_admin))
+            .bind(user.quota_bytes.map(|q| i64::try_from(q).unwrap_or(i64::MAX)))
+            .bind(i64::from(user.disabled))
+            .bind(now)
+            .execute(pool)
+            .await;
+            match result {
+                Err(sqlx::Error::Database(err)) if err.is_unique_violation() => {
+                    Err(StoreError::Conflict("user"))
                 }
-            })
+                other => other.map(|_| ()).map_err(StoreError::from),
+            }
         })
     }
 
     fn list_users(&self) -> StoreFuture<'_, Vec<User>> {
-        Box::pin(async move {
-            on_pool!(self, pool => {
-                let rows = sqlx::query("SELECT * FROM users ORDER BY name")
-                    .fetch_all(pool)
-                    .await?;
-                Ok(rows.iter().map(|r| user_from_row(r)).collect::<Result<_, _>>()?)
-            })
+        op!(self, pool => {
+            let rows = sqlx::query("SELECT * FROM users ORDER BY name")
+                .fetch_all(pool)
+                .await?;
+            Ok(rows.iter().map(|r| user_from_row(r)).collect::<Result<_, _>>()?)
         })
     }
 
@@ -517,15 +524,8 @@ impl MetaStore for SqlStore {
     }
 
     fn set_disabled<'a>(&'a self, name: &'a str, disabled: bool) -> StoreFuture<'a, bool> {
-        Box::pin(async move {
-            on_pool!(self, pool => {
-                let done = sqlx::query("UPDATE users SET disabled = $1 WHERE name = $2")
-                    .bind(i64::from(disabled))
-                    .bind(name)
-                    .execute(pool)
-                    .await?;
-                Ok(done.rows_affected() == 1)
-            })
+        op!(self, pool => {
+            Ok(affected!(pool, "UPDATE users SET disabled = $1 WHERE name = $2", i64::from(disabled), name) == 1)
         })
     }
 
@@ -536,34 +536,22 @@ impl MetaStore for SqlStore {
         expires_at: i64,
         now: i64,
     ) -> StoreFuture<'a, ()> {
-        Box::pin(async move {
-            on_pool!(self, pool => {
-                sqlx::query("DELETE FROM challenges WHERE expires_at < $1")
-                    .bind(now)
-                    .execute(pool)
-                    .await?;
-                sqlx::query("INSERT INTO challenges (nonce, user_name, expires_at) VALUES ($1, $2, $3)")
-                    .bind(nonce)
-                    .bind(user)
-                    .bind(expires_at)
-                    .execute(pool)
-                    .await?;
-                Ok(())
-            })
+        op!(self, pool => {
+            affected!(pool, "DELETE FROM challenges WHERE expires_at < $1", now);
+            affected!(pool, "INSERT INTO challenges (nonce, user_name, expires_at) VALUES ($1, $2, $3)", nonce, user, expires_at);
+            Ok(())
         })
     }
 
     fn take_challenge<'a>(&'a self, nonce: &'a [u8]) -> StoreFuture<'a, Option<(String, i64)>> {
-        Box::pin(async move {
-            on_pool!(self, pool => {
-                let row = sqlx::query(
-                    "DELETE FROM challenges WHERE nonce = $1 RETURNING user_name, expires_at",
-                )
-                .bind(nonce)
-                .fetch_optional(pool)
-                .await?;
-                Ok(row.map(|r| (r.get("user_name"), r.get("expires_at"))))
-            })
+        op!(self, pool => {
+            let row = sqlx::query(
+                "DELETE FROM challenges WHERE nonce = $1 RETURNING user_name, expires_at",
+            )
+            .bind(nonce)
+            .fetch_optional(pool)
+            .await?;
+            Ok(row.map(|r| (r.get("user_name"), r.get("expires_at"))))
         })
     }
 
@@ -573,65 +561,36 @@ impl MetaStore for SqlStore {
         user: &'a str,
         expires_at: i64,
     ) -> StoreFuture<'a, ()> {
-        Box::pin(async move {
-            on_pool!(self, pool => {
-                sqlx::query("INSERT INTO tokens (token_hash, user_name, expires_at) VALUES ($1, $2, $3)")
-                    .bind(hash)
-                    .bind(user)
-                    .bind(expires_at)
-                    .execute(pool)
-                    .await?;
-                Ok(())
-            })
+        op!(self, pool => {
+            affected!(pool, "INSERT INTO tokens (token_hash, user_name, expires_at) VALUES ($1, $2, $3)", hash, user, expires_at);
+            Ok(())
         })
     }
 
     fn token_user<'a>(&'a self, hash: &'a [u8], now: i64) -> StoreFuture<'a, Option<User>> {
-        Box::pin(async move {
-            on_pool!(self, pool => {
-                let row = sqlx::query(
-                    "SELECT u.* FROM tokens t JOIN users u ON u.name = t.user_name WHERE t.token_hash = $1 AND t.expires_at > $2 AND u.disabled = 0",
-                )
-                .bind(hash)
-                .bind(now)
-                .fetch_optional(pool)
-                .await?;
-                Ok(row.as_ref().map(|r| user_from_row(r)).transpose()?)
-            })
+        op!(self, pool => {
+            let row = sqlx::query(
+                "SELECT u.* FROM tokens t JOIN users u ON u.name = t.user_name WHERE t.token_hash = $1 AND t.expires_at > $2 AND u.disabled = 0",
+            )
+            .bind(hash)
+            .bind(now)
+            .fetch_optional(pool)
+            .await?;
+            Ok(row.as_ref().map(|r| user_from_row(r)).transpose()?)
         })
     }
 
     fn revoke_token<'a>(&'a self, hash: &'a [u8]) -> StoreFuture<'a, bool> {
-        Box::pin(async move {
-            on_pool!(self, pool => {
-                let done = sqlx::query("DELETE FROM tokens WHERE token_hash = $1")
-                    .bind(hash)
-                    .execute(pool)
-                    .await?;
-                Ok(done.rows_affected() == 1)
-            })
+        op!(self, pool => {
+            Ok(affected!(pool, "DELETE FROM tokens WHERE token_hash = $1", hash) == 1)
         })
     }
 
     fn create_upload<'a>(&'a self, upload: &'a Upload) -> StoreFuture<'a, ()> {
-        Box::pin(async move {
-            on_pool!(self, pool => {
-                let key = upload.staging_key.as_ref();
-                sqlx::query("INSERT INTO uploads (id, owner, length, upload_offset, metadata, expires_at, staged_len, kek_version, staging_key, staging) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)")
-                    .bind(&upload.id)
-                    .bind(&upload.owner)
-                    .bind(sql_u64(upload.length))
-                    .bind(sql_u64(upload.offset))
-                    .bind(&upload.metadata)
-                    .bind(upload.expires_at)
-                    .bind(sql_u64(upload.staged_len))
-                    .bind(key.map(|k| i64::from(k.kek_version)))
-                    .bind(key.map(|k| k.wrapped.clone()))
-                    .bind(&upload.staging)
-                    .execute(pool)
-                    .await?;
-                Ok(())
-            })
+        op!(self, pool => {
+            let key = upload.staging_key.as_ref();
+            affected!(pool, "INSERT INTO uploads (id, owner, length, upload_offset, metadata, expires_at, staged_len, kek_version, staging_key, staging) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)", &upload.id, &upload.owner, sql_u64(upload.length), sql_u64(upload.offset), &upload.metadata, upload.expires_at, sql_u64(upload.staged_len), key.map(|k| i64::from(k.kek_version)), key.map(|k| k.wrapped.clone()), &upload.staging);
+            Ok(())
         })
     }
 
@@ -647,20 +606,8 @@ impl MetaStore for SqlStore {
         staged_len: u64,
         staging: &'a [u8],
     ) -> StoreFuture<'a, bool> {
-        Box::pin(async move {
-            on_pool!(self, pool => {
-                let done = sqlx::query(
-                    "UPDATE uploads SET upload_offset = $1, staged_len = $2, staging = $3 WHERE id = $4 AND upload_offset = $5",
-                )
-                .bind(sql_u64(to))
-                .bind(sql_u64(staged_len))
-                .bind(staging)
-                .bind(id)
-                .bind(sql_u64(from))
-                .execute(pool)
-                .await?;
-                Ok(done.rows_affected() == 1)
-            })
+        op!(self, pool => {
+            Ok(affected!(pool, "UPDATE uploads SET upload_offset = $1, staged_len = $2, staging = $3 WHERE id = $4 AND upload_offset = $5", sql_u64(to), sql_u64(staged_len), staging, id, sql_u64(from)) == 1)
         })
     }
 
@@ -671,34 +618,15 @@ impl MetaStore for SqlStore {
         until: i64,
         now: i64,
     ) -> StoreFuture<'a, bool> {
-        Box::pin(async move {
-            on_pool!(self, pool => {
-                let done = sqlx::query(
-                    "UPDATE uploads SET lease_holder = $1, lease_until = $2 WHERE id = $3 AND (lease_holder IS NULL OR lease_holder = $1 OR lease_until < $4)",
-                )
-                .bind(holder)
-                .bind(until)
-                .bind(id)
-                .bind(now)
-                .execute(pool)
-                .await?;
-                Ok(done.rows_affected() == 1)
-            })
+        op!(self, pool => {
+            Ok(affected!(pool, "UPDATE uploads SET lease_holder = $1, lease_until = $2 WHERE id = $3 AND (lease_holder IS NULL OR lease_holder = $1 OR lease_until < $4)", holder, until, id, now) == 1)
         })
     }
 
     fn release_upload<'a>(&'a self, id: &'a str, holder: &'a str) -> StoreFuture<'a, ()> {
-        Box::pin(async move {
-            on_pool!(self, pool => {
-                sqlx::query(
-                    "UPDATE uploads SET lease_holder = NULL, lease_until = NULL WHERE id = $1 AND lease_holder = $2",
-                )
-                .bind(id)
-                .bind(holder)
-                .execute(pool)
-                .await?;
-                Ok(())
-            })
+        op!(self, pool => {
+            affected!(pool, "UPDATE uploads SET lease_holder = NULL, lease_until = NULL WHERE id = $1 AND lease_holder = $2", id, holder);
+            Ok(())
         })
     }
 
@@ -707,14 +635,12 @@ impl MetaStore for SqlStore {
     }
 
     fn expired_uploads(&self, now: i64) -> StoreFuture<'_, Vec<String>> {
-        Box::pin(async move {
-            on_pool!(self, pool => {
-                let rows = sqlx::query("SELECT id FROM uploads WHERE expires_at < $1")
-                    .bind(now)
-                    .fetch_all(pool)
-                    .await?;
-                Ok(rows.iter().map(|r| r.get("id")).collect())
-            })
+        op!(self, pool => {
+            let rows = sqlx::query("SELECT id FROM uploads WHERE expires_at < $1")
+                .bind(now)
+                .fetch_all(pool)
+                .await?;
+            Ok(rows.iter().map(|r| r.get("id")).collect())
         })
     }
 
@@ -725,48 +651,18 @@ impl MetaStore for SqlStore {
         wraps: &'a [NewWrap],
         object_key: Option<&'a ObjectKey>,
     ) -> StoreFuture<'a, ()> {
-        Box::pin(async move {
-            on_pool!(self, pool => {
-                let mut tx = pool.begin().await?;
-                sqlx::query("INSERT INTO files (id, owner, size, digest, digest_alg, created_at, receipt) VALUES ($1, $2, $3, $4, $5, $6, $7)")
-                    .bind(&file.id)
-                    .bind(&file.owner)
-                    .bind(sql_u64(file.size))
-                    .bind(&file.digest)
-                    .bind(file.digest_alg.name())
-                    .bind(file.created_at)
-                    .bind(&file.receipt)
-                    .execute(&mut *tx)
-                    .await?;
-                if let Some(key) = object_key {
-                    sqlx::query(
-                        "INSERT INTO object_keys (file_id, kek_version, wrapped, stored_size) VALUES ($1, $2, $3, $4)",
-                    )
-                    .bind(&key.file_id)
-                    .bind(i64::from(key.key.kek_version))
-                    .bind(&key.key.wrapped)
-                    .bind(sql_u64(key.stored_size))
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                for (user, stanza) in wraps {
-                    sqlx::query(
-                        "INSERT INTO wraps (file_id, user_name, stanza, created_at) VALUES ($1, $2, $3, $4)",
-                    )
-                    .bind(&file.id)
-                    .bind(user)
-                    .bind(stanza)
-                    .bind(file.created_at)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                sqlx::query("DELETE FROM uploads WHERE id = $1")
-                    .bind(upload_id)
-                    .execute(&mut *tx)
-                    .await?;
-                tx.commit().await?;
-                Ok(())
-            })
+        op!(self, pool => {
+            let mut tx = pool.begin().await?;
+            affected!(&mut *tx, "INSERT INTO files (id, owner, size, digest, digest_alg, created_at, receipt) VALUES ($1, $2, $3, $4, $5, $6, $7)", &file.id, &file.owner, sql_u64(file.size), &file.digest, file.digest_alg.name(), file.created_at, &file.receipt);
+            if let Some(key) = object_key {
+                affected!(&mut *tx, "INSERT INTO object_keys (file_id, kek_version, wrapped, stored_size) VALUES ($1, $2, $3, $4)", &key.file_id, i64::from(key.key.kek_version), &key.key.wrapped, sql_u64(key.stored_size));
+            }
+            for (user, stanza) in wraps {
+                affected!(&mut *tx, "INSERT INTO wraps (file_id, user_name, stanza, created_at) VALUES ($1, $2, $3, $4)", &file.id, user, stanza, file.created_at);
+            }
+            affected!(&mut *tx, "DELETE FROM uploads WHERE id = $1", upload_id);
+            tx.commit().await?;
+            Ok(())
         })
     }
 
@@ -797,58 +693,37 @@ impl MetaStore for SqlStore {
         stanza: &'a [u8],
         now: i64,
     ) -> StoreFuture<'a, ()> {
-        Box::pin(async move {
-            on_pool!(self, pool => {
-                sqlx::query(
-                    "INSERT INTO wraps (file_id, user_name, stanza, created_at) VALUES ($1, $2, $3, $4) ON CONFLICT (file_id, user_name) DO UPDATE SET stanza = excluded.stanza",
-                )
-                .bind(file_id)
-                .bind(user)
-                .bind(stanza)
-                .bind(now)
-                .execute(pool)
-                .await?;
-                Ok(())
-            })
+        op!(self, pool => {
+            affected!(pool, "INSERT INTO wraps (file_id, user_name, stanza, created_at) VALUES ($1, $2, $3, $4) ON CONFLICT (file_id, user_name) DO UPDATE SET stanza = excluded.stanza", file_id, user, stanza, now);
+            Ok(())
         })
     }
 
     fn wrap<'a>(&'a self, file_id: &'a str, user: &'a str) -> StoreFuture<'a, Option<Vec<u8>>> {
-        Box::pin(async move {
-            on_pool!(self, pool => {
-                let row = sqlx::query("SELECT stanza FROM wraps WHERE file_id = $1 AND user_name = $2")
-                    .bind(file_id)
-                    .bind(user)
-                    .fetch_optional(pool)
-                    .await?;
-                Ok(row.map(|r| r.get("stanza")))
-            })
+        op!(self, pool => {
+            let row = sqlx::query("SELECT stanza FROM wraps WHERE file_id = $1 AND user_name = $2")
+                .bind(file_id)
+                .bind(user)
+                .fetch_optional(pool)
+                .await?;
+            Ok(row.map(|r| r.get("stanza")))
         })
     }
 
     fn delete_wrap<'a>(&'a self, file_id: &'a str, user: &'a str) -> StoreFuture<'a, bool> {
-        Box::pin(async move {
-            on_pool!(self, pool => {
-                let done = sqlx::query("DELETE FROM wraps WHERE file_id = $1 AND user_name = $2")
-                    .bind(file_id)
-                    .bind(user)
-                    .execute(pool)
-                    .await?;
-                Ok(done.rows_affected() == 1)
-            })
+        op!(self, pool => {
+            Ok(affected!(pool, "DELETE FROM wraps WHERE file_id = $1 AND user_name = $2", file_id, user) == 1)
         })
     }
 
     fn wrap_users<'a>(&'a self, file_id: &'a str) -> StoreFuture<'a, Vec<String>> {
-        Box::pin(async move {
-            on_pool!(self, pool => {
-                let rows =
-                    sqlx::query("SELECT user_name FROM wraps WHERE file_id = $1 ORDER BY user_name")
-                        .bind(file_id)
-                        .fetch_all(pool)
-                        .await?;
-                Ok(rows.iter().map(|r| r.get("user_name")).collect())
-            })
+        op!(self, pool => {
+            let rows =
+                sqlx::query("SELECT user_name FROM wraps WHERE file_id = $1 ORDER BY user_name")
+                    .bind(file_id)
+                    .fetch_all(pool)
+                    .await?;
+            Ok(rows.iter().map(|r| r.get("user_name")).collect())
         })
     }
 
@@ -865,25 +740,9 @@ impl MetaStore for SqlStore {
     }
 
     fn create_link<'a>(&'a self, link: &'a Link) -> StoreFuture<'a, ()> {
-        Box::pin(async move {
-            on_pool!(self, pool => {
-                sqlx::query(
-                    "INSERT INTO links (id, file_id, stanza, created_at, expires_at, max_downloads, downloads, password_hash, client_salt, failed_attempts) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-                )
-                .bind(&link.id)
-                .bind(&link.file_id)
-                .bind(&link.stanza)
-                .bind(link.created_at)
-                .bind(link.expires_at)
-                .bind(link.max_downloads.map(sql_u64))
-                .bind(sql_u64(link.downloads))
-                .bind(&link.password_hash)
-                .bind(&link.client_salt)
-                .bind(i64::from(link.failed_attempts))
-                .execute(pool)
-                .await?;
-                Ok(())
-            })
+        op!(self, pool => {
+            affected!(pool, "INSERT INTO links (id, file_id, stanza, created_at, expires_at, max_downloads, downloads, password_hash, client_salt, failed_attempts) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)", &link.id, &link.file_id, &link.stanza, link.created_at, link.expires_at, link.max_downloads.map(sql_u64), sql_u64(link.downloads), &link.password_hash, &link.client_salt, i64::from(link.failed_attempts));
+            Ok(())
         })
     }
 
@@ -904,19 +763,17 @@ impl MetaStore for SqlStore {
     }
 
     fn link_failed_attempt<'a>(&'a self, id: &'a str) -> StoreFuture<'a, u32> {
-        Box::pin(async move {
-            on_pool!(self, pool => {
-                let row = sqlx::query(
-                    "UPDATE links SET failed_attempts = failed_attempts + 1 WHERE id = $1 RETURNING failed_attempts",
-                )
-                .bind(id)
-                .fetch_optional(pool)
-                .await?;
-                Ok(row.map_or(0, |r| {
-                    r.get::<i64, _>("failed_attempts")
-                        .clamp(0, i64::from(u32::MAX)) as u32
-                }))
-            })
+        op!(self, pool => {
+            let row = sqlx::query(
+                "UPDATE links SET failed_attempts = failed_attempts + 1 WHERE id = $1 RETURNING failed_attempts",
+            )
+            .bind(id)
+            .fetch_optional(pool)
+            .await?;
+            Ok(row.map_or(0, |r| {
+                r.get::<i64, _>("failed_attempts")
+                    .clamp(0, i64::from(u32::MAX)) as u32
+            }))
         })
     }
 
@@ -926,18 +783,8 @@ impl MetaStore for SqlStore {
         now: i64,
         max_failures: u32,
     ) -> StoreFuture<'a, bool> {
-        Box::pin(async move {
-            on_pool!(self, pool => {
-                let done = sqlx::query(
-                    "UPDATE links SET downloads = downloads + 1 WHERE id = $1 AND expires_at > $2 AND (max_downloads IS NULL OR downloads < max_downloads) AND failed_attempts < $3",
-                )
-                .bind(id)
-                .bind(now)
-                .bind(i64::from(max_failures))
-                .execute(pool)
-                .await?;
-                Ok(done.rows_affected() == 1)
-            })
+        op!(self, pool => {
+            Ok(affected!(pool, "UPDATE links SET downloads = downloads + 1 WHERE id = $1 AND expires_at > $2 AND (max_downloads IS NULL OR downloads < max_downloads) AND failed_attempts < $3", id, now, i64::from(max_failures)) == 1)
         })
     }
 
@@ -947,202 +794,157 @@ impl MetaStore for SqlStore {
         link_id: &'a str,
         expires_at: i64,
     ) -> StoreFuture<'a, ()> {
-        Box::pin(async move {
-            on_pool!(self, pool => {
-                sqlx::query(
-                    "INSERT INTO link_tickets (ticket_hash, link_id, expires_at) VALUES ($1, $2, $3)",
-                )
-                .bind(hash)
-                .bind(link_id)
-                .bind(expires_at)
-                .execute(pool)
-                .await?;
-                Ok(())
-            })
+        op!(self, pool => {
+            affected!(pool, "INSERT INTO link_tickets (ticket_hash, link_id, expires_at) VALUES ($1, $2, $3)", hash, link_id, expires_at);
+            Ok(())
         })
     }
 
     fn ticket_link<'a>(&'a self, hash: &'a [u8], now: i64) -> StoreFuture<'a, Option<Link>> {
-        Box::pin(async move {
-            on_pool!(self, pool => {
-                let row = sqlx::query(
-                    "SELECT l.* FROM link_tickets t JOIN links l ON l.id = t.link_id WHERE t.ticket_hash = $1 AND t.expires_at > $2",
-                )
-                .bind(hash)
-                .bind(now)
-                .fetch_optional(pool)
-                .await?;
-                Ok(row.as_ref().map(|r| link_from_row(r)).transpose()?)
-            })
+        op!(self, pool => {
+            let row = sqlx::query(
+                "SELECT l.* FROM link_tickets t JOIN links l ON l.id = t.link_id WHERE t.ticket_hash = $1 AND t.expires_at > $2",
+            )
+            .bind(hash)
+            .bind(now)
+            .fetch_optional(pool)
+            .await?;
+            Ok(row.as_ref().map(|r| link_from_row(r)).transpose()?)
         })
     }
 
     fn sweep_links(&self, now: i64) -> StoreFuture<'_, u64> {
-        Box::pin(async move {
-            on_pool!(self, pool => {
-                let mut tx = pool.begin().await?;
-                sqlx::query("DELETE FROM link_tickets WHERE expires_at <= $1")
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?;
-                let done = sqlx::query(
-                    "DELETE FROM links WHERE expires_at <= $1 AND NOT EXISTS (SELECT 1 FROM link_tickets t WHERE t.link_id = links.id)",
-                )
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-                tx.commit().await?;
-                Ok(done.rows_affected())
-            })
+        op!(self, pool => {
+            let mut tx = pool.begin().await?;
+            affected!(&mut *tx, "DELETE FROM link_tickets WHERE expires_at <= $1", now);
+            let done = affected!(&mut *tx, "DELETE FROM links WHERE expires_at <= $1 AND NOT EXISTS (SELECT 1 FROM link_tickets t WHERE t.link_id = links.id)", now);
+            tx.commit().await?;
+            Ok(done)
         })
     }
 
     fn usage<'a>(&'a self, user: &'a str) -> StoreFuture<'a, Usage> {
-        Box::pin(async move {
-            on_pool!(self, pool => {
-                let row = sqlx::query(
-                    "SELECT (SELECT CAST(COALESCE(SUM(size), 0) AS BIGINT) FROM files WHERE owner = $1) AS stored, (SELECT CAST(COALESCE(SUM(length), 0) AS BIGINT) FROM uploads WHERE owner = $1) AS reserved, (SELECT COUNT(*) FROM uploads WHERE owner = $1) AS open",
-                )
-                .bind(user)
-                .fetch_one(pool)
-                .await?;
-                let get = |name: &str| row.try_get::<i64, _>(name).map(|v| v.max(0) as u64);
-                Ok(Usage {
-                    stored_bytes: get("stored")?,
-                    reserved_bytes: get("reserved")?,
-                    open_uploads: get("open")?,
-                })
+        op!(self, pool => {
+            let row = sqlx::query(
+                "SELECT (SELECT CAST(COALESCE(SUM(size), 0) AS BIGINT) FROM files WHERE owner = $1) AS stored, (SELECT CAST(COALESCE(SUM(length), 0) AS BIGINT) FROM uploads WHERE owner = $1) AS reserved, (SELECT COUNT(*) FROM uploads WHERE owner = $1) AS open",
+            )
+            .bind(user)
+            .fetch_one(pool)
+            .await?;
+            let get = |name: &str| row.try_get::<i64, _>(name).map(|v| v.max(0) as u64);
+            Ok(Usage {
+                stored_bytes: get("stored")?,
+                reserved_bytes: get("reserved")?,
+                open_uploads: get("open")?,
             })
         })
     }
 
     fn audit_head(&self) -> StoreFuture<'_, Option<(i64, Vec<u8>)>> {
-        Box::pin(async move {
-            on_pool!(self, pool => {
-                let row = sqlx::query("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
-                    .fetch_optional(pool)
-                    .await?;
-                Ok(row.map(|r| (r.get("seq"), r.get("hash"))))
-            })
+        op!(self, pool => {
+            let row = sqlx::query("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
+                .fetch_optional(pool)
+                .await?;
+            Ok(row.map(|r| (r.get("seq"), r.get("hash"))))
         })
     }
 
     fn insert_audit<'a>(&'a self, row: &'a AuditRow) -> StoreFuture<'a, ()> {
-        Box::pin(async move {
-            on_pool!(self, pool => {
-                let result = sqlx::query(
-                    "INSERT INTO audit_log (seq, time, actor, ip, action, target, outcome, detail, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-                )
-                .bind(row.seq)
-                .bind(row.time)
-                .bind(&row.actor)
-                .bind(&row.ip)
-                .bind(&row.action)
-                .bind(&row.target)
-                .bind(&row.outcome)
-                .bind(&row.detail)
-                .bind(&row.prev_hash)
-                .bind(&row.hash)
-                .execute(pool)
-                .await;
-                match result {
-                    Err(sqlx::Error::Database(err)) if err.is_unique_violation() => {
-                        Err(StoreError::Conflict("audit entry"))
-                    }
-                    other => other.map(|_| ()).map_err(StoreError::from),
+        op!(self, pool => {
+            let result = sqlx::query(
+                "INSERT INTO audit_log (seq, time, actor, ip, action, target, outcome, detail, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            )
+            .bind(row.seq)
+            .bind(row.time)
+            .bind(&row.actor)
+            .bind(&row.ip)
+            .bind(&row.action)
+            .bind(&row.target)
+            .bind(&row.outcome)
+            .bind(&row.detail)
+            .bind(&row.prev_hash)
+            .bind(&row.hash)
+            .execute(pool)
+            .await;
+            match result {
+                Err(sqlx::Error::Database(err)) if err.is_unique_violation() => {
+                    Err(StoreError::Conflict("audit entry"))
                 }
-            })
+                other => other.map(|_| ()).map_err(StoreError::from),
+            }
         })
     }
 
     fn audit_entries(&self, after: i64, limit: u32) -> StoreFuture<'_, Vec<AuditRow>> {
-        Box::pin(async move {
-            on_pool!(self, pool => {
-                let rows = sqlx::query("SELECT * FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2")
-                    .bind(after)
-                    .bind(i64::from(limit))
-                    .fetch_all(pool)
-                    .await?;
-                Ok(rows.iter().map(|r| audit_from_row(r)).collect::<Result<_, _>>()?)
-            })
+        op!(self, pool => {
+            let rows = sqlx::query("SELECT * FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2")
+                .bind(after)
+                .bind(i64::from(limit))
+                .fetch_all(pool)
+                .await?;
+            Ok(rows.iter().map(|r| audit_from_row(r)).collect::<Result<_, _>>()?)
         })
     }
 
     fn insert_audit_checkpoint<'a>(&'a self, cp: &'a AuditCheckpoint) -> StoreFuture<'a, ()> {
-        Box::pin(async move {
-            on_pool!(self, pool => {
-                sqlx::query(
-                    "INSERT INTO audit_checkpoints (seq, hash, time, signature) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
-                )
-                .bind(cp.seq)
-                .bind(&cp.hash)
-                .bind(cp.time)
-                .bind(&cp.signature)
-                .execute(pool)
-                .await?;
-                Ok(())
-            })
+        op!(self, pool => {
+            affected!(pool, "INSERT INTO audit_checkpoints (seq, hash, time, signature) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING", cp.seq, &cp.hash, cp.time, &cp.signature);
+            Ok(())
         })
     }
 
     fn audit_checkpoints(&self) -> StoreFuture<'_, Vec<AuditCheckpoint>> {
-        Box::pin(async move {
-            on_pool!(self, pool => {
-                let rows = sqlx::query("SELECT * FROM audit_checkpoints ORDER BY seq")
-                    .fetch_all(pool)
-                    .await?;
-                rows.iter()
-                    .map(|r| {
-                        Ok(AuditCheckpoint {
-                            seq: r.try_get("seq")?,
-                            hash: r.try_get("hash")?,
-                            time: r.try_get("time")?,
-                            signature: r.try_get("signature")?,
-                        })
+        op!(self, pool => {
+            let rows = sqlx::query("SELECT * FROM audit_checkpoints ORDER BY seq")
+                .fetch_all(pool)
+                .await?;
+            rows.iter()
+                .map(|r| {
+                    Ok(AuditCheckpoint {
+                        seq: r.try_get("seq")?,
+                        hash: r.try_get("hash")?,
+                        time: r.try_get("time")?,
+                        signature: r.try_get("signature")?,
                     })
-                    .collect::<Result<_, sqlx::Error>>()
-                    .map_err(StoreError::from)
-            })
+                })
+                .collect::<Result<_, sqlx::Error>>()
+                .map_err(StoreError::from)
         })
     }
 
     fn keks(&self) -> StoreFuture<'_, Vec<(u32, Vec<u8>)>> {
-        Box::pin(async move {
-            on_pool!(self, pool => {
-                let rows = sqlx::query("SELECT version, sealed FROM keks ORDER BY version")
-                    .fetch_all(pool)
-                    .await?;
-                rows.iter()
-                    .map(|r| {
-                        let version: i64 = r.try_get("version")?;
-                        Ok((
-                            u32::try_from(version).unwrap_or(0),
-                            r.try_get::<Vec<u8>, _>("sealed")?,
-                        ))
-                    })
-                    .collect::<Result<_, sqlx::Error>>()
-                    .map_err(StoreError::from)
-            })
+        op!(self, pool => {
+            let rows = sqlx::query("SELECT version, sealed FROM keks ORDER BY version")
+                .fetch_all(pool)
+                .await?;
+            rows.iter()
+                .map(|r| {
+                    let version: i64 = r.try_get("version")?;
+                    Ok((
+                        u32::try_from(version).unwrap_or(0),
+                        r.try_get::<Vec<u8>, _>("sealed")?,
+                    ))
+                })
+                .collect::<Result<_, sqlx::Error>>()
+                .map_err(StoreError::from)
         })
     }
 
     fn insert_kek<'a>(&'a self, version: u32, sealed: &'a [u8], now: i64) -> StoreFuture<'a, ()> {
-        Box::pin(async move {
-            on_pool!(self, pool => {
-                let result =
-                    sqlx::query("INSERT INTO keks (version, sealed, created_at) VALUES ($1, $2, $3)")
-                        .bind(i64::from(version))
-                        .bind(sealed)
-                        .bind(now)
-                        .execute(pool)
-                        .await;
-                match result {
-                    Err(sqlx::Error::Database(err)) if err.is_unique_violation() => {
-                        Err(StoreError::Conflict("KEK version"))
-                    }
-                    other => other.map(|_| ()).map_err(StoreError::from),
+        op!(self, pool => {
+            let result =
+                sqlx::query("INSERT INTO keks (version, sealed, created_at) VALUES ($1, $2, $3)")
+                    .bind(i64::from(version))
+                    .bind(sealed)
+                    .bind(now)
+                    .execute(pool)
+                    .await;
+            match result {
+                Err(sqlx::Error::Database(err)) if err.is_unique_violation() => {
+                    Err(StoreError::Conflict("KEK version"))
                 }
-            })
+                other => other.map(|_| ()).map_err(StoreError::from),
+            }
         })
     }
 
@@ -1155,20 +957,18 @@ impl MetaStore for SqlStore {
     }
 
     fn stale_object_keys(&self, version: u32, limit: u32) -> StoreFuture<'_, Vec<ObjectKey>> {
-        Box::pin(async move {
-            on_pool!(self, pool => {
-                let rows = sqlx::query(
-                    "SELECT * FROM object_keys WHERE kek_version < $1 ORDER BY file_id LIMIT $2",
-                )
-                .bind(i64::from(version))
-                .bind(i64::from(limit))
-                .fetch_all(pool)
-                .await?;
-                Ok(rows
-                    .iter()
-                    .map(|r| object_key_from_row(r))
-                    .collect::<Result<_, _>>()?)
-            })
+        op!(self, pool => {
+            let rows = sqlx::query(
+                "SELECT * FROM object_keys WHERE kek_version < $1 ORDER BY file_id LIMIT $2",
+            )
+            .bind(i64::from(version))
+            .bind(i64::from(limit))
+            .fetch_all(pool)
+            .await?;
+            Ok(rows
+                .iter()
+                .map(|r| object_key_from_row(r))
+                .collect::<Result<_, _>>()?)
         })
     }
 
@@ -1177,54 +977,42 @@ impl MetaStore for SqlStore {
         version: u32,
         limit: u32,
     ) -> StoreFuture<'_, Vec<(String, WrappedKey)>> {
-        Box::pin(async move {
-            on_pool!(self, pool => {
-                let rows = sqlx::query(
-                    "SELECT id, kek_version, staging_key FROM uploads WHERE kek_version < $1 ORDER BY id LIMIT $2",
-                )
-                .bind(i64::from(version))
-                .bind(i64::from(limit))
-                .fetch_all(pool)
-                .await?;
-                let mut out = Vec::new();
-                for row in &rows {
-                    if let Some(key) =
-                        wrapped_from(row.try_get("kek_version")?, row.try_get("staging_key")?)
-                    {
-                        out.push((row.try_get("id")?, key));
-                    }
+        op!(self, pool => {
+            let rows = sqlx::query(
+                "SELECT id, kek_version, staging_key FROM uploads WHERE kek_version < $1 ORDER BY id LIMIT $2",
+            )
+            .bind(i64::from(version))
+            .bind(i64::from(limit))
+            .fetch_all(pool)
+            .await?;
+            let mut out = Vec::new();
+            for row in &rows {
+                if let Some(key) =
+                    wrapped_from(row.try_get("kek_version")?, row.try_get("staging_key")?)
+                {
+                    out.push((row.try_get("id")?, key));
                 }
-                Ok(out)
-            })
+            }
+            Ok(out)
         })
     }
 
     fn reseal_keks<'a>(&'a self, resealed: &'a [(u32, Vec<u8>, Vec<u8>)]) -> StoreFuture<'a, bool> {
-        Box::pin(async move {
-            on_pool!(self, pool => {
-                let mut tx = pool.begin().await?;
-                let mut replaced = 0;
-                for (version, old, new) in resealed {
-                    replaced += sqlx::query(
-                        "UPDATE keks SET sealed = $1 WHERE version = $2 AND sealed = $3",
-                    )
-                    .bind(new)
-                    .bind(i64::from(*version))
-                    .bind(old)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
-                }
-                let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM keks")
-                    .fetch_one(&mut *tx)
-                    .await?;
-                if replaced != resealed.len() as u64 || total != resealed.len() as i64 {
-                    // Dropping the transaction rolls it back.
-                    return Ok(false);
-                }
-                tx.commit().await?;
-                Ok(true)
-            })
+        op!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let mut replaced = 0;
+            for (version, old, new) in resealed {
+                replaced += affected!(&mut *tx, "UPDATE keks SET sealed = $1 WHERE version = $2 AND sealed = $3", new, i64::from(*version), old);
+            }
+            let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM keks")
+                .fetch_one(&mut *tx)
+                .await?;
+            if replaced != resealed.len() as u64 || total != resealed.len() as i64 {
+                // Dropping the transaction rolls it back.
+                return Ok(false);
+            }
+            tx.commit().await?;
+            Ok(true)
         })
     }
 
@@ -1233,74 +1021,44 @@ impl MetaStore for SqlStore {
         objects: &'a [(String, WrappedKey, WrappedKey)],
         uploads: &'a [(String, WrappedKey, WrappedKey)],
     ) -> StoreFuture<'a, u64> {
-        Box::pin(async move {
-            on_pool!(self, pool => {
-                let mut tx = pool.begin().await?;
-                let mut done = 0;
-                for (id, old, new) in objects {
-                    done += sqlx::query(
-                        "UPDATE object_keys SET kek_version = $1, wrapped = $2 WHERE file_id = $3 AND kek_version = $4",
-                    )
-                    .bind(i64::from(new.kek_version))
-                    .bind(&new.wrapped)
-                    .bind(id)
-                    .bind(i64::from(old.kek_version))
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
-                }
-                for (id, old, new) in uploads {
-                    done += sqlx::query(
-                        "UPDATE uploads SET kek_version = $1, staging_key = $2 WHERE id = $3 AND kek_version = $4",
-                    )
-                    .bind(i64::from(new.kek_version))
-                    .bind(&new.wrapped)
-                    .bind(id)
-                    .bind(i64::from(old.kek_version))
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
-                }
-                tx.commit().await?;
-                Ok(done)
-            })
+        op!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let mut done = 0;
+            for (id, old, new) in objects {
+                done += affected!(&mut *tx, "UPDATE object_keys SET kek_version = $1, wrapped = $2 WHERE file_id = $3 AND kek_version = $4", i64::from(new.kek_version), &new.wrapped, id, i64::from(old.kek_version));
+            }
+            for (id, old, new) in uploads {
+                done += affected!(&mut *tx, "UPDATE uploads SET kek_version = $1, staging_key = $2 WHERE id = $3 AND kek_version = $4", i64::from(new.kek_version), &new.wrapped, id, i64::from(old.kek_version));
+            }
+            tx.commit().await?;
+            Ok(done)
         })
     }
 
     fn kek_usage(&self) -> StoreFuture<'_, Vec<KekUsage>> {
-        Box::pin(async move {
-            on_pool!(self, pool => {
-                let rows = sqlx::query(
-                    "SELECT k.version, k.created_at, (SELECT COUNT(*) FROM object_keys o WHERE o.kek_version = k.version) AS objects, (SELECT COUNT(*) FROM uploads u WHERE u.kek_version = k.version) AS uploads FROM keks k ORDER BY k.version",
-                )
-                .fetch_all(pool)
-                .await?;
-                rows.iter()
-                    .map(|r| {
-                        Ok(KekUsage {
-                            version: u32::try_from(r.try_get::<i64, _>("version")?).unwrap_or(0),
-                            created_at: r.try_get("created_at")?,
-                            objects: r.try_get::<i64, _>("objects")?.max(0) as u64,
-                            uploads: r.try_get::<i64, _>("uploads")?.max(0) as u64,
-                        })
+        op!(self, pool => {
+            let rows = sqlx::query(
+                "SELECT k.version, k.created_at, (SELECT COUNT(*) FROM object_keys o WHERE o.kek_version = k.version) AS objects, (SELECT COUNT(*) FROM uploads u WHERE u.kek_version = k.version) AS uploads FROM keks k ORDER BY k.version",
+            )
+            .fetch_all(pool)
+            .await?;
+            rows.iter()
+                .map(|r| {
+                    Ok(KekUsage {
+                        version: u32::try_from(r.try_get::<i64, _>("version")?).unwrap_or(0),
+                        created_at: r.try_get("created_at")?,
+                        objects: r.try_get::<i64, _>("objects")?.max(0) as u64,
+                        uploads: r.try_get::<i64, _>("uploads")?.max(0) as u64,
                     })
-                    .collect::<Result<_, sqlx::Error>>()
-                    .map_err(StoreError::from)
-            })
+                })
+                .collect::<Result<_, sqlx::Error>>()
+                .map_err(StoreError::from)
         })
     }
 
     fn delete_unused_kek(&self, version: u32) -> StoreFuture<'_, bool> {
-        Box::pin(async move {
-            on_pool!(self, pool => {
-                let done = sqlx::query(
-                    "DELETE FROM keks WHERE version = $1 AND NOT EXISTS (SELECT 1 FROM object_keys WHERE kek_version = $1) AND NOT EXISTS (SELECT 1 FROM uploads WHERE kek_version = $1)",
-                )
-                .bind(i64::from(version))
-                .execute(pool)
-                .await?;
-                Ok(done.rows_affected() == 1)
-            })
+        op!(self, pool => {
+            Ok(affected!(pool, "DELETE FROM keks WHERE version = $1 AND NOT EXISTS (SELECT 1 FROM object_keys WHERE kek_version = $1) AND NOT EXISTS (SELECT 1 FROM uploads WHERE kek_version = $1)", i64::from(version)) == 1)
         })
     }
 }

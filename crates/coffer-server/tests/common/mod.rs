@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use base64::Engine as _;
 use coffer_format::{Identity, PublicIdentity};
-use coffer_server::auth::login_message;
+use coffer_server::service::session::login_message;
 use coffer_server::store::{MetaStore, User};
 use coffer_server::tls::LOGIN_EXPORTER_LABEL;
 use coffer_server::{CertSource, Config, DataDir};
@@ -478,7 +478,7 @@ pub async fn audit_text(dir: &std::path::Path) -> String {
         .await
         .unwrap();
     let mut out = Vec::new();
-    coffer_server::audit::export_json_lines(&store, &mut out)
+    coffer_server::service::audit::export_json_lines(&store, &mut out)
         .await
         .unwrap();
     String::from_utf8(out).unwrap()

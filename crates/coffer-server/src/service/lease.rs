@@ -16,7 +16,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use crate::api::ApiError;
 use crate::store::{MetaStore, StoreError};
 
 /// Seconds a lease lasts without renewal.
@@ -33,8 +32,8 @@ pub struct UploadLease {
 
 impl UploadLease {
     /// Takes the lease on `upload`, or `None` if another request holds it.
-    pub async fn take(store: &Arc<dyn MetaStore>, upload: &str) -> Result<Option<Self>, ApiError> {
-        let holder = crate::files::new_id()?;
+    pub async fn take(store: &Arc<dyn MetaStore>, upload: &str) -> super::Result<Option<Self>> {
+        let holder = super::new_id()?;
         let now = crate::unix_now();
         if !store
             .lease_upload(upload, &holder, now + LEASE_SECS, now)

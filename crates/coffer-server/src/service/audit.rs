@@ -322,8 +322,8 @@ impl RefusalMemo {
 
 /// Records an event; a failure to record is logged and counted, and
 /// reported to the caller so that it can fail closed.
-pub async fn record(state: &crate::api::AppState, event: Event) -> Result<(), StoreError> {
-    append(state.store.as_ref(), &event)
+pub async fn record(service: &super::Service, event: Event) -> Result<(), StoreError> {
+    append(service.store.as_ref(), &event)
         .await
         .map(|_| ())
         .inspect_err(|err| {
@@ -333,12 +333,12 @@ pub async fn record(state: &crate::api::AppState, event: Event) -> Result<(), St
 }
 
 /// Records a refusal by a limit (once per address, kind and window).
-pub async fn refused(state: &crate::api::AppState, ip: IpAddr, kind: &'static str, what: &str) {
-    let window = i64::try_from(state.config.limits.window_secs).unwrap_or(60);
-    if state.refusals.first_in_window(ip, kind, window) {
+pub async fn refused(service: &super::Service, ip: IpAddr, kind: &'static str, what: &str) {
+    let window = i64::try_from(service.config.limits.window_secs).unwrap_or(60);
+    if service.refusals.first_in_window(ip, kind, window) {
         let event = Event::new("-", Some(ip), "limit", what)
             .outcome("refused")
             .detail(kind);
-        let _ = record(state, event).await;
+        let _ = record(service, event).await;
     }
 }

@@ -5,7 +5,7 @@
 //! separate budget for the login endpoints so a login flood cannot also
 //! spend an address's API budget (nor the other way round). A refusal is
 //! 429 with `Retry-After`. The limits are per server process (see
-//! docs/API.md). Connection caps and timeouts live in [`crate::serve`].
+//! docs/API.md). Connection caps and timeouts live in [`super::serve`].
 
 use std::future::Future as _;
 use std::net::IpAddr;
@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -25,9 +25,10 @@ use futures_util::{Stream, StreamExt};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota};
 
-use crate::api::{ApiError, AppState};
+use super::serve::ConnInfo;
+use super::state::AppState;
 use crate::config::Limits;
-use crate::serve::ConnInfo;
+use crate::service::{Error, Kind};
 
 /// The per-address limiters of one server.
 pub struct RateLimits {
@@ -88,9 +89,9 @@ pub async fn rate_limit(State(state): State<AppState>, request: Request, next: N
     };
     if let Err(wait) = state.rate_limits.check(ip, is_login(path)) {
         metrics::counter!("coffer_rate_limited_total").increment(1);
-        crate::audit::refused(&state, ip, "rate_limit", path).await;
-        let mut response = ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
+        crate::service::audit::refused(&state, ip, "rate_limit", path).await;
+        let mut response = Error::new(
+            Kind::TooMany,
             "rate_limited",
             "too many requests; slow down",
         )

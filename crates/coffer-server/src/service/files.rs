@@ -1,0 +1,91 @@
+//! Committed files: who may see one, listings in pages, deletion.
+
+use super::{Caller, Error, Result, Service, audit};
+use crate::store::{FileRecord, Page};
+
+/// Entries per listing page, at most and by default.
+pub const MAX_PAGE: u32 = 1000;
+
+/// A file the caller owns, or 404 (another user's file is not revealed).
+pub async fn owned_file(service: &Service, caller: &Caller, id: &str) -> Result<FileRecord> {
+    match service.store.file(id).await? {
+        Some(file) if file.owner == caller.user.name => Ok(file),
+        _ => Err(Error::not_found("file")),
+    }
+}
+
+/// A file the caller owns or that was shared with them (holds a wrap).
+pub async fn readable_file(service: &Service, caller: &Caller, id: &str) -> Result<FileRecord> {
+    let Some(file) = service.store.file(id).await? else {
+        return Err(Error::not_found("file"));
+    };
+    if file.owner == caller.user.name || service.store.wrap(id, &caller.user.name).await?.is_some()
+    {
+        Ok(file)
+    } else {
+        Err(Error::not_found("file"))
+    }
+}
+
+/// Parses a page cursor: `<created_at>.<id>`.
+pub fn parse_cursor(cursor: &str) -> Result<(i64, String)> {
+    let bad = || Error::bad_request("invalid page cursor");
+    let (time, id) = cursor.split_once('.').ok_or_else(bad)?;
+    crate::objects::checked(id).map_err(|_| bad())?;
+    Ok((time.parse().map_err(|_| bad())?, id.to_string()))
+}
+
+/// The cursor that continues after `file`.
+pub fn cursor_after(file: &FileRecord) -> String {
+    format!("{}.{}", file.created_at, file.id)
+}
+
+/// One page of the caller's files, or (`shared_with_me`) of those others
+/// shared with them, newest first; with the cursor of the next page.
+pub async fn list(
+    service: &Service,
+    caller: &Caller,
+    shared_with_me: bool,
+    after: Option<&str>,
+    limit: Option<u32>,
+) -> Result<(Vec<FileRecord>, Option<String>)> {
+    let limit = limit.unwrap_or(MAX_PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(Error::bad_request("limit must be 1 to 1000"));
+    }
+    let page = Page {
+        after: after.map(parse_cursor).transpose()?,
+        limit,
+    };
+    let files = if shared_with_me {
+        service.store.shared_with(&caller.user.name, &page).await?
+    } else {
+        service.store.list_files(&caller.user.name, &page).await?
+    };
+    let next = (files.len() == limit as usize)
+        .then(|| files.last().map(cursor_after))
+        .flatten();
+    Ok((files, next))
+}
+
+/// Deletes a file with its wraps and links (owner only).
+pub async fn remove(service: &Service, caller: &Caller, id: &str) -> Result<()> {
+    let file = owned_file(service, caller, id).await?;
+    // Row first: once it is gone nothing can reach the object, so a crash
+    // between the two leaves at worst an unreachable object, never a
+    // listed file without bytes.
+    service.store.delete_file(&file.id).await?;
+    service.deks.forget(&file.id);
+    audit::record(service, caller.event("delete", &file.id)).await?;
+    service
+        .objects
+        .delete_object(&file.id)
+        .await
+        .map_err(Error::internal)?;
+    Ok(())
+}
+
+/// `<algorithm>:<hex>` of a file's content digest.
+pub fn content_id(file: &FileRecord) -> String {
+    format!("{}:{}", file.digest_alg.name(), crate::hex(&file.digest))
+}
