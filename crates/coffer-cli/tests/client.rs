@@ -65,13 +65,21 @@ impl World {
     fn login_everyone(&self) {
         let world = self;
         for user in ["alice", "bob", "mallory"] {
-            world
+            let out = world
                 .coffer(user)
-                .args(["login", &world.url(), "--user", user, "-i"])
+                .args(["login", &world.url(), "--user", user, "--json", "-i"])
                 .arg(world.path(&format!("{user}.id")))
                 .args(["--fingerprint", &world.fingerprint.clone()])
-                .assert()
-                .success();
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            // The session's key exchange is the post-quantum hybrid.
+            let answer: Value = serde_json::from_slice(&out.stdout).unwrap();
+            assert_eq!(answer["key_exchange"], "X25519MLKEM768", "{answer}");
         }
     }
 

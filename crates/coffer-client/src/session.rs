@@ -114,6 +114,9 @@ impl std::fmt::Debug for Token {
 pub struct Probe {
     /// Fingerprint of the certificate presented.
     pub fingerprint: Option<String>,
+    /// The TLS key exchange group negotiated (`X25519MLKEM768` with a
+    /// current server: post-quantum hybrid).
+    pub key_exchange: Option<String>,
     /// The server's coffer identity, as it reported it.
     pub server_identity: PublicIdentity,
 }
@@ -123,6 +126,7 @@ pub struct Session {
     endpoint: Endpoint,
     tls: tokio_rustls::TlsConnector,
     seen: Arc<Seen>,
+    key_exchange: std::sync::Mutex<Option<String>>,
     conn: Option<Conn>,
     user: String,
     identity: Option<Arc<Identity>>,
@@ -161,6 +165,7 @@ impl Session {
             endpoint,
             tls: tokio_rustls::TlsConnector::from(config),
             seen,
+            key_exchange: std::sync::Mutex::new(None),
             conn: None,
             user: user.to_string(),
             identity: None,
@@ -242,6 +247,10 @@ impl Session {
             Ok(tls) => tls,
             Err(source) => return Err(self.explain_tls_failure(connect_err(source))),
         };
+        if let Some(group) = tls.get_ref().1.negotiated_key_exchange_group() {
+            *self.key_exchange.lock().unwrap_or_else(|p| p.into_inner()) =
+                Some(format!("{:?}", group.name()));
+        }
         let mut exporter = Zeroizing::new([0u8; 32]);
         tls.get_ref()
             .1
@@ -432,6 +441,7 @@ impl Session {
         let server_identity = PublicIdentity::parse(&answer.server_identity)?;
         Ok(Probe {
             fingerprint: self.seen.fingerprint(),
+            key_exchange: self.key_exchange(),
             server_identity,
         })
     }
@@ -447,6 +457,14 @@ impl Session {
             )
             .await?;
         serde_json::from_value(answer).map_err(|e| Error::protocol(format!("challenge: {e}")))
+    }
+
+    /// The TLS key exchange group of the last connection.
+    pub fn key_exchange(&self) -> Option<String> {
+        self.key_exchange
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Logs in with the identity: challenge, then a signature over the nonce,

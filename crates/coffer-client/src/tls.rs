@@ -37,7 +37,16 @@ pub struct ClientCert {
 }
 
 pub(crate) fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+    // The post-quantum hybrid group first (as the server prefers it), so
+    // sessions are safe against recording now and decrypting later.
+    use rustls::crypto::aws_lc_rs::kx_group;
+    let mut provider = rustls::crypto::aws_lc_rs::default_provider();
+    provider.kx_groups = vec![
+        kx_group::X25519MLKEM768,
+        kx_group::X25519,
+        kx_group::SECP256R1,
+    ];
+    Arc::new(provider)
 }
 
 /// What the handshake saw: the leaf certificate's fingerprint.

@@ -26,8 +26,11 @@ pub struct Config {
     pub client_ca: Option<PathBuf>,
     /// Seconds a login challenge stays valid.
     pub challenge_ttl_secs: u64,
-    /// Seconds a session token stays valid.
+    /// Seconds a session token stays valid (a refresh issues a new one).
     pub token_ttl_secs: u64,
+    /// Seconds a session lasts from its login however often its token is
+    /// refreshed; then the client must log in again (prove its key).
+    pub session_max_secs: u64,
     /// Seconds an unfinished upload is kept before it is removed.
     pub upload_ttl_secs: u64,
     /// Largest upload accepted, in bytes.
@@ -126,6 +129,11 @@ pub struct Limits {
     pub max_json_bytes: usize,
     /// Unfinished uploads one user may have at once.
     pub max_open_uploads_per_user: u64,
+    /// Addresses of TCP load balancers that prefix each connection with a
+    /// PROXY protocol v2 header. From these (and only these) the header is
+    /// required and its client address is the one limits and the audit log
+    /// see; empty by default.
+    pub proxy_protocol_from: Vec<std::net::IpAddr>,
 }
 
 impl Default for Limits {
@@ -142,6 +150,7 @@ impl Default for Limits {
             max_header_bytes: 64 * 1024,
             max_json_bytes: 64 * 1024,
             max_open_uploads_per_user: 16,
+            proxy_protocol_from: Vec::new(),
         }
     }
 }
@@ -156,6 +165,7 @@ impl Default for Config {
             client_ca: None,
             challenge_ttl_secs: 60,
             token_ttl_secs: 15 * 60,
+            session_max_secs: 24 * 3600,
             upload_ttl_secs: 24 * 3600,
             max_upload_bytes: 1 << 40,
             max_wraps_per_file: 64,
@@ -212,6 +222,9 @@ impl Config {
         }
         if let Some(value) = lookup("COFFER_TOKEN_TTL_SECS") {
             self.token_ttl_secs = value.parse().context("COFFER_TOKEN_TTL_SECS")?;
+        }
+        if let Some(value) = lookup("COFFER_SESSION_MAX_SECS") {
+            self.session_max_secs = value.parse().context("COFFER_SESSION_MAX_SECS")?;
         }
         self.apply_storage_env(lookup)
     }

@@ -14,14 +14,24 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 pub use coffer_proto::login::LOGIN_EXPORTER_LABEL;
 
-/// The crypto provider coffer uses everywhere.
+/// The crypto provider coffer uses everywhere: aws-lc-rs, with the
+/// post-quantum hybrid key exchange X25519MLKEM768 preferred (a session
+/// recorded today stays confidential if one of ML-KEM-768 and X25519 holds),
+/// and X25519 / P-256 after it for clients without it.
 pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+    use rustls::crypto::aws_lc_rs::kx_group;
+    let mut provider = rustls::crypto::aws_lc_rs::default_provider();
+    provider.kx_groups = vec![
+        kx_group::X25519MLKEM768,
+        kx_group::X25519,
+        kx_group::SECP256R1,
+    ];
+    Arc::new(provider)
 }
 
-/// Makes aws-lc-rs the process-wide default; harmless if already done.
+/// Makes [`provider`] the process-wide default; harmless if already done.
 pub fn install_provider() {
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let _ = Arc::unwrap_or_clone(provider()).install_default();
 }
 
 /// A self-signed certificate for `names` (DNS names or IP addresses), as PEM

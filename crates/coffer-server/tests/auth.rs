@@ -2,6 +2,8 @@
 
 mod common;
 
+use std::sync::Arc;
+
 use coffer_format::Identity;
 use coffer_server::store::MetaStore;
 use common::Server;
@@ -250,4 +252,107 @@ async fn tls_1_2_is_refused() {
             .is_err()
     );
     server.shutdown().await;
+}
+
+/// The server prefers the post-quantum hybrid group, and still talks to a
+/// client that only offers X25519.
+#[tokio::test]
+async fn key_exchange_is_post_quantum_hybrid_first() {
+    let server = Server::start(60).await;
+    let tls = Server::tls_connect(server.addr, server.cert.clone(), &[&rustls::version::TLS13])
+        .await
+        .unwrap();
+    let group = tls.get_ref().1.negotiated_key_exchange_group().unwrap();
+    assert_eq!(group.name(), rustls::NamedGroup::X25519MLKEM768);
+
+    let mut classic = rustls::crypto::aws_lc_rs::default_provider();
+    classic.kx_groups = vec![rustls::crypto::aws_lc_rs::kx_group::X25519];
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(classic))
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(common::Pinned(
+            server.cert.clone(),
+            coffer_server::tls::provider(),
+        )))
+        .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(
+            rustls::pki_types::ServerName::try_from("localhost").unwrap(),
+            tcp,
+        )
+        .await
+        .unwrap();
+    let group = tls.get_ref().1.negotiated_key_exchange_group().unwrap();
+    assert_eq!(group.name(), rustls::NamedGroup::X25519);
+    server.shutdown().await;
+}
+
+/// Refreshing keeps a session going only up to its maximum lifetime; two
+/// refreshes of one token do not both succeed; disabling a user ends their
+/// sessions for good.
+#[tokio::test]
+async fn sessions_end_at_their_lifetime_fork_never_and_die_with_disable() {
+    let server = Server::start_with(coffer_server::Config {
+        session_max_secs: 3,
+        ..common::functional_config()
+    })
+    .await;
+    let alice = server.add_user("alice").await;
+    let mut client = server.connect().await;
+    let mut other = server.connect().await;
+    let token = client.login("alice", &alice, &server.identity).await;
+
+    let (a, b) = tokio::join!(
+        client.call("POST", "/v1/auth/refresh", None, Some(&token)),
+        other.call("POST", "/v1/auth/refresh", None, Some(&token)),
+    );
+    let mut statuses = [a.0, b.0];
+    statuses.sort();
+    assert_eq!(statuses, [200, 401], "one refresh of a token wins");
+    let (_, fresh) = if a.0 == 200 { a } else { b };
+    let fresh = fresh["token"].as_str().unwrap().to_string();
+    // The fresh token's life is cut to the session's end.
+    let (fresh, expires_in) = refreshed(&mut client, &fresh).await;
+    assert!(expires_in <= 3, "{expires_in}");
+    assert_eq!(
+        client.call("GET", "/v1/whoami", None, Some(&fresh)).await.0,
+        200
+    );
+
+    tokio::time::sleep(std::time::Duration::from_millis(3100)).await;
+    let (status, answer) = client
+        .call("POST", "/v1/auth/refresh", None, Some(&fresh))
+        .await;
+    // (The token's own life ended with the session, so it is refused
+    // like any expired one.)
+    assert_eq!(status, 401, "{answer}");
+    // A new login begins a new session.
+    let token = client.login("alice", &alice, &server.identity).await;
+    assert_eq!(
+        client.call("GET", "/v1/whoami", None, Some(&token)).await.0,
+        200
+    );
+    let store = server.store().await;
+    store.set_disabled("alice", true).await.unwrap();
+    store.set_disabled("alice", false).await.unwrap();
+    assert_eq!(
+        client.call("GET", "/v1/whoami", None, Some(&token)).await.0,
+        401,
+        "a token outlived disabling its user"
+    );
+    server.shutdown().await;
+}
+
+/// A refresh of `token` (which it replaces) and its `expires_in`.
+async fn refreshed(client: &mut common::Client, token: &str) -> (String, u64) {
+    let (status, _) = client.call("GET", "/v1/whoami", None, Some(token)).await;
+    assert_eq!(status, 200);
+    let (status, answer) = client
+        .call("POST", "/v1/auth/refresh", None, Some(token))
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    let fresh = answer["token"].as_str().unwrap().to_string();
+    (fresh, answer["expires_in"].as_u64().unwrap())
 }

@@ -4,6 +4,7 @@ mod common;
 
 use base64::Engine as _;
 use coffer_server::receipt::SignedReceipt;
+use coffer_server::store::MetaStore as _;
 use common::{B64, Client, Server};
 
 const TUS: (&str, &str) = ("tus-resumable", "1.0.0");
@@ -359,6 +360,31 @@ async fn bad_chunks_are_refused_and_leave_the_offset_alone() {
             .2,
         body
     );
+    server.shutdown().await;
+}
+
+/// A creation-with-upload whose body is refused leaves no upload behind:
+/// the client never got its Location, so it could only hold a slot.
+#[tokio::test]
+async fn a_refused_creation_with_upload_leaves_no_upload() {
+    let (server, mut client, token) = setup().await;
+    let wrong = format!(
+        "sha256 {}",
+        base64::engine::general_purpose::STANDARD.encode(sha256(b"something else"))
+    );
+    let refusals: [(&[(&str, &str)], usize, u16); 2] =
+        [(&[("upload-checksum", &wrong)], 10, 460), (&[], 11, 413)];
+    for (extra, sent, expected) in refusals {
+        let mut headers = vec![TUS, OCTETS, ("upload-length", "10")];
+        headers.extend_from_slice(extra);
+        let (status, answer, _) = client
+            .raw("POST", "/v1/uploads", &headers, data(sent), Some(&token))
+            .await;
+        assert_eq!(status, expected);
+        assert!(answer.get("location").is_none());
+        let usage = server.store().await.usage("alice").await.unwrap();
+        assert_eq!((usage.open_uploads, usage.reserved_bytes), (0, 0));
+    }
     server.shutdown().await;
 }
 

@@ -181,7 +181,7 @@ async fn connection_caps_refuse_the_51st_and_a_hog() {
 async fn slow_headers_and_idle_connections_are_cut_off() {
     let server = Server::start_with(with_limits(Limits {
         header_read_timeout_secs: 2,
-        idle_timeout_secs: 2,
+        idle_timeout_secs: 5,
         ..Limits::default()
     }))
     .await;
@@ -216,9 +216,39 @@ async fn slow_headers_and_idle_connections_are_cut_off() {
     let mut buf = [0u8; 512];
     let n = idle.read(&mut buf).await.unwrap();
     assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    // Waiting for its next request is not a slow request head: the idle
+    // timeout applies, not the header timeout.
     let started = Instant::now();
-    assert!(closed_within(&mut idle, Duration::from_secs(6)).await);
-    assert!(started.elapsed() >= Duration::from_millis(1500));
+    assert!(closed_within(&mut idle, Duration::from_secs(9)).await);
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(4500),
+        "closed after {waited:?}"
+    );
+
+    // A second request sent slowly on a kept-alive connection: cut at the
+    // header timeout from its first byte.
+    let mut slow = tls_from(&server, "127.0.0.1").await.unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let n = slow.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    let started = Instant::now();
+    let mut cut = false;
+    for byte in request {
+        if slow.write_all(&[*byte]).await.is_err() || slow.flush().await.is_err() {
+            cut = true;
+            break;
+        }
+        if closed_within(&mut slow, Duration::from_millis(500)).await {
+            cut = true;
+            break;
+        }
+    }
+    let took = started.elapsed();
+    assert!(cut, "a slow second request was never cut off");
+    assert!(took < Duration::from_secs(4), "cut only after {took:?}");
     server.shutdown().await;
 }
 
@@ -276,11 +306,51 @@ async fn oversized_headers_bodies_and_stalled_bodies() {
         started.elapsed() < Duration::from_secs(8),
         "a stalled body held the request"
     );
+    // The client's fault, said as such (not a 500 in the server's log).
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("body_stalled"), "{answer}");
     let (status, headers, _) = client
         .raw("HEAD", &location, &[TUS], vec![], Some(&token))
         .await;
     assert_eq!(status, 200);
     assert_eq!(headers["upload-offset"], "0");
+
+    // Broken chunked framing: 400, and nothing of it counts.
+    let mut raw = tls_from(&server, "127.0.0.1").await.unwrap();
+    let head = format!(
+        "PATCH {location} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {token}\r\nTus-Resumable: 1.0.0\r\nContent-Type: application/offset+octet-stream\r\nUpload-Offset: 0\r\nTransfer-Encoding: chunked\r\n\r\n64\r\n"
+    );
+    raw.write_all(head.as_bytes()).await.unwrap();
+    raw.write_all(&[7u8; 100]).await.unwrap();
+    raw.write_all(b"\r\nZZ-not-a-size\r\n").await.unwrap();
+    raw.flush().await.unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(8), raw.read_to_end(&mut answer)).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.contains("body_broken"), "{answer}");
+    let (status, headers, _) = client
+        .raw("HEAD", &location, &[TUS], vec![], Some(&token))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(headers["upload-offset"], "0");
+    // And the upload still takes the whole body afterwards.
+    let (status, headers, _) = client
+        .raw(
+            "PATCH",
+            &location,
+            &[
+                TUS,
+                ("content-type", "application/offset+octet-stream"),
+                ("upload-offset", "0"),
+            ],
+            vec![7u8; 1000],
+            Some(&token),
+        )
+        .await;
+    assert_eq!(status, 204);
+    assert_eq!(headers["upload-offset"], "1000");
     server.shutdown().await;
 }
 
@@ -377,4 +447,69 @@ async fn quota_and_open_upload_limits() {
         .await;
     assert_eq!(status, 429, "{}", String::from_utf8_lossy(&body));
     server.shutdown().await;
+}
+
+/// A TCP connection from `from` that first sends a PROXY v2 header naming
+/// `client`.
+async fn through_balancer(
+    server: &Server,
+    from: &str,
+    client: std::net::SocketAddrV4,
+) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    use ppp::v2::{Builder, Command, IPv4, Protocol, Version};
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(format!("{from}:0").parse().unwrap())?;
+    let mut tcp = socket.connect(server.addr).await?;
+    let addresses = IPv4::new(client.ip().octets(), [127, 0, 0, 1], client.port(), 8443);
+    let header =
+        Builder::with_addresses(Version::Two | Command::Proxy, Protocol::Stream, addresses)
+            .build()
+            .unwrap();
+    tcp.write_all(&header).await?;
+    common::tls_over(tcp, server.cert.clone()).await
+}
+
+#[tokio::test]
+async fn a_configured_balancer_names_the_client_and_nobody_else_may() {
+    let server = Server::start_with(with_limits(Limits {
+        proxy_protocol_from: vec!["127.0.0.5".parse().unwrap()],
+        max_connections_per_ip: 2,
+        ..Limits::default()
+    }))
+    .await;
+    let alice = server.add_user("alice").await;
+    let far: std::net::SocketAddrV4 = "203.0.113.7:4444".parse().unwrap();
+    let tls = through_balancer(&server, "127.0.0.5", far).await.unwrap();
+    let mut client = Client::over(tls, &server).await;
+    client.login("alice", &alice, &server.identity).await;
+
+    // The per-address cap counts the client behind the balancer, not the
+    // balancer: two from 203.0.113.7 fill it, another client still gets in.
+    let _second = through_balancer(&server, "127.0.0.5", far).await.unwrap();
+    assert!(through_balancer(&server, "127.0.0.5", far).await.is_err());
+    let other = "198.51.100.9:5555".parse().unwrap();
+    let mut other = Client::over(
+        through_balancer(&server, "127.0.0.5", other).await.unwrap(),
+        &server,
+    )
+    .await;
+    assert_eq!(other.call("GET", "/healthz", None, None).await.0, 200);
+
+    // From the balancer's address, no header: dropped (fail closed).
+    assert!(tls_from(&server, "127.0.0.5").await.is_err());
+    // From anyone else, a header is not believed (it is not TLS).
+    let spoofed = through_balancer(&server, "127.0.0.1", "192.0.2.1:1".parse().unwrap()).await;
+    assert!(spoofed.is_err());
+    let mut direct = client_from(&server, "127.0.0.1").await;
+    assert_eq!(direct.call("GET", "/healthz", None, None).await.0, 200);
+
+    drop((client, other, direct));
+    let dir = server.stop().await;
+    let text = common::audit_text(dir.path()).await;
+    let login = text
+        .lines()
+        .find(|line| line.contains("\"login\""))
+        .expect("a login event");
+    assert!(login.contains("203.0.113.7"), "{login}");
+    assert!(!text.contains("192.0.2.1"), "{text}");
 }

@@ -6,8 +6,8 @@
 use std::sync::Arc;
 
 use coffer_server::store::{
-    AuditCheckpoint, AuditRow, Database, FileRecord, Link, MetaStore, ObjectKey, Page, SqlStore,
-    Upload, User, WrappedKey,
+    AuditCheckpoint, AuditRow, Database, FileRecord, Link, MetaStore, NewToken, ObjectKey, Page,
+    SqlStore, Upload, User, WrappedKey,
 };
 use coffer_server::testing;
 
@@ -175,8 +175,25 @@ async fn tokens_expire_die_with_their_user_and_revoke() {
     for pair in backends().await {
         let (a, b) = (pair.a.as_ref(), pair.b.as_ref());
         a.add_user(&user("alice"), 1).await.unwrap();
-        a.put_token(b"h1", "alice", 100).await.unwrap();
-        a.put_token(b"h2", "alice", 100).await.unwrap();
+        let token = |hash: &'static [u8], expires_at| NewToken {
+            hash,
+            user: "alice",
+            session_started: 10,
+            expires_at,
+        };
+        a.put_token(&token(b"h1", 100), 10).await.unwrap();
+        a.put_token(&token(b"h2", 100), 10).await.unwrap();
+        a.put_token(&token(b"h3", 100), 10).await.unwrap();
+        // Taking a token is atomic: of two takers, one gets it.
+        let (first, second) = tokio::join!(a.take_token(b"h3", 50), b.take_token(b"h3", 50));
+        let taken: Vec<_> = [first.unwrap(), second.unwrap()]
+            .into_iter()
+            .flatten()
+            .collect();
+        assert_eq!(taken, [("alice".to_string(), 10)], "{}", pair.name);
+        assert_eq!(b.token_user(b"h3", 50).await.unwrap(), None);
+        a.put_token(&token(b"h4", 20), 10).await.unwrap();
+        assert_eq!(a.take_token(b"h4", 20).await.unwrap(), None, "expired");
         // Valid on every node.
         assert_eq!(b.token_user(b"h1", 50).await.unwrap(), Some(user("alice")));
         assert_eq!(b.token_user(b"h1", 100).await.unwrap(), None, "expired");
@@ -191,6 +208,13 @@ async fn tokens_expire_die_with_their_user_and_revoke() {
         );
         a.set_disabled("alice", true).await.unwrap();
         assert_eq!(a.token_user(b"h2", 50).await.unwrap(), None, "disabled");
+        // Enabling again does not bring the old token back.
+        a.set_disabled("alice", false).await.unwrap();
+        assert_eq!(a.token_user(b"h2", 50).await.unwrap(), None, "revoked");
+        // Storing a token sweeps the expired ones.
+        a.put_token(&token(b"h5", 30), 10).await.unwrap();
+        a.put_token(&token(b"h6", 100), 40).await.unwrap();
+        assert!(!a.revoke_token(b"h5").await.unwrap(), "swept");
     }
 }
 

@@ -229,15 +229,17 @@ async fn login(args: &LoginArgs) -> Result<()> {
         println!(
             "{}",
             json!({"profile": args.common.profile, "url": profile.url, "user": profile.user,
-                   "certificate": profile.cert_fingerprint, "server_identity": profile.server_identity})
+                   "certificate": profile.cert_fingerprint, "server_identity": profile.server_identity,
+                   "key_exchange": session.key_exchange()})
         );
     } else if !args.common.quiet {
         eprintln!(
-            "logged in to {} as {} (profile {}; server identity {})",
+            "logged in to {} as {} (profile {}; server identity {}; key exchange {})",
             profile.url,
             profile.user,
             args.common.profile,
-            server_identity.fingerprint()
+            server_identity.fingerprint(),
+            session.key_exchange().as_deref().unwrap_or("unknown")
         );
     }
     Ok(())
@@ -254,6 +256,9 @@ async fn first_contact(
     let fingerprint = probe.fingerprint.context("no certificate seen")?;
     eprintln!("First contact with {url}:");
     eprintln!("  certificate fingerprint: {fingerprint}");
+    if let Some(group) = &probe.key_exchange {
+        eprintln!("  key exchange:            {group}");
+    }
     eprintln!(
         "  server identity:         {}",
         probe.server_identity.fingerprint()

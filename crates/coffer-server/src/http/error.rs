@@ -43,6 +43,7 @@ pub fn status(kind: Kind) -> StatusCode {
         Kind::RangeNotSatisfiable => StatusCode::RANGE_NOT_SATISFIABLE,
         Kind::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
         Kind::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        Kind::Timeout => StatusCode::REQUEST_TIMEOUT,
         Kind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }

@@ -69,8 +69,24 @@ impl RateLimits {
     fn check(&self, ip: IpAddr, login: bool) -> Result<(), Duration> {
         let limiter = if login { &self.login } else { &self.api };
         limiter
-            .check_key(&ip)
+            .check_key(&address_key(ip))
             .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
+    }
+}
+
+/// What per-address limits count: an IPv4 address as is (also when it
+/// arrives as `::ffff:a.b.c.d`), an IPv6 address by its /64, the smallest
+/// block a site is given, so one client cannot take 2^64 budgets.
+pub fn address_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+                IpAddr::V6(std::net::Ipv6Addr::from(prefix))
+            }
+        },
     }
 }
 
@@ -154,5 +170,44 @@ where
             }
             Poll::Pending => Poll::Pending,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(text: &str) -> String {
+        address_key(text.parse().unwrap()).to_string()
+    }
+
+    #[test]
+    fn ipv6_counts_by_its_64_and_mapped_ipv4_as_ipv4() {
+        assert_eq!(key("2001:db8:1:2:aaaa::1"), "2001:db8:1:2::");
+        assert_eq!(key("2001:db8:1:2:ffff:ffff:ffff:ffff"), "2001:db8:1:2::");
+        assert_ne!(key("2001:db8:1:3::1"), key("2001:db8:1:2::1"));
+        assert_eq!(key("::ffff:192.0.2.7"), "192.0.2.7");
+        assert_eq!(key("192.0.2.7"), "192.0.2.7");
+    }
+
+    #[test]
+    fn addresses_of_one_64_share_one_budget() {
+        let limits = Limits {
+            api_requests_per_window: 3,
+            ..Limits::default()
+        };
+        let rate = RateLimits::new(&limits);
+        for host in 1..=3 {
+            let ip = format!("2001:db8::{host}").parse().unwrap();
+            assert!(rate.check(ip, false).is_ok());
+        }
+        assert!(
+            rate.check("2001:db8::ffff".parse().unwrap(), false)
+                .is_err()
+        );
+        assert!(
+            rate.check("2001:db8:0:1::1".parse().unwrap(), false)
+                .is_ok()
+        );
     }
 }

@@ -1,7 +1,7 @@
 //! The HTTP layer: the TLS accept loop ([`serve`]), the router with its
 //! OpenAPI document, the shared state ([`state`]), the error type's JSON
 //! form ([`error`]), the bearer-token extractor ([`auth`]), middleware
-//! ([`limits`], [`metrics`]), and one module per group of routes
+//! ([`limits`], [`metrics`]), connection timeouts ([`watchdog`]), the PROXY protocol ([`proxy`]), and one module per group of routes
 //! ([`routes`]). Every handler is thin: parse the request (with
 //! [`crate::codec`]), call one operation of [`crate::service`], answer.
 //!
@@ -12,9 +12,11 @@ pub mod auth;
 pub mod error;
 pub mod limits;
 pub mod metrics;
+pub mod proxy;
 pub mod routes;
 pub mod serve;
 pub mod state;
+pub mod watchdog;
 
 use std::sync::Arc;
 

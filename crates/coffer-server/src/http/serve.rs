@@ -8,33 +8,31 @@
 //! * at most `max_connections` at once, and `max_connections_per_ip` from
 //!   one address; a connection over either cap is closed at once, before
 //!   any TLS work (it costs the server nothing; clients retry);
-//! * a TLS handshake must finish within 15 s and request headers within
-//!   `header_read_timeout_secs`, and may not exceed `max_header_bytes`
-//!   (hyper answers 431);
-//! * a connection with no traffic for `idle_timeout_secs` while no request is
-//!   being handled is closed, which also cuts off a client that stops
-//!   reading a response.
+//! * a TLS handshake must finish within 15 s, and request heads may not
+//!   exceed `max_header_bytes` (hyper answers 431);
+//! * a request head must arrive within `header_read_timeout_secs` of its
+//!   first byte, a keep-alive connection may wait `idle_timeout_secs` for
+//!   its next request, and a response not read for `idle_timeout_secs` ends
+//!   the connection ([`super::watchdog`]).
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Result;
 use axum::Router;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt as _;
 
+use super::limits::address_key;
+use super::proxy;
+use super::watchdog::{Activity, Expired, Watched, expiry};
 use crate::config::Limits;
 use crate::tls::LOGIN_EXPORTER_LABEL;
 
@@ -59,34 +57,67 @@ struct Occupancy {
     per_ip: HashMap<IpAddr, usize>,
 }
 
-/// A claimed connection slot, released on drop.
+/// A claimed connection slot, released on drop. `ip` is the address key
+/// it counts against (none yet for a balancer's connection, until its
+/// PROXY header names the client).
 struct Slot {
     occupancy: Arc<Mutex<Occupancy>>,
-    ip: IpAddr,
+    ip: Option<IpAddr>,
 }
 
-fn claim_slot(occupancy: &Arc<Mutex<Occupancy>>, ip: IpAddr, limits: &Limits) -> Option<Slot> {
+fn claim_slot(
+    occupancy: &Arc<Mutex<Occupancy>>,
+    ip: Option<IpAddr>,
+    limits: &Limits,
+) -> Option<Slot> {
     let mut open = occupancy.lock().unwrap_or_else(|p| p.into_inner());
-    let from_ip = open.per_ip.get(&ip).copied().unwrap_or(0);
-    if open.total >= limits.max_connections || from_ip >= limits.max_connections_per_ip {
+    if open.total >= limits.max_connections {
+        return None;
+    }
+    let mut slot = Slot {
+        occupancy: occupancy.clone(),
+        ip: None,
+    };
+    if let Some(ip) = ip
+        && !count_ip(&mut open, &mut slot, ip, limits)
+    {
         return None;
     }
     open.total += 1;
-    open.per_ip.insert(ip, from_ip + 1);
-    Some(Slot {
-        occupancy: occupancy.clone(),
-        ip,
-    })
+    Some(slot)
+}
+
+/// Counts `slot` against `ip`'s (address key's) cap, if it has room.
+fn count_ip(open: &mut Occupancy, slot: &mut Slot, ip: IpAddr, limits: &Limits) -> bool {
+    let key = address_key(ip);
+    let from_ip = open.per_ip.get(&key).copied().unwrap_or(0);
+    if from_ip >= limits.max_connections_per_ip {
+        return false;
+    }
+    open.per_ip.insert(key, from_ip + 1);
+    slot.ip = Some(key);
+    true
+}
+
+impl Slot {
+    /// Counts a balancer's connection against the client it carries.
+    fn count_client(&mut self, ip: IpAddr, limits: &Limits) -> bool {
+        let occupancy = self.occupancy.clone();
+        let mut open = occupancy.lock().unwrap_or_else(|p| p.into_inner());
+        count_ip(&mut open, self, ip, limits)
+    }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
         let mut open = self.occupancy.lock().unwrap_or_else(|p| p.into_inner());
         open.total = open.total.saturating_sub(1);
-        if let Some(count) = open.per_ip.get_mut(&self.ip) {
+        if let Some(ip) = self.ip
+            && let Some(count) = open.per_ip.get_mut(&ip)
+        {
             *count -= 1;
             if *count == 0 {
-                open.per_ip.remove(&self.ip);
+                open.per_ip.remove(&ip);
             }
         }
     }
@@ -114,7 +145,9 @@ pub async fn serve(
             _ = &mut shutdown => break,
             accepted = listener.accept() => {
                 let Ok((stream, peer)) = accepted else { continue };
-                let Some(slot) = claim_slot(&occupancy, peer.ip(), &limits) else {
+                let from_balancer = limits.proxy_protocol_from.contains(&peer.ip());
+                let counted = (!from_balancer).then_some(peer.ip());
+                let Some(slot) = claim_slot(&occupancy, counted, &limits) else {
                     metrics::counter!("coffer_connections_refused_total").increment(1);
                     tracing::debug!(%peer, "connection refused: cap reached");
                     drop(stream);
@@ -128,8 +161,8 @@ pub async fn serve(
                 let stop = stop_rx.clone();
                 let limits = limits.clone();
                 connections.spawn(async move {
-                    let _slot = slot;
-                    if let Err(err) = connection(acceptor, stream, peer, router, &limits, stop).await {
+                    let accepted = Accepted { stream, peer, from_balancer, slot };
+                    if let Err(err) = connection(acceptor, accepted, router, &limits, stop).await {
                         tracing::debug!(%peer, "connection ended: {err}");
                     }
                 });
@@ -167,86 +200,42 @@ impl Drop for OpenConnection {
     }
 }
 
-/// When a connection last moved bytes, and whether a handler is running.
-struct Activity {
-    started: Instant,
-    last_ms: AtomicU64,
-    handling: AtomicBool,
+/// A TCP connection let in by the caps.
+struct Accepted {
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    /// From an address in `limits.proxy_protocol_from`.
+    from_balancer: bool,
+    slot: Slot,
 }
 
-impl Activity {
-    fn touch(&self) {
-        let now = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.last_ms.store(now, Ordering::Relaxed);
+/// The client's address: the peer's, or for a balancer's connection the
+/// one its PROXY header names (then counted against that client's cap).
+async fn client_of(accepted: &mut Accepted, limits: &Limits) -> Result<SocketAddr> {
+    if !accepted.from_balancer {
+        return Ok(accepted.peer);
     }
-
-    fn idle_for(&self) -> Duration {
-        let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
-        self.started.elapsed().saturating_sub(last)
+    let client = proxy::client_address(&mut accepted.stream, accepted.peer).await?;
+    if !accepted.slot.count_client(client.ip(), limits) {
+        metrics::counter!("coffer_connections_refused_total").increment(1);
+        anyhow::bail!("connection cap reached for {client} (through the balancer)");
     }
-}
-
-/// Wraps a stream to record when it last moved bytes.
-struct Watched<S> {
-    inner: S,
-    activity: Arc<Activity>,
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            self.activity.touch();
-        }
-        polled
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        data: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let polled = Pin::new(&mut self.inner).poll_write(cx, data);
-        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.touch();
-        }
-        polled
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-}
-
-/// Resolves once the connection has been idle past `limit` with no handler
-/// running.
-async fn idle_past(activity: &Activity, limit: Duration) {
-    let tick = (limit / 4).clamp(Duration::from_millis(100), Duration::from_secs(5));
-    loop {
-        tokio::time::sleep(tick).await;
-        if !activity.handling.load(Ordering::Relaxed) && activity.idle_for() >= limit {
-            return;
-        }
-    }
+    Ok(client)
 }
 
 async fn connection(
     acceptor: TlsAcceptor,
-    stream: tokio::net::TcpStream,
-    peer: SocketAddr,
+    mut accepted: Accepted,
     router: Router,
     limits: &Limits,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> Result<()> {
+    let peer = client_of(&mut accepted, limits).await?;
+    let Accepted {
+        stream,
+        slot: _slot,
+        ..
+    } = accepted;
     let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await;
     let tls = match handshake {
         Ok(Ok(tls)) => tls,
@@ -260,38 +249,39 @@ async fn connection(
         .1
         .export_keying_material(&mut exporter, LOGIN_EXPORTER_LABEL, None)?;
     let info = ConnInfo { exporter, peer };
-    let activity = Arc::new(Activity {
-        started: Instant::now(),
-        last_ms: AtomicU64::new(0),
-        handling: AtomicBool::new(false),
-    });
+    let activity = Activity::new();
     let (on_request, on_response) = (activity.clone(), activity.clone());
     let service = router
         .map_request(move |mut req: axum::http::Request<Incoming>| {
-            on_request.handling.store(true, Ordering::Relaxed);
+            on_request.request_started();
             req.extensions_mut().insert(info.clone());
             req
         })
-        .map_response(move |response| {
-            on_response.handling.store(false, Ordering::Relaxed);
-            on_response.touch();
-            response
+        .map_response(move |response: axum::response::Response| {
+            response.map(|body| on_response.responding(body))
         });
     let io = Watched {
         inner: tls,
         activity: activity.clone(),
     };
+    // No hyper header timeout: it would also cut idle keep-alive connections
+    // (see [`super::watchdog`]), which keeps both limits.
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(limits.header_read_timeout_secs.max(1)))
+        .header_read_timeout(None)
         .max_buf_size(limits.max_header_bytes.max(8192))
         .serve_connection(TokioIo::new(io), TowerToHyperService::new(service));
     tokio::pin!(conn);
     let idle_limit = Duration::from_secs(limits.idle_timeout_secs.max(1));
+    let header_limit = Duration::from_secs(limits.header_read_timeout_secs.max(1));
     tokio::select! {
         result = conn.as_mut() => result?,
-        () = idle_past(&activity, idle_limit) => {
-            metrics::counter!("coffer_connections_idle_closed_total").increment(1);
+        expired = expiry(&activity, idle_limit, header_limit) => {
+            let counter = match expired {
+                Expired::Idle => "coffer_connections_idle_closed_total",
+                Expired::HeaderTimeout => "coffer_connections_header_timeout_total",
+            };
+            metrics::counter!(counter).increment(1);
         }
         _ = stop.changed() => {
             conn.as_mut().graceful_shutdown();

@@ -126,6 +126,8 @@ pub enum Kind {
     PreconditionFailed,
     /// The wrong content type.
     UnsupportedMediaType,
+    /// The client stopped sending the request body.
+    Timeout,
     /// The server failed (logged; details never sent).
     Internal,
 }

@@ -11,7 +11,11 @@
 //! 3. `POST /v1/auth/login {user, nonce, signature}` consumes the nonce
 //!    first (deleted whether or not the rest succeeds), then verifies with
 //!    `verify_strict`. Every failure gives the same answer.
-//! 4. The token is 256 random bits; only its SHA-256 is stored.
+//! 4. The token is 256 random bits; only its SHA-256 is stored. It lives
+//!    `token_ttl_secs` (15 min); a refresh swaps it (atomically: one of two
+//!    refreshes of a token wins) for one of the same session, and no session
+//!    outlives `session_max_secs` (24 h) from its login. Disabling a user
+//!    deletes their tokens.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
@@ -20,8 +24,8 @@ use coffer_format::PublicIdentity;
 pub use coffer_proto::b64;
 pub use coffer_proto::login::{LOGIN_LABEL, login_message, valid_user_name};
 
-use super::{Error, Result, Service};
-use crate::store::User;
+use super::{Error, Kind, Result, Service};
+use crate::store::{NewToken, User};
 
 /// SHA-256 of a bearer token, the form in which tokens are stored.
 pub fn token_hash(token: &str) -> [u8; 32] {
@@ -123,37 +127,83 @@ async fn verify_login(service: &Service, attempt: &LoginAttempt<'_>) -> Result<S
         .store
         .user(attempt.user)
         .await?
-        .filter(|u| !u.disabled)
-        .ok_or_else(Error::unauthorized)?;
+        .filter(|u| !u.disabled);
+    // An unknown or disabled user costs the same work as a known one (parse
+    // a hybrid identity, verify a signature), so timing does not tell names.
+    let public_text = match &user {
+        Some(user) => user.public_identity.as_str(),
+        None => stand_in_identity(),
+    };
+    let public = PublicIdentity::parse(public_text).map_err(Error::internal)?;
     let signature: [u8; 64] = b64()
         .decode(attempt.signature)
         .ok()
         .and_then(|s| s.try_into().ok())
-        .ok_or_else(Error::unauthorized)?;
-    let public = PublicIdentity::parse(&user.public_identity).map_err(Error::internal)?;
+        .unwrap_or([0; 64]);
     let message = login_message(
-        &user.name,
+        attempt.user,
         &nonce,
         service.identity.public(),
         attempt.exporter,
     );
-    public
-        .verify(&message, &signature)
-        .map_err(|_| Error::unauthorized())?;
-    Ok(user.name)
+    let verified = public.verify(&message, &signature).is_ok();
+    match user {
+        Some(user) if verified => Ok(user.name),
+        _ => Err(Error::unauthorized()),
+    }
 }
 
-/// A fresh token for `user`.
+/// The public identity checked against when the user does not exist: a
+/// hybrid one made once per process, whose secret nobody keeps.
+fn stand_in_identity() -> &'static str {
+    static STAND_IN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    STAND_IN.get_or_init(|| match coffer_format::Identity::generate() {
+        Ok(identity) => identity.public().to_string(),
+        // Without randomness no login succeeds anyway; parse then fails
+        // and the attempt is refused as internal.
+        Err(_) => String::new(),
+    })
+}
+
+/// A fresh token for `user`, beginning a session.
 pub async fn issue_token(service: &Service, user: &str) -> Result<Issued> {
+    let now = crate::unix_now();
+    put_token(service, user, now, now).await
+}
+
+/// Stores a new token of a session that began at `session_started`; it
+/// expires after the token lifetime or at the session's end, whichever is
+/// first.
+async fn put_token(
+    service: &Service,
+    user: &str,
+    session_started: i64,
+    now: i64,
+) -> Result<Issued> {
+    let config = &service.config;
+    let session_end = session_started.saturating_add(config.session_max_secs as i64);
+    let expires_at = now
+        .saturating_add(config.token_ttl_secs as i64)
+        .min(session_end);
+    if expires_at <= now {
+        return Err(Error::new(
+            Kind::Unauthorized,
+            "session_expired",
+            "the session reached its maximum lifetime; log in again",
+        ));
+    }
     let token = new_token().map_err(Error::internal)?;
-    let ttl = service.config.token_ttl_secs;
-    service
-        .store
-        .put_token(&token_hash(&token), user, crate::unix_now() + ttl as i64)
-        .await?;
+    let hash = token_hash(&token);
+    let new = NewToken {
+        hash: &hash,
+        user,
+        session_started,
+        expires_at,
+    };
+    service.store.put_token(&new, now).await?;
     Ok(Issued {
         token,
-        expires_in: ttl,
+        expires_in: (expires_at - now) as u64,
     })
 }
 
@@ -168,11 +218,18 @@ pub async fn token_user(service: &Service, token: &str) -> Result<(User, [u8; 32
     Ok((user, hash))
 }
 
-/// A fresh token for a valid one, which is revoked.
+/// A fresh token of the same session for a valid one, which is revoked in
+/// the same step: two refreshes of one token cannot both succeed (a stolen
+/// token refreshed by the thief and by its owner ends one of them).
 pub async fn refresh(service: &Service, user: &str, old_hash: &[u8; 32]) -> Result<Issued> {
-    let fresh = issue_token(service, user).await?;
-    service.store.revoke_token(old_hash).await?;
-    Ok(fresh)
+    let now = crate::unix_now();
+    let Some((owner, session_started)) = service.store.take_token(old_hash, now).await? else {
+        return Err(Error::unauthorized());
+    };
+    if owner != user {
+        return Err(Error::unauthorized());
+    }
+    put_token(service, user, session_started, now).await
 }
 
 /// Revokes a token.

@@ -242,7 +242,10 @@ struct Staged {
 struct Meter {
     taken: u64,
     overflow: bool,
+    /// The body failed to arrive whole ...
     broken: bool,
+    /// ... because it stopped arriving (not because it was cut or garbled).
+    stalled: bool,
     /// Only when the client sent `Upload-Checksum`: SHA-256 is the slowest
     /// step on the upload path, and the format authenticates E2EE bodies.
     digest: Option<aws_lc_rs::digest::Context>,
@@ -273,6 +276,7 @@ fn metered<'a>(
         taken: 0,
         overflow: false,
         broken: false,
+        stalled: false,
         digest: checksum.then(|| aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256)),
         running,
         invalid: None,
@@ -283,9 +287,12 @@ fn metered<'a>(
         if meter.overflow || meter.broken || meter.invalid.is_some() {
             return futures_util::future::ready(None);
         }
-        if chunk.is_err() && on_break == OnBreak::KeepWhatArrived {
+        if let Err(err) = &chunk {
             meter.broken = true;
-            return futures_util::future::ready(None);
+            meter.stalled = err.kind() == std::io::ErrorKind::TimedOut;
+            if on_break == OnBreak::KeepWhatArrived {
+                return futures_util::future::ready(None);
+            }
         }
         let chunk = chunk.map(|chunk| {
             let take = (chunk.len() as u64).min(*room) as usize;
@@ -352,8 +359,23 @@ async fn stage(
     let appended = service
         .objects
         .append(&upload.id, upload.staged_len, &upload.staging, body)
-        .await
-        .map_err(Error::internal)?;
+        .await;
+    let appended = match appended {
+        Ok(appended) => appended,
+        Err(err) => {
+            let failure = {
+                let meter = meter.lock().unwrap_or_else(|p| p.into_inner());
+                body_failure(&meter, err)
+            };
+            // Nothing of a failed request counts: its bytes are cut away.
+            service
+                .objects
+                .discard_after(&upload.id, upload.staged_len)
+                .await
+                .map_err(Error::internal)?;
+            return Err(failure);
+        }
+    };
     let mut meter = meter.lock().unwrap_or_else(|p| p.into_inner());
     let sha256 = meter.digest.take().map(|digest| {
         let mut out = [0u8; 32];
@@ -370,6 +392,23 @@ async fn stage(
         running: meter.running.take(),
         invalid: meter.invalid.take(),
     })
+}
+
+/// Why staging a body failed: the client's body (408, 400) or the server.
+fn body_failure(meter: &Meter, err: impl std::fmt::Display) -> Error {
+    match (meter.broken, meter.stalled) {
+        (true, true) => Error::new(
+            Kind::Timeout,
+            "body_stalled",
+            "the request body stopped arriving; resume from the server's offset",
+        ),
+        (true, false) => Error::new(
+            Kind::BadRequest,
+            "body_broken",
+            "the request body broke off; resume from the server's offset",
+        ),
+        (false, _) => Error::internal(err),
+    }
 }
 
 /// The result of one request body.

@@ -39,8 +39,18 @@ pub struct User {
     pub is_admin: bool,
     /// Storage quota in bytes, if limited.
     pub quota_bytes: Option<u64>,
-    /// Disabled users cannot log in and their tokens stop working.
+    /// Disabled users cannot log in; disabling revokes their tokens.
     pub disabled: bool,
+}
+
+/// A token to store: only its hash, whose it is, when the session it
+/// belongs to began (refreshes keep that) and when this token expires.
+#[derive(Clone, Debug)]
+pub struct NewToken<'a> {
+    pub hash: &'a [u8],
+    pub user: &'a str,
+    pub session_started: i64,
+    pub expires_at: i64,
 }
 
 /// An upload in progress.
@@ -284,13 +294,13 @@ pub trait MetaStore: Send + Sync + 'static {
     ) -> StoreFuture<'a, ()>;
     /// Atomically removes a challenge and returns its user and expiry.
     fn take_challenge<'a>(&'a self, nonce: &'a [u8]) -> StoreFuture<'a, Option<(String, i64)>>;
-    /// Stores a token hash.
-    fn put_token<'a>(
-        &'a self,
-        hash: &'a [u8],
-        user: &'a str,
-        expires_at: i64,
-    ) -> StoreFuture<'a, ()>;
+    /// Stores a token hash (of a session that began at `token.session_started`)
+    /// and drops tokens expired by `now`.
+    fn put_token<'a>(&'a self, token: &'a NewToken<'a>, now: i64) -> StoreFuture<'a, ()>;
+    /// Atomically removes an unexpired token and returns its user and when
+    /// its session began: of two refreshes of one token, one wins.
+    fn take_token<'a>(&'a self, hash: &'a [u8], now: i64)
+    -> StoreFuture<'a, Option<(String, i64)>>;
     /// The enabled user owning an unexpired token hash.
     fn token_user<'a>(&'a self, hash: &'a [u8], now: i64) -> StoreFuture<'a, Option<User>>;
     /// Revokes a token; returns whether it existed.

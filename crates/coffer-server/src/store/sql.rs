@@ -525,7 +525,13 @@ impl MetaStore for SqlStore {
 
     fn set_disabled<'a>(&'a self, name: &'a str, disabled: bool) -> StoreFuture<'a, bool> {
         op!(self, pool => {
-            Ok(affected!(pool, "UPDATE users SET disabled = $1 WHERE name = $2", i64::from(disabled), name) == 1)
+            let found = affected!(pool, "UPDATE users SET disabled = $1 WHERE name = $2", i64::from(disabled), name) == 1;
+            if disabled {
+                // Not only refused while disabled: gone, so enabling the
+                // user again does not bring old sessions back.
+                affected!(pool, "DELETE FROM tokens WHERE user_name = $1", name);
+            }
+            Ok(found)
         })
     }
 
@@ -555,15 +561,32 @@ impl MetaStore for SqlStore {
         })
     }
 
-    fn put_token<'a>(
+    fn put_token<'a>(&'a self, token: &'a NewToken<'a>, now: i64) -> StoreFuture<'a, ()> {
+        op!(self, pool => {
+            affected!(pool, "DELETE FROM tokens WHERE expires_at <= $1", now);
+            affected!(pool, "INSERT INTO tokens (token_hash, user_name, session_started, expires_at) VALUES ($1, $2, $3, $4)",
+                token.hash, token.user, token.session_started, token.expires_at);
+            Ok(())
+        })
+    }
+
+    fn take_token<'a>(
         &'a self,
         hash: &'a [u8],
-        user: &'a str,
-        expires_at: i64,
-    ) -> StoreFuture<'a, ()> {
+        now: i64,
+    ) -> StoreFuture<'a, Option<(String, i64)>> {
         op!(self, pool => {
-            affected!(pool, "INSERT INTO tokens (token_hash, user_name, expires_at) VALUES ($1, $2, $3)", hash, user, expires_at);
-            Ok(())
+            let row = sqlx::query(
+                "DELETE FROM tokens WHERE token_hash = $1 AND expires_at > $2 RETURNING user_name, session_started",
+            )
+            .bind(hash)
+            .bind(now)
+            .fetch_optional(pool)
+            .await?;
+            Ok(match row {
+                Some(row) => Some((row.try_get("user_name")?, row.try_get("session_started")?)),
+                None => None,
+            })
         })
     }
 

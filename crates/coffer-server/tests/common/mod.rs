@@ -22,7 +22,10 @@ pub const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose:
 
 /// Accepts exactly one certificate (by DER equality), like a pinned client.
 #[derive(Debug)]
-struct Pinned(CertificateDer<'static>, Arc<rustls::crypto::CryptoProvider>);
+pub struct Pinned(
+    pub CertificateDer<'static>,
+    pub Arc<rustls::crypto::CryptoProvider>,
+);
 
 impl ServerCertVerifier for Pinned {
     fn verify_server_cert(

@@ -38,8 +38,24 @@ fn header_value(text: &str) -> Result<HeaderValue, ApiError> {
     HeaderValue::from_str(text).map_err(Error::internal)
 }
 
+/// The request body as the service reads it: a stall (see
+/// [`crate::http::limits`]) becomes `TimedOut`, any other failure to read it
+/// (a cut connection, broken chunked framing) `UnexpectedEof`, so the service
+/// can answer 408 or 400 rather than blame itself.
 fn body_stream(body: Body) -> ByteStream<'static> {
-    Box::pin(body.into_data_stream().map_err(std::io::Error::other))
+    Box::pin(body.into_data_stream().map_err(|err| {
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&err);
+        let mut stalled = false;
+        while let Some(error) = cause {
+            stalled |= error.is::<crate::http::limits::BodyStalled>();
+            cause = error.source();
+        }
+        let kind = match stalled {
+            true => std::io::ErrorKind::TimedOut,
+            false => std::io::ErrorKind::UnexpectedEof,
+        };
+        std::io::Error::new(kind, err)
+    }))
 }
 
 /// tus discovery: version, extensions, checksum algorithm, maximum size.
@@ -101,7 +117,19 @@ async fn create(
         .get(header::CONTENT_TYPE)
         .is_some_and(|v| v == tus::OFFSET_CONTENT_TYPE);
     let mut response = if has_body || length == 0 {
-        write(&state, &auth.caller, &upload, &headers, body).await?
+        match write(&state, &auth.caller, &upload, &headers, body).await {
+            Ok(response) => response,
+            Err(refused) => {
+                // The client never learnt the upload's Location, so nothing
+                // could resume it: it would only hold a slot until expiry.
+                if let Err(err) = uploads::terminate(&state, &auth.caller, &upload.id).await
+                    && err.kind() != Kind::NotFound
+                {
+                    tracing::warn!(upload = %upload.id, "removing a refused upload: {err:?}");
+                }
+                return Err(refused);
+            }
+        }
     } else {
         StatusCode::CREATED.into_response()
     };
