@@ -7,6 +7,9 @@ use serde_json::{Value, json};
 use crate::session::{Session, decode_b64};
 use crate::{Error, Result};
 
+/// The header carrying a link's access proof.
+pub const LINK_ACCESS_HEADER: &str = "coffer-link-access";
+
 /// A file as the server lists it (the server knows no names).
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
 pub struct FileEntry {
@@ -211,20 +214,31 @@ impl Session {
     }
 
     /// Public facts about a link (no account needed).
-    pub async fn link_info(&mut self, link: &str) -> Result<LinkInfo> {
+    /// `access` is the proof derived from the URL secret
+    /// (`coffer_proto::link::access_proof`).
+    pub async fn link_info(&mut self, link: &str, access: &str) -> Result<LinkInfo> {
         let path = format!("/v1/links/{}", path_segment(link)?);
-        let answer = self.call("GET", &path, None, false).await?;
+        let headers = [(LINK_ACCESS_HEADER, access)];
+        let answer = self.call_anonymous("GET", &path, None, &headers).await?;
         parse(answer, "link info")
     }
 
     /// Opens a link (spends one download).
-    pub async fn open_link(&mut self, link: &str, password: Option<&str>) -> Result<LinkTicket> {
+    pub async fn open_link(
+        &mut self,
+        link: &str,
+        access: &str,
+        password: Option<&str>,
+    ) -> Result<LinkTicket> {
         let path = format!("/v1/links/{}/open", path_segment(link)?);
         let body = match password {
             Some(p) => json!({ "password": p }),
             None => json!({}),
         };
-        let answer = self.call("POST", &path, Some(&body), false).await?;
+        let headers = [(LINK_ACCESS_HEADER, access)];
+        let answer = self
+            .call_anonymous("POST", &path, Some(&body), &headers)
+            .await?;
         parse(answer, "link ticket")
     }
 }

@@ -8,7 +8,7 @@
 //! server's certificate.
 
 use coffer_format::Header;
-use coffer_proto::link::{PasswordKey, SALT_LEN, SECRET_LEN, link_identity};
+use coffer_proto::link::{PasswordKey, SALT_LEN, SECRET_LEN, access_proof, link_identity};
 use serde_json::json;
 use zeroize::Zeroizing;
 
@@ -118,6 +118,11 @@ impl LinkUrl {
         })
     }
 
+    /// The proof of holding this URL that the server asks for.
+    fn access(&self) -> Result<Zeroizing<String>> {
+        access_proof(&self.secret).map_err(|e| Error::Usage(e.to_string()))
+    }
+
     fn render(&self) -> String {
         let mut url = format!(
             "{}/v1/links/{}#k={}",
@@ -177,9 +182,11 @@ pub async fn create(session: &mut Session, id: &str, options: LinkOptions) -> Re
     let link_key = link_identity(&secret, salt.as_ref(), password.as_ref())
         .map_err(|e| Error::Usage(e.to_string()))?;
     let stanza = coffer_format::recipient::add_recipient(core, file_key, link_key.public())?;
+    let access = access_proof(&secret).map_err(|e| Error::Usage(e.to_string()))?;
     let mut body = json!({
         "stanza": b64(&stanza.to_bytes()),
         "client_salt": b64(salt.as_ref()),
+        "access": access.as_str(),
     });
     if let Some(secs) = options.expires_in {
         body["expires_in"] = json!(secs);
@@ -224,7 +231,8 @@ pub async fn fetch_link(
     progress: &dyn Progress,
 ) -> Result<GetOutcome> {
     let mut session = anonymous(url, trust)?;
-    let info = session.link_info(&url.link).await?;
+    let access = url.access()?;
+    let info = session.link_info(&url.link, &access).await?;
     let salt = decode_b64(info.client_salt.as_deref().unwrap_or_default())?;
     let password = match (info.password_required, password) {
         (true, None) => return Err(Error::Usage("this link needs a password".into())),
@@ -241,7 +249,11 @@ pub async fn fetch_link(
         None => None,
     };
     let ticket = session
-        .open_link(&url.link, server_value.as_ref().map(|v| v.as_str()))
+        .open_link(
+            &url.link,
+            &access,
+            server_value.as_ref().map(|v| v.as_str()),
+        )
         .await?;
     let stanza = crate::api::stanza_from_b64(&ticket.stanza)?;
     let source = Source::Link {
@@ -277,7 +289,7 @@ pub async fn fetch_link(
 /// Whether opening the link will need a password.
 pub async fn needs_password(url: &LinkUrl, trust: Option<Trust>) -> Result<bool> {
     Ok(anonymous(url, trust)?
-        .link_info(&url.link)
+        .link_info(&url.link, &url.access()?)
         .await?
         .password_required)
 }

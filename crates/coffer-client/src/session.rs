@@ -347,7 +347,19 @@ impl Session {
         } else {
             None
         };
-        self.call_with(method, path, body, token.as_ref()).await
+        self.call_with(method, path, body, token.as_ref(), &[])
+            .await
+    }
+
+    /// [`Self::call`] without a token, with `extra` headers.
+    pub async fn call_anonymous(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+        extra: &[(&str, &str)],
+    ) -> Result<Value> {
+        self.call_with(method, path, body, None, extra).await
     }
 
     async fn call_with(
@@ -356,14 +368,17 @@ impl Session {
         path: &str,
         body: Option<&Value>,
         token: Option<&Zeroizing<String>>,
+        extra: &[(&str, &str)],
     ) -> Result<Value> {
-        let (headers, bytes): (&[(&str, &str)], Vec<u8>) = match body {
-            Some(json) => (
-                &[("content-type", "application/json")],
-                serde_json::to_vec(json).map_err(|e| Error::Usage(e.to_string()))?,
-            ),
-            None => (&[], Vec::new()),
+        let mut headers: Vec<(&str, &str)> = extra.to_vec();
+        let bytes = match body {
+            Some(json) => {
+                headers.push(("content-type", "application/json"));
+                serde_json::to_vec(json).map_err(|e| Error::Usage(e.to_string()))?
+            }
+            None => Vec::new(),
         };
+        let headers = headers.as_slice();
         let bytes = Bytes::from(bytes);
         let mut attempt = 0;
         loop {
@@ -454,6 +469,7 @@ impl Session {
                 "/v1/auth/challenge",
                 Some(&serde_json::json!({ "user": user })),
                 None,
+                &[],
             )
             .await?;
         serde_json::from_value(answer).map_err(|e| Error::protocol(format!("challenge: {e}")))

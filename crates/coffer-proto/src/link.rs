@@ -9,6 +9,8 @@
 //!                  ikm = secret || pw_key, info = "coffer/v1/link-key", 64 bytes))
 //! password     b64url(HKDF-SHA256(salt = client_salt, ikm = pw_key,
 //!                  info = "coffer/v1/link-password", 32 bytes))
+//! access       b64url(HKDF-SHA256(salt = empty, ikm = secret,
+//!                  info = "coffer/v1/link-access", 32 bytes))
 //! ```
 //! (`pw_key` is empty for a link without a password.)
 //!
@@ -19,6 +21,15 @@
 //! and, offline, through Argon2id. The server-side value is a one-way
 //! function of `pw_key` alone, so it reveals nothing about the key beyond
 //! what a password guess tests.
+//!
+//! The `access` proof shows the server that a request comes from someone
+//! holding the URL, not only its id (which appears in paths, logs and
+//! proxies): the server keeps its SHA-256 and answers "no such link"
+//! without it, so only URL holders can read a link's details, guess its
+//! password or lock it with wrong ones. It is one-way from the secret and
+//! independent of the link key, so it does not help derive the key. It
+//! cannot depend on `client_salt`, which is handed out only to holders of
+//! the proof.
 
 use aws_lc_rs::hkdf;
 use coffer_format::Identity;
@@ -94,6 +105,14 @@ pub fn link_identity(
     Identity::from_key_material(&material).map_err(|_| LinkError::Derivation)
 }
 
+/// The proof of holding the URL that the server checks (b64url).
+pub fn access_proof(secret: &[u8; SECRET_LEN]) -> Result<Zeroizing<String>, LinkError> {
+    use base64::Engine as _;
+    let mut out = Zeroizing::new([0u8; 32]);
+    expand(&[], &[secret], b"coffer/v1/link-access", out.as_mut())?;
+    Ok(Zeroizing::new(crate::b64().encode(out.as_ref())))
+}
+
 fn check_salt(client_salt: &[u8]) -> Result<(), LinkError> {
     if client_salt.len() == SALT_LEN {
         Ok(())
@@ -145,6 +164,18 @@ mod tests {
             *pw.server_value(&SALT).unwrap(),
             *wrong.server_value(&SALT).unwrap()
         );
+    }
+
+    /// Known answer (computed with Python's hmac, RFC 5869 by hand), so
+    /// other implementations (the browser page) can check theirs.
+    #[test]
+    fn the_access_proof_is_hkdf_of_the_secret() {
+        let proof = access_proof(&[1u8; SECRET_LEN]).unwrap();
+        assert_eq!(
+            proof.as_str(),
+            "-cpfocg1V4lGD1VmnUHkEBvCWYeXbHoYzbNbYJjZY-M"
+        );
+        assert_ne!(*access_proof(&[2u8; SECRET_LEN]).unwrap(), *proof);
     }
 
     #[test]

@@ -356,3 +356,94 @@ async fn refreshed(client: &mut common::Client, token: &str) -> (String, u64) {
     let fresh = answer["token"].as_str().unwrap().to_string();
     (fresh, answer["expires_in"].as_u64().unwrap())
 }
+
+/// Every refusal is the documented JSON error, also those axum makes:
+/// unparsable bodies, undecodable paths, unknown routes and methods.
+#[tokio::test]
+async fn every_refusal_is_a_json_error() {
+    let server = Server::start(60).await;
+    let alice = server.add_user("alice").await;
+    let mut client = server.connect().await;
+    let token = client.login("alice", &alice, &server.identity).await;
+    let json = ("content-type", "application/json");
+    let cases: Vec<(&str, &str, Vec<(&str, &str)>, Vec<u8>, u16, &str)> = vec![
+        (
+            "POST",
+            "/v1/auth/challenge",
+            vec![json],
+            b"{\"user\": ".to_vec(),
+            400,
+            "invalid_json",
+        ),
+        (
+            "POST",
+            "/v1/auth/challenge",
+            vec![json],
+            b"{\"user\": 7}".to_vec(),
+            422,
+            "invalid_json",
+        ),
+        (
+            "POST",
+            "/v1/auth/challenge",
+            vec![],
+            b"{\"user\": \"a\"}".to_vec(),
+            415,
+            "invalid_json",
+        ),
+        (
+            "POST",
+            "/v1/auth/login",
+            vec![json],
+            b"[]".to_vec(),
+            422,
+            "invalid_json",
+        ),
+        (
+            "POST",
+            "/v1/links/x/open",
+            vec![json],
+            b"{nope".to_vec(),
+            400,
+            "invalid_json",
+        ),
+        (
+            "GET",
+            "/v1/files?limit=many",
+            vec![],
+            vec![],
+            400,
+            "invalid_query",
+        ),
+        (
+            "GET",
+            "/v1/files/%FF%FE",
+            vec![],
+            vec![],
+            400,
+            "invalid_path",
+        ),
+        ("GET", "/v1/nothing-here", vec![], vec![], 404, "not_found"),
+        (
+            "DELETE",
+            "/v1/whoami",
+            vec![],
+            vec![],
+            405,
+            "method_not_allowed",
+        ),
+    ];
+    for (method, path, headers, body, status, code) in cases {
+        let (got, answer_headers, answer) =
+            client.raw(method, path, &headers, body, Some(&token)).await;
+        let text = String::from_utf8_lossy(&answer).to_string();
+        assert_eq!(got, status, "{method} {path}: {text}");
+        assert_eq!(
+            answer_headers["content-type"], "application/json",
+            "{method} {path}"
+        );
+        let parsed: serde_json::Value = serde_json::from_slice(&answer).unwrap();
+        assert_eq!(parsed["error"]["code"], code, "{method} {path}: {text}");
+    }
+    server.shutdown().await;
+}

@@ -78,7 +78,20 @@ async fn link_stanza(
     add_recipient(opened.core(), opened.file_key(), link_key.public()).unwrap()
 }
 
-async fn create_link(client: &mut Client, token: &str, file: &str, body: Value) -> (u16, Value) {
+/// The access proof the tests' links are made with (a real client derives
+/// it from the URL secret; the server only keeps its hash).
+const ACCESS: &str = "proof-of-holding-the-url";
+
+/// Creates a link; the body gets [`ACCESS`] unless it says otherwise.
+async fn create_link(
+    client: &mut Client,
+    token: &str,
+    file: &str,
+    mut body: Value,
+) -> (u16, Value) {
+    if body.get("access").is_none() {
+        body["access"] = json!(ACCESS);
+    }
     client
         .call(
             "POST",
@@ -90,10 +103,48 @@ async fn create_link(client: &mut Client, token: &str, file: &str, body: Value) 
 }
 
 async fn open(client: &mut Client, link: &str, password: Option<&str>) -> (u16, Value) {
-    let body = password.map(|p| json!({"password": p}));
-    client
-        .call("POST", &format!("/v1/links/{link}/open"), body, None)
-        .await
+    open_with(client, link, ACCESS, password).await
+}
+
+async fn open_with(
+    client: &mut Client,
+    link: &str,
+    access: &str,
+    password: Option<&str>,
+) -> (u16, Value) {
+    let mut headers = vec![("coffer-link-access", access)];
+    let body = match password {
+        Some(p) => {
+            headers.push(JSON);
+            json!({"password": p}).to_string().into_bytes()
+        }
+        None => vec![],
+    };
+    let (status, _, answer) = client
+        .raw(
+            "POST",
+            &format!("/v1/links/{link}/open"),
+            &headers,
+            body,
+            None,
+        )
+        .await;
+    (
+        status,
+        serde_json::from_slice(&answer).unwrap_or(Value::Null),
+    )
+}
+
+/// What a holder of the URL sees before opening (with `access`).
+async fn link_info(client: &mut Client, link: &str, access: &str) -> (u16, Value) {
+    let headers = [("coffer-link-access", access)];
+    let (status, _, answer) = client
+        .raw("GET", &format!("/v1/links/{link}"), &headers, vec![], None)
+        .await;
+    (
+        status,
+        serde_json::from_slice(&answer).unwrap_or(Value::Null),
+    )
 }
 
 async fn content(
@@ -165,9 +216,7 @@ async fn download_limit_tickets_and_revocation() {
     let id = link["id"].as_str().unwrap().to_string();
 
     // Anyone with the link sees what it is before opening it.
-    let (status, info) = client
-        .call("GET", &format!("/v1/links/{id}"), None, None)
-        .await;
+    let (status, info) = link_info(&mut client, &id, ACCESS).await;
     assert_eq!(status, 200);
     assert_eq!(info["downloads_left"], 2);
     assert_eq!(info["password_required"], false);
@@ -187,9 +236,7 @@ async fn download_limit_tickets_and_revocation() {
     let (status, tail) = content(&mut client, &id, &ticket, Some("bytes=100000-")).await;
     assert_eq!(status, 206);
     assert_eq!(tail, shared.object[100_000..]);
-    let (_, info) = client
-        .call("GET", &format!("/v1/links/{id}"), None, None)
-        .await;
+    let (_, info) = link_info(&mut client, &id, ACCESS).await;
     assert_eq!(info["downloads_left"], 1);
 
     // A wrong or missing ticket gets nothing.
@@ -206,9 +253,7 @@ async fn download_limit_tickets_and_revocation() {
     let (status, body) = open(&mut client, &id, None).await;
     assert_eq!(status, 410);
     assert_eq!(body["error"]["code"], "link_exhausted");
-    let (status, _) = client
-        .call("GET", &format!("/v1/links/{id}"), None, None)
-        .await;
+    let (status, _) = link_info(&mut client, &id, ACCESS).await;
     assert_eq!(status, 410);
 
     // The owner sees the count; a ticket of one link does not open another.
@@ -248,9 +293,7 @@ async fn download_limit_tickets_and_revocation() {
         .await;
     assert_eq!(status, 204);
     assert_eq!(content(&mut client, &id, &ticket, None).await.0, 401);
-    let (status, _) = client
-        .call("GET", &format!("/v1/links/{id}"), None, None)
-        .await;
+    let (status, _) = link_info(&mut client, &id, ACCESS).await;
     assert_eq!(status, 404);
 
     // Deleting the file takes its links with it.
@@ -289,6 +332,7 @@ async fn expiry_and_bad_requests() {
         json!({"stanza": "not base64!"}),
         json!({"stanza": stanza, "client_salt": B64.encode([0u8; 65])}),
         json!({"stanza": stanza, "password": ""}),
+        json!({"stanza": stanza, "access": ""}),
     ] {
         let (status, body) = create_link(&mut client, &token, &shared.file, bad.clone()).await;
         assert_eq!(status, 400, "{bad} → {body}");
@@ -351,9 +395,7 @@ async fn password_verifier_and_lockout() {
     assert_eq!(status, 201);
     let id = link["id"].as_str().unwrap().to_string();
 
-    let (_, info) = client
-        .call("GET", &format!("/v1/links/{id}"), None, None)
-        .await;
+    let (_, info) = link_info(&mut client, &id, ACCESS).await;
     assert_eq!(info["password_required"], true);
     assert_eq!(info["client_salt"], salt.as_str());
     assert!(info.get("stanza").is_none(), "no wrap before the password");
@@ -453,5 +495,105 @@ async fn racing_openers_share_the_last_download() {
     }
     statuses.sort();
     assert_eq!(statuses, [200, 410, 410, 410, 410, 410, 410, 410]);
+    server.shutdown().await;
+}
+
+/// The link id alone (from a log line, a proxy) opens nothing and locks
+/// nothing: without the access proof a link does not exist. With it,
+/// concurrent wrong guesses cannot overshoot the lockout.
+#[tokio::test]
+async fn only_url_holders_may_look_guess_or_lock() {
+    let server = Server::start(60).await;
+    let alice = server.add_user("alice").await;
+    let mut client = server.connect().await;
+    let token = client.login("alice", &alice, &server.identity).await;
+    let shared = upload(&mut client, &token, &alice).await;
+    let link_key = Identity::generate().unwrap();
+    let stanza = B64.encode(
+        link_stanza(&mut client, &token, &shared, &alice, &link_key)
+            .await
+            .to_bytes(),
+    );
+    let (_, link) = create_link(
+        &mut client,
+        &token,
+        &shared.file,
+        json!({"stanza": stanza, "password": "correct horse"}),
+    )
+    .await;
+    let id = link["id"].as_str().unwrap().to_string();
+    for access in ["", "wrong-proof", &ACCESS[1..]] {
+        assert_eq!(
+            link_info(&mut client, &id, access).await.0,
+            404,
+            "{access:?}"
+        );
+        for _ in 0..12 {
+            let (status, body) = open_with(&mut client, &id, access, Some("guess")).await;
+            assert_eq!(status, 404, "{body}");
+        }
+    }
+    // Nothing was counted: the owner's link is not locked.
+    let (status, opened) = open(&mut client, &id, Some("correct horse")).await;
+    assert_eq!(status, 200, "{opened}");
+
+    // 14 wrong guesses at once with 10 allowed: exactly 10 are checked.
+    // (14 connections: the per-address cap is 16.)
+    let mut guessers = Vec::new();
+    for _ in 0..14 {
+        let mut c = server.connect().await;
+        let id = id.clone();
+        guessers.push(tokio::spawn(async move {
+            open(&mut c, &id, Some("guess")).await.0
+        }));
+    }
+    let mut wrong = 0;
+    for guesser in guessers {
+        match guesser.await.unwrap() {
+            401 => wrong += 1,
+            410 => {}
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert_eq!(wrong, 10, "checked passwords past the lockout");
+    let (status, body) = open(&mut client, &id, Some("correct horse")).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (410, Some("link_locked"))
+    );
+    server.shutdown().await;
+}
+
+/// Disabling the owner stops their links, tickets included.
+#[tokio::test]
+async fn a_disabled_owners_links_stop() {
+    let server = Server::start(60).await;
+    let alice = server.add_user("alice").await;
+    let mut client = server.connect().await;
+    let token = client.login("alice", &alice, &server.identity).await;
+    let shared = upload(&mut client, &token, &alice).await;
+    let link_key = Identity::generate().unwrap();
+    let stanza = B64.encode(
+        link_stanza(&mut client, &token, &shared, &alice, &link_key)
+            .await
+            .to_bytes(),
+    );
+    let (_, link) = create_link(&mut client, &token, &shared.file, json!({"stanza": stanza})).await;
+    let id = link["id"].as_str().unwrap().to_string();
+    let (status, opened) = open(&mut client, &id, None).await;
+    assert_eq!(status, 200);
+    let ticket = opened["ticket"].as_str().unwrap().to_string();
+    assert_eq!(content(&mut client, &id, &ticket, None).await.0, 200);
+
+    use coffer_server::store::MetaStore as _;
+    server
+        .store()
+        .await
+        .set_disabled("alice", true)
+        .await
+        .unwrap();
+    assert_eq!(link_info(&mut client, &id, ACCESS).await.0, 410);
+    assert_eq!(open(&mut client, &id, None).await.0, 410);
+    assert_eq!(content(&mut client, &id, &ticket, None).await.0, 410);
     server.shutdown().await;
 }

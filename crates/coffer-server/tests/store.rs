@@ -363,6 +363,7 @@ fn link(id: &str, max_downloads: Option<u64>) -> Link {
         password_hash: Some("$argon2id$...".into()),
         client_salt: Some(vec![1; 16]),
         failed_attempts: 0,
+        access_hash: Some(vec![7; 32]),
     }
 }
 
@@ -392,12 +393,26 @@ async fn link_downloads_are_counted_exactly_under_races() {
             !a.spend_link_download("l2", 100, 10).await.unwrap(),
             "expired"
         );
-        for expected in 1..=3 {
-            assert_eq!(b.link_failed_attempt("l2").await.unwrap(), expected);
+        // Attempts are reserved atomically: of 12 racing guessers with 3
+        // attempts left, exactly 3 get to check a password.
+        let mut guessers = Vec::new();
+        for i in 0..12 {
+            let node = if i % 2 == 0 { a.clone() } else { b.clone() };
+            guessers.push(tokio::spawn(async move {
+                node.reserve_link_attempt("l2", 3).await.unwrap()
+            }));
         }
+        let mut reserved = 0;
+        for guesser in guessers {
+            reserved += usize::from(guesser.await.unwrap());
+        }
+        assert_eq!(reserved, 3, "{}", pair.name);
+        assert_eq!(a.link("l2").await.unwrap().unwrap().failed_attempts, 3);
         assert!(!a.spend_link_download("l2", 50, 3).await.unwrap(), "locked");
-        assert!(a.spend_link_download("l2", 50, 4).await.unwrap());
-        assert_eq!(a.link_failed_attempt("nope").await.unwrap(), 0);
+        // A right password gives its reservation back.
+        a.release_link_attempt("l2").await.unwrap();
+        assert!(a.spend_link_download("l2", 50, 3).await.unwrap());
+        assert!(!a.reserve_link_attempt("nope", 3).await.unwrap());
 
         let ids: Vec<_> = a
             .file_links("f1")

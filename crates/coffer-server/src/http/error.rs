@@ -44,6 +44,7 @@ pub fn status(kind: Kind) -> StatusCode {
         Kind::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
         Kind::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
         Kind::Timeout => StatusCode::REQUEST_TIMEOUT,
+        Kind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
         Kind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }

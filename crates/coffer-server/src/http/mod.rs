@@ -1,6 +1,7 @@
 //! The HTTP layer: the TLS accept loop ([`serve`]), the router with its
 //! OpenAPI document, the shared state ([`state`]), the error type's JSON
-//! form ([`error`]), the bearer-token extractor ([`auth`]), middleware
+//! form ([`error`]), extractors that refuse with it ([`extract`]), the
+//! bearer-token extractor ([`auth`]), middleware
 //! ([`limits`], [`metrics`]), connection timeouts ([`watchdog`]), the PROXY protocol ([`proxy`]), and one module per group of routes
 //! ([`routes`]). Every handler is thin: parse the request (with
 //! [`crate::codec`]), call one operation of [`crate::service`], answer.
@@ -10,6 +11,7 @@
 
 pub mod auth;
 pub mod error;
+pub mod extract;
 pub mod limits;
 pub mod metrics;
 pub mod proxy;
@@ -82,6 +84,8 @@ pub fn router(state: AppState) -> Router {
                 )
             }),
         )
+        .fallback(extract::no_route)
+        .method_not_allowed_fallback(extract::wrong_method)
         .route_layer(axum::middleware::from_fn(metrics::track))
         .layer(axum::extract::DefaultBodyLimit::max(json_limit))
         .layer(axum::middleware::from_fn_with_state(

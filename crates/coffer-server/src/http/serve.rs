@@ -74,37 +74,37 @@ fn claim_slot(
     if open.total >= limits.max_connections {
         return None;
     }
-    let mut slot = Slot {
-        occupancy: occupancy.clone(),
-        ip: None,
+    let key = match ip {
+        Some(ip) => Some(count_ip(&mut open, ip, limits)?),
+        None => None,
     };
-    if let Some(ip) = ip
-        && !count_ip(&mut open, &mut slot, ip, limits)
-    {
-        return None;
-    }
     open.total += 1;
-    Some(slot)
+    Some(Slot {
+        occupancy: occupancy.clone(),
+        ip: key,
+    })
 }
 
-/// Counts `slot` against `ip`'s (address key's) cap, if it has room.
-fn count_ip(open: &mut Occupancy, slot: &mut Slot, ip: IpAddr, limits: &Limits) -> bool {
+/// Counts one more connection against `ip`'s address key, if it has room;
+/// returns the key.
+fn count_ip(open: &mut Occupancy, ip: IpAddr, limits: &Limits) -> Option<IpAddr> {
     let key = address_key(ip);
     let from_ip = open.per_ip.get(&key).copied().unwrap_or(0);
     if from_ip >= limits.max_connections_per_ip {
-        return false;
+        return None;
     }
     open.per_ip.insert(key, from_ip + 1);
-    slot.ip = Some(key);
-    true
+    Some(key)
 }
 
 impl Slot {
     /// Counts a balancer's connection against the client it carries.
     fn count_client(&mut self, ip: IpAddr, limits: &Limits) -> bool {
-        let occupancy = self.occupancy.clone();
-        let mut open = occupancy.lock().unwrap_or_else(|p| p.into_inner());
-        count_ip(&mut open, self, ip, limits)
+        let mut open = self.occupancy.lock().unwrap_or_else(|p| p.into_inner());
+        let key = count_ip(&mut open, ip, limits);
+        drop(open);
+        self.ip = key;
+        key.is_some()
     }
 }
 

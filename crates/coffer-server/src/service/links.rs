@@ -9,11 +9,20 @@
 //! sends as the password; the client sends a value derived from the
 //! password, not the password itself).
 //!
+//! Every look at a link (its details, opening it) must carry the access
+//! proof derived from the URL secret (`coffer_proto::link`), checked
+//! against its stored SHA-256 in constant time; without it the answer is
+//! "no such link". So the link id alone, which shows in paths and logs,
+//! lets nobody guess the password or lock the link.
+//!
 //! Opening a link checks the password, spends one download atomically and
 //! returns the wrap and a ticket. The ticket fetches the bytes, with
 //! ranges, until it expires, so an interrupted download resumes without
-//! spending another download. Wrong passwords are counted and lock the
-//! link after `link_max_password_failures`.
+//! spending another download. Each password attempt is reserved in the
+//! database before Argon2 runs (given back when the password is right), so
+//! concurrent wrong guesses cannot overshoot `link_max_password_failures`,
+//! after which the link is locked for good. A link whose owner is disabled
+//! stops working.
 
 use argon2::{Argon2, PasswordHasher as _, PasswordVerifier as _};
 use secrecy::{ExposeSecret as _, SecretString};
@@ -98,6 +107,9 @@ pub struct NewLink {
     pub password: Option<SecretString>,
     /// Opaque salt for the opener's key derivation.
     pub client_salt: Option<Vec<u8>>,
+    /// The access proof (`coffer_proto::link::access_proof`), of which
+    /// only the SHA-256 is kept.
+    pub access: SecretString,
 }
 
 /// Creates a link to the caller's file `id`, holding a wrap the server
@@ -127,6 +139,11 @@ pub async fn create(service: &Service, caller: &Caller, id: &str, new: NewLink) 
             "client_salt must be base64url of at most 64 bytes",
         ));
     }
+    let access = new.access.expose_secret();
+    if access.is_empty() || access.len() > MAX_PASSWORD_LEN {
+        return Err(Error::bad_request("access must be 1..=1024 bytes"));
+    }
+    let access_hash = token_hash(access).to_vec();
     let password_hash = match new.password {
         Some(password) => {
             let len = password.expose_secret().len();
@@ -149,6 +166,7 @@ pub async fn create(service: &Service, caller: &Caller, id: &str, new: NewLink) 
         password_hash,
         client_salt: new.client_salt,
         failed_attempts: 0,
+        access_hash: Some(access_hash),
     };
     service.store.create_link(&link).await?;
     let event = caller
@@ -183,17 +201,41 @@ async fn existing(service: &Service, link_id: &str) -> Result<Link> {
         .ok_or_else(|| Error::not_found("link"))
 }
 
+/// The link, if `access` proves its holder has the URL; "no such link"
+/// otherwise, exactly as for a link that does not exist.
+async fn accessible(service: &Service, link_id: &str, access: Option<&str>) -> Result<Link> {
+    let link = existing(service, link_id).await?;
+    let Some(expected) = &link.access_hash else {
+        return Ok(link);
+    };
+    let given = token_hash(access.unwrap_or_default().trim());
+    match aws_lc_rs::constant_time::verify_slices_are_equal(&given, expected) {
+        Ok(()) => Ok(link),
+        Err(_) => Err(Error::not_found("link")),
+    }
+}
+
+/// The link's file, while its owner's account is enabled.
 async fn file_of(service: &Service, link: &Link) -> Result<FileRecord> {
-    service
+    let file = service
         .store
         .file(&link.file_id)
         .await?
-        .ok_or_else(|| Error::not_found("link"))
+        .ok_or_else(|| Error::not_found("link"))?;
+    let owner = service.store.user(&file.owner).await?;
+    if !owner.is_some_and(|owner| !owner.disabled) {
+        return Err(gone("link_revoked", "this link is no longer available"));
+    }
+    Ok(file)
 }
 
 /// What anyone holding the link may learn before opening it (no wrap).
-pub async fn info(service: &Service, link_id: &str) -> Result<(Link, FileRecord)> {
-    let link = existing(service, link_id).await?;
+pub async fn info(
+    service: &Service,
+    link_id: &str,
+    access: Option<&str>,
+) -> Result<(Link, FileRecord)> {
+    let link = accessible(service, link_id, access).await?;
     if let Some(refusal) = closed(service, &link, crate::unix_now()) {
         return Err(refusal);
     }
@@ -218,10 +260,11 @@ pub struct Opened {
 pub async fn open(
     service: &Service,
     link_id: &str,
+    access: Option<&str>,
     password: Option<SecretString>,
     ip: Option<std::net::IpAddr>,
 ) -> Result<Opened> {
-    let result = open_link(service, link_id, password).await;
+    let result = open_link(service, link_id, access, password).await;
     let (outcome, code) = match &result {
         Ok(_) => ("ok", "ok"),
         Err(err) => ("failed", err.code()),
@@ -239,33 +282,18 @@ pub async fn open(
 async fn open_link(
     service: &Service,
     link_id: &str,
+    access: Option<&str>,
     password: Option<SecretString>,
 ) -> Result<Opened> {
-    let link = existing(service, link_id).await?;
+    let link = accessible(service, link_id, access).await?;
     let now = crate::unix_now();
     if let Some(refusal) = closed(service, &link, now) {
         return Err(refusal);
     }
-    if let Some(phc) = &link.password_hash {
-        let password = password.ok_or_else(|| {
-            Error::new(
-                Kind::Unauthorized,
-                "password_required",
-                "this link needs a password",
-            )
-        })?;
-        if password.expose_secret().len() > MAX_PASSWORD_LEN
-            || !password_matches(password, phc.clone()).await?
-        {
-            service.store.link_failed_attempt(&link.id).await?;
-            return Err(Error::new(
-                Kind::Unauthorized,
-                "wrong_password",
-                "wrong password",
-            ));
-        }
-    }
     let max_failures = service.config.link_max_password_failures;
+    if let Some(phc) = &link.password_hash {
+        check_password(service, &link, phc, password).await?;
+    }
     if !service
         .store
         .spend_link_download(&link.id, now, max_failures)
@@ -291,6 +319,44 @@ async fn open_link(
         stanza: link.stanza,
         file,
     })
+}
+
+/// Checks a link password, holding one reserved attempt while Argon2 runs.
+async fn check_password(
+    service: &Service,
+    link: &Link,
+    phc: &str,
+    password: Option<SecretString>,
+) -> Result<()> {
+    let password = password.ok_or_else(|| {
+        Error::new(
+            Kind::Unauthorized,
+            "password_required",
+            "this link needs a password",
+        )
+    })?;
+    let max_failures = service.config.link_max_password_failures;
+    if !service
+        .store
+        .reserve_link_attempt(&link.id, max_failures)
+        .await?
+    {
+        return Err(gone(
+            "link_locked",
+            "link locked after too many wrong passwords",
+        ));
+    }
+    let right = password.expose_secret().len() <= MAX_PASSWORD_LEN
+        && password_matches(password, phc.to_string()).await?;
+    if !right {
+        return Err(Error::new(
+            Kind::Unauthorized,
+            "wrong_password",
+            "wrong password",
+        ));
+    }
+    service.store.release_link_attempt(&link.id).await?;
+    Ok(())
 }
 
 /// The file a ticket of link `link_id` may fetch; the download is audited.

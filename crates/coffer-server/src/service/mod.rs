@@ -128,6 +128,8 @@ pub enum Kind {
     UnsupportedMediaType,
     /// The client stopped sending the request body.
     Timeout,
+    /// The path exists, the method does not.
+    MethodNotAllowed,
     /// The server failed (logged; details never sent).
     Internal,
 }

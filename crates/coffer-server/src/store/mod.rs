@@ -183,8 +183,13 @@ pub struct Link {
     pub password_hash: Option<String>,
     /// Opaque salt for the opener's client-side key derivation.
     pub client_salt: Option<Vec<u8>>,
-    /// Wrong passwords so far.
+    /// Wrong passwords so far (and attempts being checked).
     pub failed_attempts: u32,
+    /// SHA-256 of the access proof derived from the URL secret; without
+    /// the proof a link cannot be looked at or opened, so knowing its id
+    /// (from a log line, say) is not enough to guess passwords or lock it.
+    /// None only for links made before proofs existed.
+    pub access_hash: Option<Vec<u8>>,
 }
 
 /// One audit log entry as stored.
@@ -378,8 +383,13 @@ pub trait MetaStore: Send + Sync + 'static {
     fn file_links<'a>(&'a self, file_id: &'a str) -> StoreFuture<'a, Vec<Link>>;
     /// Deletes a link and its tickets; returns whether it existed.
     fn delete_link<'a>(&'a self, id: &'a str) -> StoreFuture<'a, bool>;
-    /// Counts a wrong password; returns the new count.
-    fn link_failed_attempt<'a>(&'a self, id: &'a str) -> StoreFuture<'a, u32>;
+    /// Reserves one password attempt before it is checked, atomically:
+    /// false when `max_failures` are already counted (so concurrent wrong
+    /// guesses cannot overshoot the limit). A right password gives the
+    /// reservation back with [`MetaStore::release_link_attempt`].
+    fn reserve_link_attempt<'a>(&'a self, id: &'a str, max_failures: u32) -> StoreFuture<'a, bool>;
+    /// Gives back a reserved attempt (the password was right).
+    fn release_link_attempt<'a>(&'a self, id: &'a str) -> StoreFuture<'a, ()>;
     /// Spends one download of a link, atomically: false if it is expired,
     /// exhausted or locked by `max_failures` wrong passwords (so two openers
     /// racing for the last download cannot both win).

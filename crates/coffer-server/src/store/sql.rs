@@ -454,6 +454,7 @@ fn link_from_row(row: &dyn Get) -> Result<Link, sqlx::Error> {
         password_hash: row.opt_text("password_hash")?,
         client_salt: row.opt_bytes("client_salt")?,
         failed_attempts: row.int("failed_attempts")?.clamp(0, i64::from(u32::MAX)) as u32,
+        access_hash: row.opt_bytes("access_hash")?,
     })
 }
 
@@ -764,7 +765,7 @@ impl MetaStore for SqlStore {
 
     fn create_link<'a>(&'a self, link: &'a Link) -> StoreFuture<'a, ()> {
         op!(self, pool => {
-            affected!(pool, "INSERT INTO links (id, file_id, stanza, created_at, expires_at, max_downloads, downloads, password_hash, client_salt, failed_attempts) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)", &link.id, &link.file_id, &link.stanza, link.created_at, link.expires_at, link.max_downloads.map(sql_u64), sql_u64(link.downloads), &link.password_hash, &link.client_salt, i64::from(link.failed_attempts));
+            affected!(pool, "INSERT INTO links (id, file_id, stanza, created_at, expires_at, max_downloads, downloads, password_hash, client_salt, failed_attempts, access_hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)", &link.id, &link.file_id, &link.stanza, link.created_at, link.expires_at, link.max_downloads.map(sql_u64), sql_u64(link.downloads), &link.password_hash, &link.client_salt, i64::from(link.failed_attempts), &link.access_hash);
             Ok(())
         })
     }
@@ -785,18 +786,16 @@ impl MetaStore for SqlStore {
         Box::pin(self.delete_by("DELETE FROM links WHERE id = $1", id))
     }
 
-    fn link_failed_attempt<'a>(&'a self, id: &'a str) -> StoreFuture<'a, u32> {
+    fn reserve_link_attempt<'a>(&'a self, id: &'a str, max_failures: u32) -> StoreFuture<'a, bool> {
         op!(self, pool => {
-            let row = sqlx::query(
-                "UPDATE links SET failed_attempts = failed_attempts + 1 WHERE id = $1 RETURNING failed_attempts",
-            )
-            .bind(id)
-            .fetch_optional(pool)
-            .await?;
-            Ok(row.map_or(0, |r| {
-                r.get::<i64, _>("failed_attempts")
-                    .clamp(0, i64::from(u32::MAX)) as u32
-            }))
+            Ok(affected!(pool, "UPDATE links SET failed_attempts = failed_attempts + 1 WHERE id = $1 AND failed_attempts < $2", id, i64::from(max_failures)) == 1)
+        })
+    }
+
+    fn release_link_attempt<'a>(&'a self, id: &'a str) -> StoreFuture<'a, ()> {
+        op!(self, pool => {
+            affected!(pool, "UPDATE links SET failed_attempts = failed_attempts - 1 WHERE id = $1 AND failed_attempts > 0", id);
+            Ok(())
         })
     }
 

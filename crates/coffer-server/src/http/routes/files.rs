@@ -1,9 +1,10 @@
 //! Committed files: listing, metadata, receipts, deletion, and the stored
 //! bytes with `Range`, `If-None-Match`, the ETag and digest headers.
 
-use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
+
+use crate::http::extract::{Json, Path, Query};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use utoipa::ToSchema;

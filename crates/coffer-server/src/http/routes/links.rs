@@ -1,7 +1,8 @@
 //! Anonymous share links (the protocol is in [`crate::service::links`]).
 
-use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
+
+use crate::http::extract::{Json, Path};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
@@ -24,6 +25,12 @@ use crate::store::Link;
 
 /// Header carrying a link's download ticket.
 pub const TICKET_HEADER: &str = "coffer-link-ticket";
+/// Header carrying the access proof derived from a link's URL secret.
+pub const ACCESS_HEADER: &str = "coffer-link-access";
+
+fn access(headers: &HeaderMap) -> Option<&str> {
+    headers.get(ACCESS_HEADER).and_then(|v| v.to_str().ok())
+}
 
 /// Routes for links.
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -47,6 +54,10 @@ struct CreateRequest {
     password: Option<SecretString>,
     /// Opaque salt for the opener's key derivation, base64url.
     client_salt: Option<String>,
+    /// The access proof derived from the URL secret (only its SHA-256 is
+    /// kept); openers must send it in `Coffer-Link-Access`.
+    #[schema(value_type = String)]
+    access: SecretString,
 }
 
 /// A link as its owner sees it.
@@ -110,6 +121,7 @@ async fn create(
         max_downloads: req.max_downloads,
         password: req.password,
         client_salt,
+        access: req.access,
     };
     let link = links::create(&state, &auth.caller, &id, new).await?;
     Ok((StatusCode::CREATED, Json(link_info(&link, &state))).into_response())
@@ -145,14 +157,15 @@ async fn remove(
 
 /// What anyone holding the link may learn before opening it (no wrap).
 #[utoipa::path(get, path = "/v1/links/{link}", tag = "links",
-    params(("link" = String, Path)),
+    params(("link" = String, Path), ("Coffer-Link-Access" = String, Header, description = "The access proof from the URL secret")),
     responses((status = 200, description = "`{id, size, expires_at, downloads_left, password_required, client_salt}`", body = serde_json::Value),
         (status = 404, body = ErrorBody), (status = 410, description = "Expired, exhausted or locked", body = ErrorBody)))]
 async fn info(
     State(state): State<AppState>,
     Path(link_id): Path<String>,
+    headers: HeaderMap,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let (link, file) = links::info(&state, &link_id).await?;
+    let (link, file) = links::info(&state, &link_id, access(&headers)).await?;
     Ok(Json(json!({
         "id": link.id,
         "size": file.size,
@@ -173,7 +186,7 @@ struct OpenRequest {
 /// Opens a link: checks the password, spends one download, returns the
 /// wrap and a ticket for `/content`.
 #[utoipa::path(post, path = "/v1/links/{link}/open", tag = "links",
-    params(("link" = String, Path)),
+    params(("link" = String, Path), ("Coffer-Link-Access" = String, Header, description = "The access proof from the URL secret")),
     request_body(content = Option<OpenRequest>),
     responses((status = 200, description = "`{ticket, expires_in, stanza, size, digest}`", body = serde_json::Value),
         (status = 401, description = "password_required or wrong_password", body = ErrorBody),
@@ -182,11 +195,12 @@ async fn open(
     State(state): State<AppState>,
     conn: Option<axum::Extension<ConnInfo>>,
     Path(link_id): Path<String>,
+    headers: HeaderMap,
     body: Option<Json<OpenRequest>>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let password = body.and_then(|Json(req)| req.password);
     let ip = conn.map(|c| c.peer.ip());
-    let opened = links::open(&state, &link_id, password, ip).await?;
+    let opened = links::open(&state, &link_id, access(&headers), password, ip).await?;
     Ok(Json(json!({
         "ticket": opened.ticket.as_str(),
         "expires_in": opened.expires_in,

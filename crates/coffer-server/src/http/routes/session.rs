@@ -1,9 +1,11 @@
 //! Login (challenge, signed login, refresh, logout), who am I, users' keys,
 //! and the liveness check. The protocol is in [`crate::service::session`].
 
-use axum::extract::{Path, State};
+use axum::Extension;
+use axum::extract::State;
 use axum::http::StatusCode;
-use axum::{Extension, Json};
+
+use crate::http::extract::{Json, Path};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::ToSchema;

@@ -1,8 +1,9 @@
 //! Shares: key wraps for other users (the logic is in
 //! [`crate::service::shares`]).
 
-use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
+
+use crate::http::extract::{Json, Path};
 use axum::http::StatusCode;
 use base64::Engine as _;
 use serde_json::json;

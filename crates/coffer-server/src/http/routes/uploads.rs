@@ -3,7 +3,9 @@
 //! [`crate::service::uploads`], the header codecs in [`crate::codec::tus`].
 
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::State;
+
+use crate::http::extract::Path;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
