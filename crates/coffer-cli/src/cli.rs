@@ -123,8 +123,10 @@ pub struct PutArgs {
 pub struct GetArgs {
     #[command(flatten)]
     pub common: CommonArgs,
-    /// File ids, or one link URL (https://…/v1/links/ID#k=…).
-    #[arg(required = true)]
+    /// File ids, or one link URL (https://…/v1/links/ID#k=…), or `-` to
+    /// read a link URL from standard input. With none, the link URL in
+    /// $COFFER_LINK_URL. (A URL on the command line shows in `ps` and shell
+    /// history; stdin and the environment keep its secret out of both.)
     pub ids: Vec<String>,
     /// Output file (one id) or directory.
     #[arg(long, short)]
@@ -305,6 +307,12 @@ pub struct ServerInitArgs {
     /// Serve Prometheus metrics (over HTTPS, same certificate) here.
     #[arg(long)]
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Where to write the master key that seals the keyring: outside the
+    /// data directory, so a copy of it does not open server-encrypted
+    /// files (default: DATA.master.key, next to it; better on another
+    /// device). Not written when COFFER_MASTER_KEY is set.
+    #[arg(long)]
+    pub master_key_file: Option<PathBuf>,
     #[command(flatten)]
     pub storage: StorageArgs,
 }

@@ -677,8 +677,40 @@ fn links_run_out_expire_and_need_their_password() {
     );
     assert_eq!(sha(&world.path("l4/handout.pdf")), sha(&file));
 
-    // A URL whose secret was altered opens the link but cannot decrypt.
+    // The URL from standard input or the environment, off the command line.
     let open = link(&[]);
+    let through = |how: &str, out: &str| {
+        std::fs::create_dir_all(world.path(out)).unwrap();
+        let mut cmd = Command::new(bin());
+        cmd.current_dir(world.dir.path())
+            .env("COFFER_HOME", world.path("nobody-home"))
+            .args(["get", "-o", out]);
+        match how {
+            "stdin" => cmd.arg("-").write_stdin(format!("{open}\n")),
+            _ => cmd.env("COFFER_LINK_URL", &open),
+        };
+        cmd.output().unwrap()
+    };
+    for (how, out) in [("stdin", "l6"), ("env", "l7")] {
+        let got = through(how, out);
+        assert!(
+            got.status.success(),
+            "{how}: {}",
+            String::from_utf8_lossy(&got.stderr)
+        );
+        assert_eq!(sha(&world.path(&format!("{out}/handout.pdf"))), sha(&file));
+    }
+    let none = Command::new(bin())
+        .current_dir(world.dir.path())
+        .env("COFFER_HOME", world.path("nobody-home"))
+        .env_remove("COFFER_LINK_URL")
+        .args(["get", "-o", "l7"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&none.stderr).contains("nothing to get"));
+
+    // A URL whose secret was altered names no link the server will show
+    // (its access proof is wrong), and nothing is saved.
     let (base, secret) = open.split_once("#k=").unwrap();
     let mut chars: Vec<char> = secret.chars().collect();
     chars[0] = if chars[0] == 'A' { 'B' } else { 'A' };

@@ -59,6 +59,10 @@ fn init_creates_a_private_data_directory_once() {
     assert_eq!(mode(""), 0o700);
     assert_eq!(mode("server.identity"), 0o600);
     assert_eq!(mode("tls/key.pem"), 0o600);
+    // The master key is not in the data directory: a copy of it does not
+    // open the server-encrypted files.
+    assert!(!data.join("master.key").exists());
+    assert_eq!(mode("../srv.master.key"), 0o600);
     let before = std::fs::read(data.join("server.identity")).unwrap();
     coffer()
         .args(["server", "init", "--data"])
@@ -131,12 +135,19 @@ fn run_serves_tls_and_stops_on_sigterm() {
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut before = String::new();
     let port = loop {
         let line = lines.next().expect("server exited").unwrap();
         if let Some(rest) = line.split("listening on https://127.0.0.1:").nth(1) {
             break rest.trim().to_string();
         }
+        before.push_str(&line);
     };
+    // The key beside the data directory is on its filesystem: said loudly.
+    assert!(
+        before.contains("INSECURE") && before.contains("same filesystem"),
+        "{before}"
+    );
     let curl = |extra: &[&str]| {
         Std::new("curl")
             .args(["-sS", "--max-time", "10", "--cacert"])
@@ -227,7 +238,7 @@ fn audit_verify_and_export_through_the_cli() {
 #[test]
 fn kek_rotation_status_and_prune_through_the_cli() {
     let (_tmp, data) = initialized();
-    let key_file = data.join("master.key");
+    let key_file = data.with_file_name("srv.master.key");
     let mode = std::fs::metadata(&key_file).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
     let status = |json: bool| {
@@ -292,7 +303,7 @@ fn kek_rotation_status_and_prune_through_the_cli() {
 #[test]
 fn master_key_rotation_through_the_cli() {
     let (tmp, data) = initialized();
-    let key_file = data.join("master.key");
+    let key_file = data.with_file_name("srv.master.key");
     let old = std::fs::read_to_string(&key_file).unwrap();
     coffer()
         .args(["server", "rotate-master-key", "--data"])
@@ -372,4 +383,34 @@ fn master_key_rotation_through_the_cli() {
         .arg(&data)
         .assert()
         .success();
+}
+
+#[test]
+fn run_warns_when_the_master_key_is_inside_the_data_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("srv");
+    coffer()
+        .args(["server", "init", "--data"])
+        .arg(&data)
+        .arg("--master-key-file")
+        .arg(data.join("master.key"))
+        .assert()
+        .success();
+    let mut child = Std::new(assert_cmd::cargo::cargo_bin("coffer"))
+        .args(["server", "run", "--listen", "127.0.0.1:0", "--data"])
+        .arg(&data)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut seen = String::new();
+    while !seen.contains("listening on") {
+        seen.push_str(&lines.next().expect("server exited").unwrap());
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        seen.contains("INSECURE") && seen.contains("inside the data directory"),
+        "{seen}"
+    );
 }

@@ -746,10 +746,18 @@ fn place(partial: &Path, verified: &std::fs::File, path: &Path, force: bool) -> 
 /// Decrypts a stored file's metadata (name, path, size, mtime) with the
 /// caller's wrap, fetching only the header; also returns the claimed
 /// sender (authenticated only by a full download's trailer signature).
+///
+/// The header's sender must be the key pinned for the owner the server
+/// names (pinning it on first contact), or this is [`Error::WrongSender`].
+/// That catches a server that lists its own file under someone's name; the
+/// signature itself is only checked by a download, which reads every byte.
 pub async fn describe(
     session: &mut Session,
     entry: &crate::api::FileEntry,
+    pins: &mut dyn Pins,
 ) -> Result<(Metadata, Sender)> {
     let own = open_own(session, &entry.id, "decrypt").await?;
+    let expected = expected_sender(session, pins, &entry.owner).await?;
+    check_sender(&entry.id, &own.claimed_sender, &expected)?;
     Ok((own.opened.metadata().clone(), own.claimed_sender))
 }

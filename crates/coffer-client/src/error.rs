@@ -3,6 +3,8 @@
 
 use std::path::PathBuf;
 
+use crate::untrusted::printable;
+
 /// Everything a client operation can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -29,8 +31,9 @@ pub enum Error {
     },
     /// A user's public key differs from the one seen before.
     #[error(
-        "the public key of user {user} changed: known {known}, now {presented}. \
-         Check with them, then pass --accept-new-key"
+        "the public key of user {} changed: known {known}, now {presented}. \
+         Check with them, then pass --accept-new-key",
+        printable(.user)
     )]
     UserKeyChanged {
         /// The user.
@@ -49,14 +52,14 @@ pub enum Error {
         source: std::io::Error,
     },
     /// An HTTP exchange failed midway (connection lost).
-    #[error("connection lost: {0}")]
+    #[error("connection lost: {}", printable(.0))]
     Transport(String),
     /// The connection closed before the request went out, so the server
     /// cannot have acted on it.
     #[error("connection closed before the request was sent: {0}")]
     NotSent(String),
     /// The server answered with an error.
-    #[error("server refused ({status} {code}): {message}")]
+    #[error("server refused ({status} {}): {}", printable(.code), printable(.message))]
     Api {
         /// HTTP status.
         status: u16,
@@ -66,7 +69,7 @@ pub enum Error {
         message: String,
     },
     /// The server answered something that does not follow the protocol.
-    #[error("unexpected answer from the server: {0}")]
+    #[error("unexpected answer from the server: {}", printable(.0))]
     Protocol(String),
     /// The file format refused (tampering, wrong key, truncation).
     #[error(transparent)]
@@ -85,7 +88,9 @@ pub enum Error {
     /// The file's signer is not the key pinned for the user the server
     /// names as its owner (or sender).
     #[error(
-        "refusing file {id}: the server says it is from {owner} ({expected}), but it is signed by {got}"
+        "refusing file {}: the server says it is from {} ({expected}), but it is signed by {got}",
+        printable(.id),
+        printable(.owner)
     )]
     WrongSender {
         /// The file.

@@ -26,6 +26,7 @@
 //! * [`share`] and [`links`]: wraps computed locally; link secrets only in
 //!   URL fragments.
 //! * [`profile`]: pins, tokens and known user keys on disk (0600).
+//! * [`untrusted`]: server-chosen text made safe to print.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -40,6 +41,7 @@ pub mod progress;
 pub mod session;
 pub mod share;
 mod tls;
+pub mod untrusted;
 pub mod upload;
 
 pub use error::{Error, Result};

@@ -258,15 +258,62 @@ impl Config {
         Ok(())
     }
 
-    /// The TOML text.
+    /// The TOML text, never with a database password in it: a URL's
+    /// password is left out (see [`withhold_password`]).
     pub fn to_toml(&self) -> Result<String> {
-        Ok(toml::to_string_pretty(self)?)
+        let mut written = self.clone();
+        if let Some(stripped) = withhold_password(&self.database) {
+            written.database = stripped;
+        }
+        Ok(toml::to_string_pretty(&written)?)
     }
+}
+
+/// `database` without the password of its `postgres://user:password@…`
+/// URL, if it has one. config.toml is read by backups, support bundles and
+/// anyone who may read the data directory; the password belongs in
+/// `COFFER_DATABASE` (the whole URL), `PGPASSWORD` or a `.pgpass` file,
+/// which the PostgreSQL driver reads.
+pub fn withhold_password(database: &str) -> Option<String> {
+    let (scheme, rest) = database.split_once("://")?;
+    if !scheme.starts_with("postgres") {
+        return None;
+    }
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    let (userinfo, host) = authority.rsplit_once('@')?;
+    let (user, _password) = userinfo.split_once(':')?;
+    Some(format!("{scheme}://{user}@{host}{tail}"))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn database_passwords_are_never_written() {
+        let url = "postgres://coffer:s3cr%40t@db.example:5432/coffer?sslmode=require";
+        assert_eq!(
+            withhold_password(url).unwrap(),
+            "postgres://coffer@db.example:5432/coffer?sslmode=require"
+        );
+        assert_eq!(
+            withhold_password("postgresql://u:p@h").unwrap(),
+            "postgresql://u@h"
+        );
+        assert_eq!(withhold_password("postgres://u@h/db"), None);
+        assert_eq!(withhold_password("meta.db"), None);
+        let config = Config {
+            database: url.into(),
+            ..Config::default()
+        };
+        let text = config.to_toml().unwrap();
+        assert!(!text.contains("s3cr"), "{text}");
+        assert!(
+            text.contains("postgres://coffer@db.example:5432/coffer"),
+            "{text}"
+        );
+    }
 
     #[test]
     fn round_trips_and_env_overrides() {

@@ -65,6 +65,13 @@ pub async fn init(root: &Path, cert: CertSource, mut config: Config) -> Result<I
     if root.join(config::FILE_NAME).exists() {
         bail!("{} is already a coffer data directory", root.display());
     }
+    let key_file = root.join(&config.master_key_file);
+    if std::env::var_os(crate::keyring::MASTER_KEY_ENV).is_none() && key_file.exists() {
+        bail!(
+            "{} already exists (a master key of another data directory?); remove it or choose another --master-key-file",
+            key_file.display()
+        );
+    }
     fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)

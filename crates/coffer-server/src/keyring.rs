@@ -43,19 +43,83 @@ pub fn random_key() -> Result<Key> {
     Ok(key)
 }
 
-/// Reads the master key from `COFFER_MASTER_KEY` or, failing that, `path`.
-pub fn load_master_key(path: &Path) -> Result<Key> {
-    let text = match std::env::var(MASTER_KEY_ENV) {
-        Ok(value) => Zeroizing::new(value),
-        Err(_) => Zeroizing::new(std::fs::read_to_string(path).with_context(|| {
-            format!(
-                "refusing to start: no master key. Set {MASTER_KEY_ENV} or put the key in {} \
-                 (the keyring that encrypts stored files cannot be opened without it)",
-                path.display()
-            )
-        })?),
+/// The name of the master key among systemd credentials
+/// (`LoadCredential=coffer-master-key:/path` in the unit).
+pub const MASTER_KEY_CREDENTIAL: &str = "coffer-master-key";
+
+/// Where the master key comes from, in this order: `COFFER_MASTER_KEY`, a
+/// systemd credential (`$CREDENTIALS_DIRECTORY/coffer-master-key`), or the
+/// configured file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MasterKeySource {
+    /// The environment variable.
+    Env,
+    /// A file: a systemd credential or `master_key_file`.
+    File(std::path::PathBuf),
+}
+
+/// Where the master key for a configured `file` will be read from.
+pub fn master_key_source(file: &Path) -> MasterKeySource {
+    if std::env::var_os(MASTER_KEY_ENV).is_some() {
+        return MasterKeySource::Env;
+    }
+    if let Some(dir) = std::env::var_os("CREDENTIALS_DIRECTORY") {
+        let credential = Path::new(&dir).join(MASTER_KEY_CREDENTIAL);
+        if credential.exists() {
+            return MasterKeySource::File(credential);
+        }
+    }
+    MasterKeySource::File(file.to_path_buf())
+}
+
+/// Reads the master key from where [`master_key_source`] says.
+pub fn load_master_key(file: &Path) -> Result<Key> {
+    let text = match master_key_source(file) {
+        MasterKeySource::Env => {
+            Zeroizing::new(std::env::var(MASTER_KEY_ENV).context("COFFER_MASTER_KEY")?)
+        }
+        MasterKeySource::File(path) => {
+            Zeroizing::new(std::fs::read_to_string(&path).with_context(|| {
+                format!(
+                    "refusing to start: no master key. Set {MASTER_KEY_ENV}, pass the systemd credential \
+                     {MASTER_KEY_CREDENTIAL}, or put the key in {} \
+                     (the keyring that encrypts stored files cannot be opened without it)",
+                    path.display()
+                )
+            })?)
+        }
     };
     parse_key(&text)
+}
+
+/// Why a master key file is badly placed relative to the data directory:
+/// inside it (every copy of the directory opens every server-encrypted
+/// file) or on its filesystem (one stolen disk or image does). None when
+/// it is apart, or cannot be looked at.
+pub fn master_key_placement(data_dir: &Path, key_file: &Path) -> Option<String> {
+    use std::os::unix::fs::MetadataExt as _;
+    let data = std::fs::canonicalize(data_dir).ok()?;
+    let key = std::fs::canonicalize(key_file).ok()?;
+    if key.starts_with(&data) {
+        return Some(format!(
+            "the master key {} is inside the data directory {}: any copy or backup of the directory opens every server-encrypted file. \
+             Move it elsewhere and set master_key_file, or use {MASTER_KEY_ENV} or the systemd credential {MASTER_KEY_CREDENTIAL}",
+            key.display(),
+            data.display()
+        ));
+    }
+    let (data_dev, key_dev) = (
+        std::fs::metadata(&data).ok()?.dev(),
+        std::fs::metadata(&key).ok()?.dev(),
+    );
+    (data_dev == key_dev).then(|| {
+        format!(
+            "the master key {} is on the same filesystem as the data directory {}: one stolen disk or image holds both. \
+             Keep it on another device, or use {MASTER_KEY_ENV} or the systemd credential {MASTER_KEY_CREDENTIAL}",
+            key.display(),
+            data.display()
+        )
+    })
 }
 
 /// Reads a key file written by [`encode_key`].

@@ -97,7 +97,13 @@ pub async fn run(
         store.release_all_leases().await?;
     }
     let objects = data_dir.objects().await?;
-    let master = keyring::load_master_key(&data_dir.path(&data_dir.config.master_key_file))?;
+    let key_file = data_dir.path(&data_dir.config.master_key_file);
+    if let keyring::MasterKeySource::File(path) = keyring::master_key_source(&key_file)
+        && let Some(warning) = keyring::master_key_placement(&data_dir.root, &path)
+    {
+        tracing::warn!("INSECURE: {warning}");
+    }
+    let master = keyring::load_master_key(&key_file)?;
     let keyring = keyring::Keyring::open(&store, master).await?;
     let listener = tokio::net::TcpListener::bind(data_dir.config.listen)
         .await

@@ -366,7 +366,16 @@ async fn every_refusal_is_a_json_error() {
     let mut client = server.connect().await;
     let token = client.login("alice", &alice, &server.identity).await;
     let json = ("content-type", "application/json");
-    let cases: Vec<(&str, &str, Vec<(&str, &str)>, Vec<u8>, u16, &str)> = vec![
+    // (method, path, headers, body, status, code)
+    type Case<'a> = (
+        &'a str,
+        &'a str,
+        Vec<(&'a str, &'a str)>,
+        Vec<u8>,
+        u16,
+        &'a str,
+    );
+    let cases: Vec<Case> = vec![
         (
             "POST",
             "/v1/auth/challenge",

@@ -13,6 +13,7 @@ use coffer_client::download::{self, GetOptions, Target};
 use coffer_client::links::{self, LinkOptions, LinkUrl};
 use coffer_client::profile::{Home, Profile};
 use coffer_client::progress::{Progress, Silent};
+use coffer_client::untrusted::printable;
 use coffer_client::upload::{self, PutOptions};
 use coffer_client::{Endpoint, Session, Trust};
 use coffer_format::PublicIdentity;
@@ -397,11 +398,35 @@ fn keep_receipt(dir: &Path, receipt: &SignedReceipt) -> Result<()> {
         .with_context(|| format!("cannot keep the receipt in {}", path.display()))
 }
 
+/// Where a link URL may come from besides the command line.
+const LINK_URL_ENV: &str = "COFFER_LINK_URL";
+
+/// The link URL from standard input (its first line).
+fn link_url_from_stdin() -> Result<Zeroizing<String>> {
+    let mut line = Zeroizing::new(String::new());
+    std::io::stdin()
+        .read_line(&mut line)
+        .context("cannot read a link URL from standard input")?;
+    let url = Zeroizing::new(line.trim().to_string());
+    if url.is_empty() {
+        bail!("no link URL on standard input");
+    }
+    Ok(url)
+}
+
 async fn get(args: &GetArgs) -> Result<()> {
-    if let [url] = args.ids.as_slice()
-        && url.starts_with("https://")
-    {
-        return get_link(args, url).await;
+    match args.ids.as_slice() {
+        [] => {
+            let url = std::env::var(LINK_URL_ENV).map(Zeroizing::new).map_err(|_| {
+                anyhow::anyhow!(
+                    "nothing to get: give file ids, a link URL, `-` to read a link URL from standard input, or set ${LINK_URL_ENV}"
+                )
+            })?;
+            return get_link(args, url.trim()).await;
+        }
+        [dash] if dash == "-" => return get_link(args, &link_url_from_stdin()?).await,
+        [url] if url.starts_with("https://") => return get_link(args, url).await,
+        _ => {}
     }
     let mut ctx = Ctx::open(&args.common)?;
     let options = GetOptions {
@@ -581,22 +606,25 @@ async fn ls(args: &LsArgs) -> Result<()> {
             } else {
                 println!(
                     "{}  {:>12}  {}  {}",
-                    entry.id,
+                    printable(&entry.id),
                     entry.size,
                     date(entry.created_at),
-                    entry.owner
+                    printable(&entry.owner)
                 );
             }
         }
         return Ok(());
     }
     for entry in &entries {
-        let described = download::describe(&mut ctx.session, entry).await;
+        let described = download::describe(&mut ctx.session, entry, &mut ctx.profile).await;
         let (name, size) = match &described {
             Ok((meta, _)) => (
                 meta.path.clone().or(meta.name.clone()).unwrap_or_default(),
                 meta.size,
             ),
+            Err(coffer_client::Error::WrongSender { got, .. }) => {
+                (format!("<not from {}: signed by {got}>", entry.owner), None)
+            }
             Err(_) => ("<cannot decrypt>".to_string(), None),
         };
         let recipients = if entry.owner == ctx.profile.user {
@@ -621,36 +649,22 @@ async fn ls(args: &LsArgs) -> Result<()> {
             };
             println!(
                 "{}  {:>12}  {}  {:<10}  {}{}",
-                entry.id,
+                printable(&entry.id),
                 size,
                 date(entry.created_at),
-                entry.owner,
+                printable(&entry.owner),
                 printable(&name),
-                shared
+                printable(&shared)
             );
         }
     }
     ctx.save()
 }
 
-/// A name as it may be printed on a terminal: control, bidirectional and
-/// invisible characters escaped.
-fn printable(name: &str) -> String {
-    name.chars()
-        .flat_map(|c| {
-            if coffer_client::names::unprintable(c) {
-                c.escape_default().collect::<Vec<_>>()
-            } else {
-                vec![c]
-            }
-        })
-        .collect()
-}
-
 async fn stat(args: &IdArgs) -> Result<()> {
     let mut ctx = Ctx::open(&args.common)?;
     let entry = ctx.session.file_meta(&args.id).await?;
-    let (meta, sender) = download::describe(&mut ctx.session, &entry).await?;
+    let (meta, sender) = download::describe(&mut ctx.session, &entry, &mut ctx.profile).await?;
     let owner = entry.owner == ctx.profile.user;
     let shares = if owner {
         ctx.session.list_shares(&args.id).await?
@@ -781,7 +795,12 @@ async fn inbox(args: &InboxArgs) -> Result<()> {
                     json!({"id": entry.id, "owner": entry.owner, "created_at": entry.created_at})
                 );
             } else {
-                println!("{}  {}  {}", entry.id, entry.owner, date(entry.created_at));
+                println!(
+                    "{}  {}  {}",
+                    printable(&entry.id),
+                    printable(&entry.owner),
+                    date(entry.created_at)
+                );
             }
         }
         return ctx.save();

@@ -43,19 +43,46 @@ async fn init(args: &ServerInitArgs) -> Result<()> {
         listen: args.listen,
         client_ca: args.client_ca.clone(),
         metrics_listen: args.metrics_listen,
+        master_key_file: master_key_file(args)?,
         ..Config::default()
     };
     apply_storage_args(&mut config, &args.storage);
-    let report = coffer_server::init(&args.data.dir, cert, config).await?;
+    let report = coffer_server::init(&args.data.dir, cert, config.clone()).await?;
     println!("url:                  {}", report.url);
     println!("certificate:          {}", report.cert_fingerprint);
     println!("server identity:      {}", report.server_identity);
+    if std::env::var_os(coffer_server::keyring::MASTER_KEY_ENV).is_none() {
+        eprintln!(
+            "The master key is in {} (0600). Back it up apart from the data directory: without it the server-encrypted files are lost.",
+            config.master_key_file.display()
+        );
+    }
+    if coffer_server::config::withhold_password(&config.database).is_some() {
+        eprintln!(
+            "The database password was not written to config.toml: give the server the URL in COFFER_DATABASE (or use PGPASSWORD or ~/.pgpass)."
+        );
+    }
     eprintln!(
         "Initialized {}. Start it with: coffer server run --data {}",
         args.data.dir.display(),
         args.data.dir.display()
     );
     Ok(())
+}
+
+/// The master key's file: as given, or `DATA.master.key` beside the data
+/// directory (absolute, so it is found whatever the working directory).
+fn master_key_file(args: &crate::cli::ServerInitArgs) -> Result<std::path::PathBuf> {
+    if let Some(file) = &args.master_key_file {
+        return Ok(std::path::absolute(file)?);
+    }
+    let data = std::path::absolute(&args.data.dir)?;
+    let name = data
+        .file_name()
+        .context("the data directory needs a name")?
+        .to_string_lossy()
+        .into_owned();
+    Ok(data.with_file_name(format!("{name}.master.key")))
 }
 
 /// Writes the storage flags into `config`.
@@ -372,6 +399,11 @@ async fn migrate_store(args: &crate::cli::MigrateStoreArgs) -> Result<()> {
     } else {
         data.rewrite_config(&migrate::retarget(&data.config, &target))?;
         println!("config.toml now points at the new storage (the old one is config.toml.old)");
+        if coffer_server::config::withhold_password(&target.database).is_some() {
+            println!(
+                "the database password was not written to config.toml: give the server the URL in COFFER_DATABASE (or use PGPASSWORD or ~/.pgpass)"
+            );
+        }
     }
     Ok(())
 }

@@ -223,7 +223,7 @@ async fn file_of(service: &Service, link: &Link) -> Result<FileRecord> {
         .await?
         .ok_or_else(|| Error::not_found("link"))?;
     let owner = service.store.user(&file.owner).await?;
-    if !owner.is_some_and(|owner| !owner.disabled) {
+    if owner.is_none_or(|owner| owner.disabled) {
         return Err(gone("link_revoked", "this link is no longer available"));
     }
     Ok(file)
