@@ -117,6 +117,10 @@ pub struct PutArgs {
     /// Resume interrupted uploads (always done; accepted for scripts).
     #[arg(long)]
     pub resume: bool,
+    /// When another coffer run is uploading the same file, wait for it to
+    /// finish (then resume from where it stopped) instead of exiting.
+    #[arg(long)]
+    pub wait: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -193,6 +197,9 @@ pub struct SendArgs {
     /// Accept a recipient key that differs from the one pinned before.
     #[arg(long)]
     pub accept_new_key: bool,
+    /// Wait for another run uploading the same file instead of exiting.
+    #[arg(long)]
+    pub wait: bool,
 }
 
 #[derive(Debug, clap::Args)]

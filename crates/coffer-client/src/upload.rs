@@ -350,7 +350,7 @@ async fn put_once(
     match &outcome {
         Ok(_) => file.remove(),
         Err(Error::SourceChanged(_)) => {
-            let _ = terminate(session, &file.record.upload_path).await;
+            abandon(session, &file.record.upload_path).await;
             file.remove();
         }
         Err(_) => {}
@@ -533,6 +533,32 @@ async fn offset_of(session: &mut Session, upload_path: &str) -> Result<u64> {
 
 async fn terminate(session: &mut Session, upload_path: &str) -> Result<()> {
     tus_call(session, "DELETE", upload_path).await.map(drop)
+}
+
+/// Terminates an upload that must not be continued (its source changed),
+/// on a fresh connection (the one that carried the broken request is
+/// gone) and through the server's hold on it: the request that broke off
+/// may hold the upload's lease a moment longer (423). Best effort: an
+/// upload left behind is only swept at its expiry, and is never resumed
+/// (its record is removed).
+async fn abandon(session: &mut Session, upload_path: &str) {
+    session.disconnect();
+    for attempt in 0..8u32 {
+        match terminate(session, upload_path).await {
+            Ok(())
+            | Err(Error::Api {
+                status: 404 | 410, ..
+            }) => return,
+            Err(err)
+                if attempt < 7
+                    && (err.is_transient() || matches!(err, Error::Api { status: 423, .. })) =>
+            {
+                session.disconnect();
+                tokio::time::sleep(Duration::from_millis(250 << attempt.min(3))).await;
+            }
+            Err(_) => return,
+        }
+    }
 }
 
 fn header_u64(headers: &hyper::HeaderMap, name: &str) -> Result<u64> {
@@ -880,10 +906,12 @@ impl Producer {
                 }
                 Err(err) => return Err(err.into()),
             };
-            // A file that grew past the size the header declares must not
-            // be committed as if it were whole: check before the last unit
-            // (the one that completes the object) leaves.
-            if summary.is_some() && file_grew(&mut input) {
+            // A file that grew past the size the header declares, or was
+            // rewritten while being read (its stamp moved), must not be
+            // committed as if it were one version of it: check before the
+            // last unit (the one that completes the object) leaves. The
+            // caller then starts afresh, under a new key.
+            if summary.is_some() && (file_grew(&mut input) || self.stamp_moved(&input)) {
                 return Err(Error::SourceChanged(self.source.clone()));
             }
             produced += out.len() as u64;
@@ -896,6 +924,13 @@ impl Producer {
             }
         }
         Ok(None)
+    }
+
+    /// Whether the open file is no longer the version the upload began with.
+    fn stamp_moved(&self, input: &File) -> bool {
+        input
+            .metadata()
+            .map_or(true, |meta| SourceStamp::of(&meta) != self.record.source)
     }
 
     /// Appends a new unit's digest to the log and syncs it before the unit

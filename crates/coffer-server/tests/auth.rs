@@ -456,3 +456,72 @@ async fn every_refusal_is_a_json_error() {
     }
     server.shutdown().await;
 }
+
+/// A failed login costs the same whether the user exists or not, so timing
+/// does not tell names apart. Statistical: wrong-key logins for an existing
+/// and an unknown user, interleaved, compared with a Mann-Whitney U test;
+/// the bound is on the test statistic, never on absolute times. (Before
+/// the fix an unknown user skipped the key parse and the verification: in
+/// a debug build that is a difference of many standard errors.)
+#[tokio::test]
+async fn failed_logins_take_as_long_for_unknown_users() {
+    let server = Server::start(60).await;
+    server.add_user("alice").await;
+    let stranger = Identity::generate().unwrap();
+    let mut client = server.connect().await;
+    let timed = async |client: &mut common::Client, user: &str| {
+        let (nonce, _) = client.challenge(user).await;
+        let exporter = client.exporter;
+        let started = std::time::Instant::now();
+        let (status, _) = client
+            .login_with(user, &stranger, &nonce, &server.identity, exporter)
+            .await;
+        assert_eq!(status, 401);
+        started.elapsed().as_secs_f64()
+    };
+    // Warm up both paths (the stand-in identity is made once).
+    timed(&mut client, "alice").await;
+    timed(&mut client, "nobody").await;
+    let (mut known, mut unknown) = (Vec::new(), Vec::new());
+    for round in 0..200 {
+        // Alternate which goes first, so drift hits both alike.
+        if round % 2 == 0 {
+            known.push(timed(&mut client, "alice").await);
+            unknown.push(timed(&mut client, "nobody").await);
+        } else {
+            unknown.push(timed(&mut client, "nobody").await);
+            known.push(timed(&mut client, "alice").await);
+        }
+    }
+    let z = mann_whitney_z(&known, &unknown);
+    assert!(
+        z.abs() < 5.0,
+        "failed logins of existing and unknown users are told apart (z = {z:.1})"
+    );
+    server.shutdown().await;
+}
+
+/// The normal approximation of the Mann-Whitney U statistic of `a` against
+/// `b` (ties take their mean rank): about N(0, 1) when both come from one
+/// distribution.
+fn mann_whitney_z(a: &[f64], b: &[f64]) -> f64 {
+    let mut all: Vec<(f64, bool)> = a.iter().map(|&x| (x, true)).collect();
+    all.extend(b.iter().map(|&x| (x, false)));
+    all.sort_by(|x, y| x.0.total_cmp(&y.0));
+    let mut rank_sum_a = 0.0;
+    let mut i = 0;
+    while i < all.len() {
+        let mut j = i;
+        while j + 1 < all.len() && all[j + 1].0 == all[i].0 {
+            j += 1;
+        }
+        let mean_rank = (i + j) as f64 / 2.0 + 1.0;
+        rank_sum_a += all[i..=j].iter().filter(|x| x.1).count() as f64 * mean_rank;
+        i = j + 1;
+    }
+    let (n1, n2) = (a.len() as f64, b.len() as f64);
+    let u = rank_sum_a - n1 * (n1 + 1.0) / 2.0;
+    let mean = n1 * n2 / 2.0;
+    let sd = (n1 * n2 * (n1 + n2 + 1.0) / 12.0).sqrt();
+    (u - mean) / sd
+}

@@ -324,29 +324,40 @@ fn walk(dir: &Path, prefix: &str, out: &mut Vec<(PathBuf, Option<String>)>) -> R
 
 async fn put(args: &PutArgs) -> Result<()> {
     let files = expand(&args.files, args.recursive)?;
-    put_files(&args.common, &files, &args.to, args.accept_new_key).await
+    let how = PutHow {
+        to: &args.to,
+        accept_new_key: args.accept_new_key,
+        wait: args.wait,
+    };
+    put_files(&args.common, &files, &how).await
+}
+
+/// What `put` and `send` were asked for besides the files.
+struct PutHow<'a> {
+    to: &'a [String],
+    accept_new_key: bool,
+    wait: bool,
 }
 
 async fn send(args: &SendArgs) -> Result<()> {
-    put_files(
-        &args.common,
-        &[(args.file.clone(), None)],
-        &args.to,
-        args.accept_new_key,
-    )
-    .await
+    let how = PutHow {
+        to: &args.to,
+        accept_new_key: args.accept_new_key,
+        wait: args.wait,
+    };
+    put_files(&args.common, &[(args.file.clone(), None)], &how).await
 }
 
 async fn put_files(
     common: &CommonArgs,
     files: &[(PathBuf, Option<String>)],
-    to: &[String],
-    accept_new_key: bool,
+    how: &PutHow<'_>,
 ) -> Result<()> {
     let mut ctx = Ctx::open(common)?;
     let mut options = PutOptions::new(ctx.home.uploads_dir(&ctx.name)?);
-    for user in to {
-        let key = ctx.user_key(user, accept_new_key).await?;
+    options.wait_for_lock = how.wait;
+    for user in how.to {
+        let key = ctx.user_key(user, how.accept_new_key).await?;
         options.recipients.push((user.clone(), key));
     }
     let receipts = ctx.home.receipts_dir(&ctx.name)?;
@@ -374,7 +385,7 @@ async fn put_files(
             println!(
                 "{}",
                 json!({"id": outcome.file_id, "path": path, "size": outcome.plaintext_len,
-                       "stored": outcome.stored_len, "resumed_at": outcome.resumed_at, "to": to})
+                       "stored": outcome.stored_len, "resumed_at": outcome.resumed_at, "to": how.to})
             );
         } else {
             if outcome.resumed_at > 0 {
