@@ -440,6 +440,32 @@ pub async fn append(
         return Err(offset_mismatch());
     }
     let lease = lease_upload(service, &upload.id).await?;
+    let result = append_leased(service, upload, ip, claimed_offset, checksum, body, &lease).await;
+    // Given back before the answer leaves, also after a refusal, so that
+    // whatever the client does next (resume, terminate) finds it free.
+    let released = lease.release().await;
+    let appended = result?;
+    released?;
+    Ok(appended)
+}
+
+/// [`append`] while holding the upload's lease.
+async fn append_leased(
+    service: &Service,
+    upload: &Upload,
+    ip: Option<IpAddr>,
+    claimed_offset: u64,
+    checksum: Option<[u8; 32]>,
+    body: ByteStream<'_>,
+    lease: &UploadLease,
+) -> Result<Appended> {
+    let offset_mismatch = || {
+        Error::new(
+            Kind::Conflict,
+            "offset_mismatch",
+            "Upload-Offset does not match the server's offset",
+        )
+    };
     // The row read before the lease may be stale: another request (on any
     // node) may have moved the upload on and let go in between. Staging at
     // a stale offset would cut away what that request stored.
@@ -524,7 +550,6 @@ pub async fn append(
         audit::record(service, event).await?;
         committed = Some(signed);
     }
-    lease.release().await?;
     Ok(Appended {
         offset: new_offset,
         committed,
