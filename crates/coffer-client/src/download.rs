@@ -482,6 +482,8 @@ enum Copy {
 const WRITE_BATCH: usize = 1024 * 1024;
 /// Batches queued for the writer thread.
 const WRITE_DEPTH: usize = 4;
+/// Bytes written between syncs of the partial file.
+const SYNC_EVERY: usize = 64 * 1024 * 1024;
 
 /// Moves verified plaintext to the output in large writes, on a thread of
 /// its own: page-cache writes are slow on some machines (the kernel copy
@@ -498,9 +500,18 @@ async fn copy_out(
     let (give_back, spare) = std::sync::mpsc::channel::<Vec<u8>>();
     let writer = std::thread::spawn(move || {
         let mut out = out;
+        let mut unsynced = 0usize;
         while let Some(buf) = inbox.blocking_recv() {
             if let Err(err) = std::io::Write::write_all(&mut out, &buf) {
                 return (out, Err(err));
+            }
+            // Write-back overlaps the download, so the final sync is short.
+            unsynced += buf.len();
+            if unsynced >= SYNC_EVERY {
+                if let Err(err) = out.sync_data() {
+                    return (out, Err(err));
+                }
+                unsynced = 0;
             }
             let _ = give_back.send(buf);
         }

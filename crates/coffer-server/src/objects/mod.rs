@@ -163,6 +163,53 @@ impl LocalObjects {
 
 /// Bytes gathered before each write to a file.
 const WRITE_BATCH: usize = 1024 * 1024;
+/// Frames queued for the writer thread.
+const WRITE_DEPTH: usize = 64;
+/// Written bytes between `fdatasync`s while a body arrives: the disk
+/// writes back while more is received, so the sync that ends the request
+/// finds little left to do (and the page cache never holds much unsynced).
+const SYNC_EVERY: u64 = 64 * 1024 * 1024;
+
+/// Writes what arrives on `inbox` into the staged file at `offset`, on a
+/// blocking thread of its own: request bodies come in frames of a few KiB
+/// (TLS records), gathered here into large writes, with a sync every
+/// [`SYNC_EVERY`] and one at the end. Returns the bytes written.
+fn write_staged(
+    path: &Path,
+    offset: u64,
+    mut inbox: tokio::sync::mpsc::Receiver<Bytes>,
+) -> io::Result<u64> {
+    use std::io::{Seek as _, Write as _};
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(false)
+        .open(path)?;
+    file.set_len(offset)?;
+    file.seek(io::SeekFrom::Start(offset))?;
+    let mut batch = Vec::with_capacity(WRITE_BATCH);
+    let (mut written, mut unsynced) = (0u64, 0u64);
+    let mut flush = |file: &mut std::fs::File, batch: &mut Vec<u8>| -> io::Result<()> {
+        file.write_all(batch)?;
+        unsynced += batch.len() as u64;
+        batch.clear();
+        if unsynced >= SYNC_EVERY {
+            file.sync_data()?;
+            unsynced = 0;
+        }
+        Ok(())
+    };
+    while let Some(chunk) = inbox.blocking_recv() {
+        written += chunk.len() as u64;
+        if batch.len() + chunk.len() > WRITE_BATCH {
+            flush(&mut file, &mut batch)?;
+        }
+        batch.extend_from_slice(&chunk);
+    }
+    flush(&mut file, &mut batch)?;
+    file.sync_data()?;
+    Ok(written)
+}
 
 async fn sync_dir(dir: &Path) -> io::Result<()> {
     tokio::fs::File::open(dir).await?.sync_all().await
@@ -187,27 +234,29 @@ impl ObjectStore for LocalObjects {
     ) -> ObjectFuture<'a, Appended> {
         Box::pin(async move {
             let path = self.staged(id)?;
-            let mut file = tokio::fs::OpenOptions::new()
-                .create(true)
-                .write(true)
-                .truncate(false)
-                .open(&path)
-                .await?;
-            file.set_len(offset).await?;
-            file.seek(io::SeekFrom::Start(offset)).await?;
-            // Every tokio file write is a hop to the blocking pool; request
-            // bodies arrive in frames of a few KiB, so gather them first.
-            let mut file = tokio::io::BufWriter::with_capacity(WRITE_BATCH, file);
-            let mut written = 0u64;
+            let (to_writer, inbox) = tokio::sync::mpsc::channel::<Bytes>(WRITE_DEPTH);
+            let writer = tokio::task::spawn_blocking(move || write_staged(&path, offset, inbox));
+            // The body's own failure is reported only once the writer has
+            // stopped, so a rollback never races a write still in flight.
+            let mut received = Ok(());
             while let Some(chunk) = body.next().await {
-                let chunk = chunk?;
-                file.write_all(&chunk).await?;
-                written += chunk.len() as u64;
+                match chunk {
+                    Ok(chunk) => {
+                        if to_writer.send(chunk).await.is_err() {
+                            break; // the writer failed; it says why
+                        }
+                    }
+                    Err(err) => {
+                        received = Err(err);
+                        break;
+                    }
+                }
             }
-            file.flush().await?;
-            file.get_ref().sync_data().await?;
+            drop(to_writer);
+            let written = writer.await.map_err(io::Error::other)?;
+            received?;
             Ok(Appended {
-                written,
+                written: written?,
                 staging: Vec::new(),
             })
         })

@@ -37,12 +37,15 @@ pub async fn read(
             dek
         }
     };
-    let stored = service
-        .objects
-        .read(&file.id, 0, object_key.stored_size)
-        .await
-        .map_err(Error::internal)?;
-    let plain = super::at_rest::decrypt_range(stored, &dek, start, end).await;
+    let plain = super::at_rest::decrypt_range(
+        service.objects.clone(),
+        &file.id,
+        object_key.stored_size,
+        &dek,
+        start,
+        end,
+    )
+    .await;
     checked(service, &file.owner, &file.id, plain).await
 }
 
