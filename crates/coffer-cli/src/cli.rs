@@ -5,9 +5,24 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+/// The exit codes, by class (also in the README).
+const EXIT_CODES: &str = "\
+Exit codes:
+  0   ok (also when a reader closed the pipe)
+  1   other error
+  2   usage: bad argument or id, output exists without --force
+  3   wrong key or passphrase
+  4   integrity: tampered, malformed, not from the named sender, another file
+  5   truncated
+  6   not a coffer file, or an unsupported version
+  7   authentication: not logged in, session ended, a pinned key changed
+  8   not found (deleted, revoked, expired)
+  9   refused by a quota or a limit
+  75  temporary: connection or server failure; run again later";
+
 /// Secure file transfer and end-to-end encrypted file exchange.
 #[derive(Debug, Parser)]
-#[command(name = "coffer", version, about, propagate_version = true)]
+#[command(name = "coffer", version, about, propagate_version = true, after_help = EXIT_CODES)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -206,12 +221,22 @@ pub struct SendArgs {
 pub struct InboxArgs {
     #[command(flatten)]
     pub common: CommonArgs,
-    /// Download every new file (idempotent: files fetched before are skipped).
+    /// Download every new file, then acknowledge it on the server: a rerun,
+    /// on this or any other machine of this user, fetches only what has not
+    /// arrived. A name that exists keeps both: the new file becomes
+    /// `name.2.ext` (then `.3`, …).
     #[arg(long)]
     pub get_all: bool,
     /// Directory for --get-all.
     #[arg(long, short, default_value = ".")]
     pub output: PathBuf,
+    /// Replace an existing file of the same name instead of keeping both.
+    #[arg(long)]
+    pub force: bool,
+    /// Keep each file's stored relative path (as `put -r` stored it) under
+    /// the directory, instead of its bare name.
+    #[arg(long, short)]
+    pub recursive: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -240,20 +265,50 @@ pub struct RevokeArgs {
 }
 
 #[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct LinkArgs {
+    #[command(subcommand)]
+    pub action: Option<LinkAction>,
     #[command(flatten)]
     pub common: CommonArgs,
-    /// File id.
-    pub id: String,
+    /// File id to create a link for.
+    #[arg(required = true)]
+    pub id: Option<String>,
     /// Lifetime, e.g. 30m, 24h, 7d.
     #[arg(long, default_value = "24h")]
     pub expires: String,
     /// How many downloads the link allows.
     #[arg(long)]
     pub max_downloads: Option<u64>,
-    /// Require a password (read from $COFFER_LINK_PASSWORD or the terminal).
+    /// Require a password (read from $COFFER_LINK_PASSWORD or the terminal;
+    /// a password set in $COFFER_LINK_PASSWORD implies this flag).
     #[arg(long)]
     pub password: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LinkAction {
+    /// List the links of one file, or of all your files.
+    Ls(LinkLsArgs),
+    /// Revoke a link (its URL or id): it stops working at once.
+    Revoke(LinkRevokeArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct LinkLsArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// File id (default: every file you own).
+    pub id: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct LinkRevokeArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Link URLs or link ids.
+    #[arg(required = true)]
+    pub links: Vec<String>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -43,36 +43,53 @@ fn one_line(err: &anyhow::Error) -> String {
         .join(": ")
 }
 
-/// Exit codes, documented in the README: 1 other, 2 usage (clap), 3 wrong
-/// key, 4 tampered, 5 truncated, 6 not a coffer file or unsupported version.
+/// Exit codes by class, documented in the README and `coffer --help`:
+/// 1 other, 2 usage, 3 wrong key, 4 integrity (tampered, malformed, not
+/// from the named sender, another file), 5 truncated, 6 not a coffer file
+/// or unsupported version, 7 authentication or a changed pinned key, 8 not
+/// found, 9 refused by a quota or limit, 75 temporary (retry later).
 fn exit_code(err: &anyhow::Error) -> u8 {
-    let kind = err.chain().find_map(|cause| {
-        cause
-            .downcast_ref::<coffer_format::Error>()
-            .map(coffer_format::Error::kind)
-            .or_else(|| match cause.downcast_ref::<coffer_client::Error>() {
-                Some(coffer_client::Error::Format(format)) => Some(format.kind()),
-                // A file signed by someone else than its named sender, or
-                // another file than the one asked for: an integrity failure.
-                Some(
-                    coffer_client::Error::WrongSender { .. }
-                    | coffer_client::Error::WrongFile { .. },
-                ) => Some(ErrorKind::Tampered),
-                _ => None,
-            })
-            .or_else(|| {
-                cause
-                    .downcast_ref::<std::io::Error>()
-                    .and_then(|io| io.get_ref())
-                    .and_then(|inner| inner.downcast_ref::<coffer_format::Error>())
-                    .map(coffer_format::Error::kind)
-            })
-    });
+    for cause in err.chain() {
+        if let Some(format) = cause.downcast_ref::<coffer_format::Error>() {
+            return format_code(format.kind());
+        }
+        if let Some(client) = cause.downcast_ref::<coffer_client::Error>() {
+            if let coffer_client::Error::Format(format) = client {
+                return format_code(format.kind());
+            }
+            return client_code(client.class());
+        }
+        if let Some(format) = cause
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .and_then(|inner| inner.downcast_ref::<coffer_format::Error>())
+        {
+            return format_code(format.kind());
+        }
+    }
+    1
+}
+
+fn format_code(kind: ErrorKind) -> u8 {
     match kind {
-        Some(ErrorKind::WrongKey) => 3,
-        Some(ErrorKind::Tampered | ErrorKind::Malformed) => 4,
-        Some(ErrorKind::Truncated) => 5,
-        Some(ErrorKind::NotCoffer | ErrorKind::Unsupported) => 6,
+        ErrorKind::WrongKey => 3,
+        ErrorKind::Tampered | ErrorKind::Malformed => 4,
+        ErrorKind::Truncated => 5,
+        ErrorKind::NotCoffer | ErrorKind::Unsupported => 6,
+        ErrorKind::Usage => 2,
         _ => 1,
+    }
+}
+
+fn client_code(class: coffer_client::Class) -> u8 {
+    use coffer_client::Class;
+    match class {
+        Class::Usage => 2,
+        Class::Integrity => 4,
+        Class::Auth => 7,
+        Class::NotFound => 8,
+        Class::Refused => 9,
+        Class::Temporary => 75,
+        Class::Other => 1,
     }
 }

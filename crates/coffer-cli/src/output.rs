@@ -118,3 +118,34 @@ impl AtomicOutput {
         Ok(())
     }
 }
+
+/// Prints one line of a command's output on standard output. A reader that
+/// closed the pipe (`coffer ls | head -1`) has what it wanted: the process
+/// ends quietly with success instead of panicking. Any other write error
+/// ends it with a message and exit code 1.
+pub fn say(line: std::fmt::Arguments<'_>) {
+    let mut out = io::stdout().lock();
+    let written = out
+        .write_fmt(line)
+        .and_then(|()| out.write_all(b"\n"))
+        .and_then(|()| out.flush());
+    match written {
+        Ok(()) => {}
+        Err(err) if err.kind() == io::ErrorKind::BrokenPipe => std::process::exit(0),
+        Err(err) => {
+            let _ = writeln!(
+                io::stderr(),
+                "coffer: cannot write to standard output: {err}"
+            );
+            std::process::exit(1);
+        }
+    }
+}
+
+/// `println!` for command output: see [`say`].
+#[macro_export]
+macro_rules! say {
+    ($($arg:tt)*) => {
+        $crate::output::say(format_args!($($arg)*))
+    };
+}

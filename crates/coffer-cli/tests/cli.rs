@@ -348,6 +348,56 @@ fn passphrase_protected_identity() {
         .assert()
         .failure()
         .stderr(predicate::str::contains("COFFER_PASSPHRASE"));
+
+    // From a file (first line, its newline not part of it) or a command.
+    fs::write(env.path("pass"), "tr0ub4dor\nignored\n").unwrap();
+    env.cmd()
+        .args(["decrypt", "-i", "locked.key", "in.cof"])
+        .env("COFFER_PASSPHRASE_FILE", env.path("pass"))
+        .assert()
+        .success()
+        .stdout("x");
+    env.cmd()
+        .args(["decrypt", "-i", "locked.key", "in.cof"])
+        .env("COFFER_PASSPHRASE_COMMAND", "printf 'tr0ub4dor\\n'")
+        .assert()
+        .success()
+        .stdout("x");
+    env.cmd()
+        .args(["decrypt", "-i", "locked.key", "in.cof"])
+        .env("COFFER_PASSPHRASE_COMMAND", "echo wrong")
+        .assert()
+        .code(3);
+    env.cmd()
+        .args(["decrypt", "-i", "locked.key", "in.cof"])
+        .env("COFFER_PASSPHRASE_COMMAND", "exit 1")
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("COFFER_PASSPHRASE_COMMAND failed"));
+    fs::write(env.path("empty"), "\n").unwrap();
+    env.cmd()
+        .args(["decrypt", "-i", "locked.key", "in.cof"])
+        .env("COFFER_PASSPHRASE_FILE", env.path("empty"))
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("empty passphrase"));
+
+    // The public key of a protected identity, without any passphrase.
+    let public = env
+        .cmd()
+        .args(["pubkey", "-i", "locked.key"])
+        .output()
+        .unwrap();
+    assert!(
+        public.status.success(),
+        "{}",
+        String::from_utf8_lossy(&public.stderr)
+    );
+    let announced = text
+        .lines()
+        .find_map(|l| l.strip_prefix("# public identity: "))
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&public.stdout).trim(), announced);
 }
 
 #[test]

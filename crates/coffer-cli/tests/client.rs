@@ -254,11 +254,30 @@ fn share_then_get_then_revoke_and_key_pinning() {
         .success();
 }
 
+/// The nightly job: alice sends `nightly.csv` every night, bob's cron runs
+/// `inbox --get-all`. Every version arrives (a taken name keeps both), a
+/// rerun fetches nothing, and the acknowledgements live on the server, so
+/// bob's second machine fetches nothing already received.
 #[test]
-fn send_and_an_idempotent_inbox() {
+fn three_nights_of_the_same_name_through_send_and_inbox() {
     let world = World::new();
-    for i in 0..3 {
-        let file = world.write(&format!("batch{i}.csv"), format!("row {i}\n").as_bytes());
+    std::fs::create_dir_all(world.path("in")).unwrap();
+    let inbox = |home: &str| {
+        let out = world
+            .coffer("bob")
+            .env("COFFER_HOME", world.path(home))
+            .args(["inbox", "--get-all", "-o", "in", "--json"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).lines().count()
+    };
+    for night in 1..=3 {
+        let file = world.write("nightly.csv", format!("night {night}\n").as_bytes());
         world
             .coffer("alice")
             .arg("send")
@@ -266,32 +285,208 @@ fn send_and_an_idempotent_inbox() {
             .args(["--to", "bob"])
             .assert()
             .success();
+        assert_eq!(inbox("home"), 1, "night {night}");
     }
-    std::fs::create_dir_all(world.path("inbox")).unwrap();
-    let first = world
+    assert_eq!(inbox("home"), 0, "the fourth run fetches nothing");
+    for (name, night) in [
+        ("nightly.csv", 1),
+        ("nightly.2.csv", 2),
+        ("nightly.3.csv", 3),
+    ] {
+        assert_eq!(
+            std::fs::read_to_string(world.path(&format!("in/{name}"))).unwrap(),
+            format!("night {night}\n")
+        );
+    }
+
+    // Bob's second machine: its own home, the same key.
+    world
         .coffer("bob")
-        .args(["inbox", "--get-all", "-o", "inbox", "--json"])
+        .env("COFFER_HOME", world.path("home2"))
+        .args(["login", &world.url(), "--user", "bob", "-i"])
+        .arg(world.path("bob.id"))
+        .args(["--fingerprint", &world.fingerprint])
+        .assert()
+        .success();
+    let listed = world
+        .coffer("bob")
+        .env("COFFER_HOME", world.path("home2"))
+        .args(["inbox", "--json"])
+        .output()
+        .unwrap();
+    assert!(listed.status.success());
+    assert!(
+        listed.stdout.is_empty(),
+        "already received on the first machine"
+    );
+
+    // A tree keeps its relative paths with -r; --force replaces.
+    let tree = world.path("q3/sub");
+    std::fs::create_dir_all(&tree).unwrap();
+    std::fs::write(tree.join("b.csv"), b"deep\n").unwrap();
+    world
+        .coffer("alice")
+        .args(["put", "-r", "q3", "--to", "bob"])
+        .assert()
+        .success();
+    let listed = world
+        .coffer("bob")
+        .args(["inbox", "--json"])
+        .output()
+        .unwrap();
+    let entry: Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(entry["name"], "q3/sub/b.csv", "{entry}");
+    assert_eq!(entry["size"], 5, "{entry}");
+    world
+        .coffer("bob")
+        .args(["inbox", "--get-all", "-r", "-o", "in"])
+        .assert()
+        .success();
+    assert_eq!(
+        std::fs::read(world.path("in/q3/sub/b.csv")).unwrap(),
+        b"deep\n"
+    );
+
+    let file = world.write("nightly.csv", b"night 4, replacing\n");
+    world
+        .coffer("alice")
+        .arg("send")
+        .arg(&file)
+        .args(["--to", "bob"])
+        .assert()
+        .success();
+    world
+        .coffer("bob")
+        .args(["inbox", "--get-all", "--force", "-o", "in"])
+        .assert()
+        .success();
+    assert_eq!(
+        std::fs::read(world.path("in/nightly.csv")).unwrap(),
+        b"night 4, replacing\n"
+    );
+    assert!(!world.path("in/nightly.4.csv").exists());
+}
+
+/// A recipient removes a file from their own view; the owner keeps it.
+#[test]
+fn a_recipient_removes_a_shared_file_from_their_view_only() {
+    let world = World::new();
+    let file = world.write("report.pdf", b"quarterly");
+    let id = world.put("alice", &file, &["--to", "bob"])["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let out = world.coffer("bob").args(["rm", &id]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("the owner keeps it"));
+    let bob = world
+        .coffer("bob")
+        .args(["ls", "--shared-with-me", "--json"])
         .output()
         .unwrap();
     assert!(
-        first.status.success(),
+        bob.stdout.is_empty(),
         "{}",
-        String::from_utf8_lossy(&first.stderr)
+        String::from_utf8_lossy(&bob.stdout)
     );
-    assert_eq!(String::from_utf8_lossy(&first.stdout).lines().count(), 3);
-    let again = world
+    let get = world
         .coffer("bob")
-        .args(["inbox", "--get-all", "-o", "inbox", "--json"])
+        .args(["get", &id, "-o", "."])
         .output()
         .unwrap();
-    assert!(again.status.success());
-    assert_eq!(String::from_utf8_lossy(&again.stdout).lines().count(), 0);
-    for i in 0..3 {
-        assert_eq!(
-            std::fs::read_to_string(world.path(&format!("inbox/batch{i}.csv"))).unwrap(),
-            format!("row {i}\n")
-        );
+    assert_eq!(
+        get.status.code(),
+        Some(8),
+        "not found: {}",
+        String::from_utf8_lossy(&get.stderr)
+    );
+    // Mallory, who never held it, cannot remove anything.
+    let out = world.coffer("mallory").args(["rm", &id]).output().unwrap();
+    assert_eq!(out.status.code(), Some(8));
+    let alice = world
+        .coffer("alice")
+        .args(["ls", "--json"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&alice.stdout).contains(&id));
+    world.get_same("alice", &id, "alice/report.pdf", &file);
+}
+
+/// What a script sees: a closed pipe is no failure, and exit codes tell the
+/// classes apart.
+#[test]
+fn scripts_get_exit_codes_by_class_and_no_panic_on_a_closed_pipe() {
+    let mut world = World::new();
+    for i in 0..40 {
+        let file = world.write(&format!("f{i}.txt"), format!("{i}").as_bytes());
+        world.put("alice", &file, &[]);
     }
+    // `coffer ls | head -1`, through a real pipe.
+    let out = Std::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "set -o pipefail; '{}' ls | head -1",
+            bin().display()
+        ))
+        .current_dir(world.dir.path())
+        .env("COFFER_HOME", world.path("home"))
+        .env("COFFER_PROFILE", "alice")
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 1);
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("panicked"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let code = |world: &World, user: &str, args: &[&str]| {
+        world
+            .coffer(user)
+            .args(args)
+            .output()
+            .unwrap()
+            .status
+            .code()
+    };
+    let not_found = code(&world, "alice", &["get", "no-such-file-id", "-o", "."]);
+    assert_eq!(not_found, Some(8));
+    assert_eq!(
+        code(&world, "alice", &["share", "nope", "--with", "bob"]),
+        Some(8)
+    );
+    assert_eq!(
+        code(&world, "alice", &["get", "bad/id", "-o", "."]),
+        Some(2),
+        "usage"
+    );
+    assert_eq!(
+        code(&world, "alice", &["--no-such-flag"]),
+        Some(2),
+        "usage (clap)"
+    );
+    let nobody = world
+        .coffer("alice")
+        .env("COFFER_HOME", world.path("nobody"))
+        .args(["ls"])
+        .output()
+        .unwrap();
+    assert_ne!(nobody.status.code(), Some(0));
+    world.kill_server();
+    assert_eq!(
+        code(&world, "alice", &["ls"]),
+        Some(75),
+        "temporary: the server is down"
+    );
 }
 
 #[test]
@@ -403,6 +598,71 @@ fn links_run_out_expire_and_need_their_password() {
             .next()
             .is_none()
     );
+
+    // A password in the environment protects the link even without
+    // --password.
+    let env_only = world
+        .coffer("alice")
+        .args(["link", id])
+        .env("COFFER_LINK_PASSWORD", "from the environment")
+        .output()
+        .unwrap();
+    assert!(env_only.status.success());
+    assert!(String::from_utf8_lossy(&env_only.stderr).contains("needs that password"));
+    let protected = String::from_utf8(env_only.stdout)
+        .unwrap()
+        .trim()
+        .to_string();
+    assert!(!fetch(&protected, "l8", None).status.success());
+    assert!(
+        fetch(&protected, "l8", Some("from the environment"))
+            .status
+            .success()
+    );
+
+    // Listed and revoked from the CLI, by URL or by id.
+    let listed = world
+        .coffer("alice")
+        .args(["link", "ls", id, "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        listed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
+    let listed = String::from_utf8_lossy(&listed.stdout).to_string();
+    let link_id = |url: &str| {
+        url.split("/v1/links/")
+            .nth(1)
+            .unwrap()
+            .split('#')
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    assert!(listed.contains(&link_id(&protected)), "{listed}");
+    let all = world.coffer("alice").args(["link", "ls"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&all.stdout).contains(&link_id(&open)));
+    world
+        .coffer("alice")
+        .args(["link", "revoke", &protected, &link_id(&open)])
+        .assert()
+        .success();
+    let gone = fetch(&protected, "l9", Some("from the environment"));
+    assert_eq!(
+        gone.status.code(),
+        Some(8),
+        "{}",
+        String::from_utf8_lossy(&gone.stderr)
+    );
+    assert_eq!(fetch(&open, "l9", None).status.code(), Some(8));
+    let listed = world
+        .coffer("alice")
+        .args(["link", "ls", id])
+        .output()
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&listed.stdout).contains(&link_id(&open)));
 }
 
 /// Uploads through the library with a chosen stored path, as a malicious
@@ -1092,6 +1352,18 @@ fn migrate_store_moves_an_embedded_server_to_postgres_and_s3() {
         config.contains("postgres://") && config.contains("kind = \"s3\""),
         "{config}"
     );
+
+    // config.toml holds no database password (it says so): the server is
+    // given the whole URL in COFFER_DATABASE, as the operator is told.
+    assert!(
+        !config.contains(&var("COFFER_DATABASE")),
+        "the password was written: {config}"
+    );
+    assert!(
+        text.contains("COFFER_DATABASE"),
+        "the operator is not told where the password goes: {text}"
+    );
+    world.storage = vec![("COFFER_DATABASE".into(), var("COFFER_DATABASE"))];
 
     // The old objects are gone from view: the server now reads PostgreSQL
     // and S3 only.

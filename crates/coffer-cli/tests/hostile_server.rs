@@ -384,3 +384,40 @@ fn a_planted_partial_download_is_refused() {
         b"patient,result\n"
     );
 }
+
+/// `get ID -o -` streams the verified plaintext into a pipe; a tampered
+/// object fails non-zero (integrity, 4) and its final chunk never comes out.
+#[test]
+fn streaming_to_stdout_verifies_and_fails_on_a_tampered_object() {
+    let world = world();
+    let bytes: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+    let id = send(&world, "alice", "stream.bin", &bytes);
+    let get = || {
+        world
+            .coffer("bob")
+            .args(["get", &id, "-o", "-"])
+            .output()
+            .unwrap()
+    };
+    let good = get();
+    assert!(good.status.success(), "{}", stderr(&good));
+    assert!(good.stdout == bytes, "the stream differs from the file");
+    assert!(!world.path("-").exists(), "no file named -");
+
+    // The server flips a byte near the end of the stored object.
+    let path = object(&world, &id);
+    let mut stored = std::fs::read(&path).unwrap();
+    let at = stored.len() - 200;
+    stored[at] ^= 0x40;
+    std::fs::write(&path, &stored).unwrap();
+    let bad = get();
+    assert_eq!(bad.status.code(), Some(4), "{}", stderr(&bad));
+    assert!(
+        bad.stdout.len() < bytes.len(),
+        "the last chunk was withheld"
+    );
+    assert!(
+        bytes.starts_with(&bad.stdout),
+        "what came out is the true prefix"
+    );
+}

@@ -25,6 +25,26 @@ pub struct FileEntry {
     pub created_at: i64,
 }
 
+/// Which files [`Session::list_files`] lists.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Listing {
+    /// The caller's own.
+    Owned,
+    /// Those others shared with the caller.
+    SharedWithMe,
+    /// Of those, the ones the caller has not acknowledged (the inbox).
+    Unreceived,
+}
+
+/// What a delete took away.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Removed {
+    /// The file itself (the caller owned it).
+    File,
+    /// The caller's share of someone else's file: gone from their view.
+    Share,
+}
+
 /// A share link as the owner sees it.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 pub struct LinkEntry {
@@ -113,12 +133,17 @@ impl Session {
         Ok(PublicIdentity::parse(text)?)
     }
 
-    /// Own files, or those shared with the caller.
-    pub async fn list_files(&mut self, shared_with_me: bool) -> Result<Vec<FileEntry>> {
+    /// Own files, those shared with the caller, or those of them not yet
+    /// acknowledged.
+    pub async fn list_files(&mut self, listing: Listing) -> Result<Vec<FileEntry>> {
         let mut files: Vec<FileEntry> = Vec::new();
         let mut after: Option<String> = None;
         loop {
-            let mut path = format!("/v1/files?shared_with_me={shared_with_me}");
+            let mut path = match listing {
+                Listing::Owned => "/v1/files?shared_with_me=false".to_string(),
+                Listing::SharedWithMe => "/v1/files?shared_with_me=true".to_string(),
+                Listing::Unreceived => "/v1/files?shared_with_me=true&unreceived=true".to_string(),
+            };
             if let Some(cursor) = &after {
                 path.push_str("&after=");
                 path.push_str(path_segment(cursor)?);
@@ -149,10 +174,22 @@ impl Session {
         parse(answer, "receipt")
     }
 
-    /// Deletes a file (owner only).
-    pub async fn delete_file(&mut self, id: &str) -> Result<()> {
+    /// Deletes a file (its owner), or removes it from the caller's view (a
+    /// recipient: their wrap only).
+    pub async fn delete_file(&mut self, id: &str) -> Result<Removed> {
         let path = format!("/v1/files/{}", path_segment(id)?);
-        self.call("DELETE", &path, None, true).await.map(drop)
+        let answer = self.call("DELETE", &path, None, true).await?;
+        match answer["removed"].as_str() {
+            Some("file") => Ok(Removed::File),
+            Some("share") => Ok(Removed::Share),
+            _ => Err(Error::protocol("delete answer without what was removed")),
+        }
+    }
+
+    /// Acknowledges that a file shared with the caller arrived.
+    pub async fn mark_received(&mut self, id: &str) -> Result<()> {
+        let path = format!("/v1/files/{}/received", path_segment(id)?);
+        self.call("PUT", &path, None, true).await.map(drop)
     }
 
     /// The caller's own wrap of a file's key.

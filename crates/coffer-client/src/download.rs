@@ -44,11 +44,25 @@ pub enum Target {
     Tree(PathBuf),
 }
 
+/// What a download does when its final path is taken.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum OnExists {
+    /// Fail with [`Error::Exists`]; nothing is replaced.
+    #[default]
+    Refuse,
+    /// Replace the existing file (`--force`).
+    Replace,
+    /// Keep both: the new file takes the first free name of
+    /// `stem.2.ext`, `stem.3.ext`, … (the inbox default, so a file sent
+    /// again under the same name never stops a nightly run).
+    KeepBoth,
+}
+
 /// How to download.
 #[derive(Clone, Debug)]
 pub struct GetOptions {
-    /// Replace an existing file.
-    pub force: bool,
+    /// When the final path exists.
+    pub on_exists: OnExists,
     /// Reconnect-and-resume attempts before giving up.
     pub retries: u32,
 }
@@ -56,7 +70,7 @@ pub struct GetOptions {
 impl Default for GetOptions {
     fn default() -> Self {
         Self {
-            force: false,
+            on_exists: OnExists::Refuse,
             retries: 8,
         }
     }
@@ -327,6 +341,143 @@ pub async fn get(
     Ok(outcome)
 }
 
+/// What [`stream`] delivered.
+#[derive(Debug)]
+pub struct Streamed {
+    /// Plaintext bytes written.
+    pub plaintext_len: u64,
+    /// Who signed the file (verified).
+    pub sender: Sender,
+    /// The user the server named, whose pinned key signed it.
+    pub sender_user: String,
+    /// Whether that user's key was pinned by this download.
+    pub newly_pinned: bool,
+    /// The decrypted metadata.
+    pub metadata: Metadata,
+}
+
+/// Streams file `id`, decrypted, to `out` (standard output, a pipe) as it
+/// arrives. Every byte written comes from a chunk checked against the
+/// signed root, and the final chunk is held back until the signature
+/// checks, so a failure (an error here, a non-zero exit) means: discard
+/// what came. A lost connection is retried from the start of the file, the
+/// bytes already written verified again and skipped, never written twice.
+pub async fn stream(
+    session: &mut Session,
+    id: &str,
+    out: &mut (dyn std::io::Write + Send),
+    options: &GetOptions,
+    pins: &mut dyn Pins,
+    progress: &dyn Progress,
+) -> Result<Streamed> {
+    let own = open_own(session, id, "decrypt").await?;
+    let expected = expected_sender(session, pins, &own.entry.owner).await?;
+    check_sender(id, &own.claimed_sender, &expected)?;
+    let opened = Opened {
+        file_key: own.opened.file_key().clone(),
+        header: own.header,
+    };
+    progress.set_total(own.entry.size);
+    let mut written = 0u64;
+    let mut failures = 0u32;
+    loop {
+        match stream_attempt(
+            session,
+            Source::File(id),
+            &opened,
+            out,
+            &mut written,
+            progress,
+        )
+        .await
+        {
+            Ok(verified) => {
+                return Ok(Streamed {
+                    plaintext_len: verified.plaintext_len,
+                    sender: verified.sender,
+                    sender_user: expected.user,
+                    newly_pinned: expected.newly_pinned,
+                    metadata: verified.metadata,
+                });
+            }
+            Err(Failure::Retry(_)) if failures < options.retries => {
+                failures += 1;
+                session.disconnect();
+                tokio::time::sleep(retry_delay(failures)).await;
+            }
+            Err(Failure::Retry(err) | Failure::NotOurs(err) | Failure::Final(err)) => {
+                return Err(err);
+            }
+        }
+    }
+}
+
+/// One pass of [`stream`]: writes only what lies past `written`.
+async fn stream_attempt(
+    session: &mut Session,
+    source: Source<'_>,
+    opened: &Opened,
+    out: &mut (dyn std::io::Write + Send),
+    written: &mut u64,
+    progress: &dyn Progress,
+) -> Result<coffer_format::Verified, Failure> {
+    let header = opened.open()?;
+    let point = header
+        .resume_point(&mut std::io::empty(), 0)
+        .map_err(Error::from)?;
+    let start = point.ciphertext_offset();
+    let response = source.get(session, &format!("bytes={start}-")).await?;
+    check_content_range(&response, start)?;
+    let mut done = start;
+    let body = response
+        .into_body()
+        .into_data_stream()
+        .inspect_ok(|bytes| {
+            done += bytes.len() as u64;
+            progress.set_position(done);
+        })
+        .map_err(std::io::Error::other);
+    let mut decryptor =
+        coffer_format::async_io::AsyncDecryptor::resumed(header, tokio_util_reader(body), point)
+            .map_err(Error::from)?;
+    let mut buf = vec![0u8; WRITE_BATCH];
+    let mut position = 0u64;
+    loop {
+        let n = decryptor.read(&mut buf).await.map_err(read_failure)?;
+        if n == 0 {
+            break;
+        }
+        let end = position + n as u64;
+        if end > *written {
+            let skip = usize::try_from(written.saturating_sub(position)).unwrap_or(n);
+            out.write_all(&buf[skip..n])
+                .map_err(|e| Failure::Final(Error::io("standard output")(e)))?;
+            *written = end;
+        }
+        position = end;
+    }
+    out.flush()
+        .map_err(|e| Failure::Final(Error::io("standard output")(e)))?;
+    decryptor
+        .verified()
+        .cloned()
+        .ok_or_else(|| Failure::Final(Error::protocol("the download ended unverified")))
+}
+
+/// A failed read of a download: the connection (worth a retry) or the
+/// format's verdict (final).
+fn read_failure(io: std::io::Error) -> Failure {
+    match coffer_format::Error::from_io(io) {
+        coffer_format::Error::Io(io) => Failure::Retry(Error::Transport(io.to_string())),
+        format => Failure::Final(Error::Format(format)),
+    }
+}
+
+/// The wait before retry number `failures`.
+fn retry_delay(failures: u32) -> Duration {
+    Duration::from_millis((250u64 << failures.min(5)).min(5_000))
+}
+
 /// A header and the key that opens it (re-opened for every attempt, since
 /// a decryptor consumes its opened header).
 pub(crate) struct Opened {
@@ -354,7 +505,7 @@ pub(crate) async fn fetch(
 ) -> Result<GetOutcome> {
     let metadata = opened.open()?.metadata().clone();
     let (path, renamed_from) = destination(target, &metadata, source.key())?;
-    if !options.force && std::fs::symlink_metadata(&path).is_ok() {
+    if options.on_exists == OnExists::Refuse && std::fs::symlink_metadata(&path).is_ok() {
         return Err(Error::Exists(path));
     }
     let dir = path
@@ -369,7 +520,7 @@ pub(crate) async fn fetch(
         match attempt(session, source, opened, &partial, progress).await {
             Ok((verified, kept, out)) => {
                 resumed_at.get_or_insert(kept);
-                place(&partial, &out, &path, options.force)?;
+                let path = place(&partial, &out, &path, options.on_exists)?;
                 return Ok(GetOutcome {
                     path,
                     plaintext_len: verified.plaintext_len,
@@ -385,10 +536,7 @@ pub(crate) async fn fetch(
             Err(Failure::Retry(_)) if failures < options.retries => {
                 failures += 1;
                 session.disconnect();
-                tokio::time::sleep(Duration::from_millis(
-                    (250u64 << failures.min(5)).min(5_000),
-                ))
-                .await;
+                tokio::time::sleep(retry_delay(failures)).await;
             }
             Err(Failure::Retry(err) | Failure::NotOurs(err)) => return Err(err),
             Err(Failure::Final(err)) => {
@@ -456,10 +604,7 @@ async fn attempt(
         .map_err(|err| match err {
             Copy::Write(io) => Failure::Final(Error::io(partial)(io)),
             Copy::Lost => Failure::Final(Error::Usage("the writing thread stopped".into())),
-            Copy::Read(io) => match coffer_format::Error::from_io(io) {
-                coffer_format::Error::Io(io) => Failure::Retry(Error::Transport(io.to_string())),
-                format => Failure::Final(Error::Format(format)),
-            },
+            Copy::Read(io) => read_failure(io),
         })?;
     let verified = decryptor
         .verified()
@@ -707,13 +852,19 @@ fn destination(
     }
 }
 
-/// Gives the verified partial file its final name: with `force` by rename,
-/// otherwise by hard link, which fails rather than replace an existing file
-/// (no window between a check and the rename). The name is placed from
-/// the path, so it is checked to name the verified descriptor's inode
-/// before, and the result after: a partial file swapped in between is
-/// detected and the new name taken back.
-fn place(partial: &Path, verified: &std::fs::File, path: &Path, force: bool) -> Result<()> {
+/// Gives the verified partial file its final name and returns it: with
+/// [`OnExists::Replace`] by rename, otherwise by hard link, which fails
+/// rather than replace an existing file (no window between a check and the
+/// rename); [`OnExists::KeepBoth`] then tries the next free name. The name
+/// is placed from the path, so it is checked to name the verified
+/// descriptor's inode before, and the result after: a partial file swapped
+/// in between is detected and the new name taken back.
+fn place(
+    partial: &Path,
+    verified: &std::fs::File,
+    path: &Path,
+    on_exists: OnExists,
+) -> Result<PathBuf> {
     let swapped = || {
         Error::Usage(format!(
             "{} was replaced while the download was being verified; refusing it",
@@ -723,23 +874,16 @@ fn place(partial: &Path, verified: &std::fs::File, path: &Path, force: bool) -> 
     if !names_file(partial, verified) {
         return Err(swapped());
     }
-    if force {
-        std::fs::rename(partial, path).map_err(Error::io(path))?;
-    } else {
-        match std::fs::hard_link(partial, path) {
-            Ok(()) => std::fs::remove_file(partial).map_err(Error::io(partial))?,
-            Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {
-                return Err(Error::Exists(path.to_path_buf()));
-            }
-            // File systems without hard links: check, then rename.
-            Err(_) if std::fs::symlink_metadata(path).is_err() => {
-                std::fs::rename(partial, path).map_err(Error::io(path))?;
-            }
-            Err(_) => return Err(Error::Exists(path.to_path_buf())),
+    let path = match on_exists {
+        OnExists::Replace => {
+            std::fs::rename(partial, path).map_err(Error::io(path))?;
+            path.to_path_buf()
         }
-    }
-    if !names_file(path, verified) {
-        let _ = std::fs::remove_file(path);
+        OnExists::Refuse => link_new(partial, path)?,
+        OnExists::KeepBoth => keep_both(partial, path)?,
+    };
+    if !names_file(&path, verified) {
+        let _ = std::fs::remove_file(&path);
         return Err(swapped());
     }
     if let Some(dir) = path.parent()
@@ -751,7 +895,56 @@ fn place(partial: &Path, verified: &std::fs::File, path: &Path, force: bool) -> 
     {
         let _ = handle.sync_all();
     }
-    Ok(())
+    Ok(path)
+}
+
+/// Moves `partial` to `path` only if nothing is there.
+fn link_new(partial: &Path, path: &Path) -> Result<PathBuf> {
+    match std::fs::hard_link(partial, path) {
+        Ok(()) => std::fs::remove_file(partial).map_err(Error::io(partial))?,
+        Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {
+            return Err(Error::Exists(path.to_path_buf()));
+        }
+        // File systems without hard links: check, then rename.
+        Err(_) if std::fs::symlink_metadata(path).is_err() => {
+            std::fs::rename(partial, path).map_err(Error::io(path))?;
+        }
+        Err(_) => return Err(Error::Exists(path.to_path_buf())),
+    }
+    Ok(path.to_path_buf())
+}
+
+/// Moves `partial` to `path`, or to the first free `stem.N.ext` (N from 2)
+/// when it is taken.
+fn keep_both(partial: &Path, path: &Path) -> Result<PathBuf> {
+    const MAX_VERSIONS: u32 = 100_000;
+    for n in 1..=MAX_VERSIONS {
+        let candidate = if n == 1 {
+            path.to_path_buf()
+        } else {
+            numbered(path, n)
+        };
+        match link_new(partial, &candidate) {
+            Err(Error::Exists(_)) => continue,
+            other => return other,
+        }
+    }
+    Err(Error::Exists(path.to_path_buf()))
+}
+
+/// `dir/stem.N.ext` (or `dir/name.N` without an extension; a leading dot
+/// is part of the stem).
+fn numbered(path: &Path, n: u32) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let split = name.rfind('.').filter(|&i| i > 0);
+    let numbered = match split {
+        Some(i) => format!("{}.{n}{}", &name[..i], &name[i..]),
+        None => format!("{name}.{n}"),
+    };
+    path.with_file_name(numbered)
 }
 
 /// Decrypts a stored file's metadata (name, path, size, mtime) with the
@@ -771,4 +964,38 @@ pub async fn describe(
     let expected = expected_sender(session, pins, &entry.owner).await?;
     check_sender(&entry.id, &own.claimed_sender, &expected)?;
     Ok((own.opened.metadata().clone(), own.claimed_sender))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbered_names_keep_the_extension() {
+        let n = |p: &str| numbered(Path::new(p), 2).display().to_string();
+        assert_eq!(n("in/nightly.csv"), "in/nightly.2.csv");
+        assert_eq!(n("in/archive.tar.gz"), "in/archive.tar.2.gz");
+        assert_eq!(n("in/README"), "in/README.2");
+        assert_eq!(n("in/.profile"), "in/.profile.2");
+    }
+
+    #[test]
+    fn keeping_both_never_replaces_and_takes_the_next_free_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("nightly.csv");
+        std::fs::write(&target, b"night 1").unwrap();
+        std::fs::write(dir.path().join("nightly.2.csv"), b"night 2").unwrap();
+        let partial = dir.path().join(".partial");
+        std::fs::write(&partial, b"night 3").unwrap();
+        let placed = keep_both(&partial, &target).unwrap();
+        assert_eq!(placed, dir.path().join("nightly.3.csv"));
+        assert_eq!(std::fs::read(&placed).unwrap(), b"night 3");
+        assert_eq!(std::fs::read(&target).unwrap(), b"night 1");
+        assert!(!partial.exists());
+        // Refusing leaves the partial file and the existing one alone.
+        std::fs::write(&partial, b"night 4").unwrap();
+        assert!(matches!(link_new(&partial, &target), Err(Error::Exists(_))));
+        assert_eq!(std::fs::read(&target).unwrap(), b"night 1");
+        assert!(partial.exists());
+    }
 }

@@ -158,5 +158,55 @@ impl Error {
     }
 }
 
+/// What kind of failure an [`Error`] is, for callers that act on the kind
+/// rather than the details (the CLI's exit codes, a script's retry loop).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Class {
+    /// The request itself is wrong (bad id, bad argument, output exists).
+    Usage,
+    /// Not logged in, the session ended, or the server's or a user's key
+    /// is not the pinned one.
+    Auth,
+    /// No such file, user, share or link (or no longer).
+    NotFound,
+    /// Refused by a quota or a limit (too large, too many, rate limit after
+    /// the retries).
+    Refused,
+    /// Worth retrying later: the connection, or the server, failed.
+    Temporary,
+    /// The bytes are not what was signed or asked for: tampered, truncated,
+    /// from someone else, another file.
+    Integrity,
+    /// Anything else (a local file system error, a protocol violation).
+    Other,
+}
+
+impl Error {
+    /// The kind of this failure.
+    pub fn class(&self) -> Class {
+        match self {
+            Error::CertificateChanged { .. }
+            | Error::ServerIdentityChanged { .. }
+            | Error::UserKeyChanged { .. } => Class::Auth,
+            Error::Connect { .. } | Error::Transport(_) | Error::NotSent(_) | Error::Busy(_) => {
+                Class::Temporary
+            }
+            Error::Api { status, .. } => match status {
+                401 | 403 => Class::Auth,
+                404 | 410 => Class::NotFound,
+                413 | 429 | 507 => Class::Refused,
+                408 | 423 | 500..=599 => Class::Temporary,
+                _ => Class::Usage,
+            },
+            Error::Format(_) | Error::Receipt(_) => Class::Integrity,
+            Error::WrongSender { .. } | Error::WrongFile { .. } => Class::Integrity,
+            Error::SourceChanged(_) => Class::Temporary,
+            Error::HostileName { .. } => Class::Integrity,
+            Error::Exists(_) | Error::Usage(_) => Class::Usage,
+            Error::Protocol(_) | Error::Io { .. } => Class::Other,
+        }
+    }
+}
+
 /// Result with [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;

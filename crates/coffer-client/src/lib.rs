@@ -44,6 +44,6 @@ mod tls;
 pub mod untrusted;
 pub mod upload;
 
-pub use error::{Error, Result};
+pub use error::{Class, Error, Result};
 pub use session::{Endpoint, Probe, Session, Token};
 pub use tls::{ClientCert, Trust, certificate_fingerprint};

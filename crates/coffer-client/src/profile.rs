@@ -248,13 +248,4 @@ impl Home {
             .join(Self::checked(name)?)
             .join("receipts"))
     }
-
-    /// The inbox record of a profile (ids already fetched).
-    pub fn inbox_path(&self, name: &str) -> Result<PathBuf> {
-        Ok(self
-            .0
-            .join("state")
-            .join(Self::checked(name)?)
-            .join("inbox.json"))
-    }
 }

@@ -81,6 +81,7 @@ const TABLES: &[Table] = &[
             Column::Text("user_name"),
             Column::Blob("stanza"),
             Column::Int("created_at"),
+            Column::Int("received_at"),
         ],
     },
     Table {

@@ -313,15 +313,44 @@ async fn commits_files_wraps_and_shares() {
         assert_eq!(a.wrap("f1", "bob").await.unwrap(), Some(b"w-bob".to_vec()));
         assert_eq!(a.wrap_users("f1").await.unwrap(), vec!["alice", "bob"]);
         let shared: Vec<_> = a
-            .shared_with("bob", &Page::first(100))
+            .shared_with("bob", &Page::first(100), false)
             .await
             .unwrap()
             .into_iter()
             .map(|f| f.id)
             .collect();
         assert_eq!(shared, ["f1"]);
+        // An acknowledgement, seen by the other node too; only a holder of
+        // a wrap can give one, and the first time is kept.
+        assert!(!a.mark_received("f1", "carol", 5).await.unwrap());
+        assert!(!a.mark_received("nope", "bob", 5).await.unwrap());
+        assert_eq!(
+            b.shared_with("bob", &Page::first(100), true)
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
+        assert!(a.mark_received("f1", "bob", 5).await.unwrap());
+        assert!(a.mark_received("f1", "bob", 6).await.unwrap());
         assert!(
-            a.shared_with("alice", &Page::first(100))
+            b.shared_with("bob", &Page::first(100), true)
+                .await
+                .unwrap()
+                .is_empty(),
+            "{}: acknowledged",
+            pair.name
+        );
+        assert_eq!(
+            b.shared_with("bob", &Page::first(100), false)
+                .await
+                .unwrap()
+                .len(),
+            1,
+            "still listed in full"
+        );
+        assert!(
+            a.shared_with("alice", &Page::first(100), false)
                 .await
                 .unwrap()
                 .is_empty(),
@@ -607,7 +636,7 @@ async fn listings_page_by_time_and_id_without_repeats_or_gaps() {
             let mut page = Page::first(7);
             loop {
                 let got = if shared {
-                    s.shared_with("bob", &page).await.unwrap()
+                    s.shared_with("bob", &page, false).await.unwrap()
                 } else {
                     s.list_files("alice", &page).await.unwrap()
                 };

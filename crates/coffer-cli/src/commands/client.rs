@@ -2,14 +2,14 @@
 //! progress bars and output formats live here; transfers and cryptography
 //! in the library.
 
-use std::collections::BTreeSet;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
-use coffer_client::download::{self, GetOptions, Target};
+use coffer_client::api::{Listing, Removed};
+use coffer_client::download::{self, GetOptions, OnExists, Target};
 use coffer_client::links::{self, LinkOptions, LinkUrl};
 use coffer_client::profile::{Home, Profile};
 use coffer_client::progress::{Progress, Silent};
@@ -103,7 +103,11 @@ impl Ctx {
 
     /// A user's key, checked against the one pinned before (TOFU).
     async fn user_key(&mut self, user: &str, accept_new: bool) -> Result<PublicIdentity> {
-        let key = self.session.user_identity(user).await?;
+        let key = self
+            .session
+            .user_identity(user)
+            .await
+            .with_context(|| format!("cannot get the key of user {}", printable(user)))?;
         if self.profile.check_user_key(user, &key, accept_new)? {
             self.note(&format!(
                 "pinned the key of {user}: {} (check it with them)",
@@ -227,7 +231,7 @@ async fn login(args: &LoginArgs) -> Result<()> {
     profile.remember_token(&session);
     home.save(&args.common.profile, &profile)?;
     if args.common.json {
-        println!(
+        crate::say!(
             "{}",
             json!({"profile": args.common.profile, "url": profile.url, "user": profile.user,
                    "certificate": profile.cert_fingerprint, "server_identity": profile.server_identity,
@@ -382,7 +386,7 @@ async fn put_files(
         };
         keep_receipt(&receipts, &outcome.receipt)?;
         if ctx.json {
-            println!(
+            crate::say!(
                 "{}",
                 json!({"id": outcome.file_id, "path": path, "size": outcome.plaintext_len,
                        "stored": outcome.stored_len, "resumed_at": outcome.resumed_at, "to": how.to})
@@ -395,7 +399,7 @@ async fn put_files(
                     outcome.resumed_at
                 ));
             }
-            println!("{}  {}", outcome.file_id, path.display());
+            crate::say!("{}  {}", outcome.file_id, path.display());
         }
     }
     ctx.save()?;
@@ -441,9 +445,16 @@ async fn get(args: &GetArgs) -> Result<()> {
     }
     let mut ctx = Ctx::open(&args.common)?;
     let options = GetOptions {
-        force: args.force,
+        on_exists: if args.force {
+            OnExists::Replace
+        } else {
+            OnExists::Refuse
+        },
         ..GetOptions::default()
     };
+    if args.output.as_deref() == Some(Path::new("-")) {
+        return get_to_stdout(&mut ctx, args, &options).await;
+    }
     let target = target_for(args)?;
     let mut result = Ok(());
     for id in &args.ids {
@@ -468,6 +479,45 @@ async fn get(args: &GetArgs) -> Result<()> {
     }
     ctx.save()?;
     result
+}
+
+/// `get ID -o -`: one file, decrypted and verified as it streams to
+/// standard output (see [`download::stream`]: on a non-zero exit, discard
+/// what came).
+async fn get_to_stdout(ctx: &mut Ctx, args: &GetArgs, options: &GetOptions) -> Result<()> {
+    let [id] = args.ids.as_slice() else {
+        bail!("-o - takes exactly one file id");
+    };
+    if args.recursive {
+        bail!("-o - cannot be combined with -r");
+    }
+    let progress = ctx.progress(id);
+    let mut stdout = std::io::stdout();
+    let streamed = download::stream(
+        &mut ctx.session,
+        id,
+        &mut stdout,
+        options,
+        &mut ctx.profile,
+        progress.as_ref(),
+    )
+    .await;
+    drop(progress);
+    let streamed = streamed.with_context(|| format!("download of {id} failed"))?;
+    if streamed.newly_pinned {
+        ctx.note(&format!(
+            "pinned the key of {}: {} (first file from them; check it with them)",
+            streamed.sender_user,
+            streamed.sender.fingerprint()
+        ));
+    }
+    ctx.note(&format!(
+        "{id}: {} bytes to standard output, from {} ({})",
+        streamed.plaintext_len,
+        printable(&streamed.sender_user),
+        streamed.sender.fingerprint()
+    ));
+    ctx.save()
 }
 
 fn target_for(args: &GetArgs) -> Result<Target> {
@@ -499,14 +549,14 @@ fn report_download(ctx: &Ctx, id: &str, outcome: &download::GetOutcome) {
         ));
     }
     if ctx.json {
-        println!(
+        crate::say!(
             "{}",
             json!({"id": id, "path": outcome.path, "size": outcome.plaintext_len,
                    "content": content_id(&outcome.content), "from": outcome.sender_user,
                    "sender": fingerprint, "resumed_at": outcome.resumed_at})
         );
     } else {
-        println!(
+        crate::say!(
             "{}  {}  from {} ({fingerprint}, verified)",
             id,
             outcome.path.display(),
@@ -543,7 +593,11 @@ async fn get_link(args: &GetArgs, url: &str) -> Result<()> {
     };
     let target = target_for(args)?;
     let options = GetOptions {
-        force: args.force,
+        on_exists: if args.force {
+            OnExists::Replace
+        } else {
+            OnExists::Refuse
+        },
         ..GetOptions::default()
     };
     let progress = bar(&link.link, args.common.quiet || args.common.json);
@@ -562,14 +616,14 @@ async fn get_link(args: &GetArgs, url: &str) -> Result<()> {
         "no sender in the link to check against"
     };
     if args.common.json {
-        println!(
+        crate::say!(
             "{}",
             json!({"link": link.link, "path": outcome.path, "size": outcome.plaintext_len,
                    "content": content_id(&outcome.content), "sender": outcome.sender.fingerprint(),
                    "sender_checked": link.sender.is_some()})
         );
     } else {
-        println!(
+        crate::say!(
             "{}  signed by {} ({checked})",
             outcome.path.display(),
             outcome.sender.fingerprint()
@@ -605,17 +659,22 @@ fn date(unix: i64) -> String {
 
 async fn ls(args: &LsArgs) -> Result<()> {
     let mut ctx = Ctx::open(&args.common)?;
-    let entries = ctx.session.list_files(args.shared_with_me).await?;
+    let listing = if args.shared_with_me {
+        Listing::SharedWithMe
+    } else {
+        Listing::Owned
+    };
+    let entries = ctx.session.list_files(listing).await?;
     if args.no_names {
         for entry in &entries {
             if ctx.json {
-                println!(
+                crate::say!(
                     "{}",
                     json!({"id": entry.id, "stored": entry.size,
                            "created_at": entry.created_at, "owner": entry.owner})
                 );
             } else {
-                println!(
+                crate::say!(
                     "{}  {:>12}  {}  {}",
                     printable(&entry.id),
                     entry.size,
@@ -646,7 +705,7 @@ async fn ls(args: &LsArgs) -> Result<()> {
             Vec::new()
         };
         if ctx.json {
-            println!(
+            crate::say!(
                 "{}",
                 json!({"id": entry.id, "name": name, "size": size, "stored": entry.size,
                        "created_at": entry.created_at, "owner": entry.owner, "shared_with": recipients})
@@ -658,7 +717,7 @@ async fn ls(args: &LsArgs) -> Result<()> {
             } else {
                 format!("  -> {}", recipients.join(","))
             };
-            println!(
+            crate::say!(
                 "{}  {:>12}  {}  {:<10}  {}{}",
                 printable(&entry.id),
                 size,
@@ -694,9 +753,9 @@ async fn stat(args: &IdArgs) -> Result<()> {
         "links": links,
     });
     if ctx.json {
-        println!("{value}");
+        crate::say!("{value}");
     } else {
-        println!("{}", serde_json::to_string_pretty(&value)?);
+        crate::say!("{}", serde_json::to_string_pretty(&value)?);
     }
     ctx.save()
 }
@@ -704,12 +763,21 @@ async fn stat(args: &IdArgs) -> Result<()> {
 async fn rm(args: &RmArgs) -> Result<()> {
     let mut ctx = Ctx::open(&args.common)?;
     for id in &args.ids {
-        ctx.session
+        let removed = ctx
+            .session
             .delete_file(id)
             .await
             .with_context(|| format!("cannot delete {id}"))?;
-        let _ = std::fs::remove_file(ctx.home.receipts_dir(&ctx.name)?.join(format!("{id}.json")));
-        ctx.note(&format!("deleted {id}"));
+        match removed {
+            Removed::File => {
+                let receipt = ctx.home.receipts_dir(&ctx.name)?.join(format!("{id}.json"));
+                let _ = std::fs::remove_file(receipt);
+                ctx.note(&format!("deleted {id}"));
+            }
+            Removed::Share => ctx.note(&format!(
+                "removed {id} from your files (shared with you; the owner keeps it)"
+            )),
+        }
     }
     ctx.save()
 }
@@ -740,9 +808,9 @@ async fn verify_receipts(common: &CommonArgs) -> Result<()> {
             bad += 1;
         }
         if ctx.json {
-            println!("{}", json!({"id": id, "status": status}));
+            crate::say!("{}", json!({"id": id, "status": status}));
         } else {
-            println!("{id}  {status}");
+            crate::say!("{id}  {status}");
         }
     }
     ctx.save()?;
@@ -786,31 +854,34 @@ async fn check_receipt(
     }
 }
 
+/// Files shared with the caller that no machine of theirs has acknowledged
+/// yet: listed, or (`--get-all`) downloaded and then acknowledged on the
+/// server, one by one, so a rerun after a failure fetches only what did not
+/// arrive. A name already taken keeps both (`name.2.ext`) unless `--force`.
 async fn inbox(args: &InboxArgs) -> Result<()> {
     let mut ctx = Ctx::open(&args.common)?;
-    let state_path = ctx.home.inbox_path(&ctx.name)?;
-    let mut fetched: BTreeSet<String> = std::fs::read(&state_path)
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or_default();
-    let entries = ctx.session.list_files(true).await?;
-    let new: Vec<_> = entries
-        .into_iter()
-        .filter(|e| !fetched.contains(&e.id))
-        .collect();
+    let entries = ctx.session.list_files(Listing::Unreceived).await?;
     if !args.get_all {
-        for entry in &new {
+        for entry in &entries {
+            let described = download::describe(&mut ctx.session, entry, &mut ctx.profile).await;
+            let (name, size) = match &described {
+                Ok((meta, _)) => (meta.path.clone().or(meta.name.clone()), meta.size),
+                Err(_) => (None, None),
+            };
             if ctx.json {
-                println!(
+                crate::say!(
                     "{}",
-                    json!({"id": entry.id, "owner": entry.owner, "created_at": entry.created_at})
+                    json!({"id": entry.id, "owner": entry.owner, "name": name, "size": size,
+                           "stored": entry.size, "created_at": entry.created_at})
                 );
             } else {
-                println!(
-                    "{}  {}  {}",
+                crate::say!(
+                    "{}  {}  {:>12}  {}  {}",
                     printable(&entry.id),
                     printable(&entry.owner),
-                    date(entry.created_at)
+                    size.map_or("?".to_string(), |s| s.to_string()),
+                    date(entry.created_at),
+                    printable(name.as_deref().unwrap_or("<cannot decrypt>"))
                 );
             }
         }
@@ -819,14 +890,28 @@ async fn inbox(args: &InboxArgs) -> Result<()> {
     if !args.output.is_dir() {
         bail!("{} is not a directory", args.output.display());
     }
-    let target = Target::Dir(args.output.clone());
-    for entry in &new {
+    let target = if args.recursive {
+        Target::Tree(args.output.clone())
+    } else {
+        Target::Dir(args.output.clone())
+    };
+    let options = GetOptions {
+        on_exists: if args.force {
+            OnExists::Replace
+        } else {
+            OnExists::KeepBoth
+        },
+        ..GetOptions::default()
+    };
+    // Oldest first, so that of several versions of one name the newest
+    // ends up with the highest number.
+    for entry in entries.iter().rev() {
         let progress = ctx.progress(&entry.id);
         let outcome = download::get(
             &mut ctx.session,
             &entry.id,
             &target,
-            &GetOptions::default(),
+            &options,
             &mut ctx.profile,
             progress.as_ref(),
         )
@@ -834,13 +919,68 @@ async fn inbox(args: &InboxArgs) -> Result<()> {
         drop(progress);
         let outcome = outcome.with_context(|| format!("download of {} failed", entry.id))?;
         report_download(&ctx, &entry.id, &outcome);
-        // Recorded after each file, so a rerun after a failure skips only
-        // what really arrived.
-        fetched.insert(entry.id.clone());
-        std::fs::create_dir_all(state_path.parent().unwrap_or(Path::new(".")))?;
-        std::fs::write(&state_path, serde_json::to_vec(&fetched)?)?;
+        // Acknowledged after each file is in place, so a rerun after a
+        // failure fetches exactly what did not arrive.
+        ctx.session
+            .mark_received(&entry.id)
+            .await
+            .with_context(|| format!("{} arrived but cannot be acknowledged", entry.id))?;
     }
-    ctx.note(&format!("{} new file(s)", new.len()));
+    ctx.note(&format!("{} new file(s)", entries.len()));
+    ctx.save()
+}
+
+async fn link_ls(args: &LinkLsArgs) -> Result<()> {
+    let mut ctx = Ctx::open(&args.common)?;
+    let ids = match &args.id {
+        Some(id) => vec![id.clone()],
+        None => (ctx.session.list_files(Listing::Owned).await?)
+            .into_iter()
+            .map(|entry| entry.id)
+            .collect(),
+    };
+    for id in &ids {
+        for link in ctx.session.list_links(id).await? {
+            if ctx.json {
+                crate::say!("{}", json!({"file": id, "link": link}));
+            } else {
+                let downloads = match link.max_downloads {
+                    Some(max) => format!("{}/{max}", link.downloads),
+                    None => link.downloads.to_string(),
+                };
+                crate::say!(
+                    "{}  {}  expires {}  downloads {}{}{}",
+                    printable(&link.id),
+                    printable(id),
+                    date(link.expires_at),
+                    downloads,
+                    if link.password_required {
+                        "  password"
+                    } else {
+                        ""
+                    },
+                    if link.locked { "  LOCKED" } else { "" }
+                );
+            }
+        }
+    }
+    ctx.save()
+}
+
+async fn link_revoke(args: &LinkRevokeArgs) -> Result<()> {
+    let mut ctx = Ctx::open(&args.common)?;
+    for given in &args.links {
+        let id = if given.starts_with("https://") {
+            LinkUrl::parse(given)?.link
+        } else {
+            given.clone()
+        };
+        ctx.session
+            .delete_link(&id)
+            .await
+            .with_context(|| format!("cannot revoke link {}", printable(&id)))?;
+        ctx.note(&format!("revoked link {id}"));
+    }
     ctx.save()
 }
 
@@ -893,18 +1033,32 @@ fn parse_duration(text: &str) -> Result<u64> {
 
 async fn link(args: &LinkArgs) -> Result<()> {
     let mut ctx = Ctx::open(&args.common)?;
+    match &args.action {
+        Some(LinkAction::Ls(ls)) => return link_ls(ls).await,
+        Some(LinkAction::Revoke(revoke)) => return link_revoke(revoke).await,
+        None => {}
+    }
+    let id = args.id.as_deref().context("a file id is needed")?;
+    // A password in the environment is meant to protect the link: never
+    // create an unprotected one because the flag was forgotten.
+    let wants_password = args.password || std::env::var_os(LINK_PASSWORD_ENV).is_some();
+    if wants_password && !args.password {
+        ctx.note(&format!(
+            "${LINK_PASSWORD_ENV} is set: the link needs that password"
+        ));
+    }
     let options = LinkOptions {
         expires_in: Some(parse_duration(&args.expires)?),
         max_downloads: args.max_downloads,
-        password: if args.password {
+        password: if wants_password {
             Some(link_password(true)?)
         } else {
             None
         },
     };
-    let created = links::create(&mut ctx.session, &args.id, options).await?;
+    let created = links::create(&mut ctx.session, id, options).await?;
     if ctx.json {
-        println!(
+        crate::say!(
             "{}",
             json!({"link": created.link, "url": created.url, "name": created.name})
         );
@@ -912,9 +1066,9 @@ async fn link(args: &LinkArgs) -> Result<()> {
         ctx.note(&format!(
             "link to {} ({})",
             printable(created.name.as_deref().unwrap_or("<no name>")),
-            args.id
+            id
         ));
-        println!("{}", created.url);
+        crate::say!("{}", created.url);
     }
     ctx.save()
 }

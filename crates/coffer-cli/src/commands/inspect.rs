@@ -68,23 +68,23 @@ pub fn run(args: &InspectArgs) -> Result<()> {
             "plaintext_size": plaintext_size,
             "metadata_encrypted_len": core.metadata_ct.len(),
         });
-        println!("{value}");
+        crate::say!("{value}");
         return Ok(());
     }
     let algorithms = match version {
         Version::V1 => "AES-256-GCM STREAM, HPKE X25519, Ed25519, SHA-256",
         Version::V2 => "AES-256-GCM STREAM, HPKE X25519 or X-Wing, Ed25519, BLAKE3 tree",
     };
-    println!(
+    crate::say!(
         "coffer file, format version {}, suite {SUITE} ({algorithms})",
         version.number()
     );
-    println!("chunk size:        {} bytes", core.chunk_size);
+    crate::say!("chunk size:        {} bytes", core.chunk_size);
     if version == Version::V2 {
-        println!("file id:           {}", hex(&core.file_id));
+        crate::say!("file id:           {}", hex(&core.file_id));
     }
-    println!("sender (claimed):  {}", sender.fingerprint());
-    println!(
+    crate::say!("sender (claimed):  {}", sender.fingerprint());
+    crate::say!(
         "recipients:        {}",
         if stanzas.is_empty() {
             "none embedded (detached)".to_string()
@@ -92,9 +92,9 @@ pub fn run(args: &InspectArgs) -> Result<()> {
             stanzas.join(", ")
         }
     );
-    println!("file size:         {total} bytes ({chunks} chunks)");
-    println!("plaintext size:    {plaintext_size} bytes (from length; verified on decrypt)");
-    println!(
+    crate::say!("file size:         {total} bytes ({chunks} chunks)");
+    crate::say!("plaintext size:    {plaintext_size} bytes (from length; verified on decrypt)");
+    crate::say!(
         "metadata:          {} bytes, encrypted",
         core.metadata_ct.len()
     );

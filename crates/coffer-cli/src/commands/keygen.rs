@@ -33,8 +33,8 @@ pub fn keygen(args: &KeygenArgs) -> Result<()> {
 }
 
 pub fn pubkey(args: &PubkeyArgs) -> Result<()> {
-    let identity = identity_file::load(args.identity.path.as_deref())?;
-    print_public(identity.public(), args.json, None);
+    let public = identity_file::load_public(args.identity.path.as_deref())?;
+    print_public(&public, args.json, None);
     Ok(())
 }
 
@@ -46,9 +46,9 @@ fn print_public(public: &PublicIdentity, json: bool, path: Option<&str>) {
             "key_id": public.key_id().to_string(),
             "path": path,
         });
-        println!("{value}");
+        crate::say!("{value}");
     } else {
-        println!("{public}");
+        crate::say!("{public}");
         eprintln!("fingerprint: {}", public.fingerprint());
         eprintln!("key id:      {}", public.key_id());
     }

@@ -48,9 +48,9 @@ async fn init(args: &ServerInitArgs) -> Result<()> {
     };
     apply_storage_args(&mut config, &args.storage);
     let report = coffer_server::init(&args.data.dir, cert, config.clone()).await?;
-    println!("url:                  {}", report.url);
-    println!("certificate:          {}", report.cert_fingerprint);
-    println!("server identity:      {}", report.server_identity);
+    crate::say!("url:                  {}", report.url);
+    crate::say!("certificate:          {}", report.cert_fingerprint);
+    crate::say!("server identity:      {}", report.server_identity);
     if std::env::var_os(coffer_server::keyring::MASTER_KEY_ENV).is_none() {
         eprintln!(
             "The master key is in {} (0600). Back it up apart from the data directory: without it the server-encrypted files are lost.",
@@ -168,7 +168,7 @@ async fn user(command: &UserCommand) -> Result<()> {
                 user.is_admin, user.quota_bytes
             ));
             audit::append(&store, &event).await?;
-            println!("added {} (fingerprint {})", user.name, public.fingerprint());
+            crate::say!("added {} (fingerprint {})", user.name, public.fingerprint());
         }
         UserCommand::List(args) => {
             let users = store.list_users().await?;
@@ -177,7 +177,7 @@ async fn user(command: &UserCommand) -> Result<()> {
                     .iter()
                     .map(|u| json!({"name": u.name, "public_identity": u.public_identity, "admin": u.is_admin, "quota_bytes": u.quota_bytes, "disabled": u.disabled}))
                     .collect();
-                println!("{}", serde_json::Value::Array(rows));
+                crate::say!("{}", serde_json::Value::Array(rows));
             } else {
                 for u in users {
                     let flags = [(u.is_admin, "admin"), (u.disabled, "disabled")]
@@ -186,7 +186,7 @@ async fn user(command: &UserCommand) -> Result<()> {
                         .map(|(_, name)| *name)
                         .collect::<Vec<_>>()
                         .join(",");
-                    println!("{}\t{}\t{}", u.name, u.public_identity, flags);
+                    crate::say!("{}\t{}\t{}", u.name, u.public_identity, flags);
                 }
             }
         }
@@ -201,7 +201,7 @@ async fn user(command: &UserCommand) -> Result<()> {
                 "user_enable"
             };
             audit::append(&store, &Event::new("admin", None, action, &args.name)).await?;
-            println!(
+            crate::say!(
                 "{} {}",
                 if disable { "disabled" } else { "enabled" },
                 args.name
@@ -218,12 +218,12 @@ async fn audit_command(command: &AuditCommand) -> Result<()> {
             let store = data.store().await?;
             let report = audit::verify(&store, data.identity.public()).await?;
             if args.json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
+                crate::say!("{}", serde_json::to_string_pretty(&report)?);
             } else {
                 for problem in &report.problems {
-                    println!("TAMPERED: {problem}");
+                    crate::say!("TAMPERED: {problem}");
                 }
-                println!(
+                crate::say!(
                     "{} entries, {} signed heads checked: {}",
                     report.entries,
                     report.checkpoints,
@@ -277,7 +277,7 @@ async fn rotate_kek(args: &RotateArgs) -> Result<()> {
         &Event::new("admin", None, "kek_rotate", "").detail(detail.clone()),
     )
     .await?;
-    println!("KEK {detail}");
+    crate::say!("KEK {detail}");
     Ok(())
 }
 
@@ -297,8 +297,8 @@ async fn rotate_master_key(args: &crate::cli::RotateMasterKeyArgs) -> Result<()>
         &Event::new("admin", None, "master_key_rotate", "").detail(detail.clone()),
     )
     .await?;
-    println!("master key replaced: {detail}");
-    println!("new key:             {}", rotation.key_file.display());
+    crate::say!("master key replaced: {detail}");
+    crate::say!("new key:             {}", rotation.key_file.display());
     eprintln!(
         "Every server must now use the new key: restart this one, and copy the key to every \
          other node (or its {}) and restart it. Database backups taken before now open only \
@@ -318,13 +318,16 @@ async fn keys_command(command: &KeysCommand) -> Result<()> {
                     .iter()
                     .map(|u| json!({"version": u.version, "created_at": u.created_at, "objects": u.objects, "uploads": u.uploads}))
                     .collect();
-                println!("{}", serde_json::Value::Array(rows));
+                crate::say!("{}", serde_json::Value::Array(rows));
             } else {
-                println!("version\tcreated_at\tfile keys\tupload keys");
+                crate::say!("version\tcreated_at\tfile keys\tupload keys");
                 for u in usage {
-                    println!(
+                    crate::say!(
                         "{}\t{}\t{}\t{}",
-                        u.version, u.created_at, u.objects, u.uploads
+                        u.version,
+                        u.created_at,
+                        u.objects,
+                        u.uploads
                     );
                 }
             }
@@ -338,7 +341,7 @@ async fn keys_command(command: &KeysCommand) -> Result<()> {
                 &Event::new("admin", None, "kek_prune", "").detail(detail.clone()),
             )
             .await?;
-            println!("{detail}");
+            crate::say!("{detail}");
         }
     }
     Ok(())
@@ -381,26 +384,28 @@ async fn migrate_store(args: &crate::cli::MigrateStoreArgs) -> Result<()> {
         )),
     )
     .await?;
-    println!(
+    crate::say!(
         "objects: {} copied ({} bytes), {} already in place; all verified",
-        report.objects_copied, report.bytes_copied, report.objects_present
+        report.objects_copied,
+        report.bytes_copied,
+        report.objects_present
     );
     for (table, rows) in &report.rows {
-        println!("{table}: {rows} rows");
+        crate::say!("{table}: {rows} rows");
     }
     if report.uploads_left > 0 {
-        println!(
+        crate::say!(
             "{} unfinished uploads were not moved; their clients start them again",
             report.uploads_left
         );
     }
     if args.keep_config {
-        println!("config.toml unchanged (--keep-config)");
+        crate::say!("config.toml unchanged (--keep-config)");
     } else {
         data.rewrite_config(&migrate::retarget(&data.config, &target))?;
-        println!("config.toml now points at the new storage (the old one is config.toml.old)");
+        crate::say!("config.toml now points at the new storage (the old one is config.toml.old)");
         if coffer_server::config::withhold_password(&target.database).is_some() {
-            println!(
+            crate::say!(
                 "the database password was not written to config.toml: give the server the URL in COFFER_DATABASE (or use PGPASSWORD or ~/.pgpass)"
             );
         }

@@ -173,11 +173,15 @@ impl World {
             .spawn()
             .unwrap();
         let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let mut said = Vec::new();
         loop {
-            let line = lines.next().expect("server exited").unwrap();
+            let Some(Ok(line)) = lines.next() else {
+                panic!("the server exited before listening:\n{}", said.join("\n"));
+            };
             if line.contains("listening on https://") {
                 break;
             }
+            said.push(line);
         }
         // Keep draining the log (into a file, for when a test fails) so the
         // server never blocks on a full pipe.

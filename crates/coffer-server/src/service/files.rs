@@ -40,12 +40,22 @@ pub fn cursor_after(file: &FileRecord) -> String {
     format!("{}.{}", file.created_at, file.id)
 }
 
-/// One page of the caller's files, or (`shared_with_me`) of those others
-/// shared with them, newest first; with the cursor of the next page.
+/// Which files a listing shows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Listing {
+    /// The caller's own.
+    Owned,
+    /// Those others shared with the caller.
+    SharedWithMe,
+    /// Of those, the ones the caller has not acknowledged (the inbox).
+    Unreceived,
+}
+
+/// One page of a listing, newest first; with the cursor of the next page.
 pub async fn list(
     service: &Service,
     caller: &Caller,
-    shared_with_me: bool,
+    listing: Listing,
     after: Option<&str>,
     limit: Option<u32>,
 ) -> Result<(Vec<FileRecord>, Option<String>)> {
@@ -57,10 +67,11 @@ pub async fn list(
         after: after.map(parse_cursor).transpose()?,
         limit,
     };
-    let files = if shared_with_me {
-        service.store.shared_with(&caller.user.name, &page).await?
-    } else {
-        service.store.list_files(&caller.user.name, &page).await?
+    let user = &caller.user.name;
+    let files = match listing {
+        Listing::Owned => service.store.list_files(user, &page).await?,
+        Listing::SharedWithMe => service.store.shared_with(user, &page, false).await?,
+        Listing::Unreceived => service.store.shared_with(user, &page, true).await?,
     };
     let next = (files.len() == limit as usize)
         .then(|| files.last().map(cursor_after))
@@ -68,9 +79,34 @@ pub async fn list(
     Ok((files, next))
 }
 
-/// Deletes a file with its wraps and links (owner only).
-pub async fn remove(service: &Service, caller: &Caller, id: &str) -> Result<()> {
-    let file = owned_file(service, caller, id).await?;
+/// What a removal took away.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Removed {
+    /// The owner's file, with its wraps and links.
+    File,
+    /// Only the caller's own wrap of a file shared with them: it leaves
+    /// their view; the owner and other recipients keep it.
+    Share,
+}
+
+/// The owner deletes a file with its wraps and links; a recipient removes
+/// it from their own view (their wrap).
+pub async fn remove(service: &Service, caller: &Caller, id: &str) -> Result<Removed> {
+    let Some(file) = service.store.file(id).await? else {
+        return Err(Error::not_found("file"));
+    };
+    if file.owner != caller.user.name {
+        return if service
+            .store
+            .delete_wrap(&file.id, &caller.user.name)
+            .await?
+        {
+            audit::record(service, caller.event("dismiss", &file.id)).await?;
+            Ok(Removed::Share)
+        } else {
+            Err(Error::not_found("file"))
+        };
+    }
     // Row first: once it is gone nothing can reach the object, so a crash
     // between the two leaves at worst an unreachable object, never a
     // listed file without bytes.
@@ -82,7 +118,22 @@ pub async fn remove(service: &Service, caller: &Caller, id: &str) -> Result<()> 
         .delete_object(&file.id)
         .await
         .map_err(Error::internal)?;
-    Ok(())
+    Ok(Removed::File)
+}
+
+/// A recipient acknowledges that a file shared with them arrived, so
+/// their next inbox, on any machine, leaves it out.
+pub async fn mark_received(service: &Service, caller: &Caller, id: &str) -> Result<()> {
+    let file = readable_file(service, caller, id).await?;
+    if service
+        .store
+        .mark_received(&file.id, &caller.user.name, crate::unix_now())
+        .await?
+    {
+        Ok(())
+    } else {
+        Err(Error::not_found("share"))
+    }
 }
 
 /// `<algorithm>:<hex>` of a file's content digest.

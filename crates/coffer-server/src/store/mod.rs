@@ -372,9 +372,22 @@ pub trait MetaStore: Send + Sync + 'static {
     fn delete_wrap<'a>(&'a self, file_id: &'a str, user: &'a str) -> StoreFuture<'a, bool>;
     /// Users holding a wrap for a file.
     fn wrap_users<'a>(&'a self, file_id: &'a str) -> StoreFuture<'a, Vec<String>>;
-    /// Files others shared with `user`, newest first, one page at a time.
-    fn shared_with<'a>(&'a self, user: &'a str, page: &'a Page)
-    -> StoreFuture<'a, Vec<FileRecord>>;
+    /// Files others shared with `user`, newest first, one page at a time;
+    /// with `unreceived`, only those `user` has not acknowledged.
+    fn shared_with<'a>(
+        &'a self,
+        user: &'a str,
+        page: &'a Page,
+        unreceived: bool,
+    ) -> StoreFuture<'a, Vec<FileRecord>>;
+    /// Records that `user` received the file shared with them (`at`, unix
+    /// time; an earlier acknowledgement is kept); whether they hold a wrap.
+    fn mark_received<'a>(
+        &'a self,
+        file_id: &'a str,
+        user: &'a str,
+        at: i64,
+    ) -> StoreFuture<'a, bool>;
     /// Records a new link.
     fn create_link<'a>(&'a self, link: &'a Link) -> StoreFuture<'a, ()>;
     /// One link by id.

@@ -755,12 +755,25 @@ impl MetaStore for SqlStore {
         &'a self,
         user: &'a str,
         page: &'a Page,
+        unreceived: bool,
     ) -> StoreFuture<'a, Vec<FileRecord>> {
-        Box::pin(self.files_page(
-            "SELECT f.* FROM files f JOIN wraps w ON w.file_id = f.id WHERE w.user_name = $1 AND f.owner <> $1 AND ($2 = 1 OR f.created_at < $3 OR (f.created_at = $3 AND f.id < $4)) ORDER BY f.created_at DESC, f.id DESC LIMIT $5",
-            user,
-            page,
-        ))
+        let sql = if unreceived {
+            "SELECT f.* FROM files f JOIN wraps w ON w.file_id = f.id WHERE w.user_name = $1 AND f.owner <> $1 AND w.received_at IS NULL AND ($2 = 1 OR f.created_at < $3 OR (f.created_at = $3 AND f.id < $4)) ORDER BY f.created_at DESC, f.id DESC LIMIT $5"
+        } else {
+            "SELECT f.* FROM files f JOIN wraps w ON w.file_id = f.id WHERE w.user_name = $1 AND f.owner <> $1 AND ($2 = 1 OR f.created_at < $3 OR (f.created_at = $3 AND f.id < $4)) ORDER BY f.created_at DESC, f.id DESC LIMIT $5"
+        };
+        Box::pin(self.files_page(sql, user, page))
+    }
+
+    fn mark_received<'a>(
+        &'a self,
+        file_id: &'a str,
+        user: &'a str,
+        at: i64,
+    ) -> StoreFuture<'a, bool> {
+        op!(self, pool => {
+            Ok(affected!(pool, "UPDATE wraps SET received_at = COALESCE(received_at, $3) WHERE file_id = $1 AND user_name = $2", file_id, user, at) == 1)
+        })
     }
 
     fn create_link<'a>(&'a self, link: &'a Link) -> StoreFuture<'a, ()> {

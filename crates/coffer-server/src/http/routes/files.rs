@@ -25,6 +25,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(download, remove))
         .routes(routes!(stat))
         .routes(routes!(receipt))
+        .routes(routes!(received))
 }
 
 /// A committed file as the API shows it.
@@ -68,6 +69,9 @@ pub struct FileList {
 struct ListQuery {
     #[serde(default)]
     shared_with_me: bool,
+    /// With `shared_with_me`: only files not yet acknowledged.
+    #[serde(default)]
+    unreceived: bool,
     /// The `next` of the previous page.
     after: Option<String>,
     /// Entries per page (1 to 1000).
@@ -78,6 +82,7 @@ struct ListQuery {
 /// newest first, in pages.
 #[utoipa::path(get, path = "/v1/files", tag = "files", security(("bearer" = [])),
     params(("shared_with_me" = Option<bool>, Query),
+        ("unreceived" = Option<bool>, Query, description = "With `shared_with_me`: only files the caller has not acknowledged"),
         ("after" = Option<String>, Query, description = "`next` of the previous page"),
         ("limit" = Option<u32>, Query, description = "Entries per page, 1 to 1000 (default 1000)")),
     responses((status = 200, body = FileList), (status = 400, body = ErrorBody)))]
@@ -86,10 +91,16 @@ async fn list(
     auth: Authenticated,
     Query(query): Query<ListQuery>,
 ) -> Result<Json<FileList>, ApiError> {
+    let listing = match (query.shared_with_me, query.unreceived) {
+        (false, false) => files::Listing::Owned,
+        (true, false) => files::Listing::SharedWithMe,
+        (true, true) => files::Listing::Unreceived,
+        (false, true) => return Err(Error::bad_request("unreceived needs shared_with_me")),
+    };
     let (records, next) = files::list(
         &state,
         &auth.caller,
-        query.shared_with_me,
+        listing,
         query.after.as_deref(),
         query.limit,
     )
@@ -127,16 +138,35 @@ async fn receipt(
     Ok(([(header::CONTENT_TYPE, "application/json")], file.receipt).into_response())
 }
 
-/// Deletes a file with its wraps and links (owner only).
+/// The owner deletes a file with its wraps and links; a recipient removes
+/// it from their own view only (their wrap), the owner's file stays.
 #[utoipa::path(delete, path = "/v1/files/{id}", tag = "files", security(("bearer" = [])),
     params(("id" = String, Path)),
-    responses((status = 204), (status = 404, body = ErrorBody)))]
+    responses((status = 200, description = "`{removed: \"file\" | \"share\"}`", body = serde_json::Value), (status = 404, body = ErrorBody)))]
 async fn remove(
     State(state): State<AppState>,
     auth: Authenticated,
     Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let removed = match files::remove(&state, &auth.caller, &id).await? {
+        files::Removed::File => "file",
+        files::Removed::Share => "share",
+    };
+    Ok(Json(serde_json::json!({ "removed": removed })))
+}
+
+/// A recipient acknowledges that a file shared with them arrived (`coffer
+/// inbox`): their listings with `unreceived=true` leave it out from then
+/// on, on every machine.
+#[utoipa::path(put, path = "/v1/files/{id}/received", tag = "files", security(("bearer" = [])),
+    params(("id" = String, Path)),
+    responses((status = 204), (status = 404, description = "No such file shared with the caller", body = ErrorBody)))]
+async fn received(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    files::remove(&state, &auth.caller, &id).await?;
+    files::mark_received(&state, &auth.caller, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
