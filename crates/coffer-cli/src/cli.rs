@@ -62,7 +62,7 @@ pub enum Command {
     Receipts(ReceiptsCommand),
     /// Upload a file and share it with users in one step.
     Send(SendArgs),
-    /// List, or fetch, files shared with you that were not fetched before.
+    /// List, or fetch, files shared with you that have not arrived yet.
     Inbox(InboxArgs),
     /// Give users access to a file (wraps the key for them locally).
     Share(ShareArgs),
@@ -70,6 +70,24 @@ pub enum Command {
     Revoke(RevokeArgs),
     /// Create an anonymous share link (the secret lives in the URL fragment).
     Link(LinkArgs),
+    /// Print a shell completion script: `coffer completions bash >
+    /// /etc/bash_completion.d/coffer`.
+    Completions(CompletionsArgs),
+    /// Write man pages (coffer.1 and one per subcommand) into a directory.
+    Man(ManArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CompletionsArgs {
+    /// The shell.
+    pub shell: clap_complete::Shell,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ManArgs {
+    /// Directory to write the pages into (created if missing).
+    #[arg(long, short, default_value = ".")]
+    pub out: PathBuf,
 }
 
 /// Options every client command takes.
@@ -514,6 +532,19 @@ pub enum UserCommand {
     Disable(UserNameArgs),
     /// Re-enable a disabled user.
     Enable(UserNameArgs),
+    /// Set or lift a user's storage quota (files stored stay, also above a
+    /// lower quota; new uploads are refused past it).
+    SetQuota(UserQuotaArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct UserQuotaArgs {
+    /// User name.
+    pub name: String,
+    /// The quota, e.g. 10GiB, or `none` for no limit.
+    pub quota: String,
+    #[command(flatten)]
+    pub data: DataArg,
 }
 
 #[derive(Debug, clap::Args)]
@@ -657,7 +688,7 @@ fn parse_size(text: &str) -> Result<u32, String> {
 }
 
 /// Byte counts with binary or decimal suffixes: 500MiB, 10GiB, 1TB, 4096.
-fn parse_bytes(text: &str) -> Result<u64, String> {
+pub fn parse_bytes(text: &str) -> Result<u64, String> {
     let text = text.trim();
     let split = text
         .find(|c: char| !c.is_ascii_digit())

@@ -24,6 +24,8 @@ fn main() -> ExitCode {
         Command::Decrypt(args) => commands::decrypt::run(args),
         Command::Inspect(args) => commands::inspect::run(args),
         Command::Server(command) => commands::server::run(command),
+        Command::Completions(args) => commands::docs::completions(args),
+        Command::Man(args) => commands::docs::man(args),
         client => commands::client::run(client),
     };
     match result {

@@ -578,3 +578,29 @@ fn killed_decryption_leaves_no_target() {
     assert!(!env.path("target.out").exists());
     assert!(env.entries().iter().all(|n| n != "target.out"));
 }
+
+#[test]
+fn completions_and_man_pages_cover_every_subcommand() {
+    let env = Env::new();
+    for shell in ["bash", "zsh", "fish"] {
+        let out = env.cmd().args(["completions", shell]).output().unwrap();
+        assert!(out.status.success(), "{shell}");
+        let script = String::from_utf8(out.stdout).unwrap();
+        // Subcommands two levels down are completed too.
+        for word in ["inbox", "set-quota", "revoke"] {
+            assert!(script.contains(word), "{shell} lacks {word}");
+        }
+    }
+    env.cmd()
+        .args(["completions", "powershell-nope"])
+        .assert()
+        .code(2);
+
+    env.cmd().args(["man", "--out", "man"]).assert().success();
+    for page in ["coffer.1", "coffer-put.1", "coffer-server-user-set-quota.1"] {
+        let text = fs::read_to_string(env.path("man").join(page)).unwrap();
+        assert!(text.starts_with(".ie") || text.contains(".TH"), "{page}");
+    }
+    let put = fs::read_to_string(env.path("man/coffer-put.1")).unwrap();
+    assert!(put.contains("accept\\-new\\-key") || put.contains("accept-new-key"));
+}

@@ -1377,3 +1377,93 @@ fn migrate_store_moves_an_embedded_server_to_postgres_and_s3() {
         .assert()
         .success();
 }
+
+/// The operator's view: one JSON access line per request, with the route
+/// template, status, sizes and user, and none of the secrets that passed
+/// through (token, link secret, link password, file name, file id).
+#[test]
+fn the_server_logs_one_json_access_line_per_request_and_no_secret() {
+    let mut world = World::new();
+    world.kill_server();
+    world
+        .storage
+        .push(("COFFER_LOG_FORMAT".into(), "json".into()));
+    world.start();
+    let file = world.write("quarterly-secret-report.pdf", &data(70_000, 9));
+    let put = world.put("alice", &file, &[]);
+    let id = put["id"].as_str().unwrap().to_string();
+    let out = world
+        .coffer("alice")
+        .args(["link", &id, "--password"])
+        .env("COFFER_LINK_PASSWORD", "correct horse battery")
+        .output()
+        .unwrap();
+    let url = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let secret = url.split("#k=").nth(1).unwrap().to_string();
+    std::fs::create_dir_all(world.path("got")).unwrap();
+    assert!(
+        Command::new(bin())
+            .current_dir(world.dir.path())
+            .env("COFFER_HOME", world.path("nobody-home"))
+            .env("COFFER_LINK_PASSWORD", "correct horse battery")
+            .args(["get", &url, "-o", "got"])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    );
+    world.coffer("mallory").args(["get", &id]).assert().code(8);
+    world.kill_server();
+
+    let log = std::fs::read_to_string(world.path(&format!("server-{}.log", world.port))).unwrap();
+    let lines: Vec<Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let access: Vec<&Value> = lines
+        .iter()
+        .filter(|l| l["target"] == "coffer::access")
+        .collect();
+    let by = |method: &str, route: &str| {
+        access
+            .iter()
+            .filter(|l| l["fields"]["method"] == method && l["fields"]["route"] == route)
+            .collect::<Vec<_>>()
+    };
+    let uploads = by("POST", "/v1/uploads");
+    assert!(!uploads.is_empty(), "{access:#?}");
+    assert_eq!(uploads[0]["fields"]["user"], "alice");
+    assert!(uploads[0]["fields"]["status"].as_u64().unwrap() < 300);
+    let patches = by("PATCH", "/v1/uploads/{id}");
+    let sent: u64 = patches
+        .iter()
+        .map(|l| l["fields"]["bytes_in"].as_u64().unwrap())
+        .sum();
+    assert!(sent >= 70_000, "bytes in of the upload: {sent}");
+    assert!(
+        access.iter().any(|l| l["fields"]["user"] == "mallory"
+            && l["fields"]["status"] == 404
+            && l["fields"]["route"]
+                .as_str()
+                .is_some_and(|r| r.starts_with("/v1/files/{id}"))),
+        "{access:#?}"
+    );
+    assert!(access.iter().all(|l| {
+        l["fields"]["request_id"]
+            .as_str()
+            .is_some_and(|id| id.len() == 16)
+    }));
+
+    let profile = std::fs::read_to_string(world.path("home/profiles/alice.json")).unwrap();
+    let token: Value = serde_json::from_str(&profile).unwrap();
+    let token = token["token"].as_str().unwrap();
+    for secret in [
+        token,
+        &secret,
+        "correct horse battery",
+        "quarterly-secret-report",
+        &id,
+    ] {
+        assert!(!log.contains(secret), "the log holds {secret:?}");
+    }
+}

@@ -123,6 +123,40 @@ fn users_are_added_listed_and_disabled() {
     assert_eq!(users[0]["disabled"], true);
     assert_eq!(users[0]["quota_bytes"], 10u64 << 30);
     assert_eq!(users[0]["public_identity"], alice);
+    assert_eq!(users[0]["stored_bytes"], 0);
+    assert_eq!(users[0]["open_uploads"], 0);
+    assert!(
+        users[0]["fingerprint"]
+            .as_str()
+            .is_some_and(|f| !f.is_empty())
+    );
+
+    let quota = |value: &str| {
+        let mut cmd = coffer();
+        cmd.args(["server", "user", "set-quota", "alice", value, "--data"])
+            .arg(&data);
+        cmd
+    };
+    let listed_quota = || {
+        let out = coffer()
+            .args(["server", "user", "list", "--json", "--data"])
+            .arg(&data)
+            .output()
+            .unwrap();
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()[0]["quota_bytes"].clone()
+    };
+    quota("1MiB").assert().success();
+    assert_eq!(listed_quota(), 1u64 << 20);
+    quota("lots").assert().failure();
+    assert_eq!(listed_quota(), 1u64 << 20, "a bad value changes nothing");
+    quota("none").assert().success();
+    assert_eq!(listed_quota(), serde_json::Value::Null);
+    coffer()
+        .args(["server", "user", "set-quota", "nobody", "1GiB", "--data"])
+        .arg(&data)
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("nobody"));
 }
 
 #[test]

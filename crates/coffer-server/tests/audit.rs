@@ -234,7 +234,7 @@ async fn the_server_records_actions_and_no_secrets() {
             )
             .await
             .0,
-        204
+        200
     );
     let dir = server.stop().await; // signs the head
     let text = common::audit_text(dir.path()).await;

@@ -305,7 +305,7 @@ async fn download_limit_tickets_and_revocation() {
             Some(&alice_token),
         )
         .await;
-    assert_eq!(status, 204);
+    assert_eq!(status, 200);
     assert_eq!(open(&mut client, &other, None).await.0, 404);
     server.shutdown().await;
 }

@@ -126,6 +126,14 @@ async fn users_are_unique_listed_by_name_and_disabled() {
         assert!(s.user("alice").await.unwrap().unwrap().disabled);
         assert!(!s.set_disabled("nobody", true).await.unwrap());
         assert_eq!(s.user("nobody").await.unwrap(), None);
+        assert!(s.set_quota("alice", Some(1 << 40)).await.unwrap());
+        assert_eq!(
+            s.user("alice").await.unwrap().unwrap().quota_bytes,
+            Some(1 << 40)
+        );
+        assert!(s.set_quota("alice", None).await.unwrap());
+        assert_eq!(s.user("alice").await.unwrap().unwrap().quota_bytes, None);
+        assert!(!s.set_quota("nobody", Some(1)).await.unwrap());
     }
 }
 

@@ -193,7 +193,16 @@ async fn login(args: &LoginArgs) -> Result<()> {
     };
     let endpoint = Endpoint::parse(&args.url, trust.clone(), client_cert)?;
     let mut session = Session::new(endpoint, &args.user, pinned_identity)?.with_identity(identity);
-    session.login().await?;
+    match session.login().await {
+        Err(coffer_client::Error::CertificateChanged { pinned, presented })
+            if args.fingerprint.is_some() =>
+        {
+            bail!(
+                "the server's certificate is not the one given with --fingerprint: expected {pinned}, got {presented}"
+            );
+        }
+        other => other?,
+    }
     let server_identity = session
         .server_identity()
         .context("the server did not identify itself")?

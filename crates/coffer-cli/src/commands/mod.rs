@@ -2,6 +2,7 @@
 
 pub mod client;
 pub mod decrypt;
+pub mod docs;
 pub mod encrypt;
 pub mod inspect;
 pub mod keygen;

@@ -48,9 +48,13 @@ async fn init(args: &ServerInitArgs) -> Result<()> {
     };
     apply_storage_args(&mut config, &args.storage);
     let report = coffer_server::init(&args.data.dir, cert, config.clone()).await?;
-    crate::say!("url:                  {}", report.url);
+    crate::say!("url:                  {}", client_url(&report.url, args));
     crate::say!("certificate:          {}", report.cert_fingerprint);
     crate::say!("server identity:      {}", report.server_identity);
+    if let Ok(public) = PublicIdentity::parse(&report.server_identity) {
+        // The form `coffer login` shows at first contact.
+        crate::say!("server fingerprint:   {}", public.fingerprint());
+    }
     if std::env::var_os(coffer_server::keyring::MASTER_KEY_ENV).is_none() {
         eprintln!(
             "The master key is in {} (0600). Back it up apart from the data directory: without it the server-encrypted files are lost.",
@@ -68,6 +72,30 @@ async fn init(args: &ServerInitArgs) -> Result<()> {
         args.data.dir.display()
     );
     Ok(())
+}
+
+/// The URL clients use: the listen address, unless it is a wildcard
+/// (`0.0.0.0`, `::`), which no client can connect to; then the first
+/// certificate name.
+fn client_url(url: &str, args: &crate::cli::ServerInitArgs) -> String {
+    if !args.listen.ip().is_unspecified() {
+        return url.to_string();
+    }
+    let host = args
+        .names
+        .iter()
+        .find(|name| {
+            name.parse::<std::net::IpAddr>()
+                .map_or(true, |ip| !ip.is_loopback())
+        })
+        .or(args.names.first())
+        .map_or("localhost", String::as_str);
+    let host = if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host.to_string()
+    };
+    format!("https://{host}:{}", args.listen.port())
 }
 
 /// The master key's file: as given, or `DATA.master.key` beside the data
@@ -102,13 +130,17 @@ fn apply_storage_args(config: &mut Config, storage: &crate::cli::StorageArgs) {
 }
 
 async fn serve(args: &ServerRunArgs) -> Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("COFFER_LOG")
-                .unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_env("COFFER_LOG").unwrap_or_else(|_| "info".into());
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    // `COFFER_LOG_FORMAT=json`: one JSON object per line, for collectors.
+    if std::env::var("COFFER_LOG_FORMAT").is_ok_and(|f| f == "json") {
+        logs.json().init();
+    } else {
+        logs.init();
+    }
     let mut data = DataDir::open(&args.data.dir)?;
     if let Some(listen) = args.listen {
         data.config.listen = listen;
@@ -143,6 +175,7 @@ async fn user(command: &UserCommand) -> Result<()> {
         UserCommand::Add(a) => &a.data.dir,
         UserCommand::List(a) => &a.data.dir,
         UserCommand::Disable(a) | UserCommand::Enable(a) => &a.data.dir,
+        UserCommand::SetQuota(a) => &a.data.dir,
     };
     let store = DataDir::open(dir)?.store().await?;
     match command {
@@ -173,10 +206,15 @@ async fn user(command: &UserCommand) -> Result<()> {
         UserCommand::List(args) => {
             let users = store.list_users().await?;
             if args.json {
-                let rows: Vec<_> = users
-                    .iter()
-                    .map(|u| json!({"name": u.name, "public_identity": u.public_identity, "admin": u.is_admin, "quota_bytes": u.quota_bytes, "disabled": u.disabled}))
-                    .collect();
+                let mut rows = Vec::new();
+                for u in &users {
+                    let usage = store.usage(&u.name).await?;
+                    rows.push(json!({"name": u.name, "public_identity": u.public_identity,
+                        "fingerprint": PublicIdentity::parse(&u.public_identity).map(|p| p.fingerprint()).ok(),
+                        "admin": u.is_admin, "quota_bytes": u.quota_bytes, "disabled": u.disabled,
+                        "stored_bytes": usage.stored_bytes, "reserved_bytes": usage.reserved_bytes,
+                        "open_uploads": usage.open_uploads}));
+                }
                 crate::say!("{}", serde_json::Value::Array(rows));
             } else {
                 for u in users {
@@ -188,6 +226,22 @@ async fn user(command: &UserCommand) -> Result<()> {
                         .join(",");
                     crate::say!("{}\t{}\t{}", u.name, u.public_identity, flags);
                 }
+            }
+        }
+        UserCommand::SetQuota(args) => {
+            let quota = match args.quota.as_str() {
+                "none" => None,
+                text => Some(crate::cli::parse_bytes(text).map_err(|e| anyhow::anyhow!(e))?),
+            };
+            if !store.set_quota(&args.name, quota).await? {
+                bail!("no such user: {}", args.name);
+            }
+            let event = Event::new("admin", None, "user_set_quota", &args.name)
+                .detail(format!("quota={quota:?}"));
+            audit::append(&store, &event).await?;
+            match quota {
+                Some(bytes) => crate::say!("quota of {}: {bytes} bytes", args.name),
+                None => crate::say!("quota of {}: none", args.name),
             }
         }
         UserCommand::Disable(args) | UserCommand::Enable(args) => {

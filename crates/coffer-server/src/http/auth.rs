@@ -5,6 +5,7 @@ use axum::extract::FromRequestParts;
 use axum::http::header;
 use axum::http::request::Parts;
 
+use super::access_log::LoggedUser;
 use super::serve::ConnInfo;
 use super::state::AppState;
 use crate::service::{Caller, Error, session};
@@ -28,6 +29,9 @@ impl FromRequestParts<AppState> for Authenticated {
             .and_then(|v| v.strip_prefix("Bearer "))
             .ok_or_else(Error::unauthorized)?;
         let (user, token_hash) = session::token_user(state, token).await?;
+        if let Some(logged) = parts.extensions.get::<LoggedUser>() {
+            logged.set(&user.name);
+        }
         let ip = parts.extensions.get::<ConnInfo>().map(|c| c.peer.ip());
         Ok(Self {
             caller: Caller { user, ip },

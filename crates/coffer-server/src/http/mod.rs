@@ -2,13 +2,14 @@
 //! OpenAPI document, the shared state ([`state`]), the error type's JSON
 //! form ([`error`]), extractors that refuse with it ([`extract`]), the
 //! bearer-token extractor ([`auth`]), middleware
-//! ([`limits`], [`metrics`]), connection timeouts ([`watchdog`]), the PROXY protocol ([`proxy`]), and one module per group of routes
+//! ([`limits`], [`metrics`], [`access_log`]), connection timeouts ([`watchdog`]), the PROXY protocol ([`proxy`]), and one module per group of routes
 //! ([`routes`]). Every handler is thin: parse the request (with
 //! [`crate::codec`]), call one operation of [`crate::service`], answer.
 //!
 //! Errors are JSON with a stable code and a human message:
 //! `{"error": {"code": "unauthorized", "message": "…"}}`.
 
+pub mod access_log;
 pub mod auth;
 pub mod error;
 pub mod extract;
@@ -87,6 +88,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(extract::no_route)
         .method_not_allowed_fallback(extract::wrong_method)
         .route_layer(axum::middleware::from_fn(metrics::track))
+        .route_layer(axum::middleware::from_fn(access_log::log))
         .layer(axum::extract::DefaultBodyLimit::max(json_limit))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -289,6 +289,9 @@ pub trait MetaStore: Send + Sync + 'static {
     fn user<'a>(&'a self, name: &'a str) -> StoreFuture<'a, Option<User>>;
     /// Disables or enables a user; returns false if there is no such user.
     fn set_disabled<'a>(&'a self, name: &'a str, disabled: bool) -> StoreFuture<'a, bool>;
+    /// Sets (or, with `None`, lifts) a user's storage quota; whether the
+    /// user exists. Files already stored stay, also above a lower quota.
+    fn set_quota<'a>(&'a self, name: &'a str, quota_bytes: Option<u64>) -> StoreFuture<'a, bool>;
     /// Stores a login challenge (and drops expired ones).
     fn put_challenge<'a>(
         &'a self,

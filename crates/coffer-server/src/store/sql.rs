@@ -524,6 +524,12 @@ impl MetaStore for SqlStore {
         Box::pin(self.row_by("SELECT * FROM users WHERE name = $1", name, user_from_row))
     }
 
+    fn set_quota<'a>(&'a self, name: &'a str, quota_bytes: Option<u64>) -> StoreFuture<'a, bool> {
+        op!(self, pool => {
+            Ok(affected!(pool, "UPDATE users SET quota_bytes = $1 WHERE name = $2", quota_bytes.map(sql_u64), name) == 1)
+        })
+    }
+
     fn set_disabled<'a>(&'a self, name: &'a str, disabled: bool) -> StoreFuture<'a, bool> {
         op!(self, pool => {
             let found = affected!(pool, "UPDATE users SET disabled = $1 WHERE name = $2", i64::from(disabled), name) == 1;

@@ -257,7 +257,10 @@ impl Node {
                 let _ = ready_tx.send(bound);
             },
         ));
-        let bound: coffer_server::Bound = ready_rx.await.unwrap();
+        let bound: coffer_server::Bound = match ready_rx.await {
+            Ok(bound) => bound,
+            Err(_) => panic!("the server did not start: {:?}", task.await),
+        };
         Node {
             addr: bound.api,
             metrics: bound.metrics,
