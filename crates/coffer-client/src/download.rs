@@ -247,7 +247,7 @@ pub(crate) async fn fetch_header(
     let bytes = http_body_util::Limited::new(response.into_body(), MAX_HEADER as usize)
         .collect()
         .await
-        .map_err(|e| Error::Transport(e.to_string()))?
+        .map_err(|e| Error::transport(&*e))?
         .to_bytes();
     let (_, len) = Header::parse(&bytes)?;
     Ok(bytes[..len].to_vec())
@@ -400,9 +400,10 @@ pub async fn stream(
                     metadata: verified.metadata,
                 });
             }
-            Err(Failure::Retry(_)) if failures < options.retries => {
+            Err(Failure::Retry(err)) if failures < options.retries => {
                 failures += 1;
                 session.disconnect();
+                progress.retrying(&err.to_string(), retry_delay(failures));
                 tokio::time::sleep(retry_delay(failures)).await;
             }
             Err(Failure::Retry(err) | Failure::NotOurs(err) | Failure::Final(err)) => {
@@ -468,7 +469,7 @@ async fn stream_attempt(
 /// format's verdict (final).
 fn read_failure(io: std::io::Error) -> Failure {
     match coffer_format::Error::from_io(io) {
-        coffer_format::Error::Io(io) => Failure::Retry(Error::Transport(io.to_string())),
+        coffer_format::Error::Io(io) => Failure::Retry(Error::transport(&io)),
         format => Failure::Final(Error::Format(format)),
     }
 }
@@ -533,9 +534,10 @@ pub(crate) async fn fetch(
                     resumed_at: resumed_at.unwrap_or(0),
                 });
             }
-            Err(Failure::Retry(_)) if failures < options.retries => {
+            Err(Failure::Retry(err)) if failures < options.retries => {
                 failures += 1;
                 session.disconnect();
+                progress.retrying(&err.to_string(), retry_delay(failures));
                 tokio::time::sleep(retry_delay(failures)).await;
             }
             Err(Failure::Retry(err) | Failure::NotOurs(err)) => return Err(err),

@@ -135,6 +135,22 @@ pub enum Error {
 }
 
 impl Error {
+    /// A failed exchange, with the whole chain of causes: hyper's own
+    /// message ("connection error") hides the one that matters ("the
+    /// connection stalled: …").
+    pub fn transport(err: &(dyn std::error::Error + 'static)) -> Self {
+        let mut text = err.to_string();
+        let mut cause = err.source();
+        while let Some(inner) = cause {
+            let said = inner.to_string();
+            if !text.contains(&said) {
+                text = format!("{text}: {said}");
+            }
+            cause = inner.source();
+        }
+        Error::Transport(text)
+    }
+
     pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Self {
         let path = path.into();
         move |source| Error::Io { path, source }

@@ -27,6 +27,9 @@
 //!   URL fragments.
 //! * [`profile`]: pins, tokens and known user keys on disk (0600).
 //! * [`untrusted`]: server-chosen text made safe to print.
+//! * [`watchdog`]: a connection that moves nothing for the stall limit
+//!   (`COFFER_STALL_TIMEOUT`, default 30 s) fails, and the transfer
+//!   reconnects and resumes.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -43,6 +46,7 @@ pub mod share;
 mod tls;
 pub mod untrusted;
 pub mod upload;
+pub mod watchdog;
 
 pub use error::{Class, Error, Result};
 pub use session::{Endpoint, Probe, Session, Token};

@@ -7,6 +7,9 @@ pub trait Progress: Sync {
     fn set_total(&self, total: u64);
     /// Bytes done so far (may go back when a transfer resumes).
     fn set_position(&self, position: u64);
+    /// The transfer failed with `reason` and resumes on a new connection
+    /// after `wait` (a batch job's log should say why it took longer).
+    fn retrying(&self, _reason: &str, _wait: std::time::Duration) {}
 }
 
 /// Reports nothing.

@@ -128,6 +128,9 @@ pub struct Session {
     seen: Arc<Seen>,
     key_exchange: std::sync::Mutex<Option<String>>,
     conn: Option<Conn>,
+    /// No byte moving either way for this long fails the connection
+    /// ([`crate::watchdog`]); also bounds connecting.
+    stall_limit: std::time::Duration,
     user: String,
     identity: Option<Arc<Identity>>,
     server_identity: Option<PublicIdentity>,
@@ -167,6 +170,7 @@ impl Session {
             seen,
             key_exchange: std::sync::Mutex::new(None),
             conn: None,
+            stall_limit: crate::watchdog::stall_limit(),
             user: user.to_string(),
             identity: None,
             server_identity,
@@ -237,10 +241,20 @@ impl Session {
             addr: addr.clone(),
             source,
         };
-        let tcp = TcpStream::connect((self.endpoint.host.as_str(), self.endpoint.port))
-            .await
-            .map_err(connect_err)?;
+        let connecting = TcpStream::connect((self.endpoint.host.as_str(), self.endpoint.port));
+        let tcp = match tokio::time::timeout(self.stall_limit, connecting).await {
+            Ok(connected) => connected.map_err(connect_err)?,
+            Err(_) => {
+                return Err(connect_err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("no answer within {} s", self.stall_limit.as_secs()),
+                )));
+            }
+        };
         let _ = tcp.set_nodelay(true);
+        // A handshake, a response header or a body that stops moving fails
+        // after the stall limit, like the transfer that follows.
+        let tcp = crate::watchdog::Watchdog::new(tcp, self.stall_limit);
         let name = rustls_pki_types::ServerName::try_from(self.endpoint.host.clone())
             .map_err(|_| Error::Usage(format!("bad host name {}", self.endpoint.host)))?;
         let tls = match self.tls.connect(name, tcp).await {
@@ -259,7 +273,7 @@ impl Session {
         let (sender, driver) =
             hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
                 .await
-                .map_err(|e| Error::Transport(e.to_string()))?;
+                .map_err(|e| Error::transport(&e))?;
         tokio::spawn(driver);
         Ok(Conn { sender, exporter })
     }
@@ -286,7 +300,7 @@ impl Session {
             if e.is_canceled() {
                 Error::NotSent(e.to_string())
             } else {
-                Error::Transport(e.to_string())
+                Error::transport(&e)
             }
         })
     }
@@ -531,7 +545,7 @@ impl Session {
             .sender
             .send_request(request)
             .await
-            .map_err(|e| Error::Transport(e.to_string()))?;
+            .map_err(|e| Error::transport(&e))?;
         self.token = Some(token_from(json_answer(response).await?)?);
         Ok(())
     }
@@ -625,7 +639,7 @@ pub async fn json_answer(response: Response<Incoming>) -> Result<Value> {
     let bytes = Limited::new(response.into_body(), MAX_JSON)
         .collect()
         .await
-        .map_err(|e| Error::Transport(e.to_string()))?
+        .map_err(|e| Error::transport(&*e))?
         .to_bytes();
     if !status.is_success() {
         return Err(api_error(status, &bytes));

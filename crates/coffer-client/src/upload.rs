@@ -623,6 +623,7 @@ async fn send_all(
                 failures += 1;
                 session.disconnect();
                 let wait = Duration::from_millis((250u64 << failures.min(5)).min(5_000));
+                progress.retrying(&err.to_string(), wait);
                 tokio::time::sleep(wait).await;
             }
             Err(err) => return Err(err),

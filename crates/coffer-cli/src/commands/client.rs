@@ -98,7 +98,7 @@ impl Ctx {
     }
 
     fn progress(&self, label: &str) -> Box<dyn Progress> {
-        bar(label, self.quiet || self.json)
+        bar(label, self.quiet, self.json)
     }
 
     /// A user's key, checked against the one pinned before (TOFU).
@@ -127,6 +127,28 @@ impl Progress for Bar {
     fn set_position(&self, position: u64) {
         self.0.set_position(position);
     }
+    fn retrying(&self, reason: &str, wait: std::time::Duration) {
+        self.0.println(retry_note(reason, wait));
+    }
+}
+
+/// No bar (stderr is not a terminal: cron, a pipe), but a retry is still
+/// worth a line in the job's log.
+struct RetryNotes;
+
+impl Progress for RetryNotes {
+    fn set_total(&self, _: u64) {}
+    fn set_position(&self, _: u64) {}
+    fn retrying(&self, reason: &str, wait: std::time::Duration) {
+        eprintln!("{}", retry_note(reason, wait));
+    }
+}
+
+fn retry_note(reason: &str, wait: std::time::Duration) -> String {
+    format!(
+        "coffer: {reason}; reconnecting and resuming in {:.1} s",
+        wait.as_secs_f64()
+    )
 }
 
 impl Drop for Bar {
@@ -136,9 +158,12 @@ impl Drop for Bar {
 }
 
 /// A progress bar on stderr when it is a terminal, else nothing.
-fn bar(label: &str, silent: bool) -> Box<dyn Progress> {
-    if silent || !std::io::stderr().is_terminal() {
+fn bar(label: &str, quiet: bool, json: bool) -> Box<dyn Progress> {
+    if quiet {
         return Box::new(Silent);
+    }
+    if json || !std::io::stderr().is_terminal() {
+        return Box::new(RetryNotes);
     }
     let bar = indicatif::ProgressBar::new(0);
     if let Ok(style) = indicatif::ProgressStyle::with_template(
@@ -609,7 +634,7 @@ async fn get_link(args: &GetArgs, url: &str) -> Result<()> {
         },
         ..GetOptions::default()
     };
-    let progress = bar(&link.link, args.common.quiet || args.common.json);
+    let progress = bar(&link.link, args.common.quiet, args.common.json);
     let outcome =
         links::fetch_link(&link, trust, password, &target, &options, progress.as_ref()).await?;
     drop(progress);
