@@ -388,6 +388,9 @@ def parse_metadata(plain):
         if key in ("name", "path", "content_type"):
             if not isinstance(value, str):
                 raise CofferError("malformed", f"{key} is not a string")
+        elif key == "content_blake3":
+            if not (isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value)):
+                raise CofferError("malformed", "content_blake3 is not 64 lowercase hex digits")
         elif key in ("size", "mtime"):
             lo, hi = (0, 2**63 - 1) if key == "size" else (-(2**63), 2**63 - 1)
             if type(value) is not int or not lo <= value <= hi:

@@ -154,6 +154,12 @@ pub struct PutArgs {
     /// finish (then resume from where it stopped) instead of exiting.
     #[arg(long)]
     pub wait: bool,
+    /// Do not upload a file you already uploaded with --skip-existing under
+    /// the same name and relative path with the same bytes (BLAKE3, kept in
+    /// the encrypted metadata): a batch that failed halfway can be re-run.
+    /// Its id is printed as if it had been uploaded.
+    #[arg(long)]
+    pub skip_existing: bool,
 }
 
 #[derive(Debug, clap::Args)]

@@ -1591,3 +1591,123 @@ fn a_frozen_connection_mid_put_or_get_is_abandoned_and_resumed() {
     );
     assert_eq!(sha(&world.path("down/big.bin")), sha(&file));
 }
+
+/// A batch of 50 killed after 20 uploads, re-run with --skip-existing:
+/// 30 more uploads, the 20 recognised by name, path, size and BLAKE3 (a
+/// changed file with the same name is uploaded again), and no duplicate.
+#[test]
+fn an_interrupted_batch_rerun_with_skip_existing_uploads_only_the_rest() {
+    use std::io::BufRead;
+    let mut world = World::new();
+    world.kill_server();
+    let config = world.path("srv/config.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replace(
+            "api_requests_per_window = 100",
+            "api_requests_per_window = 100000",
+        ),
+    )
+    .unwrap();
+    world.start();
+    std::fs::create_dir_all(world.path("batch")).unwrap();
+    let files: Vec<_> = (0..50)
+        .map(|i| {
+            world.write(
+                &format!("batch/f{i:02}.csv"),
+                &data(1000 + i * 37, i as u64),
+            )
+        })
+        .collect();
+    let put = |extra: &[&str]| {
+        let mut cmd = Std::new(bin());
+        cmd.current_dir(world.dir.path())
+            .env("COFFER_HOME", world.path("home"))
+            .env("COFFER_PROFILE", "alice")
+            .args(["put", "--json"])
+            .args(extra)
+            .args(&files);
+        cmd
+    };
+    // Night 1 dies after its 20th upload.
+    let mut first = put(&["--skip-existing"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let lines = std::io::BufReader::new(first.stdout.take().unwrap()).lines();
+    let done: Vec<Value> = lines
+        .take(20)
+        .map(|l| serde_json::from_str(&l.unwrap()).unwrap())
+        .collect();
+    first.kill().unwrap();
+    let _ = first.wait();
+    assert_eq!(done.len(), 20);
+    // The kill may land just after a 21st finished: count what is stored.
+    let ls_count = || {
+        let listed = world
+            .coffer("alice")
+            .args(["ls", "--json"])
+            .output()
+            .unwrap();
+        String::from_utf8(listed.stdout).unwrap().lines().count()
+    };
+    let stored_before = ls_count();
+    assert!((20..=21).contains(&stored_before), "{stored_before}");
+
+    // One of the 20 changed since: same name, other bytes.
+    std::fs::write(&files[3], data(1111, 99)).unwrap();
+    let out = put(&["--skip-existing"]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rerun: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rerun.len(), 50);
+    let skipped: Vec<&Value> = rerun.iter().filter(|r| r["skipped"] == true).collect();
+    assert_eq!(skipped.len(), stored_before - 1, "{rerun:#?}");
+    for s in &skipped {
+        if let Some(before) = done.iter().find(|d| d["path"] == s["path"]) {
+            assert_eq!(before["id"], s["id"], "the id of the earlier upload");
+        }
+    }
+    assert!(
+        rerun
+            .iter()
+            .any(|r| r["path"].as_str().unwrap().ends_with("f03.csv") && r["skipped"].is_null())
+    );
+
+    // A third run uploads nothing; a plain put (no flag) still uploads.
+    let third = put(&["--skip-existing"]).output().unwrap();
+    let third = String::from_utf8(third.stdout).unwrap();
+    assert_eq!(
+        third
+            .lines()
+            .filter(|l| l.contains("\"skipped\":true"))
+            .count(),
+        50
+    );
+    // 50 and the old version of the changed one: no duplicates (a file the
+    // kill cut short was resumed, not uploaded twice).
+    assert_eq!(ls_count(), 51, "no duplicates");
+    // The recognised file really is the one with those bytes.
+    let id = skipped[0]["id"].as_str().unwrap();
+    let name = Path::new(skipped[0]["path"].as_str().unwrap())
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    world.get_same(
+        "alice",
+        id,
+        &format!("check/{name}"),
+        Path::new(skipped[0]["path"].as_str().unwrap()),
+    );
+}

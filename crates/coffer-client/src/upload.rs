@@ -81,6 +81,9 @@ pub struct PutOptions {
     pub state_dir: PathBuf,
     /// Wait for another run uploading the same file (else fail at once).
     pub wait_for_lock: bool,
+    /// BLAKE3 of the plaintext ([`content_blake3`]), kept in the encrypted
+    /// metadata so that a later `put --skip-existing` recognises the file.
+    pub content_blake3: Option<String>,
 }
 
 impl PutOptions {
@@ -94,6 +97,7 @@ impl PutOptions {
             retries: 8,
             state_dir,
             wait_for_lock: false,
+            content_blake3: None,
         }
     }
 }
@@ -401,7 +405,23 @@ fn metadata_for(source: &Path, meta: &std::fs::Metadata, options: &PutOptions) -
             .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
             .map(|d| d.as_secs() as i64),
         content_type: None,
+        content_blake3: options.content_blake3.clone(),
     }
+}
+
+/// BLAKE3-256 of a file's bytes, lowercase hex (the `content_blake3`
+/// metadata member). Blocking: it reads the whole file.
+pub fn content_blake3(path: &Path) -> Result<String> {
+    let file = std::fs::File::open(path).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mut hasher = blake3::Hasher::new();
+    hasher.update_reader(file).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok(hasher.finalize().to_hex().to_string())
 }
 
 /// A fresh random file id (16 bytes) and its hex form.

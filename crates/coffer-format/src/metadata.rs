@@ -37,6 +37,11 @@ pub struct Metadata {
     /// MIME type, if the sender knows it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content_type: Option<String>,
+    /// BLAKE3-256 of the plaintext, 64 lowercase hex digits, when the
+    /// sender hashed it first (`put --skip-existing` recognises a file it
+    /// already uploaded by it). Only key holders ever see it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_blake3: Option<String>,
 }
 
 /// Largest `size` (the format's lengths are signed 64-bit quantities in
@@ -47,6 +52,15 @@ impl Metadata {
     pub(crate) fn encode(&self) -> Result<Vec<u8>> {
         if self.size.is_some_and(|size| size > MAX_SIZE) {
             return Err(Error::InvalidMetadata("size out of range"));
+        }
+        if self
+            .content_blake3
+            .as_deref()
+            .is_some_and(|h| !is_digest_hex(h))
+        {
+            return Err(Error::InvalidMetadata(
+                "content_blake3 is not 64 lowercase hex digits",
+            ));
         }
         let bytes =
             serde_json::to_vec(self).map_err(|_| Error::InvalidMetadata("not serializable"))?;
@@ -72,6 +86,15 @@ impl Metadata {
                 "name" => metadata.name = Some(string(value)?),
                 "path" => metadata.path = Some(string(value)?),
                 "content_type" => metadata.content_type = Some(string(value)?),
+                "content_blake3" => {
+                    let hex = string(value)?;
+                    if !is_digest_hex(&hex) {
+                        return Err(Error::InvalidMetadata(
+                            "content_blake3 is not 64 lowercase hex digits",
+                        ));
+                    }
+                    metadata.content_blake3 = Some(hex);
+                }
                 "size" => {
                     metadata.size = Some(
                         value
@@ -92,6 +115,10 @@ impl Metadata {
         }
         Ok(metadata)
     }
+}
+
+fn is_digest_hex(text: &str) -> bool {
+    text.len() == 64 && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 fn string(value: Value) -> Result<String> {
@@ -169,6 +196,10 @@ mod tests {
             br#"{"mtime":9223372036854775808}"#,
             br#"{"mtime":"1"}"#,
             br#"{"content_type":true}"#,
+            br#"{"content_blake3":5}"#,
+            br#"{"content_blake3":"abc"}"#,
+            br#"{"content_blake3":"AF1349B9F5F9A1A6A0404DEA36DCC9499BCB25C9ADC112B7CC9A93CAE41F3262"}"#,
+            br#"{"content_blake3":"zf1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262"}"#,
             br#"{} {}"#,
             br#"{"name":"\ud800"}"#,
             b"{\"name\":\"\xff\"}",
@@ -181,6 +212,17 @@ mod tests {
                 String::from_utf8_lossy(bad)
             );
         }
+        let hashed = br#"{"content_blake3":"af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262"}"#;
+        let meta = Metadata::decode(hashed).unwrap();
+        assert_eq!(Metadata::decode(&meta.encode().unwrap()).unwrap(), meta);
+        let bad = Metadata {
+            content_blake3: Some("XYZ".into()),
+            ..Metadata::default()
+        };
+        assert!(
+            bad.encode().is_err(),
+            "a writer cannot produce what readers refuse"
+        );
         let ok = Metadata::decode(br#"{"size":9223372036854775807,"mtime":-5}"#).unwrap();
         assert_eq!((ok.size, ok.mtime), (Some(i64::MAX as u64), Some(-5)));
     }

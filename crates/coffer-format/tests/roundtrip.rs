@@ -137,6 +137,7 @@ fn metadata_travels_encrypted_and_comes_back() {
         mtime: Some(1_790_000_000),
         content_type: Some("text/csv".into()),
         path: Some("exports/patient-records-2026.csv".into()),
+        content_blake3: Some(blake3::hash(b"hello").to_hex().to_string()),
     };
     let file = seal_with(
         &alice.id,

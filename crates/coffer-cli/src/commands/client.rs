@@ -366,6 +366,7 @@ async fn put(args: &PutArgs) -> Result<()> {
         to: &args.to,
         accept_new_key: args.accept_new_key,
         wait: args.wait,
+        skip_existing: args.skip_existing,
     };
     put_files(&args.common, &files, &how).await
 }
@@ -375,6 +376,61 @@ struct PutHow<'a> {
     to: &'a [String],
     accept_new_key: bool,
     wait: bool,
+    skip_existing: bool,
+}
+
+/// One of the caller's stored files as its encrypted metadata describes it
+/// (for `put --skip-existing`).
+struct Uploaded {
+    id: String,
+    name: Option<String>,
+    path: Option<String>,
+    size: Option<u64>,
+    content_blake3: String,
+}
+
+/// The caller's own files that carry a content hash. A file whose header
+/// does not open (not end-to-end encrypted, or not ours) is left out: it
+/// can only cause an upload, never a wrong skip.
+async fn uploaded_files(ctx: &mut Ctx) -> Result<Vec<Uploaded>> {
+    let entries = ctx.session.list_files(Listing::Owned).await?;
+    let mut uploaded = Vec::new();
+    for entry in &entries {
+        let Ok((meta, _)) = download::describe(&mut ctx.session, entry, &mut ctx.profile).await
+        else {
+            continue;
+        };
+        if let Some(content_blake3) = meta.content_blake3 {
+            uploaded.push(Uploaded {
+                id: entry.id.clone(),
+                name: meta.name,
+                path: meta.path,
+                size: meta.size,
+                content_blake3,
+            });
+        }
+    }
+    Ok(uploaded)
+}
+
+/// The id of an upload of `path` with these bytes, if there is one.
+fn already_uploaded<'a>(
+    uploaded: &'a [Uploaded],
+    path: &Path,
+    relative: Option<&str>,
+    size: u64,
+    content_blake3: &str,
+) -> Option<&'a str> {
+    let name = path.file_name().map(|n| n.to_string_lossy());
+    uploaded
+        .iter()
+        .find(|u| {
+            u.content_blake3 == content_blake3
+                && u.size == Some(size)
+                && u.path.as_deref() == relative
+                && u.name.as_deref() == name.as_deref()
+        })
+        .map(|u| u.id.as_str())
 }
 
 async fn send(args: &SendArgs) -> Result<()> {
@@ -382,6 +438,7 @@ async fn send(args: &SendArgs) -> Result<()> {
         to: &args.to,
         accept_new_key: args.accept_new_key,
         wait: args.wait,
+        skip_existing: false,
     };
     put_files(&args.common, &[(args.file.clone(), None)], &how).await
 }
@@ -399,9 +456,30 @@ async fn put_files(
         options.recipients.push((user.clone(), key));
     }
     let receipts = ctx.home.receipts_dir(&ctx.name)?;
+    let uploaded = if how.skip_existing {
+        uploaded_files(&mut ctx).await?
+    } else {
+        Vec::new()
+    };
     let mut result = Ok(());
     for (path, relative) in files {
         options.relative_path = relative.clone();
+        if how.skip_existing {
+            let (size, hash) = hash_source(path).await?;
+            if let Some(id) = already_uploaded(&uploaded, path, relative.as_deref(), size, &hash) {
+                if ctx.json {
+                    crate::say!(
+                        "{}",
+                        json!({"id": id, "path": path, "size": size, "skipped": true})
+                    );
+                } else {
+                    ctx.note(&format!("{} is already uploaded; skipped", path.display()));
+                    crate::say!("{id}  {}", path.display());
+                }
+                continue;
+            }
+            options.content_blake3 = Some(hash);
+        }
         let label = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -438,6 +516,22 @@ async fn put_files(
     }
     ctx.save()?;
     result
+}
+
+/// The size and BLAKE3 of a file to upload (read on a blocking thread).
+async fn hash_source(path: &Path) -> Result<(u64, String)> {
+    let owned = path.to_path_buf();
+    let hashed = tokio::task::spawn_blocking(move || {
+        let size = std::fs::metadata(&owned)
+            .map_err(|source| coffer_client::Error::Io {
+                path: owned.clone(),
+                source,
+            })?
+            .len();
+        upload::content_blake3(&owned).map(|hash| (size, hash))
+    })
+    .await?;
+    Ok(hashed?)
 }
 
 fn keep_receipt(dir: &Path, receipt: &SignedReceipt) -> Result<()> {
