@@ -160,6 +160,22 @@ pub struct PutArgs {
     /// Its id is printed as if it had been uploaded.
     #[arg(long)]
     pub skip_existing: bool,
+    #[command(flatten)]
+    pub retention: RetentionArgs,
+}
+
+/// How long the server keeps an uploaded file.
+#[derive(Debug, clap::Args)]
+pub struct RetentionArgs {
+    /// Have the server delete the file after this long (30m, 12h, 30d);
+    /// without it, the server's default (often: until deleted). More than
+    /// the server's maximum is refused.
+    #[arg(long)]
+    pub expires: Option<String>,
+    /// Have the server delete the file once every recipient has it (their
+    /// `inbox --get-all` acknowledged it): a one-shot transfer.
+    #[arg(long)]
+    pub delete_when_received: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -239,6 +255,8 @@ pub struct SendArgs {
     /// Wait for another run uploading the same file instead of exiting.
     #[arg(long)]
     pub wait: bool,
+    #[command(flatten)]
+    pub retention: RetentionArgs,
 }
 
 #[derive(Debug, clap::Args)]

@@ -1711,3 +1711,133 @@ fn an_interrupted_batch_rerun_with_skip_existing_uploads_only_the_rest() {
         Path::new(skipped[0]["path"].as_str().unwrap()),
     );
 }
+
+/// Retention: `--expires` hides a file at its time and the sweep deletes
+/// it (audited); more than the server's maximum is refused; a one-shot
+/// transfer (`--delete-when-received`) is gone once its recipient has it.
+#[test]
+fn files_expire_are_swept_and_one_shot_transfers_go_when_received() {
+    let mut world = World::new();
+    world.kill_server();
+    let config = world.path("srv/config.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replace("sweep_interval_secs = 60", "sweep_interval_secs = 1")
+            .replace("max_file_ttl_secs = 0", "max_file_ttl_secs = 86400"),
+    )
+    .unwrap();
+    world.start();
+    let short = world.write("short.csv", b"kept two seconds\n");
+    let long = world.write("long.csv", b"kept two hours\n");
+    let a = world.put("alice", &short, &["--expires", "2s", "--to", "bob"]);
+    let b = world.put("alice", &long, &["--expires", "2h"]);
+    let (a, b) = (a["id"].as_str().unwrap(), b["id"].as_str().unwrap());
+    let refused = world
+        .coffer("alice")
+        .args(["put", "--expires", "30d"])
+        .arg(&long)
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("at most 86400 s"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    let listed = world
+        .coffer("alice")
+        .args(["ls", "--json"])
+        .output()
+        .unwrap();
+    let listed = String::from_utf8(listed.stdout).unwrap();
+    assert_eq!(listed.lines().count(), 2, "{listed}");
+    assert!(
+        listed.lines().all(|l| l.contains("\"expires_at\":1")),
+        "{listed}"
+    );
+
+    std::thread::sleep(Duration::from_millis(3500));
+    world.coffer("alice").args(["get", a]).assert().code(8);
+    world.coffer("bob").args(["get", a]).assert().code(8);
+    let inbox = world
+        .coffer("bob")
+        .args(["inbox", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8(inbox.stdout).unwrap().lines().count(), 0);
+    world.get_same("alice", b, "kept/long.csv", &long);
+
+    // One shot: bob fetches it; then it is gone for alice too.
+    let once = world.write("once.pdf", &data(5000, 8));
+    let sent = world
+        .coffer("alice")
+        .args(["send", "--to", "bob", "--delete-when-received", "--json"])
+        .arg(&once)
+        .output()
+        .unwrap();
+    assert!(
+        sent.status.success(),
+        "{}",
+        String::from_utf8_lossy(&sent.stderr)
+    );
+    let sent: Value = serde_json::from_slice(&sent.stdout).unwrap();
+    let c = sent["id"].as_str().unwrap();
+    std::fs::create_dir_all(world.path("in")).unwrap();
+    world
+        .coffer("bob")
+        .args(["inbox", "--get-all", "-o", "in"])
+        .assert()
+        .success();
+    assert_eq!(sha(&world.path("in/once.pdf")), sha(&once));
+    world.coffer("alice").args(["get", c]).assert().code(8);
+
+    // Both deletions are in the audit log, after a sweep.
+    std::thread::sleep(Duration::from_millis(1500));
+    let out = Std::new(bin())
+        .args(["server", "audit", "export", "--json", "--data"])
+        .arg(world.path("srv"))
+        .envs(world.storage.iter().map(|(k, v)| (k, v)))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let events: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let did = |action: &str, id: &str| {
+        events
+            .iter()
+            .any(|e| e["action"] == action && e["target"] == id)
+    };
+    assert!(did("expire", a), "{events:#?}");
+    assert!(did("delete_received", c));
+    assert!(!did("expire", b));
+    if world.path("srv/objects").exists() {
+        let names: Vec<String> = walk(&world.path("srv/objects"));
+        assert!(
+            !names.iter().any(|n| n.contains(a)),
+            "swept bytes: {names:?}"
+        );
+        assert!(!names.iter().any(|n| n.contains(c)));
+        assert!(names.iter().any(|n| n.contains(b)));
+    }
+}
+
+fn walk(dir: &Path) -> Vec<String> {
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().map_while(Result::ok) {
+        let path = entry.path();
+        if path.is_dir() {
+            names.extend(walk(&path));
+        } else {
+            names.push(path.display().to_string());
+        }
+    }
+    names
+}

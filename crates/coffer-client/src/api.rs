@@ -23,6 +23,9 @@ pub struct FileEntry {
     pub digest: String,
     /// Unix time of the upload.
     pub created_at: i64,
+    /// Unix time at which the server deletes it, if it will.
+    #[serde(default)]
+    pub expires_at: Option<i64>,
 }
 
 /// Which files [`Session::list_files`] lists.

@@ -84,6 +84,11 @@ pub struct PutOptions {
     /// BLAKE3 of the plaintext ([`content_blake3`]), kept in the encrypted
     /// metadata so that a later `put --skip-existing` recognises the file.
     pub content_blake3: Option<String>,
+    /// Seconds the server keeps the file (`None`: the server's default).
+    pub expires_in: Option<u64>,
+    /// Have the server delete the file once every recipient acknowledged
+    /// it (`inbox`): a one-shot transfer.
+    pub delete_when_received: bool,
 }
 
 impl PutOptions {
@@ -98,6 +103,8 @@ impl PutOptions {
             state_dir,
             wait_for_lock: false,
             content_blake3: None,
+            expires_in: None,
+            delete_when_received: false,
         }
     }
 }
@@ -464,6 +471,15 @@ async fn create(
             "coffer-wrap.{user} {}",
             std_b64(&stanza.to_bytes())
         ));
+    }
+    if let Some(secs) = options.expires_in {
+        pairs.push(format!(
+            "coffer-expires-in {}",
+            std_b64(secs.to_string().as_bytes())
+        ));
+    }
+    if options.delete_when_received {
+        pairs.push("coffer-delete-when-received".to_string());
     }
     let length = encoded_len.to_string();
     let metadata = pairs.join(",");

@@ -37,6 +37,14 @@ pub struct Config {
     pub max_upload_bytes: u64,
     /// Most key wraps (owner and shares) one file may hold.
     pub max_wraps_per_file: usize,
+    /// Seconds a file is kept after its upload when the uploader does not
+    /// say (`put --expires`); 0: until deleted.
+    pub default_file_ttl_secs: u64,
+    /// Longest a file may be kept (a longer `--expires` is refused, and
+    /// with a maximum a file without one gets the maximum); 0: no maximum.
+    pub max_file_ttl_secs: u64,
+    /// Seconds between sweeps of expired files, uploads and links.
+    pub sweep_interval_secs: u64,
     /// Lifetime of a link when its creator does not say.
     pub default_link_ttl_secs: u64,
     /// Longest lifetime a link may be given.
@@ -169,6 +177,9 @@ impl Default for Config {
             upload_ttl_secs: 24 * 3600,
             max_upload_bytes: 1 << 40,
             max_wraps_per_file: 64,
+            default_file_ttl_secs: 0,
+            max_file_ttl_secs: 0,
+            sweep_interval_secs: 60,
             default_link_ttl_secs: 24 * 3600,
             max_link_ttl_secs: 30 * 24 * 3600,
             link_ticket_ttl_secs: 3600,

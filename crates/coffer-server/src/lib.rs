@@ -191,12 +191,17 @@ async fn audit_refused_connections(
     }
 }
 
-/// Once a minute: removes abandoned uploads and expired links, forgets
-/// idle rate-limit entries and signs the audit head.
+/// Every `sweep_interval_secs` (a minute): removes expired files,
+/// abandoned uploads and expired links, forgets idle rate-limit entries and
+/// signs the audit head.
 async fn sweep_forever(state: http::AppState) {
-    let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+    let every = std::time::Duration::from_secs(state.config.sweep_interval_secs.max(1));
+    let mut tick = tokio::time::interval(every);
     loop {
         tick.tick().await;
+        if let Err(err) = service::files::sweep_expired(&state).await {
+            tracing::warn!("sweeping expired files failed: {err:?}");
+        }
         if let Err(err) = service::uploads::sweep_expired(&state).await {
             tracing::warn!("sweeping expired uploads failed: {err:?}");
         }

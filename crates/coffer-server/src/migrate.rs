@@ -61,6 +61,8 @@ const TABLES: &[Table] = &[
             Column::Text("digest_alg"),
             Column::Int("created_at"),
             Column::Text("receipt"),
+            Column::Int("expires_at"),
+            Column::Int("delete_when_received"),
         ],
     },
     Table {

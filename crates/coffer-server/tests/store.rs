@@ -78,6 +78,8 @@ fn file(id: &str, owner: &str, created_at: i64) -> FileRecord {
         digest_alg: coffer_server::store::DigestAlg::Coffer2Root,
         created_at,
         receipt: "{}".into(),
+        expires_at: None,
+        delete_when_received: false,
     }
 }
 
@@ -339,8 +341,14 @@ async fn commits_files_wraps_and_shares() {
                 .len(),
             1
         );
+        assert_eq!(
+            b.unreceived_wraps("f1").await.unwrap(),
+            1,
+            "bob's, not the owner's"
+        );
         assert!(a.mark_received("f1", "bob", 5).await.unwrap());
         assert!(a.mark_received("f1", "bob", 6).await.unwrap());
+        assert_eq!(b.unreceived_wraps("f1").await.unwrap(), 0);
         assert!(
             b.shared_with("bob", &Page::first(100), true)
                 .await
@@ -656,5 +664,44 @@ async fn listings_page_by_time_and_id_without_repeats_or_gaps() {
             }
             assert_eq!(seen, expected, "{} shared={shared}", pair.name);
         }
+    }
+}
+
+#[tokio::test]
+async fn expired_files_vanish_from_every_read_and_are_listed_for_the_sweep() {
+    for pair in backends().await {
+        let (a, b) = (pair.a.as_ref(), pair.b.as_ref());
+        with_file(a, "keep").await;
+        let now = coffer_server::unix_now();
+        for (id, expires_at) in [("gone", now - 5), ("later", now + 3600)] {
+            let up = format!("up{id}");
+            a.create_upload(&upload(&up, "alice", 10)).await.unwrap();
+            let mut record = file(id, "alice", 7);
+            record.expires_at = Some(expires_at);
+            record.delete_when_received = id == "later";
+            let wraps = vec![("bob".to_string(), b"w".to_vec())];
+            a.commit_upload(&up, &record, &wraps, None).await.unwrap();
+        }
+        assert_eq!(b.file("gone").await.unwrap(), None, "{}", pair.name);
+        let later = b.file("later").await.unwrap().unwrap();
+        assert_eq!(later.expires_at, Some(now + 3600));
+        assert!(later.delete_when_received);
+        let ids = |files: Vec<FileRecord>| files.into_iter().map(|f| f.id).collect::<Vec<_>>();
+        let owned = ids(b.list_files("alice", &Page::first(100)).await.unwrap());
+        assert!(!owned.contains(&"gone".to_string()), "{owned:?}");
+        assert!(owned.contains(&"later".to_string()) && owned.contains(&"keep".to_string()));
+        let shared = ids(b.shared_with("bob", &Page::first(100), true).await.unwrap());
+        assert!(!shared.contains(&"gone".to_string()), "{shared:?}");
+        assert_eq!(
+            b.expired_files(now).await.unwrap(),
+            vec!["gone".to_string()]
+        );
+        assert_eq!(
+            b.expired_files(now + 7200).await.unwrap(),
+            vec!["gone".to_string(), "later".to_string()],
+            "oldest expiry first"
+        );
+        assert!(a.delete_file("gone").await.unwrap());
+        assert!(b.expired_files(now).await.unwrap().is_empty());
     }
 }

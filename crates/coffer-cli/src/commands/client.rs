@@ -367,6 +367,13 @@ async fn put(args: &PutArgs) -> Result<()> {
         accept_new_key: args.accept_new_key,
         wait: args.wait,
         skip_existing: args.skip_existing,
+        expires_in: args
+            .retention
+            .expires
+            .as_deref()
+            .map(parse_duration)
+            .transpose()?,
+        delete_when_received: args.retention.delete_when_received,
     };
     put_files(&args.common, &files, &how).await
 }
@@ -377,6 +384,8 @@ struct PutHow<'a> {
     accept_new_key: bool,
     wait: bool,
     skip_existing: bool,
+    expires_in: Option<u64>,
+    delete_when_received: bool,
 }
 
 /// One of the caller's stored files as its encrypted metadata describes it
@@ -439,6 +448,13 @@ async fn send(args: &SendArgs) -> Result<()> {
         accept_new_key: args.accept_new_key,
         wait: args.wait,
         skip_existing: false,
+        expires_in: args
+            .retention
+            .expires
+            .as_deref()
+            .map(parse_duration)
+            .transpose()?,
+        delete_when_received: args.retention.delete_when_received,
     };
     put_files(&args.common, &[(args.file.clone(), None)], &how).await
 }
@@ -451,6 +467,8 @@ async fn put_files(
     let mut ctx = Ctx::open(common)?;
     let mut options = PutOptions::new(ctx.home.uploads_dir(&ctx.name)?);
     options.wait_for_lock = how.wait;
+    options.expires_in = how.expires_in;
+    options.delete_when_received = how.delete_when_received;
     for user in how.to {
         let key = ctx.user_key(user, how.accept_new_key).await?;
         options.recipients.push((user.clone(), key));
@@ -836,15 +854,19 @@ async fn ls(args: &LsArgs) -> Result<()> {
             crate::say!(
                 "{}",
                 json!({"id": entry.id, "name": name, "size": size, "stored": entry.size,
-                       "created_at": entry.created_at, "owner": entry.owner, "shared_with": recipients})
+                       "created_at": entry.created_at, "expires_at": entry.expires_at,
+                       "owner": entry.owner, "shared_with": recipients})
             );
         } else {
             let size = size.map_or("?".to_string(), |s| s.to_string());
-            let shared = if recipients.is_empty() {
+            let mut shared = if recipients.is_empty() {
                 String::new()
             } else {
                 format!("  -> {}", recipients.join(","))
             };
+            if let Some(at) = entry.expires_at {
+                shared.push_str(&format!("  (expires {})", date(at)));
+            }
             crate::say!(
                 "{}  {:>12}  {}  {:<10}  {}{}",
                 printable(&entry.id),

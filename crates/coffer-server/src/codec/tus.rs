@@ -24,6 +24,12 @@ pub const FILE_ID_KEY: &str = "coffer-file-id";
 /// (`coffer-wrap.<user> <base64 stanza>`), so that the file and its wraps
 /// are committed in one transaction.
 pub const WRAP_KEY_PREFIX: &str = "coffer-wrap.";
+/// Upload-Metadata key: seconds the file is kept after its commit
+/// (base64 of decimal digits, as every tus value).
+pub const EXPIRES_IN_KEY: &str = "coffer-expires-in";
+/// Upload-Metadata key (no value): delete the file once every recipient
+/// acknowledged it.
+pub const DELETE_WHEN_RECEIVED_KEY: &str = "coffer-delete-when-received";
 
 /// Refuses a request without `Tus-Resumable: 1.0.0`.
 pub fn check_version(headers: &HeaderMap) -> Result<(), Invalid> {
@@ -132,6 +138,23 @@ impl<'a> Metadata<'a> {
             .ok_or_else(|| Invalid::header(format!("{key} is not base64 text")))
     }
 
+    /// The retention the uploader asked for: seconds to keep the file
+    /// (`None`: not said) and whether to delete it once received.
+    pub fn retention(&self) -> Result<(Option<u64>, bool), Invalid> {
+        let keep = match self.text(EXPIRES_IN_KEY)? {
+            None => None,
+            Some(text) => Some(
+                text.parse::<u64>()
+                    .ok()
+                    .filter(|secs| (1..=i64::MAX as u64 / 2).contains(secs))
+                    .ok_or_else(|| {
+                        Invalid::header(format!("{EXPIRES_IN_KEY} must be a number of seconds"))
+                    })?,
+            ),
+        };
+        Ok((keep, self.has(DELETE_WHEN_RECEIVED_KEY)))
+    }
+
     /// The key wraps it carries, `(user, stanza)`; other pairs are ignored.
     pub fn wraps(&self) -> Result<Vec<(String, Vec<u8>)>, Invalid> {
         let mut wraps: Vec<(String, Vec<u8>)> = Vec::new();
@@ -197,6 +220,32 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn retention_pairs() {
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        let parsed = |value: String| Metadata::parse(&value).unwrap().retention().map_err(|_| ());
+        assert_eq!(parsed(String::new()), Ok((None, false)));
+        assert_eq!(
+            parsed(format!(
+                "coffer-expires-in {},coffer-delete-when-received",
+                b64("86400")
+            )),
+            Ok((Some(86_400), true))
+        );
+        for bad in ["0", "-5", "1.5", "ten", "99999999999999999999"] {
+            assert_eq!(
+                parsed(format!("coffer-expires-in {}", b64(bad))),
+                Err(()),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            parsed("coffer-expires-in 86400".into()),
+            Err(()),
+            "not base64 text"
+        );
     }
 
     #[test]

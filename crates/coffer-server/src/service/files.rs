@@ -107,33 +107,55 @@ pub async fn remove(service: &Service, caller: &Caller, id: &str) -> Result<Remo
             Err(Error::not_found("file"))
         };
     }
+    drop_file(service, &file.id, caller.event("delete", &file.id)).await?;
+    Ok(Removed::File)
+}
+
+/// Deletes a file, recording `event` if this call removed it (another node
+/// may have got there first).
+async fn drop_file(service: &Service, id: &str, event: audit::Event) -> Result<()> {
     // Row first: once it is gone nothing can reach the object, so a crash
     // between the two leaves at worst an unreachable object, never a
     // listed file without bytes.
-    service.store.delete_file(&file.id).await?;
-    service.deks.forget(&file.id);
-    audit::record(service, caller.event("delete", &file.id)).await?;
+    if !service.store.delete_file(id).await? {
+        return Ok(());
+    }
+    service.deks.forget(id);
+    audit::record(service, event).await?;
     service
         .objects
-        .delete_object(&file.id)
+        .delete_object(id)
         .await
-        .map_err(Error::internal)?;
-    Ok(Removed::File)
+        .map_err(Error::internal)
+}
+
+/// Deletes the files whose time is up (already hidden from every read);
+/// each deletion is audited as `expire` by `server`.
+pub async fn sweep_expired(service: &Service) -> Result<usize> {
+    let expired = service.store.expired_files(crate::unix_now()).await?;
+    for id in &expired {
+        drop_file(service, id, audit::Event::new("server", None, "expire", id)).await?;
+    }
+    Ok(expired.len())
 }
 
 /// A recipient acknowledges that a file shared with them arrived, so
 /// their next inbox, on any machine, leaves it out.
 pub async fn mark_received(service: &Service, caller: &Caller, id: &str) -> Result<()> {
     let file = readable_file(service, caller, id).await?;
-    if service
+    if !service
         .store
         .mark_received(&file.id, &caller.user.name, crate::unix_now())
         .await?
     {
-        Ok(())
-    } else {
-        Err(Error::not_found("share"))
+        return Err(Error::not_found("share"));
     }
+    // A one-shot transfer goes once the last recipient has it.
+    if file.delete_when_received && service.store.unreceived_wraps(&file.id).await? == 0 {
+        let event = caller.event("delete_received", &file.id);
+        drop_file(service, &file.id, event).await?;
+    }
+    Ok(())
 }
 
 /// `<algorithm>:<hex>` of a file's content digest.

@@ -96,6 +96,7 @@ pub async fn create(service: &Service, caller: &Caller, new: NewUpload) -> Resul
         ));
     }
     check_usage(service, caller, new.length).await?;
+    keep_for(service, &new.metadata)?;
     super::shares::check_wrap_count(service, new.wraps.len())?;
     for (user, stanza) in &new.wraps {
         super::shares::check_wrap(service, user, stanza).await?;
@@ -132,6 +133,32 @@ pub async fn create(service: &Service, caller: &Caller, new: NewUpload) -> Resul
     };
     service.store.create_upload(&upload).await?;
     Ok(upload)
+}
+
+/// How long a new file is kept (`None`: until deleted) and whether it goes
+/// once received: what the uploader asked for within the server's
+/// maximum, else the server's default. Asking for more than the maximum is
+/// refused rather than quietly shortened.
+fn keep_for(service: &Service, metadata: &str) -> Result<(Option<u64>, bool)> {
+    let (asked, delete_when_received) = tus::Metadata::parse(metadata)
+        .and_then(|m| m.retention())
+        .map_err(|err| Error::bad_request(err.to_string()))?;
+    let max = service.config.max_file_ttl_secs;
+    let default = service.config.default_file_ttl_secs;
+    let keep = match asked {
+        Some(secs) if max > 0 && secs > max => {
+            return Err(Error::new(
+                Kind::Unprocessable,
+                "expiry_too_long",
+                format!("files are kept at most {max} s on this server; ask for less"),
+            ));
+        }
+        Some(secs) => Some(secs),
+        None if default > 0 => Some(if max > 0 { default.min(max) } else { default }),
+        None if max > 0 => Some(max),
+        None => None,
+    };
+    Ok((keep, delete_when_received))
 }
 
 /// Refuses an upload past the user's quota (counting unfinished uploads at
@@ -619,6 +646,7 @@ pub async fn commit(service: &Service, upload: &Upload) -> Result<SignedReceipt>
         },
         &service.identity,
     );
+    let (keep, delete_when_received) = keep_for(service, &upload.metadata)?;
     let record = FileRecord {
         id: file_id,
         owner: upload.owner.clone(),
@@ -627,6 +655,8 @@ pub async fn commit(service: &Service, upload: &Upload) -> Result<SignedReceipt>
         digest_alg,
         created_at: time,
         receipt: serde_json::to_string(&signed).map_err(Error::internal)?,
+        expires_at: keep.map(|secs| time.saturating_add(secs as i64)),
+        delete_when_received,
     };
     let wraps = tus::Metadata::parse(&upload.metadata)
         .and_then(|metadata| metadata.wraps())

@@ -129,6 +129,18 @@ pub struct FileRecord {
     pub created_at: i64,
     /// The signed receipt (JSON).
     pub receipt: String,
+    /// Unix time from which the file is gone (hidden at once, swept soon
+    /// after); `None`: kept until deleted.
+    pub expires_at: Option<i64>,
+    /// Delete the file once every recipient acknowledged it.
+    pub delete_when_received: bool,
+}
+
+impl FileRecord {
+    /// Whether the file has expired at `now`.
+    pub fn expired(&self, now: i64) -> bool {
+        self.expires_at.is_some_and(|at| at <= now)
+    }
 }
 
 /// What a file's content digest is.
@@ -354,8 +366,13 @@ pub trait MetaStore: Send + Sync + 'static {
         wraps: &'a [NewWrap],
         object_key: Option<&'a ObjectKey>,
     ) -> StoreFuture<'a, ()>;
-    /// One file by id.
+    /// One file by id; `None` also once it has expired.
     fn file<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Option<FileRecord>>;
+    /// Ids of files expired at `now` (at most 1000, oldest expiry first):
+    /// hidden from every read already, for the sweep to delete.
+    fn expired_files(&self, now: i64) -> StoreFuture<'_, Vec<String>>;
+    /// Recipients (not the owner) of a file who have not acknowledged it.
+    fn unreceived_wraps<'a>(&'a self, file_id: &'a str) -> StoreFuture<'a, u64>;
     /// Files owned by `owner`, newest first, one page at a time.
     fn list_files<'a>(&'a self, owner: &'a str, page: &'a Page)
     -> StoreFuture<'a, Vec<FileRecord>>;

@@ -384,6 +384,7 @@ impl SqlStore {
                 .bind(time)
                 .bind(id)
                 .bind(i64::from(page.limit))
+                .bind(crate::unix_now())
                 .fetch_all(pool)
                 .await?;
             Ok(rows.iter().map(|r| file_from_row(r)).collect::<Result<_, _>>()?)
@@ -439,6 +440,8 @@ fn file_from_row(row: &dyn Get) -> Result<FileRecord, sqlx::Error> {
             .ok_or_else(|| sqlx::Error::Decode("unknown digest algorithm".into()))?,
         created_at: row.int("created_at")?,
         receipt: row.text("receipt")?,
+        expires_at: row.opt_int("expires_at")?,
+        delete_when_received: row.int("delete_when_received")? != 0,
     })
 }
 
@@ -683,7 +686,7 @@ impl MetaStore for SqlStore {
     ) -> StoreFuture<'a, ()> {
         op!(self, pool => {
             let mut tx = pool.begin().await?;
-            affected!(&mut *tx, "INSERT INTO files (id, owner, size, digest, digest_alg, created_at, receipt) VALUES ($1, $2, $3, $4, $5, $6, $7)", &file.id, &file.owner, sql_u64(file.size), &file.digest, file.digest_alg.name(), file.created_at, &file.receipt);
+            affected!(&mut *tx, "INSERT INTO files (id, owner, size, digest, digest_alg, created_at, receipt, expires_at, delete_when_received) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)", &file.id, &file.owner, sql_u64(file.size), &file.digest, file.digest_alg.name(), file.created_at, &file.receipt, file.expires_at, i64::from(file.delete_when_received));
             if let Some(key) = object_key {
                 affected!(&mut *tx, "INSERT INTO object_keys (file_id, kek_version, wrapped, stored_size) VALUES ($1, $2, $3, $4)", &key.file_id, i64::from(key.key.kek_version), &key.key.wrapped, sql_u64(key.stored_size));
             }
@@ -697,7 +700,34 @@ impl MetaStore for SqlStore {
     }
 
     fn file<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Option<FileRecord>> {
-        Box::pin(self.row_by("SELECT * FROM files WHERE id = $1", id, file_from_row))
+        Box::pin(async move {
+            // An expired file is gone for every reader at once, whenever
+            // the sweep gets to its bytes.
+            let file = self
+                .row_by("SELECT * FROM files WHERE id = $1", id, file_from_row)
+                .await?;
+            Ok(file.filter(|f| !f.expired(crate::unix_now())))
+        })
+    }
+
+    fn expired_files(&self, now: i64) -> StoreFuture<'_, Vec<String>> {
+        op!(self, pool => {
+            let rows = sqlx::query("SELECT id FROM files WHERE expires_at IS NOT NULL AND expires_at <= $1 ORDER BY expires_at LIMIT 1000")
+                .bind(now)
+                .fetch_all(pool)
+                .await?;
+            Ok(rows.iter().map(|r| r.get("id")).collect())
+        })
+    }
+
+    fn unreceived_wraps<'a>(&'a self, file_id: &'a str) -> StoreFuture<'a, u64> {
+        op!(self, pool => {
+            let row = sqlx::query("SELECT COUNT(*) AS n FROM wraps w JOIN files f ON f.id = w.file_id WHERE w.file_id = $1 AND w.user_name <> f.owner AND w.received_at IS NULL")
+                .bind(file_id)
+                .fetch_one(pool)
+                .await?;
+            Ok(row.get::<i64, _>("n").max(0) as u64)
+        })
     }
 
     fn list_files<'a>(
@@ -706,7 +736,7 @@ impl MetaStore for SqlStore {
         page: &'a Page,
     ) -> StoreFuture<'a, Vec<FileRecord>> {
         Box::pin(self.files_page(
-            "SELECT f.* FROM files f WHERE f.owner = $1 AND ($2 = 1 OR f.created_at < $3 OR (f.created_at = $3 AND f.id < $4)) ORDER BY f.created_at DESC, f.id DESC LIMIT $5",
+            "SELECT f.* FROM files f WHERE f.owner = $1 AND ($2 = 1 OR f.created_at < $3 OR (f.created_at = $3 AND f.id < $4)) AND (f.expires_at IS NULL OR f.expires_at > $6) ORDER BY f.created_at DESC, f.id DESC LIMIT $5",
             owner,
             page,
         ))
@@ -764,9 +794,9 @@ impl MetaStore for SqlStore {
         unreceived: bool,
     ) -> StoreFuture<'a, Vec<FileRecord>> {
         let sql = if unreceived {
-            "SELECT f.* FROM files f JOIN wraps w ON w.file_id = f.id WHERE w.user_name = $1 AND f.owner <> $1 AND w.received_at IS NULL AND ($2 = 1 OR f.created_at < $3 OR (f.created_at = $3 AND f.id < $4)) ORDER BY f.created_at DESC, f.id DESC LIMIT $5"
+            "SELECT f.* FROM files f JOIN wraps w ON w.file_id = f.id WHERE w.user_name = $1 AND f.owner <> $1 AND w.received_at IS NULL AND ($2 = 1 OR f.created_at < $3 OR (f.created_at = $3 AND f.id < $4)) AND (f.expires_at IS NULL OR f.expires_at > $6) ORDER BY f.created_at DESC, f.id DESC LIMIT $5"
         } else {
-            "SELECT f.* FROM files f JOIN wraps w ON w.file_id = f.id WHERE w.user_name = $1 AND f.owner <> $1 AND ($2 = 1 OR f.created_at < $3 OR (f.created_at = $3 AND f.id < $4)) ORDER BY f.created_at DESC, f.id DESC LIMIT $5"
+            "SELECT f.* FROM files f JOIN wraps w ON w.file_id = f.id WHERE w.user_name = $1 AND f.owner <> $1 AND ($2 = 1 OR f.created_at < $3 OR (f.created_at = $3 AND f.id < $4)) AND (f.expires_at IS NULL OR f.expires_at > $6) ORDER BY f.created_at DESC, f.id DESC LIMIT $5"
         };
         Box::pin(self.files_page(sql, user, page))
     }

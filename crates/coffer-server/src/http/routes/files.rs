@@ -42,6 +42,11 @@ pub struct FileInfo {
     digest: String,
     /// Unix time of the commit.
     created_at: i64,
+    /// Unix time at which the file is deleted; absent: kept until deleted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expires_at: Option<i64>,
+    /// Deleted once every recipient acknowledged it.
+    delete_when_received: bool,
 }
 
 impl From<&FileRecord> for FileInfo {
@@ -52,6 +57,8 @@ impl From<&FileRecord> for FileInfo {
             size: file.size,
             digest: files::content_id(file),
             created_at: file.created_at,
+            expires_at: file.expires_at,
+            delete_when_received: file.delete_when_received,
         }
     }
 }
