@@ -1841,3 +1841,41 @@ fn walk(dir: &Path) -> Vec<String> {
     }
     names
 }
+
+/// A client over the server's rate limit waits as `Retry-After` says and
+/// says so, instead of failing or pausing in silence.
+#[test]
+fn a_rate_limited_client_says_it_waits_and_finishes() {
+    let mut world = World::new();
+    let files: Vec<_> = (0..6)
+        .map(|i| world.write(&format!("r{i}.txt"), &data(100, i)))
+        .collect();
+    for file in &files {
+        world.put("alice", file, &[]);
+    }
+    world.kill_server();
+    let config = world.path("srv/config.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replace(
+            "api_requests_per_window = 100",
+            "api_requests_per_window = 4",
+        )
+        .replace("window_secs = 60", "window_secs = 2"),
+    )
+    .unwrap();
+    world.start();
+    let out = world
+        .coffer("alice")
+        .args(["ls", "--json"])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{said}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 6);
+    assert!(
+        said.contains("rate limited by the server; retrying in"),
+        "{said}"
+    );
+}

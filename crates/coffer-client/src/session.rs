@@ -88,6 +88,9 @@ fn split_host_port(authority: &str) -> Option<(String, u16)> {
     }
 }
 
+/// Receives a line for the user about a wait ([`Session::with_notices`]).
+pub type Notices = Arc<dyn Fn(&str) + Send + Sync>;
+
 /// One open HTTP/1.1 connection and its TLS exporter value.
 struct Conn {
     sender: hyper::client::conn::http1::SendRequest<Body>,
@@ -131,6 +134,8 @@ pub struct Session {
     /// No byte moving either way for this long fails the connection
     /// ([`crate::watchdog`]); also bounds connecting.
     stall_limit: std::time::Duration,
+    /// Where to say that the session is waiting (a rate limit), if anywhere.
+    notices: Option<Notices>,
     user: String,
     identity: Option<Arc<Identity>>,
     server_identity: Option<PublicIdentity>,
@@ -171,6 +176,7 @@ impl Session {
             key_exchange: std::sync::Mutex::new(None),
             conn: None,
             stall_limit: crate::watchdog::stall_limit(),
+            notices: None,
             user: user.to_string(),
             identity: None,
             server_identity,
@@ -181,6 +187,13 @@ impl Session {
     /// Uses `identity` to log in whenever a token is needed.
     pub fn with_identity(mut self, identity: Arc<Identity>) -> Self {
         self.identity = Some(identity);
+        self
+    }
+
+    /// Says through `notices` when the session waits for the server (a
+    /// rate limit), so a long pause is explained.
+    pub fn with_notices(mut self, notices: Notices) -> Self {
+        self.notices = Some(notices);
         self
     }
 
@@ -459,6 +472,12 @@ impl Session {
             waited += 1;
             let wait = retry_after(&response);
             let _ = error_of(response).await;
+            if let Some(notices) = &self.notices {
+                notices(&format!(
+                    "rate limited by the server; retrying in {} s",
+                    wait.as_secs_f64().ceil()
+                ));
+            }
             tokio::time::sleep(wait).await;
         }
     }

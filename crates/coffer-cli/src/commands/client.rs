@@ -73,7 +73,10 @@ impl Ctx {
         let home = Home::from_env()?;
         let profile = home.load(&common.profile)?;
         let identity = Arc::new(identity_file::load(Some(&profile.identity))?);
-        let session = profile.session(Some(identity))?;
+        let mut session = profile.session(Some(identity))?;
+        if !common.quiet {
+            session = session.with_notices(Arc::new(|text: &str| eprintln!("coffer: {text}")));
+        }
         Ok(Self {
             home,
             name: common.profile.clone(),
