@@ -60,14 +60,12 @@ peak_kib() { awk '/VmHWM/ {print $2}' "/proc/$1/status"; }
 "$coffer" server init --data srv >/dev/null 2>&1
 # 50 benchmark clients all come from 127.0.0.1; real ones come from many
 # addresses, so the per-address caps are raised for the concurrency run.
-cat >> srv/config.toml <<CFG
-
-[limits]
-max_connections = 256
-max_connections_per_ip = 128
-api_requests_per_window = 100000
-login_requests_per_window = 100000
-CFG
+# (`init` writes every setting, so edit the lines in place.)
+for setting in max_connections=256 max_connections_per_ip=128 \
+  api_requests_per_window=100000 login_requests_per_window=100000; do
+  sed -i "s/^${setting%%=*} = .*/${setting%%=*} = ${setting#*=}/" srv/config.toml
+done
+grep -q '^max_connections_per_ip = 128' srv/config.toml || { echo "config.toml: limits not set" >&2; exit 1; }
 "$coffer" keygen -o alice.id >/dev/null 2>&1
 "$coffer" server user add alice --key "$("$coffer" pubkey -i alice.id 2>/dev/null)" --data srv >/dev/null 2>&1
 start_server() {
@@ -127,7 +125,10 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
   -subj /CN=localhost -keyout nginx.key -out nginx.crt 2>/dev/null
 mkdir -p www/up nginx-tmp
 nginx_port=$(free_port)
+# Workers as this user, so they may write into the scratch directory (as
+# root, nginx would drop them to nobody).
 cat > nginx.conf <<CFG
+user $(id -un) $(id -gn);
 worker_processes auto;
 pid $work/nginx.pid;
 error_log $work/nginx-error.log;
@@ -178,10 +179,13 @@ server_peak_big=$(peak_kib "$server_pid")
 for i in $(seq "$clients"); do head -c $((10 * 1048576)) /dev/urandom > "c$i.bin"; done
 sync
 started=$(date +%s.%N)
+client_pids=()
 for i in $(seq "$clients"); do
   ( "$coffer" put "c$i.bin" -q --json > "c$i.out" 2> "c$i.err"; echo $? > "c$i.rc" ) &
+  client_pids+=($!)
 done
-wait
+# Only the clients: a bare `wait` would also wait for the servers.
+wait "${client_pids[@]}"
 ended=$(date +%s.%N)
 errors=$(cat c*.rc | grep -vc '^0$' || true)
 conc_s=$(awk -v a="$started" -v b="$ended" 'BEGIN {print b - a}')

@@ -44,12 +44,21 @@ pub enum Command {
     #[command(subcommand)]
     Server(ServerCommand),
     /// Pin a server (certificate and identity), log in, save a profile.
+    #[command(
+        after_help = "Example:\n  coffer login https://files.example:8443 --user alice -i ~/.config/coffer/identity \\\n      --fingerprint SHA256:…   # as `coffer server init` printed it"
+    )]
     Login(LoginArgs),
     /// Revoke this profile's token.
     Logout(CommonArgs),
     /// Encrypt files locally and upload them (resumes interrupted uploads).
+    #[command(
+        after_help = "Examples:\n  coffer put report.pdf --to bob\n  coffer put -r exports/ --skip-existing --expires 30d   # a nightly batch, safe to re-run"
+    )]
     Put(PutArgs),
     /// Download, decrypt and verify files by id, or a share link URL.
+    #[command(
+        after_help = "Examples:\n  coffer get 3f2a…e1 -o incoming/\n  coffer get 3f2a…e1 -o - | gunzip   # verified as it streams; non-zero exit if tampered\n  echo \"$URL\" | coffer get - -o incoming/   # a link, kept off the command line"
+    )]
     Get(GetArgs),
     /// List files (names are decrypted locally).
     Ls(LsArgs),
@@ -61,8 +70,12 @@ pub enum Command {
     #[command(subcommand)]
     Receipts(ReceiptsCommand),
     /// Upload a file and share it with users in one step.
+    #[command(after_help = "Example:\n  coffer send nightly.csv --to partner --expires 7d")]
     Send(SendArgs),
     /// List, or fetch, files shared with you that have not arrived yet.
+    #[command(
+        after_help = "Example (cron):\n  coffer inbox --get-all -o /incoming -r || echo \"inbox failed: exit $?\""
+    )]
     Inbox(InboxArgs),
     /// Give users access to a file (wraps the key for them locally).
     Share(ShareArgs),

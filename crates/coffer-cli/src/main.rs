@@ -31,10 +31,26 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("coffer: {}", one_line(&err));
-            ExitCode::from(exit_code(&err))
+            let code = exit_code(&err);
+            if wants_json() {
+                let line = serde_json::json!({"error": one_line(&err), "exit_code": code});
+                eprintln!("{line}");
+            } else {
+                eprintln!("coffer: {}", one_line(&err));
+            }
+            ExitCode::from(code)
         }
     }
+}
+
+/// Whether the command line asked for `--json`: then the error, too, is
+/// one JSON object (on stderr, like the text form). Read from the words
+/// themselves because each command has its own `--json` flag.
+fn wants_json() -> bool {
+    std::env::args_os()
+        .skip(1)
+        .take_while(|word| word != "--")
+        .any(|word| word == "--json")
 }
 
 /// The error chain on one line, outermost context first.

@@ -239,6 +239,27 @@ fn damaged_files_fail_with_a_reason_and_leave_nothing() {
     tampered[at] ^= 0x20;
     fs::write(env.path("tampered.cof"), &tampered).unwrap();
     assert_fails_cleanly(&env, "tampered.cof", 4, "tampered");
+    // With --json the error is one JSON object, with the same exit code.
+    let out = env
+        .cmd()
+        .args([
+            "decrypt",
+            "--json",
+            "-i",
+            "bob.key",
+            "-o",
+            "target.out",
+            "tampered.cof",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(4));
+    let error: serde_json::Value = serde_json::from_slice(&out.stderr).unwrap();
+    assert_eq!(error["exit_code"], 4);
+    assert!(
+        error["error"].as_str().unwrap().contains("tampered"),
+        "{error}"
+    );
 
     // Cut right after the third chunk.
     let header_len = good.len() - (5 * (CHUNK + 16) + 10 + 16) - 120;
@@ -595,6 +616,21 @@ fn completions_and_man_pages_cover_every_subcommand() {
         .args(["completions", "powershell-nope"])
         .assert()
         .code(2);
+
+    for (command, example) in [
+        ("put", "--skip-existing"),
+        ("get", "-o - |"),
+        ("inbox", "--get-all"),
+        ("send", "--to partner"),
+        ("login", "--fingerprint SHA256:"),
+    ] {
+        env.cmd()
+            .args([command, "--help"])
+            .assert()
+            .success()
+            .stdout(predicate::str::contains("Example"))
+            .stdout(predicate::str::contains(example));
+    }
 
     env.cmd().args(["man", "--out", "man"]).assert().success();
     for page in ["coffer.1", "coffer-put.1", "coffer-server-user-set-quota.1"] {
