@@ -1521,15 +1521,7 @@ fn freezing_proxy(target: u16, up: bool, freeze_after: u64) -> u16 {
 #[test]
 fn a_frozen_connection_mid_put_or_get_is_abandoned_and_resumed() {
     let mut world = World::new();
-    world.kill_server();
-    let config = world.path("srv/config.toml");
-    let text = std::fs::read_to_string(&config).unwrap();
-    std::fs::write(
-        &config,
-        text.replace("body_stall_secs = 30", "body_stall_secs = 2"),
-    )
-    .unwrap();
-    world.start();
+    world.reconfigure(&[("body_stall_secs = 30", "body_stall_secs = 2")]);
     let file = world.write("big.bin", &data(24 << 20, 4));
     let through = |up: bool, profile: &str| {
         let port = freezing_proxy(world.port, up, 6 << 20);
@@ -1599,18 +1591,10 @@ fn a_frozen_connection_mid_put_or_get_is_abandoned_and_resumed() {
 fn an_interrupted_batch_rerun_with_skip_existing_uploads_only_the_rest() {
     use std::io::BufRead;
     let mut world = World::new();
-    world.kill_server();
-    let config = world.path("srv/config.toml");
-    let text = std::fs::read_to_string(&config).unwrap();
-    std::fs::write(
-        &config,
-        text.replace(
-            "api_requests_per_window = 100",
-            "api_requests_per_window = 100000",
-        ),
-    )
-    .unwrap();
-    world.start();
+    world.reconfigure(&[(
+        "api_requests_per_window = 100\n",
+        "api_requests_per_window = 100000\n",
+    )]);
     std::fs::create_dir_all(world.path("batch")).unwrap();
     let files: Vec<_> = (0..50)
         .map(|i| {
@@ -1664,11 +1648,7 @@ fn an_interrupted_batch_rerun_with_skip_existing_uploads_only_the_rest() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let rerun: Vec<Value> = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let rerun = json_lines(&out.stdout);
     assert_eq!(rerun.len(), 50);
     let skipped: Vec<&Value> = rerun.iter().filter(|r| r["skipped"] == true).collect();
     assert_eq!(skipped.len(), stored_before - 1, "{rerun:#?}");
@@ -1718,16 +1698,10 @@ fn an_interrupted_batch_rerun_with_skip_existing_uploads_only_the_rest() {
 #[test]
 fn files_expire_are_swept_and_one_shot_transfers_go_when_received() {
     let mut world = World::new();
-    world.kill_server();
-    let config = world.path("srv/config.toml");
-    let text = std::fs::read_to_string(&config).unwrap();
-    std::fs::write(
-        &config,
-        text.replace("sweep_interval_secs = 60", "sweep_interval_secs = 1")
-            .replace("max_file_ttl_secs = 0", "max_file_ttl_secs = 86400"),
-    )
-    .unwrap();
-    world.start();
+    world.reconfigure(&[
+        ("sweep_interval_secs = 60", "sweep_interval_secs = 1"),
+        ("max_file_ttl_secs = 0", "max_file_ttl_secs = 86400"),
+    ]);
     let short = world.write("short.csv", b"kept two seconds\n");
     let long = world.write("long.csv", b"kept two hours\n");
     let a = world.put("alice", &short, &["--expires", "2s", "--to", "bob"]);
@@ -1805,11 +1779,7 @@ fn files_expire_are_swept_and_one_shot_transfers_go_when_received() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let events: Vec<Value> = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let events = json_lines(&out.stdout);
     let did = |action: &str, id: &str| {
         events
             .iter()
@@ -1853,19 +1823,13 @@ fn a_rate_limited_client_says_it_waits_and_finishes() {
     for file in &files {
         world.put("alice", file, &[]);
     }
-    world.kill_server();
-    let config = world.path("srv/config.toml");
-    let text = std::fs::read_to_string(&config).unwrap();
-    std::fs::write(
-        &config,
-        text.replace(
-            "api_requests_per_window = 100",
-            "api_requests_per_window = 4",
-        )
-        .replace("window_secs = 60", "window_secs = 2"),
-    )
-    .unwrap();
-    world.start();
+    world.reconfigure(&[
+        (
+            "api_requests_per_window = 100\n",
+            "api_requests_per_window = 4\n",
+        ),
+        ("\nwindow_secs = 60", "\nwindow_secs = 2"),
+    ]);
     let out = world
         .coffer("alice")
         .args(["ls", "--json"])

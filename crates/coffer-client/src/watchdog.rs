@@ -47,7 +47,8 @@ fn parse_limit(text: &str) -> Option<Duration> {
 }
 
 /// `inner`, failing with `TimedOut` once no byte has moved either way for
-/// `limit`.
+/// `limit`. Meant for a connection one task drives (hyper's connection
+/// task reads and writes): the stall timer keeps one waker.
 pub struct Watchdog<S> {
     inner: S,
     limit: Duration,
@@ -74,6 +75,24 @@ impl<S> Watchdog<S> {
 
     fn progressed(&mut self) {
         self.last_progress = Instant::now();
+    }
+
+    /// A write that moved bytes is progress; one that is not ready waits
+    /// on the stall timer.
+    fn after_write(
+        &mut self,
+        written: Poll<io::Result<usize>>,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<usize>> {
+        match written {
+            Poll::Ready(result) => {
+                if result.as_ref().is_ok_and(|n| *n > 0) {
+                    self.progressed();
+                }
+                Poll::Ready(result)
+            }
+            Poll::Pending => self.pending_or_stalled(cx),
+        }
     }
 
     /// Called when the inner stream is not ready: arms the timer for the
@@ -123,15 +142,8 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Watchdog<S> {
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        match Pin::new(&mut this.inner).poll_write(cx, data) {
-            Poll::Ready(result) => {
-                if result.as_ref().is_ok_and(|n| *n > 0) {
-                    this.progressed();
-                }
-                Poll::Ready(result)
-            }
-            Poll::Pending => this.pending_or_stalled(cx),
-        }
+        let written = Pin::new(&mut this.inner).poll_write(cx, data);
+        this.after_write(written, cx)
     }
 
     fn poll_write_vectored(
@@ -140,15 +152,8 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Watchdog<S> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        match Pin::new(&mut this.inner).poll_write_vectored(cx, bufs) {
-            Poll::Ready(result) => {
-                if result.as_ref().is_ok_and(|n| *n > 0) {
-                    this.progressed();
-                }
-                Poll::Ready(result)
-            }
-            Poll::Pending => this.pending_or_stalled(cx),
-        }
+        let written = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        this.after_write(written, cx)
     }
 
     fn is_write_vectored(&self) -> bool {

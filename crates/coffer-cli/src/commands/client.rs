@@ -370,13 +370,7 @@ async fn put(args: &PutArgs) -> Result<()> {
         accept_new_key: args.accept_new_key,
         wait: args.wait,
         skip_existing: args.skip_existing,
-        expires_in: args
-            .retention
-            .expires
-            .as_deref()
-            .map(parse_duration)
-            .transpose()?,
-        delete_when_received: args.retention.delete_when_received,
+        retention: &args.retention,
     };
     put_files(&args.common, &files, &how).await
 }
@@ -387,8 +381,7 @@ struct PutHow<'a> {
     accept_new_key: bool,
     wait: bool,
     skip_existing: bool,
-    expires_in: Option<u64>,
-    delete_when_received: bool,
+    retention: &'a RetentionArgs,
 }
 
 /// One of the caller's stored files as its encrypted metadata describes it
@@ -451,13 +444,7 @@ async fn send(args: &SendArgs) -> Result<()> {
         accept_new_key: args.accept_new_key,
         wait: args.wait,
         skip_existing: false,
-        expires_in: args
-            .retention
-            .expires
-            .as_deref()
-            .map(parse_duration)
-            .transpose()?,
-        delete_when_received: args.retention.delete_when_received,
+        retention: &args.retention,
     };
     put_files(&args.common, &[(args.file.clone(), None)], &how).await
 }
@@ -470,8 +457,13 @@ async fn put_files(
     let mut ctx = Ctx::open(common)?;
     let mut options = PutOptions::new(ctx.home.uploads_dir(&ctx.name)?);
     options.wait_for_lock = how.wait;
-    options.expires_in = how.expires_in;
-    options.delete_when_received = how.delete_when_received;
+    options.expires_in = how
+        .retention
+        .expires
+        .as_deref()
+        .map(parse_duration)
+        .transpose()?;
+    options.delete_when_received = how.retention.delete_when_received;
     for user in how.to {
         let key = ctx.user_key(user, how.accept_new_key).await?;
         options.recipients.push((user.clone(), key));

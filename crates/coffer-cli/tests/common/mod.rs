@@ -197,6 +197,21 @@ impl World {
         child
     }
 
+    /// Restarts the server with `config.toml` edited: each `(from, to)`
+    /// replaces a line `init` wrote (which must be there, so a test cannot
+    /// silently run on the defaults).
+    pub fn reconfigure(&mut self, edits: &[(&str, &str)]) {
+        self.kill_server();
+        let path = self.path("srv/config.toml");
+        let mut text = std::fs::read_to_string(&path).unwrap();
+        for (from, to) in edits {
+            assert!(text.contains(from), "config.toml has no {from:?}");
+            text = text.replace(from, to);
+        }
+        std::fs::write(&path, text).unwrap();
+        self.start();
+    }
+
     pub fn kill_server(&mut self) {
         if let Some(mut child) = self.server.take() {
             let _ = child.kill();
@@ -334,4 +349,12 @@ pub fn recorded_units(world: &World, user: &str) -> usize {
         .map(|text| text.lines().count())
         .max()
         .unwrap_or(0)
+}
+
+/// Each line of a command's `--json` output, parsed.
+pub fn json_lines(bytes: &[u8]) -> Vec<Value> {
+    String::from_utf8_lossy(bytes)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+        .collect()
 }
