@@ -1385,6 +1385,14 @@ fn migrate_store_moves_an_embedded_server_to_postgres_and_s3() {
 fn the_server_logs_one_json_access_line_per_request_and_no_secret() {
     let mut world = World::new();
     world.kill_server();
+    // The text log of the logins so far: plain text in a file, no colour.
+    let log_path = world.path(&format!("server-{}.log", world.port));
+    let text = std::fs::read_to_string(&log_path).unwrap();
+    assert!(text.contains("coffer::access"), "{text}");
+    assert!(
+        !text.contains('\u{1b}'),
+        "terminal escapes in a log file: {text:?}"
+    );
     world
         .storage
         .push(("COFFER_LOG_FORMAT".into(), "json".into()));
@@ -1440,6 +1448,13 @@ fn the_server_logs_one_json_access_line_per_request_and_no_secret() {
         .map(|l| l["fields"]["bytes_in"].as_u64().unwrap())
         .sum();
     assert!(sent >= 70_000, "bytes in of the upload: {sent}");
+    let listed = by("POST", "/v1/links/{link}/open");
+    assert!(
+        listed
+            .iter()
+            .any(|l| l["fields"]["bytes_out"].as_u64().unwrap() > 0),
+        "a JSON answer's size: {listed:#?}"
+    );
     assert!(
         access.iter().any(|l| l["fields"]["user"] == "mallory"
             && l["fields"]["status"] == 404

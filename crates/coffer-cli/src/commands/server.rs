@@ -134,7 +134,9 @@ async fn serve(args: &ServerRunArgs) -> Result<()> {
         tracing_subscriber::EnvFilter::try_from_env("COFFER_LOG").unwrap_or_else(|_| "info".into());
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // Colour only on a terminal: a log file or journald gets plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     // `COFFER_LOG_FORMAT=json`: one JSON object per line, for collectors.
     if std::env::var("COFFER_LOG_FORMAT").is_ok_and(|f| f == "json") {
         logs.json().init();

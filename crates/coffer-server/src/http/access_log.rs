@@ -1,7 +1,7 @@
 //! One structured line per request (`coffer::access`, at `info`): method,
-//! route template, status, bytes in and out (as declared by
-//! `Content-Length`), duration, the authenticated user, the peer and a
-//! request id (also sent back as `X-Request-Id`). Never a token, key, file
+//! route template, status, bytes in (as declared by `Content-Length`) and
+//! out (the body's known size, else its `Content-Length`), duration, the
+//! authenticated user, the peer and a request id (also sent back as `X-Request-Id`). Never a token, key, file
 //! name, link secret or id: the route is the template (`/v1/files/{id}`),
 //! and nothing of the query string is kept. Refusals (4xx but 404) log at
 //! `warn`, server errors at `error`.
@@ -46,7 +46,11 @@ pub async fn log(mut request: Request, next: Next) -> Response {
         response.headers_mut().insert("x-request-id", value);
     }
     let status = response.status().as_u16();
-    let bytes_out = content_length(response.headers());
+    // Hyper adds Content-Length after this layer; a whole body knows its
+    // size already, a streamed download says so in its own header.
+    let bytes_out = axum::body::HttpBody::size_hint(response.body())
+        .exact()
+        .unwrap_or_else(|| content_length(response.headers()));
     let user = user.0.get().map_or("-", String::as_str);
     let peer = peer.map_or_else(|| "-".to_string(), |ip| ip.to_string());
     let ms = started.elapsed().as_secs_f64() * 1000.0;
