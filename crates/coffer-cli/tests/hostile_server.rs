@@ -25,36 +25,6 @@ fn world() -> World {
     world
 }
 
-/// Runs SQL against the server's database, as its owner could. The value
-/// of the last statement's first column (if any) comes back as text.
-fn sql(world: &World, statements: &str) -> String {
-    let script = "import sqlite3,sys\n\
-                  c=sqlite3.connect(sys.argv[1])\n\
-                  r=None\n\
-                  for s in sys.argv[2].split(';'):\n\
-                  \x20   s=s.strip()\n\
-                  \x20   if s: r=c.execute(s).fetchone()\n\
-                  c.commit()\n\
-                  print('' if r is None else (r[0].hex() if isinstance(r[0], bytes) else r[0]))";
-    let out = Std::new("python3")
-        .args(["-c", script])
-        .arg(world.path("srv/meta.db"))
-        .arg(statements)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
-
-/// Where the local object store keeps a committed object.
-fn object(world: &World, id: &str) -> PathBuf {
-    world.path(&format!("srv/objects/{}/{}/{id}", &id[..2], &id[2..4]))
-}
-
 /// `coffer send FILE --to bob --json` as `from`; the file id.
 fn send(world: &World, from: &str, name: &str, bytes: &[u8]) -> String {
     let file = world.write(name, bytes);

@@ -2,7 +2,7 @@
 //! OpenAPI document, the shared state ([`state`]), the error type's JSON
 //! form ([`error`]), extractors that refuse with it ([`extract`]), the
 //! bearer-token extractor ([`auth`]), middleware
-//! ([`limits`], [`metrics`], [`access_log`]), connection timeouts ([`watchdog`]), the PROXY protocol ([`proxy`]), and one module per group of routes
+//! ([`limits`], [`metrics`], [`access_log`]), the browser pages ([`pages`]), connection timeouts ([`watchdog`]), the PROXY protocol ([`proxy`]), and one module per group of routes
 //! ([`routes`]). Every handler is thin: parse the request (with
 //! [`crate::codec`]), call one operation of [`crate::service`], answer.
 //!
@@ -15,6 +15,7 @@ pub mod error;
 pub mod extract;
 pub mod limits;
 pub mod metrics;
+pub mod pages;
 pub mod proxy;
 pub mod routes;
 pub mod serve;
@@ -85,6 +86,7 @@ pub fn router(state: AppState) -> Router {
                 )
             }),
         )
+        .merge(pages::routes())
         .fallback(extract::no_route)
         .method_not_allowed_fallback(extract::wrong_method)
         .route_layer(axum::middleware::from_fn(metrics::track))

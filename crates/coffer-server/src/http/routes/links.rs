@@ -16,6 +16,7 @@ use utoipa_axum::routes;
 use super::files::serve_object;
 use crate::http::auth::Authenticated;
 use crate::http::error::{ApiError, ErrorBody};
+use crate::http::pages;
 use crate::http::serve::ConnInfo;
 use crate::http::state::AppState;
 use crate::service::links::{self, NewLink};
@@ -158,13 +159,18 @@ async fn remove(
 /// What anyone holding the link may learn before opening it (no wrap).
 #[utoipa::path(get, path = "/v1/links/{link}", tag = "links",
     params(("link" = String, Path), ("Coffer-Link-Access" = String, Header, description = "The access proof from the URL secret")),
-    responses((status = 200, description = "`{id, size, expires_at, downloads_left, password_required, client_salt}`", body = serde_json::Value),
+    responses((status = 200, description = "`{id, size, expires_at, downloads_left, password_required, client_salt}`; a browser asking for `text/html` without the proof gets the link page", body = serde_json::Value),
         (status = 404, body = ErrorBody), (status = 410, description = "Expired, exhausted or locked", body = ErrorBody)))]
 async fn info(
     State(state): State<AppState>,
     Path(link_id): Path<String>,
     headers: HeaderMap,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Response, ApiError> {
+    // The URL an owner sends is this one: a browser gets the page, which
+    // then asks this route for JSON with the access proof.
+    if pages::wants_html(&headers) && access(&headers).is_none() {
+        return Ok(pages::link_page());
+    }
     let (link, file) = links::info(&state, &link_id, access(&headers)).await?;
     Ok(Json(json!({
         "id": link.id,
@@ -173,7 +179,8 @@ async fn info(
         "downloads_left": link.max_downloads.map(|max| max.saturating_sub(link.downloads)),
         "password_required": link.password_hash.is_some(),
         "client_salt": link.client_salt.as_ref().map(|salt| b64().encode(salt)),
-    })))
+    }))
+    .into_response())
 }
 
 #[derive(Deserialize, Default, ToSchema)]

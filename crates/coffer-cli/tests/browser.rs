@@ -1,0 +1,236 @@
+//! The customer with only a browser: share links opened in Debian's Chromium
+//! (driven by playwright-core, `crates/coffer-server/web/test/browser.mjs`),
+//! which decrypts and verifies the file in the page.
+//!
+//! Needs `node`, `/usr/lib/chromium/chromium` and `npm ci` in
+//! crates/coffer-server/web (`.ci/run` installs all three). Without them the
+//! test says so and passes, except under `CI=true`, where it fails.
+//!
+//! One browser run covers every case, to keep the suite lean:
+//! - a 300 MiB file through the streaming service worker (a browser that
+//!   trusts the certificate), bytes identical, page memory bounded;
+//! - a 1 MiB file behind the self-signed certificate (in-page, then saved);
+//! - a wrong password, then the right one;
+//! - exhausted and expired links: their messages, no download;
+//! - a stored object with one flipped byte near its end, and one cut short
+//!   (object and database row edited, as the server's owner could): the page
+//!   says so and no completed download appears.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command as Std;
+use std::time::Duration;
+
+use common::*;
+use serde_json::{Value, json};
+
+const CHROMIUM: &str = "/usr/lib/chromium/chromium";
+
+fn web_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../coffer-server/web")
+}
+
+/// Whether the browser tooling is here; under CI it must be.
+fn browser_available() -> bool {
+    let ready = Path::new(CHROMIUM).exists()
+        && web_dir().join("node_modules/playwright-core").exists()
+        && Std::new("node").arg("--version").output().is_ok();
+    if !ready {
+        assert!(
+            std::env::var("CI").is_err(),
+            "CI=true but Chromium, node or web/node_modules is missing (run .ci/run)"
+        );
+        eprintln!("skipped: needs node, {CHROMIUM} and `npm ci` in crates/coffer-server/web");
+    }
+    ready
+}
+
+/// base64 SHA-256 of the certificate's public key, for Chromium's
+/// `--ignore-certificate-errors-spki-list` (a browser that trusts it).
+fn spki_hash(cert: &Path) -> String {
+    let script = "openssl x509 -in \"$1\" -pubkey -noout | openssl pkey -pubin -outform der \
+                  | openssl dgst -sha256 -binary | base64";
+    let out = Std::new("sh")
+        .args(["-c", script, "sh"])
+        .arg(cert)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+fn link(world: &World, id: &str, extra: &[&str], password: Option<&str>) -> String {
+    let mut cmd = world.coffer("alice");
+    cmd.args(["link", id]).args(extra);
+    if let Some(p) = password {
+        cmd.arg("--password").env("COFFER_LINK_PASSWORD", p);
+    }
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+fn put_id(world: &World, name: &str, bytes: &[u8]) -> (String, PathBuf) {
+    let file = world.write(name, bytes);
+    let put = world.put("alice", &file, &[]);
+    (put["id"].as_str().unwrap().to_string(), file)
+}
+
+#[test]
+fn links_open_decrypt_and_verify_in_chromium() {
+    if !browser_available() {
+        return;
+    }
+    let world = World::with_init_on(&[], coffer_server::testing::Backend::Embedded);
+    world.login_everyone();
+    let (big_id, big) = put_id(&world, "scan archive.tar", &data(300 << 20, 1));
+    let (small_id, small) = put_id(&world, "letter.pdf", &data(1 << 20, 2));
+    let (tampered_id, _) = put_id(&world, "tampered.bin", &data(3 << 20, 3));
+    let (cut_id, _) = put_id(&world, "cut.bin", &data(3 << 20, 4));
+
+    let exhausted = link(&world, &small_id, &["--max-downloads", "1"], None);
+    let expired = link(&world, &small_id, &["--expires", "1s"], None);
+    let cases = json!([
+        {"label": "big-streamed", "url": link(&world, &big_id, &[], None), "trusted": true},
+        {"label": "small-self-signed", "url": link(&world, &small_id, &[], None), "trusted": false},
+        {"label": "password", "url": link(&world, &small_id, &[], Some("correct horse")),
+         "passwords": ["wrong horse", "correct horse"], "trusted": true},
+        {"label": "exhausted", "url": exhausted, "trusted": false},
+        {"label": "expired", "url": expired, "trusted": false},
+        {"label": "tampered", "url": link(&world, &tampered_id, &[], None), "trusted": true},
+        {"label": "truncated", "url": link(&world, &cut_id, &[], None), "trusted": true},
+    ]);
+    spend_with_cli(&world, &exhausted);
+    std::thread::sleep(Duration::from_millis(1100));
+    // The server's owner edits what it stores: one flipped byte near the end
+    // of one object; another cut short by 100 bytes, its row to match.
+    let path = object(&world, &tampered_id);
+    let mut stored = std::fs::read(&path).unwrap();
+    let at = stored.len() - 200;
+    stored[at] ^= 0x40;
+    std::fs::write(&path, &stored).unwrap();
+    let path = object(&world, &cut_id);
+    let stored = std::fs::read(&path).unwrap();
+    let cut = stored.len() - 100;
+    std::fs::write(&path, &stored[..cut]).unwrap();
+    sql(
+        &world,
+        &format!("UPDATE files SET size = {cut} WHERE id = '{cut_id}'"),
+    );
+
+    let results = run_browser(&world, cases);
+    let case = |label: &str| -> &Value {
+        results
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["label"] == label)
+            .unwrap_or_else(|| panic!("no result for {label}: {results}"))
+    };
+    let delivered = |label: &str, source: &Path| {
+        let r = case(label);
+        assert_eq!(r["state"], "done", "{r}");
+        assert_eq!(
+            r["download"]["sha256"],
+            sha(source),
+            "{label}: bytes differ: {r}"
+        );
+    };
+    delivered("big-streamed", &big);
+    let big_case = case("big-streamed");
+    assert!(
+        big_case["mode"].as_str().unwrap().contains("straight to"),
+        "{big_case}"
+    );
+    assert_eq!(big_case["download"]["suggested"], "scan archive.tar");
+    let heap = big_case["heapPeakBytes"].as_f64().unwrap();
+    assert!(
+        heap < 64.0 * 1024.0 * 1024.0,
+        "page heap {heap} for a 300 MiB file"
+    );
+    delivered("small-self-signed", &small);
+    assert!(
+        case("small-self-signed")["mode"]
+            .as_str()
+            .unwrap()
+            .contains("in the page")
+    );
+    delivered("password", &small);
+    for (label, code) in [("exhausted", "link_exhausted"), ("expired", "link_expired")] {
+        let r = case(label);
+        assert_eq!(
+            (r["state"].as_str(), r["error"].as_str()),
+            (Some("error"), Some(code)),
+            "{r}"
+        );
+        assert_eq!(r["downloads"], 0, "{r}");
+    }
+    for (label, kind) in [("tampered", "tampered"), ("truncated", "truncated")] {
+        let r = case(label);
+        assert_eq!(
+            (r["state"].as_str(), r["error"].as_str()),
+            (Some("error"), Some(kind)),
+            "{r}"
+        );
+        assert!(
+            r["download"].is_null() || r["download"]["failure"].is_string(),
+            "{label}: a download completed: {r}"
+        );
+    }
+}
+
+fn spend_with_cli(world: &World, url: &str) {
+    std::fs::create_dir_all(world.path("spent")).unwrap();
+    let out = Std::new(bin())
+        .current_dir(world.dir.path())
+        .env("COFFER_HOME", world.path("nobody-home"))
+        .args(["get", url, "-o", "spent"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn run_browser(world: &World, cases: Value) -> Value {
+    let artifacts = std::env::var_os("COFFER_BROWSER_ARTIFACTS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| world.path("screenshots"));
+    let spec = json!({
+        "chromium": CHROMIUM,
+        "spki": spki_hash(&world.path("srv/tls/cert.pem")),
+        "artifacts": artifacts,
+        "cases": cases,
+    });
+    let spec_path = world.write("browser-spec.json", spec.to_string().as_bytes());
+    let out = Std::new("node")
+        .current_dir(web_dir())
+        .arg("test/browser.mjs")
+        .arg(&spec_path)
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    let log: Vec<&str> = log
+        .lines()
+        .filter(|l| l.starts_with('[') && !l.contains("dbus"))
+        .collect();
+    assert!(
+        out.status.success(),
+        "browser driver failed:\n{}",
+        log.join("\n")
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{e}: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            log.join("\n")
+        )
+    })
+}
