@@ -12,7 +12,6 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::process::{Command as Std, Output};
 
 use common::*;
