@@ -188,7 +188,7 @@ export class Input {
   }
 
   peek(n) {
-    if (this.parts.length && this.parts[0].length >= n) return this.parts[0].slice(0, n);
+    if (this.parts.length && this.parts[0].length >= n) return this.parts[0].subarray(0, n);
     const out = new Uint8Array(n);
     let at = 0;
     for (const part of this.parts) {
