@@ -83,6 +83,12 @@ pub enum Command {
     Revoke(RevokeArgs),
     /// Create an anonymous share link (the secret lives in the URL fragment).
     Link(LinkArgs),
+    /// Create an upload link: anyone with it can send you files from a
+    /// browser, encrypted there to your key. They arrive in your inbox.
+    #[command(
+        after_help = "Examples:\n  coffer request --expires 7d --max-files 10 --max-size 2GiB --note \"Scans for case 1234\"\n  coffer request ls\n  coffer request revoke https://coffer.example:8443/v1/requests/…"
+    )]
+    Request(RequestArgs),
     /// Print a shell completion script: `coffer completions bash >
     /// /etc/bash_completion.d/coffer`.
     Completions(CompletionsArgs),
@@ -341,6 +347,55 @@ pub struct LinkArgs {
     pub password: bool,
 }
 
+#[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct RequestArgs {
+    #[command(subcommand)]
+    pub action: Option<RequestAction>,
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// How long it takes files, e.g. 24h, 7d, 30d.
+    #[arg(long, default_value = "7d")]
+    pub expires: String,
+    /// How many files it takes.
+    #[arg(long)]
+    pub max_files: Option<u64>,
+    /// Largest file it takes (e.g. 500MiB, 2GiB).
+    #[arg(long, value_parser = parse_bytes)]
+    pub max_size: Option<u64>,
+    /// A note the page shows senders (it travels in the URL fragment; the
+    /// server never sees it).
+    #[arg(long)]
+    pub note: Option<String>,
+    /// Ask senders for their name (their own claim, sent encrypted with
+    /// each file; nothing authenticates it).
+    #[arg(long)]
+    pub ask_name: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RequestAction {
+    /// List your upload links.
+    Ls(CommonOnly),
+    /// Revoke upload links (their URLs or ids): no new file can come.
+    Revoke(RequestRevokeArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CommonOnly {
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RequestRevokeArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Upload link URLs or ids.
+    #[arg(required = true)]
+    pub requests: Vec<String>,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum LinkAction {
     /// List the links of one file, or of all your files.
@@ -408,6 +463,11 @@ pub struct ServerInitArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:8443")]
     pub listen: std::net::SocketAddr,
+    /// The URL people reach the server at, when it is not the listen
+    /// address (a proxy, a port mapping, a DNS name): `public_url` in
+    /// config.toml, printed here, and the base of the links clients make.
+    #[arg(long)]
+    pub public_url: Option<String>,
     /// Use this certificate chain (PEM) instead of a self-signed one.
     #[arg(long, requires = "key")]
     pub cert: Option<PathBuf>,

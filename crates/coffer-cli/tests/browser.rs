@@ -14,7 +14,15 @@
 //! - exhausted and expired links: their messages, no download;
 //! - a stored object with one flipped byte near its end, and one cut short
 //!   (object and database row edited, as the server's owner could): the page
-//!   says so and no completed download appears.
+//!   says so and no completed download appears;
+//! - an upload link (`coffer request`): a 50 MiB file encrypted in the page,
+//!   the page reloaded mid-way and the file chosen again, the upload resumed;
+//!   a 1 MiB file behind the self-signed certificate; a URL whose pin names
+//!   another key refuses to send. The requester's `coffer inbox` gets
+//!   identical bytes marked "via upload link", the server's data directory
+//!   holds neither the plaintext nor the file names, and a server that
+//!   relabels such a file as alice's own (or her own as an anonymous one)
+//!   is refused.
 
 mod common;
 
@@ -93,6 +101,23 @@ fn links_open_decrypt_and_verify_in_chromium() {
     let (tampered_id, _) = put_id(&world, "tampered.bin", &data(3 << 20, 3));
     let (cut_id, _) = put_id(&world, "cut.bin", &data(3 << 20, 4));
 
+    let request = upload_link(&world);
+    let wrong_pin = {
+        let (head, tail) = request.split_once("&r=").unwrap();
+        let pin = &tail[..43];
+        let flipped = if pin.starts_with('A') { "B" } else { "A" };
+        format!("{head}&r={flipped}{}", &tail[1..])
+    };
+    // A marker that must never reach the server in clear.
+    let mut records = data(50 << 20, 5);
+    for at in (0..records.len() - MARKER.len()).step_by(1 << 20) {
+        records[at..at + MARKER.len()].copy_from_slice(MARKER);
+    }
+    let records = world.write("patient records 2026.pdf", &records);
+    let mut letter = data(1 << 20, 6);
+    letter[..MARKER.len()].copy_from_slice(MARKER);
+    let letter = world.write("referral letter.txt", &letter);
+
     let exhausted = link(&world, &small_id, &["--max-downloads", "1"], None);
     let expired = link(&world, &small_id, &["--expires", "1s"], None);
     let cases = json!([
@@ -104,6 +129,12 @@ fn links_open_decrypt_and_verify_in_chromium() {
         {"label": "expired", "url": expired, "trusted": false},
         {"label": "tampered", "url": link(&world, &tampered_id, &[], None), "trusted": true},
         {"label": "truncated", "url": link(&world, &cut_id, &[], None), "trusted": true},
+        {"label": "request-resumed", "kind": "request", "url": request, "trusted": true,
+         "files": [records], "senderName": "Dr. Ana Ruiz", "reloadAfterBytes": 12 << 20},
+        {"label": "request-self-signed", "kind": "request", "url": request, "trusted": false,
+         "files": [letter]},
+        {"label": "request-wrong-pin", "kind": "request", "url": wrong_pin, "trusted": true,
+         "files": [letter]},
     ]);
     spend_with_cli(&world, &exhausted);
     std::thread::sleep(Duration::from_millis(1100));
@@ -176,6 +207,7 @@ fn links_open_decrypt_and_verify_in_chromium() {
         );
         assert_eq!(r["downloads"], 0, "{r}");
     }
+    check_upload_link(&world, &|label| case(label).clone(), &records, &letter);
     for (label, kind) in [("tampered", "tampered"), ("truncated", "truncated")] {
         let r = case(label);
         assert_eq!(
@@ -187,6 +219,173 @@ fn links_open_decrypt_and_verify_in_chromium() {
             r["download"].is_null() || r["download"]["failure"].is_string(),
             "{label}: a download completed: {r}"
         );
+    }
+}
+
+const MARKER: &[u8] = b"PLAINTEXT-MARKER-7f3a9c-never-on-the-server";
+
+fn upload_link(world: &World) -> String {
+    let out = world
+        .coffer("alice")
+        .args([
+            "request",
+            "--max-files",
+            "3",
+            "--ask-name",
+            "--note",
+            "Scans for case 1234 & co",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// What the requester's side sees of the upload-link cases: the page's
+/// verdicts, the inbox, the bytes, and what the server holds.
+fn check_upload_link(world: &World, case: &dyn Fn(&str) -> Value, records: &Path, letter: &Path) {
+    let resumed = case("request-resumed");
+    assert_eq!(resumed["state"], "done", "{resumed}");
+    assert!(
+        resumed["resumed"].as_u64().unwrap() > 0,
+        "the reload did not resume: {resumed}"
+    );
+    assert!(
+        resumed["receipts"]
+            .as_str()
+            .unwrap()
+            .contains("received, receipt "),
+        "{resumed}"
+    );
+    assert_eq!(case("request-self-signed")["state"], "done");
+    let refused = case("request-wrong-pin");
+    assert_eq!(
+        (refused["state"].as_str(), refused["error"].as_str()),
+        (Some("error"), Some("wrong-key")),
+        "{refused}"
+    );
+
+    let out = world
+        .coffer("alice")
+        .args(["inbox", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listed = json_lines(&out.stdout);
+    assert_eq!(listed.len(), 2, "{listed:?}");
+    for entry in &listed {
+        assert!(
+            entry["from"]
+                .as_str()
+                .unwrap()
+                .starts_with("via upload link "),
+            "{entry}"
+        );
+        assert!(entry["via_request"].is_string(), "{entry}");
+    }
+    assert!(
+        listed.iter().any(|e| e["says_from"] == "Dr. Ana Ruiz"),
+        "{listed:?}"
+    );
+    std::fs::create_dir_all(world.path("received")).unwrap();
+    let out = world
+        .coffer("alice")
+        .args(["inbox", "--get-all", "-o", "received"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("an anonymous sender via upload link"),
+        "{said}"
+    );
+    for source in [records, letter] {
+        let name = source.file_name().unwrap();
+        assert_eq!(
+            sha(&world.path("received").join(name)),
+            sha(source),
+            "{name:?}"
+        );
+    }
+
+    // Only ciphertext reached the server: neither the marker nor the names.
+    let mut stored = Vec::new();
+    collect_files(&world.path("srv"), &mut stored);
+    for path in &stored {
+        let bytes = std::fs::read(path).unwrap();
+        for needle in [
+            MARKER,
+            b"patient records 2026",
+            b"Dr. Ana Ruiz",
+            b"case 1234",
+        ] {
+            assert!(
+                !bytes.windows(needle.len()).any(|w| w == needle),
+                "{} holds {:?} in clear",
+                path.display(),
+                String::from_utf8_lossy(needle)
+            );
+        }
+    }
+
+    // The server's owner relabels: the anonymous file as alice's own upload,
+    // and one of her own as come through the link. Her client refuses both.
+    let anonymous = listed[0]["id"].as_str().unwrap();
+    let request = listed[0]["via_request"].as_str().unwrap();
+    sql(
+        world,
+        &format!("UPDATE files SET via_request = NULL WHERE id = '{anonymous}'"),
+    );
+    let out = world
+        .coffer("alice")
+        .args(["get", anonymous, "-o", "received"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("signed by"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let own = world.put("alice", &world.write("own.txt", b"alice's own"), &[]);
+    let own = own["id"].as_str().unwrap();
+    sql(
+        world,
+        &format!("UPDATE files SET via_request = '{request}' WHERE id = '{own}'"),
+    );
+    let out = world
+        .coffer("alice")
+        .args(["get", own, "-o", "received"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("upload link"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            collect_files(&path, out);
+        } else {
+            out.push(path);
+        }
     }
 }
 

@@ -26,6 +26,11 @@ pub struct FileEntry {
     /// Unix time at which the server deletes it, if it will.
     #[serde(default)]
     pub expires_at: Option<i64>,
+    /// The upload link (of the caller's) it came through, if the server
+    /// says so: then its sender is anonymous, signed with a one-time key,
+    /// and the file must name that link in its metadata.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub via_request: Option<String>,
 }
 
 /// Which files [`Session::list_files`] lists.
@@ -238,6 +243,27 @@ impl Session {
             .as_str()
             .map(str::to_string)
             .ok_or_else(|| Error::protocol("link answer without id"))
+    }
+
+    /// Creates an upload link; `body` as in docs/API.md.
+    pub(crate) async fn create_request(
+        &mut self,
+        body: &Value,
+    ) -> Result<crate::requests::RequestEntry> {
+        let answer = self.call("POST", "/v1/requests", Some(body), true).await?;
+        parse(answer, "upload link")
+    }
+
+    /// The caller's upload links.
+    pub async fn list_requests(&mut self) -> Result<Vec<crate::requests::RequestEntry>> {
+        let answer = self.call("GET", "/v1/requests", None, true).await?;
+        parse(answer["requests"].clone(), "upload link list")
+    }
+
+    /// Revokes one of the caller's upload links.
+    pub async fn delete_request(&mut self, id: &str) -> Result<()> {
+        let path = format!("/v1/requests/{}", path_segment(id)?);
+        self.call("DELETE", &path, None, true).await.map(drop)
     }
 
     /// A file's links.

@@ -138,6 +138,69 @@ pub async fn expected_sender(
     })
 }
 
+/// Who a file must be signed by, as this client can tell.
+#[derive(Clone, Debug)]
+pub enum Signer {
+    /// A user's key (the caller's own, pinned, or pinned now).
+    User(Box<ExpectedSender>),
+    /// Anyone holding the caller's upload link with this id: the sender's
+    /// page signs with a one-time key, so the file proves only that it was
+    /// made for that link, not who made it.
+    UploadLink(String),
+}
+
+impl Signer {
+    /// The user the file is from, if a user's key is what signs it.
+    pub fn user(&self) -> Option<&str> {
+        match self {
+            Signer::User(expected) => Some(&expected.user),
+            Signer::UploadLink(_) => None,
+        }
+    }
+
+    /// Whether a user's key was pinned just now (first contact).
+    pub fn newly_pinned(&self) -> bool {
+        matches!(self, Signer::User(expected) if expected.newly_pinned)
+    }
+
+    /// The upload link the file came through, if it did.
+    pub fn upload_link(&self) -> Option<&str> {
+        match self {
+            Signer::UploadLink(request) => Some(request),
+            Signer::User(_) => None,
+        }
+    }
+}
+
+/// Checks who may have signed one of the caller's files before a byte of
+/// its body is fetched. The server names either an owner, whose pinned key
+/// must have signed it, or one of the caller's upload links; the latter
+/// only counts when the file's own (encrypted, MAC'd) metadata names the
+/// same link, so a server cannot pass off another file, or one of the
+/// caller's own, as an anonymous upload, nor an anonymous upload as a
+/// user's (that fails the owner's key).
+pub(crate) async fn check_signer(
+    session: &mut Session,
+    pins: &mut dyn Pins,
+    own: &OwnFile,
+) -> Result<Signer> {
+    let id = &own.entry.id;
+    let Some(request) = &own.entry.via_request else {
+        let expected = expected_sender(session, pins, &own.entry.owner).await?;
+        check_sender(id, &own.claimed_sender, &expected)?;
+        return Ok(Signer::User(Box::new(expected)));
+    };
+    let named = own.opened.metadata().request.as_deref();
+    if named != Some(request.as_str()) || own.entry.owner != session.user() {
+        return Err(Error::WrongUploadLink {
+            id: id.clone(),
+            claimed: request.clone(),
+            named: named.unwrap_or("no upload link").to_string(),
+        });
+    }
+    Ok(Signer::UploadLink(request.clone()))
+}
+
 /// Refuses a header whose (claimed, later verified) sender is not
 /// `expected`: before a byte of the body is fetched.
 pub(crate) fn check_sender(id: &str, claimed: &Sender, expected: &ExpectedSender) -> Result<()> {
@@ -183,6 +246,9 @@ pub struct GetOutcome {
     pub sender_user: Option<String>,
     /// Whether that user's key was pinned by this download (first contact).
     pub newly_pinned: bool,
+    /// The upload link it came through (then `sender_user` is `None` and
+    /// the sender is anonymous).
+    pub via_request: Option<String>,
     /// The decrypted metadata.
     pub metadata: Metadata,
     /// Set when the stored name was unusable and another was chosen.
@@ -320,8 +386,7 @@ pub async fn get(
     progress: &dyn Progress,
 ) -> Result<GetOutcome> {
     let own = open_own(session, id, "decrypt").await?;
-    let expected = expected_sender(session, pins, &own.entry.owner).await?;
-    check_sender(id, &own.claimed_sender, &expected)?;
+    let signer = check_signer(session, pins, &own).await?;
     let opened = Opened {
         file_key: own.opened.file_key().clone(),
         header: own.header,
@@ -336,8 +401,9 @@ pub async fn get(
         progress,
     )
     .await?;
-    outcome.sender_user = Some(expected.user);
-    outcome.newly_pinned = expected.newly_pinned;
+    outcome.sender_user = signer.user().map(str::to_string);
+    outcome.newly_pinned = signer.newly_pinned();
+    outcome.via_request = signer.upload_link().map(str::to_string);
     Ok(outcome)
 }
 
@@ -348,10 +414,9 @@ pub struct Streamed {
     pub plaintext_len: u64,
     /// Who signed the file (verified).
     pub sender: Sender,
-    /// The user the server named, whose pinned key signed it.
-    pub sender_user: String,
-    /// Whether that user's key was pinned by this download.
-    pub newly_pinned: bool,
+    /// Who may have signed it: a user's pinned key, or anyone holding one
+    /// of the caller's upload links.
+    pub signer: Signer,
     /// The decrypted metadata.
     pub metadata: Metadata,
 }
@@ -371,8 +436,7 @@ pub async fn stream(
     progress: &dyn Progress,
 ) -> Result<Streamed> {
     let own = open_own(session, id, "decrypt").await?;
-    let expected = expected_sender(session, pins, &own.entry.owner).await?;
-    check_sender(id, &own.claimed_sender, &expected)?;
+    let signer = check_signer(session, pins, &own).await?;
     let opened = Opened {
         file_key: own.opened.file_key().clone(),
         header: own.header,
@@ -395,8 +459,7 @@ pub async fn stream(
                 return Ok(Streamed {
                     plaintext_len: verified.plaintext_len,
                     sender: verified.sender,
-                    sender_user: expected.user,
-                    newly_pinned: expected.newly_pinned,
+                    signer,
                     metadata: verified.metadata,
                 });
             }
@@ -529,6 +592,7 @@ pub(crate) async fn fetch(
                     sender: verified.sender,
                     sender_user: None,
                     newly_pinned: false,
+                    via_request: None,
                     metadata: verified.metadata,
                     renamed_from,
                     resumed_at: resumed_at.unwrap_or(0),
@@ -963,8 +1027,7 @@ pub async fn describe(
     pins: &mut dyn Pins,
 ) -> Result<(Metadata, Sender)> {
     let own = open_own(session, &entry.id, "decrypt").await?;
-    let expected = expected_sender(session, pins, &entry.owner).await?;
-    check_sender(&entry.id, &own.claimed_sender, &expected)?;
+    check_signer(session, pins, &own).await?;
     Ok((own.opened.metadata().clone(), own.claimed_sender))
 }
 

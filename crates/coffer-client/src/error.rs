@@ -102,6 +102,22 @@ pub enum Error {
         /// The fingerprint of the key that signed it.
         got: String,
     },
+    /// The server says a file came through an upload link that the file
+    /// itself does not name (or names for another user).
+    #[error(
+        "refusing file {}: the server says it came through upload link {}, but the file names {}",
+        printable(.id),
+        printable(.claimed),
+        printable(.named)
+    )]
+    WrongUploadLink {
+        /// The file.
+        id: String,
+        /// The link the server named.
+        claimed: String,
+        /// The link the file's metadata names.
+        named: String,
+    },
     /// The server answered with another file than the one asked for.
     #[error("refusing file {requested}: the server answered with the file {got} instead")]
     WrongFile {
@@ -215,7 +231,9 @@ impl Error {
                 _ => Class::Usage,
             },
             Error::Format(_) | Error::Receipt(_) => Class::Integrity,
-            Error::WrongSender { .. } | Error::WrongFile { .. } => Class::Integrity,
+            Error::WrongSender { .. } | Error::WrongFile { .. } | Error::WrongUploadLink { .. } => {
+                Class::Integrity
+            }
             Error::SourceChanged(_) => Class::Temporary,
             Error::HostileName { .. } => Class::Integrity,
             Error::Exists(_) | Error::Usage(_) => Class::Usage,

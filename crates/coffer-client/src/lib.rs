@@ -41,6 +41,7 @@ pub mod links;
 pub mod names;
 pub mod profile;
 pub mod progress;
+pub mod requests;
 pub mod session;
 pub mod share;
 mod tls;

@@ -5,7 +5,9 @@
 //! so the server never sees the secret; `s` is the fingerprint of the
 //! link creator's key (without dashes), which the downloaded file must be
 //! signed with; `fp` lets someone without a profile pin a self-signed
-//! server's certificate.
+//! server's certificate. A link without `fp` names a server whose
+//! certificate the system's CAs sign, and is checked against those: which
+//! of the two a link expects follows the trust of the profile that made it.
 
 use coffer_format::Header;
 use coffer_proto::link::{PasswordKey, SALT_LEN, SECRET_LEN, access_proof, link_identity};
@@ -206,7 +208,7 @@ pub async fn create(session: &mut Session, id: &str, options: LinkOptions) -> Re
         _ => None,
     };
     let url = LinkUrl {
-        base: session.endpoint().url.clone(),
+        base: session.public_url().to_string(),
         link: link.clone(),
         secret,
         sender: Some(own.claimed_sender.fingerprint()),
@@ -298,11 +300,9 @@ fn anonymous(url: &LinkUrl, trust: Option<Trust>) -> Result<Session> {
     let trust = match (trust, &url.fingerprint) {
         (Some(trust), _) => trust,
         (None, Some(fp)) => Trust::Pinned(fp.clone()),
-        (None, None) => {
-            return Err(Error::Usage(
-                "the link carries no certificate pin; pass --fingerprint or --ca".into(),
-            ));
-        }
+        // No pin in the link: its server has a certificate the system's CAs
+        // sign (see the module doc).
+        (None, None) => Trust::System,
     };
     Session::new(Endpoint::parse(&url.base, trust, None)?, "", None)
 }

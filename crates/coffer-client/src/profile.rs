@@ -46,6 +46,10 @@ pub struct Profile {
     /// Public identities of other users as first seen (trust on first use).
     #[serde(default)]
     pub known_users: BTreeMap<String, String>,
+    /// The server's `public_url` as the last login saw it: the base of the
+    /// link URLs made with this profile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_url: Option<String>,
 }
 
 impl std::fmt::Debug for Profile {
@@ -63,7 +67,8 @@ impl Profile {
         let trust = match (&self.cert_fingerprint, &self.ca_file) {
             (Some(fp), _) => Trust::Pinned(fp.clone()),
             (None, Some(ca)) => Trust::Ca(ca.clone()),
-            (None, None) => return Err(Error::Usage("profile has neither a pin nor a CA".into())),
+            // Logged in to a server whose certificate the system's CAs sign.
+            (None, None) => Trust::System,
         };
         let client_cert = match (&self.client_cert, &self.client_key) {
             (Some(cert), Some(key)) => Some(ClientCert {
@@ -85,7 +90,9 @@ impl Profile {
             }),
             _ => None,
         };
-        let session = Session::new(self.endpoint()?, &self.user, Some(server))?.with_token(token);
+        let session = Session::new(self.endpoint()?, &self.user, Some(server))?
+            .with_token(token)
+            .with_public_url(self.public_url.clone());
         Ok(match identity {
             Some(identity) => session.with_identity(identity),
             None => session,
@@ -94,6 +101,9 @@ impl Profile {
 
     /// Keeps the session's current token for the next run.
     pub fn remember_token(&mut self, session: &Session) {
+        if let Some(url) = session.advertised_public_url() {
+            self.public_url = Some(url.to_string());
+        }
         match session.token() {
             Some(token) => {
                 self.token = Some(token.value.as_str().to_string());

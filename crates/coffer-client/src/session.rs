@@ -140,6 +140,8 @@ pub struct Session {
     identity: Option<Arc<Identity>>,
     server_identity: Option<PublicIdentity>,
     token: Option<Token>,
+    /// The URL the server says links should use (its `public_url`).
+    public_url: Option<String>,
 }
 
 pub(crate) fn now() -> i64 {
@@ -152,6 +154,8 @@ pub(crate) fn now() -> i64 {
 struct ChallengeAnswer {
     nonce: String,
     server_identity: String,
+    #[serde(default)]
+    public_url: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -181,7 +185,29 @@ impl Session {
             identity: None,
             server_identity,
             token: None,
+            public_url: None,
         })
+    }
+
+    /// Uses `url` as the base of the link URLs this session makes (the
+    /// server's `public_url`, as a login saw it).
+    pub fn with_public_url(mut self, url: Option<String>) -> Self {
+        self.public_url = url;
+        self
+    }
+
+    /// The base of link URLs: the server's `public_url` when it has one
+    /// (a URL clients can parse), else the URL this session connects to.
+    pub fn public_url(&self) -> &str {
+        self.public_url
+            .as_deref()
+            .filter(|url| Endpoint::parse(url, Trust::FirstUse, None).is_ok())
+            .unwrap_or(&self.endpoint.url)
+    }
+
+    /// What the server said its `public_url` is, if anything.
+    pub fn advertised_public_url(&self) -> Option<&str> {
+        self.public_url.as_deref()
     }
 
     /// Uses `identity` to log in whenever a token is needed.
@@ -526,6 +552,9 @@ impl Session {
             .ok_or_else(|| Error::Usage("an identity is needed to log in".into()))?;
         let answer = self.challenge().await?;
         let presented = PublicIdentity::parse(&answer.server_identity)?;
+        self.public_url = answer
+            .public_url
+            .map(|url| url.trim_end_matches('/').to_string());
         match &self.server_identity {
             Some(pinned) if *pinned != presented => {
                 return Err(Error::ServerIdentityChanged {

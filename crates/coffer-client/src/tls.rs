@@ -1,6 +1,8 @@
 //! TLS 1.3 to a coffer server, with the certificate either pinned by
-//! fingerprint (self-signed servers, like ssh known_hosts) or verified
-//! against a CA, and optionally a client certificate (mTLS).
+//! fingerprint (self-signed servers, like ssh known_hosts), or verified
+//! against the system's CA roots (servers with a CA-signed certificate, so
+//! renewals need nothing from clients) or a given CA file, and optionally a
+//! client certificate (mTLS).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -25,6 +27,11 @@ pub enum Trust {
     /// Verify the chain against the CA certificates in this PEM file, and
     /// the host name.
     Ca(PathBuf),
+    /// Verify the chain against the system's CA roots (and the host name),
+    /// as a browser does: a server whose certificate a public or company
+    /// CA signed, renewed as often as it likes. `SSL_CERT_FILE` and
+    /// `SSL_CERT_DIR` override where the roots are read from.
+    System,
 }
 
 /// A client certificate and key (PEM files), for servers requiring mTLS.
@@ -123,6 +130,52 @@ impl ServerCertVerifier for PinVerifier {
     }
 }
 
+/// The system roots' verdict, recording the certificate it was given (so a
+/// login can say which certificate it trusted).
+#[derive(Debug)]
+struct SystemVerifier {
+    inner: rustls_platform_verifier::Verifier,
+    seen: Arc<Seen>,
+}
+
+impl ServerCertVerifier for SystemVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let presented = coffer_proto::fingerprint::certificate(end_entity.as_ref());
+        *self.seen.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(presented);
+        self.inner
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
 /// A rustls configuration for one server, plus what its handshakes saw.
 pub(crate) fn client_config(
     trust: &Trust,
@@ -156,6 +209,16 @@ pub(crate) fn client_config(
                     .map_err(|e| Error::Usage(format!("{}: {e}", path.display())))?;
             }
             builder.with_root_certificates(roots)
+        }
+        Trust::System => {
+            let inner = rustls_platform_verifier::Verifier::new(provider)
+                .map_err(|e| Error::Usage(format!("the system's CA roots: {e}")))?;
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(SystemVerifier {
+                    inner,
+                    seen: seen.clone(),
+                }))
         }
     };
     let mut config = match client_cert {

@@ -413,6 +413,8 @@ fn metadata_for(source: &Path, meta: &std::fs::Metadata, options: &PutOptions) -
             .map(|d| d.as_secs() as i64),
         content_type: None,
         content_blake3: options.content_blake3.clone(),
+        request: None,
+        from: None,
     }
 }
 

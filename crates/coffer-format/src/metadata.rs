@@ -42,6 +42,16 @@ pub struct Metadata {
     /// already uploaded by it). Only key holders ever see it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content_blake3: Option<String>,
+    /// The id of the upload link (file request) the file was sent through,
+    /// written by the link's page. Readers compare it with the link the
+    /// server says the file came through.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<String>,
+    /// The name an upload link's sender typed in: their own claim, not
+    /// authenticated by anything (the sender key of such a file is a
+    /// one-time key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
 }
 
 /// Largest `size` (the format's lengths are signed 64-bit quantities in
@@ -86,6 +96,8 @@ impl Metadata {
                 "name" => metadata.name = Some(string(value)?),
                 "path" => metadata.path = Some(string(value)?),
                 "content_type" => metadata.content_type = Some(string(value)?),
+                "request" => metadata.request = Some(string(value)?),
+                "from" => metadata.from = Some(string(value)?),
                 "content_blake3" => {
                     let hex = string(value)?;
                     if !is_digest_hex(&hex) {
@@ -196,6 +208,8 @@ mod tests {
             br#"{"mtime":9223372036854775808}"#,
             br#"{"mtime":"1"}"#,
             br#"{"content_type":true}"#,
+            br#"{"request":5}"#,
+            br#"{"from":null}"#,
             br#"{"content_blake3":5}"#,
             br#"{"content_blake3":"abc"}"#,
             br#"{"content_blake3":"AF1349B9F5F9A1A6A0404DEA36DCC9499BCB25C9ADC112B7CC9A93CAE41F3262"}"#,

@@ -138,6 +138,8 @@ fn metadata_travels_encrypted_and_comes_back() {
         content_type: Some("text/csv".into()),
         path: Some("exports/patient-records-2026.csv".into()),
         content_blake3: Some(blake3::hash(b"hello").to_hex().to_string()),
+        request: Some("0123456789abcdef0123456789abcdef".into()),
+        from: Some("Dr. Ana Ruiz".into()),
     };
     let file = seal_with(
         &alice.id,

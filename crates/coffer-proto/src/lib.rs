@@ -10,6 +10,7 @@ pub mod fingerprint;
 pub mod link;
 pub mod login;
 pub mod receipt;
+pub mod request;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 

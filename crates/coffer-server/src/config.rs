@@ -14,6 +14,10 @@ use serde::{Deserialize, Serialize};
 pub struct Config {
     /// Address of the HTTPS listener.
     pub listen: SocketAddr,
+    /// The URL people reach the server at (`https://files.example.com`),
+    /// when it differs from what `listen` says (a wildcard address, a
+    /// proxy, a port mapping): clients put it in the links they make.
+    pub public_url: Option<String>,
     /// Address of the Prometheus metrics listener (HTTPS, same certificate);
     /// none by default.
     pub metrics_listen: Option<SocketAddr>,
@@ -54,6 +58,11 @@ pub struct Config {
     pub link_ticket_ttl_secs: u64,
     /// Wrong passwords after which a link is locked for good.
     pub link_max_password_failures: u32,
+    /// Lifetime of an upload link (`coffer request`) when its creator does
+    /// not say.
+    pub default_request_ttl_secs: u64,
+    /// Longest lifetime an upload link may be given.
+    pub max_request_ttl_secs: u64,
     /// File holding the base64 master key that seals the keyring, relative
     /// to the data directory; `COFFER_MASTER_KEY` takes precedence. Keep it
     /// off the disk that holds the database and objects where you can.
@@ -137,6 +146,9 @@ pub struct Limits {
     pub max_json_bytes: usize,
     /// Unfinished uploads one user may have at once.
     pub max_open_uploads_per_user: u64,
+    /// Uploads one client address may begin through upload links per
+    /// window (anonymous senders; counted apart from the API budget).
+    pub request_uploads_per_window: u32,
     /// Addresses of TCP load balancers that prefix each connection with a
     /// PROXY protocol v2 header. From these (and only these) the header is
     /// required and its client address is the one limits and the audit log
@@ -158,6 +170,7 @@ impl Default for Limits {
             max_header_bytes: 64 * 1024,
             max_json_bytes: 64 * 1024,
             max_open_uploads_per_user: 16,
+            request_uploads_per_window: 20,
             proxy_protocol_from: Vec::new(),
         }
     }
@@ -167,6 +180,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8443)),
+            public_url: None,
             metrics_listen: None,
             tls_cert: PathBuf::from("tls/cert.pem"),
             tls_key: PathBuf::from("tls/key.pem"),
@@ -184,6 +198,8 @@ impl Default for Config {
             max_link_ttl_secs: 30 * 24 * 3600,
             link_ticket_ttl_secs: 3600,
             link_max_password_failures: 10,
+            default_request_ttl_secs: 7 * 24 * 3600,
+            max_request_ttl_secs: 90 * 24 * 3600,
             master_key_file: PathBuf::from("master.key"),
             dek_cache_secs: 60,
             database: "meta.db".to_string(),
@@ -205,7 +221,23 @@ impl Config {
         let mut config: Config =
             toml::from_str(&text).with_context(|| format!("invalid {}", path.display()))?;
         config.apply_env(|name| std::env::var(name).ok())?;
+        config.check_public_url()?;
         Ok(config)
+    }
+
+    /// Refuses a `public_url` clients could not use: it must be
+    /// `https://host[:port]`, with no path, query or fragment.
+    pub fn check_public_url(&self) -> Result<()> {
+        let Some(url) = &self.public_url else {
+            return Ok(());
+        };
+        let rest = url.strip_prefix("https://").unwrap_or_default();
+        let host = rest.trim_end_matches('/');
+        anyhow::ensure!(
+            !host.is_empty() && !host.contains(['/', '?', '#', '@', ' ']),
+            "public_url must be https://HOST[:PORT] (no path), not {url:?}"
+        );
+        Ok(())
     }
 
     /// Applies `COFFER_*` overrides from `lookup`.
@@ -221,6 +253,9 @@ impl Config {
                     .parse()
                     .context("COFFER_METRICS_LISTEN is not an address:port")?,
             );
+        }
+        if let Some(value) = lookup("COFFER_PUBLIC_URL") {
+            self.public_url = Some(value);
         }
         if let Some(value) = lookup("COFFER_CLIENT_CA") {
             self.client_ca = Some(PathBuf::from(value));

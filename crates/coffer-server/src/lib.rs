@@ -86,11 +86,11 @@ pub async fn run(
     let _claim = data_dir.claim(data_dir.server_claim())?;
     tls::install_provider();
     let client_ca = data_dir.config.client_ca.as_ref().map(|p| data_dir.path(p));
-    let tls_config = tls::server_config(
+    let certificate = tls::Certificate::load(
         &data_dir.path(&data_dir.config.tls_cert),
         &data_dir.path(&data_dir.config.tls_key),
-        client_ca.as_deref(),
     )?;
+    let tls_config = tls::server_config(certificate.clone(), client_ca.as_deref())?;
     let store = data_dir.store().await?;
     if store.backend() == "sqlite" {
         // This process alone uses the file: leases are from before a crash.
@@ -150,6 +150,7 @@ pub async fn run(
         ))
     });
     let sweeper = tokio::spawn(sweep_forever(state.clone()));
+    let reloader = tokio::spawn(reload_on_sighup(certificate));
     let (refused_tx, refused_rx) = tokio::sync::mpsc::channel(64);
     let refusal_auditor = tokio::spawn(audit_refused_connections(state.clone(), refused_rx));
     let api = http::serve::serve(
@@ -169,6 +170,7 @@ pub async fn run(
         }
     };
     sweeper.abort();
+    reloader.abort();
     // The listener is gone, and with it the sender: let the auditor write
     // what is queued (a remote database may be slower than the shutdown).
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), refusal_auditor).await;
@@ -179,6 +181,31 @@ pub async fn run(
         task.await??;
     }
     served
+}
+
+/// Reads the TLS certificate and key again on every SIGHUP (a renewal
+/// hook runs `systemctl reload coffer` or `kill -HUP`); a failure is logged
+/// and the certificate in use kept.
+async fn reload_on_sighup(certificate: Arc<tls::Certificate>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangups = match signal(SignalKind::hangup()) {
+        Ok(hangups) => hangups,
+        Err(err) => {
+            tracing::warn!("no SIGHUP handler, the certificate cannot be reloaded: {err}");
+            return;
+        }
+    };
+    while hangups.recv().await.is_some() {
+        match certificate.reload() {
+            Ok(fingerprint) => {
+                tracing::info!(certificate = %fingerprint, "reloaded the TLS certificate")
+            }
+            Err(err) => tracing::error!(
+                certificate = %certificate.fingerprint(),
+                "reloading the TLS certificate failed, keeping the one in use: {err:#}"
+            ),
+        }
+    }
 }
 
 /// Audits connections refused by the caps (once per address and window).
@@ -207,6 +234,9 @@ async fn sweep_forever(state: http::AppState) {
         }
         if let Err(err) = service::links::sweep_expired(&state).await {
             tracing::warn!("sweeping expired links failed: {err:?}");
+        }
+        if let Err(err) = service::requests::sweep_expired(&state).await {
+            tracing::warn!("sweeping expired upload links failed: {err:?}");
         }
         state.rate_limits.forget_idle();
         state.deks.evict_expired();

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use rustls::ServerConfig;
+use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
@@ -57,18 +58,82 @@ pub fn fingerprint(leaf: &CertificateDer<'_>) -> String {
     coffer_proto::fingerprint::certificate(leaf.as_ref())
 }
 
-/// The server's rustls configuration: TLS 1.3 only, HTTP/1.1 via ALPN.
-/// With `client_ca`, every client must present a certificate chaining to
-/// one of the CA certificates in that PEM file (mTLS); this is in addition
-/// to, not instead of, the key-based login.
+/// The certificate the server presents, read from its two PEM files and
+/// read again on [`Certificate::reload`] (the server does so on SIGHUP), so
+/// a renewed certificate (a CA-signed one from an ACME client, say) is
+/// served without a restart. A handshake takes the certificate current when
+/// it starts; connections already open keep theirs, so none is dropped. A
+/// reload that fails (a half-written file, a key that does not match) keeps
+/// the certificate in use.
+#[derive(Debug)]
+pub struct Certificate {
+    cert: std::path::PathBuf,
+    key: std::path::PathBuf,
+    current: std::sync::RwLock<Arc<CertifiedKey>>,
+}
+
+impl Certificate {
+    /// Reads the certificate chain and key.
+    pub fn load(cert: &Path, key: &Path) -> Result<Arc<Self>> {
+        Ok(Arc::new(Self {
+            current: std::sync::RwLock::new(Arc::new(certified(cert, key)?)),
+            cert: cert.to_path_buf(),
+            key: key.to_path_buf(),
+        }))
+    }
+
+    /// Reads the files again; on success new handshakes present the new
+    /// certificate. Returns its fingerprint.
+    pub fn reload(&self) -> Result<String> {
+        let fresh = Arc::new(certified(&self.cert, &self.key)?);
+        let fingerprint = fingerprint(&fresh.cert[0]);
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = fresh;
+        Ok(fingerprint)
+    }
+
+    /// The fingerprint of the certificate presented now.
+    pub fn fingerprint(&self) -> String {
+        fingerprint(&self.now().cert[0])
+    }
+
+    fn now(&self) -> Arc<CertifiedKey> {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+impl rustls::server::ResolvesServerCert for Certificate {
+    fn resolve(&self, _hello: rustls::server::ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.now())
+    }
+}
+
+/// A chain and its key, checked to belong together.
+fn certified(cert: &Path, key: &Path) -> Result<CertifiedKey> {
+    let chain = load_chain(cert)?;
+    let der = PrivateKeyDer::from_pem_file(key)
+        .with_context(|| format!("cannot read key {}", key.display()))?;
+    let signing = provider()
+        .key_provider
+        .load_private_key(der)
+        .with_context(|| format!("unusable key {}", key.display()))?;
+    let certified = CertifiedKey::new(chain, signing);
+    certified
+        .keys_match()
+        .with_context(|| format!("{} and {} do not match", cert.display(), key.display()))?;
+    Ok(certified)
+}
+
+/// The server's rustls configuration: TLS 1.3 only, HTTP/1.1 via ALPN,
+/// presenting `certificate`. With `client_ca`, every client must present a
+/// certificate chaining to one of the CA certificates in that PEM file
+/// (mTLS); this is in addition to, not instead of, the key-based login.
 pub fn server_config(
-    cert: &Path,
-    key: &Path,
+    certificate: Arc<Certificate>,
     client_ca: Option<&Path>,
 ) -> Result<Arc<ServerConfig>> {
-    let chain = load_chain(cert)?;
-    let key = PrivateKeyDer::from_pem_file(key)
-        .with_context(|| format!("cannot read key {}", key.display()))?;
     let builder = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .context("TLS 1.3 unavailable")?;
@@ -76,9 +141,7 @@ pub fn server_config(
         None => builder.with_no_client_auth(),
         Some(path) => builder.with_client_cert_verifier(client_verifier(path)?),
     };
-    let mut config = builder
-        .with_single_cert(chain, key)
-        .context("certificate and key do not match")?;
+    let mut config = builder.with_cert_resolver(certificate);
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }

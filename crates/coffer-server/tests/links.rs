@@ -597,3 +597,432 @@ async fn a_disabled_owners_links_stop() {
     assert_eq!(content(&mut client, &id, &ticket, None).await.0, 410);
     server.shutdown().await;
 }
+
+// --- Upload links (file requests) ----------------------------------------------
+
+/// The access proof the tests' upload links are made with.
+const REQUEST_ACCESS: &str = "proof-of-holding-the-upload-url";
+
+/// An anonymous sender's object for `owner`: encrypted to their key, signed
+/// by a one-time key, naming the upload link `request` in its metadata.
+fn anonymous_object(owner: &Identity, request: &str, size: usize) -> (Vec<u8>, Vec<u8>) {
+    let sender = Identity::generate_classic().unwrap();
+    let to = [owner.public().clone()];
+    let mut options = EncryptOptions::new(&to, &sender);
+    options.metadata.name = Some("scan.pdf".into());
+    options.metadata.request = Some(request.into());
+    let mut id = [0u8; 16];
+    aws_lc_rs::rand::fill(&mut id).unwrap();
+    options.file_id = Some(id);
+    let prepared = prepare(options).unwrap();
+    let wrap = prepared.stanzas()[0].to_bytes();
+    let mut w = prepared.writer(Vec::new(), Stanzas::Detached).unwrap();
+    std::io::Write::write_all(&mut w, &vec![7u8; size]).unwrap();
+    (w.finish().unwrap().0, wrap)
+}
+
+/// A key wrap sent with an upload: the user and the stanza.
+type Wrap<'a> = (&'a str, &'a [u8]);
+
+/// A tus creation through upload link `request` carrying `object` whole,
+/// with the given wraps and any `extra` metadata pair.
+async fn send_through(
+    client: &mut Client,
+    request: &str,
+    access: &str,
+    object: &[u8],
+    wraps: &[Wrap<'_>],
+    extra: &str,
+) -> (u16, hyper::HeaderMap, Value) {
+    let mut pairs = vec!["coffer-e2ee".to_string(), common::file_id_pair(object)];
+    for (user, wrap) in wraps {
+        pairs.push(format!(
+            "coffer-wrap.{user} {}",
+            base64::engine::general_purpose::STANDARD.encode(wrap)
+        ));
+    }
+    if !extra.is_empty() {
+        pairs.push(extra.to_string());
+    }
+    let metadata = pairs.join(",");
+    let len = object.len().to_string();
+    let headers = [
+        TUS,
+        OCTETS,
+        ("upload-length", len.as_str()),
+        ("upload-metadata", metadata.as_str()),
+        ("coffer-request", request),
+        ("coffer-request-access", access),
+    ];
+    let (status, headers, body) = client
+        .raw("POST", "/v1/uploads", &headers, object.to_vec(), None)
+        .await;
+    let body = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    (status, headers, body)
+}
+
+async fn request_info(client: &mut Client, request: &str, access: &str) -> (u16, Value) {
+    let (status, _, body) = client
+        .raw(
+            "GET",
+            &format!("/v1/requests/{request}"),
+            &[
+                ("coffer-request-access", access),
+                ("accept", "application/json"),
+            ],
+            vec![],
+            None,
+        )
+        .await;
+    (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+}
+
+async fn new_request(client: &mut Client, token: &str, body: Value) -> String {
+    let (status, made) = client
+        .call("POST", "/v1/requests", Some(body), Some(token))
+        .await;
+    assert_eq!(status, 201, "{made}");
+    made["id"].as_str().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn upload_links_take_anonymous_encrypted_files_within_their_limits() {
+    let server = Server::start_with(coffer_server::Config {
+        limits: coffer_server::Limits {
+            request_uploads_per_window: 11,
+            ..common::functional_config().limits
+        },
+        ..common::functional_config()
+    })
+    .await;
+    let alice = server.add_user("alice").await;
+    let bob = server.add_user("bob").await;
+    let mut client = server.connect().await;
+    let token = client.login("alice", &alice, &server.identity).await;
+    let bob_token = client.login("bob", &bob, &server.identity).await;
+    let body = json!({"access": REQUEST_ACCESS, "max_files": 2, "max_file_bytes": 100_000, "ask_name": true});
+    let id = new_request(&mut client, &token, body).await;
+    for bad in [
+        json!({"access": REQUEST_ACCESS, "expires_in": 0}),
+        json!({"access": REQUEST_ACCESS, "max_files": 0}),
+        json!({"access": ""}),
+    ] {
+        let (status, _) = client
+            .call("POST", "/v1/requests", Some(bad.clone()), Some(&token))
+            .await;
+        assert_eq!(status, 400, "{bad}");
+    }
+
+    // Without the proof the link does not exist; with it, the page learns
+    // alice's key (which it checks against the URL's pin) and the limits.
+    assert_eq!(request_info(&mut client, &id, "wrong").await.0, 404);
+    assert_eq!(
+        request_info(&mut client, "nope", REQUEST_ACCESS).await.0,
+        404
+    );
+    let (status, info) = request_info(&mut client, &id, REQUEST_ACCESS).await;
+    assert_eq!(status, 200, "{info}");
+    assert_eq!(info["owner"], "alice");
+    assert_eq!(
+        B64.decode(info["recipient"].as_str().unwrap()).unwrap(),
+        alice.public().to_bytes()
+    );
+    assert_eq!(
+        (info["files_left"].as_u64(), info["ask_name"].as_bool()),
+        (Some(2), Some(true))
+    );
+
+    // What is refused before the upload begins costs no file of the link.
+    let (object, wrap) = anonymous_object(&alice, &id, 20_000);
+    let refusals: [(&[Wrap], &str, &str, u16); 5] = [
+        (&[], "", REQUEST_ACCESS, 400),               // no wrap for alice
+        (&[("bob", &wrap)], "", REQUEST_ACCESS, 400), // a wrap for someone else
+        (&[("alice", &wrap), ("bob", &wrap)], "", REQUEST_ACCESS, 400),
+        (
+            &[("alice", &wrap)],
+            "coffer-delete-when-received",
+            REQUEST_ACCESS,
+            400,
+        ),
+        (&[("alice", &wrap)], "", "wrong", 404), // no proof, no link
+    ];
+    for (wraps, extra, access, expected) in refusals {
+        let (status, _, answer) =
+            send_through(&mut client, &id, access, &object, wraps, extra).await;
+        assert_eq!(status, expected, "{answer}");
+    }
+    let (big, big_wrap) = anonymous_object(&alice, &id, 150_000);
+    let (status, _, answer) = send_through(
+        &mut client,
+        &id,
+        REQUEST_ACCESS,
+        &big,
+        &[("alice", &big_wrap)],
+        "",
+    )
+    .await;
+    assert_eq!(
+        (status, answer["error"]["code"].as_str()),
+        (413, Some("too_large"))
+    );
+    // Bytes that are not a valid coffer object are refused at the commit
+    // (and spend a file: the link cannot know before the last byte).
+    let mut forged = object.clone();
+    let at = forged.len() - 100;
+    forged[at] ^= 1;
+    let (status, _, answer) = send_through(
+        &mut client,
+        &id,
+        REQUEST_ACCESS,
+        &forged,
+        &[("alice", &wrap)],
+        "",
+    )
+    .await;
+    assert_eq!(
+        (status, answer["error"]["code"].as_str()),
+        (422, Some("invalid_object"))
+    );
+
+    // A valid one arrives: alice's, not among her own uploads, in her inbox
+    // marked as come through the link.
+    let (status, headers, answer) = send_through(
+        &mut client,
+        &id,
+        REQUEST_ACCESS,
+        &object,
+        &[("alice", &wrap)],
+        "",
+    )
+    .await;
+    assert_eq!(status, 201, "{answer}");
+    let file = headers["coffer-file-id"].to_str().unwrap().to_string();
+    let (_, own) = client.call("GET", "/v1/files", None, Some(&token)).await;
+    assert!(own["files"].as_array().unwrap().is_empty(), "{own}");
+    let (_, inbox) = client
+        .call(
+            "GET",
+            "/v1/files?shared_with_me=true&unreceived=true",
+            None,
+            Some(&token),
+        )
+        .await;
+    assert_eq!(inbox["files"][0]["id"], file.as_str(), "{inbox}");
+    assert_eq!(inbox["files"][0]["owner"], "alice");
+    assert_eq!(inbox["files"][0]["via_request"], id.as_str());
+    let (status, _) = client
+        .call("GET", &format!("/v1/files/{file}"), None, Some(&bob_token))
+        .await;
+    assert_eq!(status, 404, "bob has no access");
+
+    // The link has now taken its two files.
+    let (other, other_wrap) = anonymous_object(&alice, &id, 10);
+    let (status, _, answer) = send_through(
+        &mut client,
+        &id,
+        REQUEST_ACCESS,
+        &other,
+        &[("alice", &other_wrap)],
+        "",
+    )
+    .await;
+    assert_eq!(
+        (status, answer["error"]["code"].as_str()),
+        (410, Some("request_exhausted"))
+    );
+    assert_eq!(request_info(&mut client, &id, REQUEST_ACCESS).await.0, 410);
+    let (_, listed) = client.call("GET", "/v1/requests", None, Some(&token)).await;
+    assert_eq!(listed["requests"][0]["files_started"], 2, "{listed}");
+    let (_, none) = client
+        .call("GET", "/v1/requests", None, Some(&bob_token))
+        .await;
+    assert!(none["requests"].as_array().unwrap().is_empty());
+
+    // An anonymous sender reaches only uploads begun through their link,
+    // and alice's token does not reach those.
+    let open = new_request(&mut client, &token, json!({"access": REQUEST_ACCESS})).await;
+    let (partial, partial_wrap) = anonymous_object(&alice, &open, 20_000);
+    let pairs = format!(
+        "coffer-e2ee,{},coffer-wrap.alice {}",
+        common::file_id_pair(&partial),
+        base64::engine::general_purpose::STANDARD.encode(&partial_wrap)
+    );
+    let len = partial.len().to_string();
+    let creation = [
+        TUS,
+        ("upload-length", len.as_str()),
+        ("upload-metadata", pairs.as_str()),
+        ("coffer-request", open.as_str()),
+        ("coffer-request-access", REQUEST_ACCESS),
+    ];
+    let (status, headers, _) = client
+        .raw("POST", "/v1/uploads", &creation, vec![], None)
+        .await;
+    assert_eq!(status, 201);
+    let location = headers["location"].to_str().unwrap().to_string();
+    let as_sender = [
+        TUS,
+        ("coffer-request", open.as_str()),
+        ("coffer-request-access", REQUEST_ACCESS),
+    ];
+    assert_eq!(
+        client
+            .raw("HEAD", &location, &as_sender, vec![], None)
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        client
+            .raw("HEAD", &location, &[TUS], vec![], Some(&token))
+            .await
+            .0,
+        404
+    );
+    let wrong_link = [
+        TUS,
+        ("coffer-request", id.as_str()),
+        ("coffer-request-access", REQUEST_ACCESS),
+    ];
+    assert_eq!(
+        client
+            .raw("HEAD", &location, &wrong_link, vec![], None)
+            .await
+            .0,
+        404
+    );
+    let alices = [
+        TUS,
+        ("upload-length", "100"),
+        ("upload-metadata", "coffer-e2ee"),
+    ];
+    let (status, headers, _) = client
+        .raw("POST", "/v1/uploads", &alices, vec![], Some(&token))
+        .await;
+    assert_eq!(status, 201);
+    let alices = headers["location"].to_str().unwrap();
+    assert_eq!(
+        client
+            .raw("HEAD", alices, &[TUS], vec![], Some(&token))
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        client.raw("HEAD", alices, &as_sender, vec![], None).await.0,
+        404
+    );
+    let as_sender_patch = [
+        TUS,
+        OCTETS,
+        ("upload-offset", "0"),
+        ("coffer-request", open.as_str()),
+        ("coffer-request-access", REQUEST_ACCESS),
+    ];
+    assert_eq!(
+        client
+            .raw("PATCH", alices, &as_sender_patch, vec![1; 10], None)
+            .await
+            .0,
+        404
+    );
+
+    // Revoked, the link takes nothing more, not even its upload under way.
+    let (status, _) = client
+        .call(
+            "DELETE",
+            &format!("/v1/requests/{open}"),
+            None,
+            Some(&bob_token),
+        )
+        .await;
+    assert_eq!(status, 404, "only the owner revokes");
+    let (status, _) = client
+        .call(
+            "DELETE",
+            &format!("/v1/requests/{open}"),
+            None,
+            Some(&token),
+        )
+        .await;
+    assert_eq!(status, 204);
+    assert_eq!(
+        client
+            .raw("HEAD", &location, &as_sender, vec![], None)
+            .await
+            .0,
+        404
+    );
+    assert_eq!(
+        request_info(&mut client, &open, REQUEST_ACCESS).await.0,
+        404
+    );
+
+    // Senders begin at most `request_uploads_per_window` uploads per address
+    // (11 here; 9 reached that check above, refused ones included: a flood
+    // is a flood).
+    let third = new_request(&mut client, &token, json!({"access": "third"})).await;
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        let (object, wrap) = anonymous_object(&alice, &third, 10);
+        statuses.push(
+            send_through(
+                &mut client,
+                &third,
+                "third",
+                &object,
+                &[("alice", &wrap)],
+                "",
+            )
+            .await
+            .0,
+        );
+    }
+    // (The budget refills slowly, so a slow run may get one more in.)
+    assert_eq!((statuses[0], statuses[3]), (201, 429), "{statuses:?}");
+
+    let dir = server.stop().await;
+    let audit = common::audit_text(dir.path()).await;
+    for action in [
+        "request_create",
+        "request_upload",
+        "request_delete",
+        "rate_limit",
+    ] {
+        assert!(audit.contains(action), "{action} audited:\n{audit}");
+    }
+    assert!(
+        audit.contains("request_exhausted") && audit.contains("too_large"),
+        "{audit}"
+    );
+}
+
+#[tokio::test]
+async fn an_expired_upload_link_takes_no_new_upload() {
+    let server = Server::start(60).await;
+    let alice = server.add_user("alice").await;
+    let mut client = server.connect().await;
+    let token = client.login("alice", &alice, &server.identity).await;
+    let body = json!({"access": REQUEST_ACCESS, "expires_in": 1});
+    let id = new_request(&mut client, &token, body).await;
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let (status, info) = request_info(&mut client, &id, REQUEST_ACCESS).await;
+    assert_eq!(
+        (status, info["error"]["code"].as_str()),
+        (410, Some("request_expired"))
+    );
+    let (object, wrap) = anonymous_object(&alice, &id, 10);
+    let (status, _, answer) = send_through(
+        &mut client,
+        &id,
+        REQUEST_ACCESS,
+        &object,
+        &[("alice", &wrap)],
+        "",
+    )
+    .await;
+    assert_eq!(
+        (status, answer["error"]["code"].as_str()),
+        (410, Some("request_expired"))
+    );
+}

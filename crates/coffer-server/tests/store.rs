@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use coffer_server::store::{
     AuditCheckpoint, AuditRow, Database, FileRecord, Link, MetaStore, NewToken, ObjectKey, Page,
-    SqlStore, Upload, User, WrappedKey,
+    Request, SqlStore, Upload, User, WrappedKey,
 };
 use coffer_server::testing;
 
@@ -66,6 +66,7 @@ fn upload(id: &str, owner: &str, length: u64) -> Upload {
         staged_len: 0,
         staging_key: None,
         staging: b"{\"multipart\":\"m\"}".to_vec(),
+        via_request: None,
     }
 }
 
@@ -80,6 +81,7 @@ fn file(id: &str, owner: &str, created_at: i64) -> FileRecord {
         receipt: "{}".into(),
         expires_at: None,
         delete_when_received: false,
+        via_request: None,
     }
 }
 
@@ -481,6 +483,103 @@ async fn link_downloads_are_counted_exactly_under_races() {
             "{}",
             pair.name
         );
+    }
+}
+
+fn request(id: &str, max_files: Option<u64>) -> Request {
+    Request {
+        id: id.into(),
+        owner: "alice".into(),
+        created_at: 1,
+        expires_at: 100,
+        max_files,
+        max_file_bytes: Some(1 << 20),
+        files_started: 0,
+        ask_name: true,
+        access_hash: vec![9; 32],
+    }
+}
+
+#[tokio::test]
+async fn upload_links_count_files_exactly_and_their_files_go_to_the_inbox() {
+    for pair in backends().await {
+        let (a, b) = (pair.a.clone(), pair.b.clone());
+        with_file(a.as_ref(), "own").await;
+        a.create_request(&request("r1", Some(4))).await.unwrap();
+        assert_eq!(b.request("r1").await.unwrap(), Some(request("r1", Some(4))));
+        let mut racers = Vec::new();
+        for i in 0..16 {
+            let node = if i % 2 == 0 { a.clone() } else { b.clone() };
+            racers.push(tokio::spawn(async move {
+                node.spend_request_file("r1", 50).await.unwrap()
+            }));
+        }
+        let mut started = 0;
+        for racer in racers {
+            started += usize::from(racer.await.unwrap());
+        }
+        assert_eq!(started, 4, "{}: exactly max_files", pair.name);
+        a.create_request(&request("r2", None)).await.unwrap();
+        assert!(a.spend_request_file("r2", 99).await.unwrap());
+        assert!(!a.spend_request_file("r2", 100).await.unwrap(), "expired");
+        assert!(!a.spend_request_file("nope", 1).await.unwrap());
+        let ids: Vec<_> = a
+            .owner_requests("alice")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.id)
+            .collect();
+        assert_eq!(ids.len(), 2, "{}", pair.name);
+        assert!(a.owner_requests("bob").await.unwrap().is_empty());
+
+        // A file that came through the link is alice's, and in her inbox,
+        // not among the files she uploaded herself.
+        let mut up = upload("upr", "alice", 10);
+        up.via_request = Some("r1".into());
+        a.create_upload(&up).await.unwrap();
+        assert_eq!(b.upload("upr").await.unwrap(), Some(up.clone()));
+        let mut received = file("viar", "alice", 6);
+        received.via_request = Some("r1".into());
+        let wraps = vec![("alice".to_string(), b"w".to_vec())];
+        a.commit_upload("upr", &received, &wraps, None)
+            .await
+            .unwrap();
+        assert_eq!(b.file("viar").await.unwrap(), Some(received));
+        let page = Page::first(10);
+        let own: Vec<_> = a
+            .list_files("alice", &page)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|f| f.id)
+            .collect();
+        assert_eq!(own, ["own"], "{}", pair.name);
+        for unreceived in [false, true] {
+            let inbox: Vec<_> = a
+                .shared_with("alice", &page, unreceived)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|f| f.id)
+                .collect();
+            assert_eq!(inbox, ["viar"], "{}", pair.name);
+        }
+        assert!(a.mark_received("viar", "alice", 7).await.unwrap());
+        assert!(
+            a.shared_with("alice", &page, true)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+
+        // The sweep takes expired links; their files stay.
+        assert_eq!(a.sweep_requests(100).await.unwrap(), 2);
+        assert!(a.request("r1").await.unwrap().is_none());
+        assert!(a.file("viar").await.unwrap().is_some());
+        a.create_request(&request("r3", None)).await.unwrap();
+        assert!(a.delete_request("r3").await.unwrap());
+        assert!(!a.delete_request("r3").await.unwrap(), "{}", pair.name);
     }
 }
 

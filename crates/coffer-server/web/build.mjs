@@ -12,7 +12,7 @@ const here = new URL(".", import.meta.url).pathname;
 const out = check ? mkdtempSync(join(tmpdir(), "coffer-web-")) : join(here, "dist");
 mkdirSync(out, { recursive: true });
 
-const entries = { link: "src/link-page.js", sw: "src/sw.js" };
+const entries = { link: "src/link-page.js", request: "src/request-page.js", sw: "src/sw.js" };
 for (const [name, entry] of Object.entries(entries)) {
   await build({
     entryPoints: [join(here, entry)],

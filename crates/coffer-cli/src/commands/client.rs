@@ -13,6 +13,7 @@ use coffer_client::download::{self, GetOptions, OnExists, Target};
 use coffer_client::links::{self, LinkOptions, LinkUrl};
 use coffer_client::profile::{Home, Profile};
 use coffer_client::progress::{Progress, Silent};
+use coffer_client::requests::{self, RequestOptions};
 use coffer_client::untrusted::printable;
 use coffer_client::upload::{self, PutOptions};
 use coffer_client::{Endpoint, Session, Trust};
@@ -53,6 +54,7 @@ pub fn run(command: &Command) -> Result<()> {
             Command::Share(args) => share(args).await,
             Command::Revoke(args) => revoke(args).await,
             Command::Link(args) => link(args).await,
+            Command::Request(args) => request(args).await,
             _ => bail!("not a client command"),
         }
     })
@@ -203,17 +205,17 @@ async fn login(args: &LoginArgs) -> Result<()> {
         }),
         _ => None,
     };
-    // An explicit pin or CA wins; otherwise keep the pin from before (so a
-    // changed certificate is refused), or ask on first contact.
-    let trust = match (
-        &args.fingerprint,
-        &args.ca,
-        previous.as_ref().and_then(|p| p.cert_fingerprint.clone()),
-    ) {
+    // An explicit pin or CA wins; otherwise keep the trust from before (so a
+    // changed pinned certificate is refused); on first contact, the
+    // system's CAs if they vouch for the certificate, else ask.
+    let trust = match (&args.fingerprint, &args.ca, &previous) {
         (Some(fp), _, _) => Trust::Pinned(fp.trim().to_string()),
         (None, Some(ca), _) => Trust::Ca(ca.clone()),
-        (None, None, Some(pinned)) => Trust::Pinned(pinned),
-        (None, None, None) => first_contact(&args.url, &args.user, client_cert.clone()).await?,
+        (None, None, Some(previous)) => previous.endpoint()?.trust,
+        (None, None, None) => match system_trusted(&args.url, &args.user, &client_cert).await {
+            Some(trust) => trust,
+            None => first_contact(&args.url, &args.user, client_cert.clone()).await?,
+        },
     };
     let pinned_identity = match (&previous, &args.fingerprint) {
         (Some(p), None) => Some(PublicIdentity::parse(&p.server_identity)?),
@@ -238,6 +240,7 @@ async fn login(args: &LoginArgs) -> Result<()> {
     let (cert_fingerprint, ca_file) = match &trust {
         Trust::Pinned(fp) => (Some(fp.clone()), None),
         Trust::Ca(ca) => (None, Some(std::fs::canonicalize(ca)?)),
+        Trust::System => (None, None),
         Trust::FirstUse => bail!("internal: login without a pin"),
     };
     let identity_path = match &args.identity {
@@ -264,6 +267,7 @@ async fn login(args: &LoginArgs) -> Result<()> {
         token: None,
         token_expires_at: None,
         known_users: previous.map(|p| p.known_users).unwrap_or_default(),
+        public_url: session.advertised_public_url().map(str::to_string),
     };
     profile.remember_token(&session);
     home.save(&args.common.profile, &profile)?;
@@ -285,6 +289,28 @@ async fn login(args: &LoginArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// `Trust::System` if the system's CA roots accept the server's certificate
+/// (then renewals need nothing from this client); `None` to fall back to
+/// pinning it.
+async fn system_trusted(
+    url: &str,
+    user: &str,
+    client_cert: &Option<coffer_client::ClientCert>,
+) -> Option<Trust> {
+    let endpoint = Endpoint::parse(url, Trust::System, client_cert.clone()).ok()?;
+    let probe = Session::new(endpoint, user, None)
+        .ok()?
+        .probe()
+        .await
+        .ok()?;
+    eprintln!(
+        "The system's certificate authorities vouch for {url} (certificate {}); server identity {}.",
+        probe.fingerprint.as_deref().unwrap_or("?"),
+        probe.server_identity.fingerprint()
+    );
+    Some(Trust::System)
 }
 
 /// Shows a new server's certificate and identity and asks to trust them.
@@ -645,17 +671,21 @@ async fn get_to_stdout(ctx: &mut Ctx, args: &GetArgs, options: &GetOptions) -> R
     .await;
     drop(progress);
     let streamed = streamed.with_context(|| format!("download of {id} failed"))?;
-    if streamed.newly_pinned {
+    let from = match (streamed.signer.user(), streamed.signer.upload_link()) {
+        (Some(user), _) => user.to_string(),
+        (None, Some(request)) => format!("an anonymous sender via upload link {request}"),
+        (None, None) => String::new(),
+    };
+    if streamed.signer.newly_pinned() {
         ctx.note(&format!(
-            "pinned the key of {}: {} (first file from them; check it with them)",
-            streamed.sender_user,
+            "pinned the key of {from}: {} (first file from them; check it with them)",
             streamed.sender.fingerprint()
         ));
     }
     ctx.note(&format!(
         "{id}: {} bytes to standard output, from {} ({})",
         streamed.plaintext_len,
-        printable(&streamed.sender_user),
+        printable(&from),
         streamed.sender.fingerprint()
     ));
     ctx.save()
@@ -675,6 +705,19 @@ fn target_for(args: &GetArgs) -> Result<Target> {
     })
 }
 
+/// Who an inbox entry is from, as this client can vouch: a user, or "via
+/// upload link <id>" for an anonymous sender (with the name they typed, in
+/// quotes, as their own claim).
+fn from_label(entry: &coffer_client::api::FileEntry, claimed_name: Option<&str>) -> String {
+    match &entry.via_request {
+        None => entry.owner.clone(),
+        Some(request) => match claimed_name {
+            Some(name) => format!("via upload link {request} (says \"{name}\")"),
+            None => format!("via upload link {request}"),
+        },
+    }
+}
+
 fn report_download(ctx: &Ctx, id: &str, outcome: &download::GetOutcome) {
     if let Some(stored) = &outcome.renamed_from {
         ctx.note(&format!(
@@ -682,7 +725,11 @@ fn report_download(ctx: &Ctx, id: &str, outcome: &download::GetOutcome) {
             outcome.path.display()
         ));
     }
-    let from = outcome.sender_user.as_deref().unwrap_or("");
+    let from = match (&outcome.via_request, &outcome.sender_user) {
+        (Some(request), _) => format!("an anonymous sender via upload link {request}"),
+        (None, Some(user)) => user.clone(),
+        (None, None) => String::new(),
+    };
     let fingerprint = outcome.sender.fingerprint();
     if outcome.newly_pinned {
         ctx.note(&format!(
@@ -694,6 +741,7 @@ fn report_download(ctx: &Ctx, id: &str, outcome: &download::GetOutcome) {
             "{}",
             json!({"id": id, "path": outcome.path, "size": outcome.plaintext_len,
                    "content": content_id(&outcome.content), "from": outcome.sender_user,
+                   "via_request": outcome.via_request, "says_from": outcome.metadata.from,
                    "sender": fingerprint, "resumed_at": outcome.resumed_at})
         );
     } else {
@@ -701,7 +749,7 @@ fn report_download(ctx: &Ctx, id: &str, outcome: &download::GetOutcome) {
             "{}  {}  from {} ({fingerprint}, verified)",
             id,
             outcome.path.display(),
-            printable(from)
+            printable(&from)
         );
     }
 }
@@ -1009,21 +1057,28 @@ async fn inbox(args: &InboxArgs) -> Result<()> {
     if !args.get_all {
         for entry in &entries {
             let described = download::describe(&mut ctx.session, entry, &mut ctx.profile).await;
-            let (name, size) = match &described {
-                Ok((meta, _)) => (meta.path.clone().or(meta.name.clone()), meta.size),
-                Err(_) => (None, None),
+            let (name, size, claimed_name) = match &described {
+                Ok((meta, _)) => (
+                    meta.path.clone().or(meta.name.clone()),
+                    meta.size,
+                    meta.from.clone(),
+                ),
+                Err(_) => (None, None, None),
             };
+            let from = from_label(entry, claimed_name.as_deref());
             if ctx.json {
                 crate::say!(
                     "{}",
-                    json!({"id": entry.id, "owner": entry.owner, "name": name, "size": size,
+                    json!({"id": entry.id, "owner": entry.owner, "from": from,
+                           "via_request": entry.via_request, "says_from": claimed_name,
+                           "name": name, "size": size,
                            "stored": entry.size, "created_at": entry.created_at})
                 );
             } else {
                 crate::say!(
                     "{}  {}  {:>12}  {}  {}",
                     printable(&entry.id),
-                    printable(&entry.owner),
+                    printable(&from),
                     size.map_or("?".to_string(), |s| s.to_string()),
                     date(entry.created_at),
                     printable(name.as_deref().unwrap_or("<cannot decrypt>"))
@@ -1214,6 +1269,71 @@ async fn link(args: &LinkArgs) -> Result<()> {
             id
         ));
         crate::say!("{}", created.url);
+    }
+    ctx.save()
+}
+
+/// Creates an upload link, or lists or revokes them.
+async fn request(args: &RequestArgs) -> Result<()> {
+    match &args.action {
+        Some(RequestAction::Ls(ls)) => return request_ls(&ls.common).await,
+        Some(RequestAction::Revoke(revoke)) => return request_revoke(revoke).await,
+        None => {}
+    }
+    let mut ctx = Ctx::open(&args.common)?;
+    let options = RequestOptions {
+        expires_in: Some(parse_duration(&args.expires)?),
+        max_files: args.max_files,
+        max_file_bytes: args.max_size,
+        ask_name: args.ask_name,
+        note: args.note.clone(),
+    };
+    let created = requests::create(&mut ctx.session, options).await?;
+    if ctx.json {
+        crate::say!("{}", json!({"request": created.id, "url": created.url}));
+    } else {
+        ctx.note(&format!(
+            "upload link {}: files sent through it arrive in `coffer inbox`",
+            created.id
+        ));
+        crate::say!("{}", created.url);
+    }
+    ctx.save()
+}
+
+async fn request_ls(common: &CommonArgs) -> Result<()> {
+    let mut ctx = Ctx::open(common)?;
+    for entry in ctx.session.list_requests().await? {
+        if ctx.json {
+            crate::say!("{}", json!(entry));
+            continue;
+        }
+        let files = match entry.max_files {
+            Some(max) => format!("{}/{max}", entry.files_started),
+            None => entry.files_started.to_string(),
+        };
+        crate::say!(
+            "{}  expires {}  files {}{}",
+            printable(&entry.id),
+            date(entry.expires_at),
+            files,
+            entry
+                .max_file_bytes
+                .map_or(String::new(), |max| format!("  max {max} bytes"))
+        );
+    }
+    ctx.save()
+}
+
+async fn request_revoke(args: &RequestRevokeArgs) -> Result<()> {
+    let mut ctx = Ctx::open(&args.common)?;
+    for given in &args.requests {
+        let id = requests::id_of(given)?;
+        ctx.session
+            .delete_request(&id)
+            .await
+            .with_context(|| format!("cannot revoke upload link {id}"))?;
+        ctx.note(&format!("revoked upload link {id}"));
     }
     ctx.save()
 }

@@ -41,14 +41,23 @@ async fn init(args: &ServerInitArgs) -> Result<()> {
     };
     let mut config = Config {
         listen: args.listen,
+        public_url: args
+            .public_url
+            .as_ref()
+            .map(|url| url.trim_end_matches('/').to_string()),
         client_ca: args.client_ca.clone(),
         metrics_listen: args.metrics_listen,
         master_key_file: master_key_file(args)?,
         ..Config::default()
     };
     apply_storage_args(&mut config, &args.storage);
+    config.check_public_url()?;
     let report = coffer_server::init(&args.data.dir, cert, config.clone()).await?;
-    crate::say!("url:                  {}", client_url(&report.url, args));
+    let url = match &config.public_url {
+        Some(public) => public.clone(),
+        None => client_url(&report.url, args),
+    };
+    crate::say!("url:                  {url}");
     crate::say!("certificate:          {}", report.cert_fingerprint);
     crate::say!("server identity:      {}", report.server_identity);
     if let Ok(public) = PublicIdentity::parse(&report.server_identity) {

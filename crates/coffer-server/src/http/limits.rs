@@ -34,6 +34,8 @@ use crate::service::{Error, Kind};
 pub struct RateLimits {
     api: DefaultKeyedRateLimiter<IpAddr>,
     login: DefaultKeyedRateLimiter<IpAddr>,
+    /// Uploads begun through upload links, by anonymous senders.
+    request_uploads: DefaultKeyedRateLimiter<IpAddr>,
 }
 
 fn quota(per_window: u32, window_secs: u64) -> Quota {
@@ -56,6 +58,10 @@ impl RateLimits {
                 limits.login_requests_per_window,
                 limits.window_secs,
             )),
+            request_uploads: DefaultKeyedRateLimiter::keyed(quota(
+                limits.request_uploads_per_window,
+                limits.window_secs,
+            )),
         })
     }
 
@@ -63,6 +69,12 @@ impl RateLimits {
     pub fn forget_idle(&self) {
         self.api.retain_recent();
         self.login.retain_recent();
+        self.request_uploads.retain_recent();
+    }
+
+    /// Whether `ip` may begin one more upload through an upload link now.
+    pub fn allow_request_upload(&self, ip: IpAddr) -> bool {
+        self.request_uploads.check_key(&address_key(ip)).is_ok()
     }
 
     /// Ok, or the time after which `ip` may try again.

@@ -68,6 +68,7 @@ pub fn documented_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(routes::files::routes())
         .merge(routes::shares::routes())
         .merge(routes::links::routes())
+        .merge(routes::requests::routes())
         .split_for_parts()
 }
 

@@ -1,5 +1,6 @@
 //! The browser pages: the link page that decrypts a shared file in the
-//! browser, and its script, service worker and style.
+//! browser, the upload-link page that encrypts files in the browser for the
+//! link's owner, and their scripts, service worker and style.
 //!
 //! They are built from `crates/coffer-server/web` (npm, esbuild, a committed
 //! lockfile) into `web/dist/`, which is committed and embedded here; CI
@@ -38,6 +39,11 @@ const ASSETS: &[Asset] = &[
         bytes: include_bytes!("../../web/dist/link.js"),
     },
     Asset {
+        name: "request.js",
+        content_type: "text/javascript; charset=utf-8",
+        bytes: include_bytes!("../../web/dist/request.js"),
+    },
+    Asset {
         name: "sw.js",
         content_type: "text/javascript; charset=utf-8",
         bytes: include_bytes!("../../web/dist/sw.js"),
@@ -50,6 +56,7 @@ const ASSETS: &[Asset] = &[
 ];
 
 const LINK_PAGE: &[u8] = include_bytes!("../../web/dist/link.html");
+const REQUEST_PAGE: &[u8] = include_bytes!("../../web/dist/request.html");
 
 /// The routes of the embedded assets.
 pub fn routes() -> Router<AppState> {
@@ -81,6 +88,11 @@ pub fn wants_html(headers: &HeaderMap) -> bool {
 /// tell from this answer which link was opened by whom beyond the path.
 pub fn link_page() -> Response {
     page_response("text/html; charset=utf-8", LINK_PAGE)
+}
+
+/// The upload-link page, the same for every upload link (see [`link_page`]).
+pub fn request_page() -> Response {
+    page_response("text/html; charset=utf-8", REQUEST_PAGE)
 }
 
 fn page_response(content_type: &'static str, bytes: &'static [u8]) -> Response {
@@ -137,15 +149,17 @@ mod tests {
     }
 
     #[test]
-    fn the_page_loads_only_its_own_assets() {
-        let page = std::str::from_utf8(LINK_PAGE).unwrap();
-        assert!(!page.contains("<script>"), "no inline script");
-        assert!(!page.contains("style="), "no inline style");
-        for reference in ["/assets/link.js", "/assets/page.css"] {
-            assert!(page.contains(reference));
-            let name = reference.trim_start_matches("/assets/");
-            assert!(ASSETS.iter().any(|a| a.name == name), "{name} is embedded");
+    fn the_pages_load_only_their_own_assets() {
+        for (page, script) in [(LINK_PAGE, "link.js"), (REQUEST_PAGE, "request.js")] {
+            let page = std::str::from_utf8(page).unwrap();
+            assert!(!page.contains("<script>"), "no inline script");
+            assert!(!page.contains("style="), "no inline style");
+            for reference in [format!("/assets/{script}"), "/assets/page.css".into()] {
+                assert!(page.contains(&reference));
+                let name = reference.trim_start_matches("/assets/");
+                assert!(ASSETS.iter().any(|a| a.name == name), "{name} is embedded");
+            }
+            assert!(!page.contains("http://") && !page.contains("https://"));
         }
-        assert!(!page.contains("http://") && !page.contains("https://"));
     }
 }

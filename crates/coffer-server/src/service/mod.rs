@@ -11,6 +11,7 @@
 //! * [`downloads`]: the stored bytes of a file, decrypted on the fly for files
 //!   the server encrypted ([`at_rest`]);
 //! * [`shares`] and [`links`]: key wraps for other users and for links;
+//! * [`requests`]: upload links, through which anyone may send a user files;
 //! * [`audit`]: the hash-chained log; [`lease`]: who may write an upload.
 //!
 //! Below it: [`crate::store`] (metadata) and [`crate::objects`] (bytes).
@@ -21,6 +22,7 @@ pub mod downloads;
 pub mod files;
 pub mod lease;
 pub mod links;
+pub mod requests;
 pub mod session;
 pub mod shares;
 pub mod uploads;
@@ -87,12 +89,20 @@ pub struct Caller {
     pub user: User,
     /// The client's address.
     pub ip: Option<IpAddr>,
+    /// Set when an anonymous sender acts for `user` through this upload
+    /// link (then only uploads begun through it are theirs to touch).
+    pub via_request: Option<String>,
 }
 
 impl Caller {
     /// An audit event by this user.
     pub fn event(&self, action: &'static str, target: &str) -> audit::Event {
-        audit::Event::new(&self.user.name, self.ip, action, target)
+        match &self.via_request {
+            // Anonymous: the log names the link, not a person.
+            Some(request) => audit::Event::new("-", self.ip, action, target)
+                .detail(format!("via upload link {request}")),
+            None => audit::Event::new(&self.user.name, self.ip, action, target),
+        }
     }
 }
 

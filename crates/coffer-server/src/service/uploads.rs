@@ -96,7 +96,24 @@ pub async fn create(service: &Service, caller: &Caller, new: NewUpload) -> Resul
         ));
     }
     check_usage(service, caller, new.length).await?;
-    keep_for(service, &new.metadata)?;
+    let (_, delete_when_received) = keep_for(service, &new.metadata)?;
+    if let Some(request) = &caller.via_request {
+        if !new.e2ee || new.file_id.is_none() {
+            return Err(Error::bad_request(
+                "an upload through an upload link must be end-to-end encrypted under a chosen file id",
+            ));
+        }
+        let users: Vec<&str> = new.wraps.iter().map(|(user, _)| user.as_str()).collect();
+        super::requests::begin_upload(
+            service,
+            caller,
+            request,
+            new.length,
+            &users,
+            delete_when_received,
+        )
+        .await?;
+    }
     super::shares::check_wrap_count(service, new.wraps.len())?;
     for (user, stanza) in &new.wraps {
         super::shares::check_wrap(service, user, stanza).await?;
@@ -130,6 +147,7 @@ pub async fn create(service: &Service, caller: &Caller, new: NewUpload) -> Resul
             .await
             .map_err(Error::internal)?,
         id,
+        via_request: caller.via_request.clone(),
     };
     service.store.create_upload(&upload).await?;
     Ok(upload)
@@ -235,7 +253,9 @@ async fn upload_id(service: &Service, chosen: Option<String>, e2ee: bool) -> Res
 pub async fn owned_upload(service: &Service, caller: &Caller, id: &str) -> Result<Upload> {
     match service.store.upload(id).await? {
         Some(upload)
-            if upload.owner == caller.user.name && upload.expires_at >= crate::unix_now() =>
+            if upload.owner == caller.user.name
+                && upload.via_request == caller.via_request
+                && upload.expires_at >= crate::unix_now() =>
         {
             Ok(upload)
         }
@@ -572,8 +592,15 @@ async fn append_leased(
             ..upload.clone()
         };
         let signed = commit(service, &upload).await?;
-        let event = audit::Event::new(&upload.owner, ip, "upload", &signed.receipt.file_id)
-            .detail(format!("{} bytes", signed.receipt.size));
+        let event = match &upload.via_request {
+            Some(request) => audit::Event::new("-", ip, "request_upload", &signed.receipt.file_id)
+                .detail(format!(
+                    "{} bytes for {} via upload link {request}",
+                    signed.receipt.size, upload.owner
+                )),
+            None => audit::Event::new(&upload.owner, ip, "upload", &signed.receipt.file_id)
+                .detail(format!("{} bytes", signed.receipt.size)),
+        };
         audit::record(service, event).await?;
         committed = Some(signed);
     }
@@ -657,6 +684,7 @@ pub async fn commit(service: &Service, upload: &Upload) -> Result<SignedReceipt>
         receipt: serde_json::to_string(&signed).map_err(Error::internal)?,
         expires_at: keep.map(|secs| time.saturating_add(secs as i64)),
         delete_when_received,
+        via_request: upload.via_request.clone(),
     };
     let wraps = tus::Metadata::parse(&upload.metadata)
         .and_then(|metadata| metadata.wraps())
@@ -744,6 +772,9 @@ async fn verify_e2ee(service: &Service, upload: &Upload) -> Result<VerifiedObjec
         Ok(v) if v.core.file_id_hex() != upload.id => invalid_object(
             "its header names another file id than this upload's (the client must create the upload under the id it signs)",
         ),
+        // Through an upload link, the sender is anonymous: their page signs
+        // with a one-time key, which the owner's client shows as such.
+        Ok(v) if upload.via_request.is_some() => return Ok(v),
         Ok(v) => {
             let uploader = service
                 .store

@@ -77,6 +77,8 @@ pub struct Upload {
     /// multipart upload and its parts), opaque here; empty for local disk.
     /// Kept beside `offset` and moved with it, so any node can go on.
     pub staging: Vec<u8>,
+    /// The upload link it comes through; `None`: the owner's own upload.
+    pub via_request: Option<String>,
 }
 
 /// A key wrapped by a KEK version.
@@ -134,6 +136,9 @@ pub struct FileRecord {
     pub expires_at: Option<i64>,
     /// Delete the file once every recipient acknowledged it.
     pub delete_when_received: bool,
+    /// The upload link it came through (signed by the anonymous sender's
+    /// one-time key, not the owner's); `None`: the owner uploaded it.
+    pub via_request: Option<String>,
 }
 
 impl FileRecord {
@@ -172,6 +177,30 @@ impl DigestAlg {
             .into_iter()
             .find(|alg| alg.name() == name)
     }
+}
+
+/// An upload link (file request).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Request {
+    /// Random id (in the URL path).
+    pub id: String,
+    /// The user the uploads are for (and whose quota they use).
+    pub owner: String,
+    /// Unix time of creation.
+    pub created_at: i64,
+    /// Unix time from which no upload can begin.
+    pub expires_at: i64,
+    /// How many uploads may begin through it, if limited.
+    pub max_files: Option<u64>,
+    /// Largest upload (stored bytes) it accepts, if limited.
+    pub max_file_bytes: Option<u64>,
+    /// Uploads begun so far.
+    pub files_started: u64,
+    /// Whether the page asks senders for their name (which travels
+    /// encrypted, in the file's metadata).
+    pub ask_name: bool,
+    /// SHA-256 of the access proof derived from the URL secret.
+    pub access_hash: Vec<u8>,
 }
 
 /// An anonymous share link.
@@ -408,6 +437,20 @@ pub trait MetaStore: Send + Sync + 'static {
         user: &'a str,
         at: i64,
     ) -> StoreFuture<'a, bool>;
+    /// Records a new upload link.
+    fn create_request<'a>(&'a self, request: &'a Request) -> StoreFuture<'a, ()>;
+    /// An upload link by id.
+    fn request<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Option<Request>>;
+    /// The upload links of `owner`, newest first.
+    fn owner_requests<'a>(&'a self, owner: &'a str) -> StoreFuture<'a, Vec<Request>>;
+    /// Removes an upload link (its files stay; uploads under way through it
+    /// can no longer go on, as no one can authenticate for them).
+    fn delete_request<'a>(&'a self, id: &'a str) -> StoreFuture<'a, bool>;
+    /// Counts one more upload begun through the link, atomically, unless
+    /// it expired at `now` or has taken its `max_files`.
+    fn spend_request_file<'a>(&'a self, id: &'a str, now: i64) -> StoreFuture<'a, bool>;
+    /// Removes links expired at `now` (their files stay).
+    fn sweep_requests(&self, now: i64) -> StoreFuture<'_, u64>;
     /// Records a new link.
     fn create_link<'a>(&'a self, link: &'a Link) -> StoreFuture<'a, ()>;
     /// One link by id.

@@ -420,6 +420,7 @@ fn upload_from_row(row: &dyn Get) -> Result<Upload, sqlx::Error> {
         staged_len: row.int("staged_len")?.max(0) as u64,
         staging_key: wrapped_from(row.opt_int("kek_version")?, row.opt_bytes("staging_key")?),
         staging: row.bytes("staging")?,
+        via_request: row.opt_text("via_request")?,
     })
 }
 
@@ -442,6 +443,21 @@ fn file_from_row(row: &dyn Get) -> Result<FileRecord, sqlx::Error> {
         receipt: row.text("receipt")?,
         expires_at: row.opt_int("expires_at")?,
         delete_when_received: row.int("delete_when_received")? != 0,
+        via_request: row.opt_text("via_request")?,
+    })
+}
+
+fn request_from_row(row: &dyn Get) -> Result<Request, sqlx::Error> {
+    Ok(Request {
+        id: row.text("id")?,
+        owner: row.text("owner")?,
+        created_at: row.int("created_at")?,
+        expires_at: row.int("expires_at")?,
+        max_files: row.opt_int("max_files")?.map(|n| n.max(0) as u64),
+        max_file_bytes: row.opt_int("max_file_bytes")?.map(|n| n.max(0) as u64),
+        files_started: row.int("files_started")?.max(0) as u64,
+        ask_name: row.int("ask_name")? != 0,
+        access_hash: row.bytes("access_hash")?,
     })
 }
 
@@ -622,7 +638,7 @@ impl MetaStore for SqlStore {
     fn create_upload<'a>(&'a self, upload: &'a Upload) -> StoreFuture<'a, ()> {
         op!(self, pool => {
             let key = upload.staging_key.as_ref();
-            affected!(pool, "INSERT INTO uploads (id, owner, length, upload_offset, metadata, expires_at, staged_len, kek_version, staging_key, staging) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)", &upload.id, &upload.owner, sql_u64(upload.length), sql_u64(upload.offset), &upload.metadata, upload.expires_at, sql_u64(upload.staged_len), key.map(|k| i64::from(k.kek_version)), key.map(|k| k.wrapped.clone()), &upload.staging);
+            affected!(pool, "INSERT INTO uploads (id, owner, length, upload_offset, metadata, expires_at, staged_len, kek_version, staging_key, staging, via_request) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)", &upload.id, &upload.owner, sql_u64(upload.length), sql_u64(upload.offset), &upload.metadata, upload.expires_at, sql_u64(upload.staged_len), key.map(|k| i64::from(k.kek_version)), key.map(|k| k.wrapped.clone()), &upload.staging, &upload.via_request);
             Ok(())
         })
     }
@@ -686,7 +702,7 @@ impl MetaStore for SqlStore {
     ) -> StoreFuture<'a, ()> {
         op!(self, pool => {
             let mut tx = pool.begin().await?;
-            affected!(&mut *tx, "INSERT INTO files (id, owner, size, digest, digest_alg, created_at, receipt, expires_at, delete_when_received) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)", &file.id, &file.owner, sql_u64(file.size), &file.digest, file.digest_alg.name(), file.created_at, &file.receipt, file.expires_at, i64::from(file.delete_when_received));
+            affected!(&mut *tx, "INSERT INTO files (id, owner, size, digest, digest_alg, created_at, receipt, expires_at, delete_when_received, via_request) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)", &file.id, &file.owner, sql_u64(file.size), &file.digest, file.digest_alg.name(), file.created_at, &file.receipt, file.expires_at, i64::from(file.delete_when_received), &file.via_request);
             if let Some(key) = object_key {
                 affected!(&mut *tx, "INSERT INTO object_keys (file_id, kek_version, wrapped, stored_size) VALUES ($1, $2, $3, $4)", &key.file_id, i64::from(key.key.kek_version), &key.key.wrapped, sql_u64(key.stored_size));
             }
@@ -736,7 +752,7 @@ impl MetaStore for SqlStore {
         page: &'a Page,
     ) -> StoreFuture<'a, Vec<FileRecord>> {
         Box::pin(self.files_page(
-            "SELECT f.* FROM files f WHERE f.owner = $1 AND ($2 = 1 OR f.created_at < $3 OR (f.created_at = $3 AND f.id < $4)) AND (f.expires_at IS NULL OR f.expires_at > $6) ORDER BY f.created_at DESC, f.id DESC LIMIT $5",
+            "SELECT f.* FROM files f WHERE f.owner = $1 AND f.via_request IS NULL AND ($2 = 1 OR f.created_at < $3 OR (f.created_at = $3 AND f.id < $4)) AND (f.expires_at IS NULL OR f.expires_at > $6) ORDER BY f.created_at DESC, f.id DESC LIMIT $5",
             owner,
             page,
         ))
@@ -794,9 +810,9 @@ impl MetaStore for SqlStore {
         unreceived: bool,
     ) -> StoreFuture<'a, Vec<FileRecord>> {
         let sql = if unreceived {
-            "SELECT f.* FROM files f JOIN wraps w ON w.file_id = f.id WHERE w.user_name = $1 AND f.owner <> $1 AND w.received_at IS NULL AND ($2 = 1 OR f.created_at < $3 OR (f.created_at = $3 AND f.id < $4)) AND (f.expires_at IS NULL OR f.expires_at > $6) ORDER BY f.created_at DESC, f.id DESC LIMIT $5"
+            "SELECT f.* FROM files f JOIN wraps w ON w.file_id = f.id WHERE w.user_name = $1 AND (f.owner <> $1 OR f.via_request IS NOT NULL) AND w.received_at IS NULL AND ($2 = 1 OR f.created_at < $3 OR (f.created_at = $3 AND f.id < $4)) AND (f.expires_at IS NULL OR f.expires_at > $6) ORDER BY f.created_at DESC, f.id DESC LIMIT $5"
         } else {
-            "SELECT f.* FROM files f JOIN wraps w ON w.file_id = f.id WHERE w.user_name = $1 AND f.owner <> $1 AND ($2 = 1 OR f.created_at < $3 OR (f.created_at = $3 AND f.id < $4)) AND (f.expires_at IS NULL OR f.expires_at > $6) ORDER BY f.created_at DESC, f.id DESC LIMIT $5"
+            "SELECT f.* FROM files f JOIN wraps w ON w.file_id = f.id WHERE w.user_name = $1 AND (f.owner <> $1 OR f.via_request IS NOT NULL) AND ($2 = 1 OR f.created_at < $3 OR (f.created_at = $3 AND f.id < $4)) AND (f.expires_at IS NULL OR f.expires_at > $6) ORDER BY f.created_at DESC, f.id DESC LIMIT $5"
         };
         Box::pin(self.files_page(sql, user, page))
     }
@@ -809,6 +825,41 @@ impl MetaStore for SqlStore {
     ) -> StoreFuture<'a, bool> {
         op!(self, pool => {
             Ok(affected!(pool, "UPDATE wraps SET received_at = COALESCE(received_at, $3) WHERE file_id = $1 AND user_name = $2", file_id, user, at) == 1)
+        })
+    }
+
+    fn create_request<'a>(&'a self, request: &'a Request) -> StoreFuture<'a, ()> {
+        op!(self, pool => {
+            affected!(pool, "INSERT INTO requests (id, owner, created_at, expires_at, max_files, max_file_bytes, files_started, ask_name, access_hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)", &request.id, &request.owner, request.created_at, request.expires_at, request.max_files.map(sql_u64), request.max_file_bytes.map(sql_u64), sql_u64(request.files_started), i64::from(request.ask_name), &request.access_hash);
+            Ok(())
+        })
+    }
+
+    fn request<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Option<Request>> {
+        Box::pin(self.row_by("SELECT * FROM requests WHERE id = $1", id, request_from_row))
+    }
+
+    fn owner_requests<'a>(&'a self, owner: &'a str) -> StoreFuture<'a, Vec<Request>> {
+        Box::pin(self.rows_by(
+            "SELECT * FROM requests WHERE owner = $1 ORDER BY created_at DESC, id",
+            owner,
+            request_from_row,
+        ))
+    }
+
+    fn delete_request<'a>(&'a self, id: &'a str) -> StoreFuture<'a, bool> {
+        Box::pin(self.delete_by("DELETE FROM requests WHERE id = $1", id))
+    }
+
+    fn spend_request_file<'a>(&'a self, id: &'a str, now: i64) -> StoreFuture<'a, bool> {
+        op!(self, pool => {
+            Ok(affected!(pool, "UPDATE requests SET files_started = files_started + 1 WHERE id = $1 AND expires_at > $2 AND (max_files IS NULL OR files_started < max_files)", id, now) == 1)
+        })
+    }
+
+    fn sweep_requests(&self, now: i64) -> StoreFuture<'_, u64> {
+        op!(self, pool => {
+            Ok(affected!(pool, "DELETE FROM requests WHERE expires_at <= $1", now))
         })
     }
 

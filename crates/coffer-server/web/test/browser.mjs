@@ -2,17 +2,20 @@
 // downloads a browser) through the link page for the end-to-end test in
 // crates/coffer-cli/tests/browser.rs, which starts the server, makes the
 // links and tampers with the stored objects. This script only plays the
-// customer: it opens each URL, types the password, waits for the page's
-// verdict and reports what the browser saved.
+// customer: it opens each URL, types the password (or chooses the files to
+// send, reloading the page mid-way when asked), waits for the page's verdict
+// and reports what the browser saved or sent.
 //
 //   node test/browser.mjs SPEC.json > RESULTS.json
 //
-// SPEC: {chromium, spki, artifacts, cases: [{label, url, password?, trusted}]}
+// SPEC: {chromium, spki, artifacts, cases: [{label, url, password?, trusted}
+//        | {label, kind: "request", url, trusted, files, senderName?, reloadAfterBytes?}]}
 // `trusted` cases run in a browser that trusts the server's certificate (as a
 // CA-signed one would be: --ignore-certificate-errors-spki-list pins it);
 // the others click through a self-signed certificate, as a customer would.
 // RESULTS: [{label, state, error, download: {sha256, bytes} | {failure},
-//            heapPeakBytes, mode, text}]
+//            heapPeakBytes, mode, text}
+//           | {label, state, error, resumed, receipts, fingerprint, text, heapPeakBytes}]
 
 import { chromium } from "playwright-core";
 import { createHash } from "node:crypto";
@@ -46,6 +49,33 @@ function sha256(path) {
   });
 }
 
+/** An upload-link case: choose files, send, maybe reload mid-way and choose them again. */
+async function sendFiles(page, test, shot) {
+  const choose = async () => {
+    await page.waitForFunction(() => ["ready", "error"].includes(document.body.dataset.state));
+    if ((await page.evaluate(() => document.body.dataset.state)) === "error") return false;
+    if (test.senderName) await page.fill("#sender-name", test.senderName);
+    await page.setInputFiles("#files", test.files);
+    await page.click("#send-button");
+    return true;
+  };
+  if (await choose() && test.reloadAfterBytes) {
+    await page.waitForFunction((n) => Number(document.body.dataset.sent ?? 0) >= n, test.reloadAfterBytes, { timeout: 300_000 });
+    await shot("sending");
+    await page.reload();
+    await choose();
+  }
+  await page.waitForFunction(() => ["done", "error"].includes(document.body.dataset.state), null, { timeout: 600_000 });
+  return page.evaluate(() => ({
+    state: document.body.dataset.state,
+    error: document.body.dataset.error ?? null,
+    resumed: Number(document.body.dataset.resumed ?? 0),
+    receipts: document.getElementById("receipts").textContent,
+    fingerprint: document.getElementById("fingerprint").textContent,
+    text: document.getElementById(document.body.dataset.state === "error" ? "error-text" : "done-text").textContent,
+  }));
+}
+
 async function run(test) {
   const browser = await browserFor(test.trusted);
   const context = await browser.newContext({ acceptDownloads: true, ignoreHTTPSErrors: !test.trusted });
@@ -74,6 +104,11 @@ async function run(test) {
   const shot = (state) => page.screenshot({ path: join(spec.artifacts, `${test.label}-${state}.png`), fullPage: true });
   try {
     await page.goto(test.url);
+    if (test.kind === "request") {
+      const result = await sendFiles(page, test, shot);
+      await shot(result.state);
+      return { label: test.label, ...result, heapPeakBytes };
+    }
     await page.waitForFunction(() => ["password", "ready", "error"].includes(document.body.dataset.state));
     await shot(await page.evaluate(() => document.body.dataset.state));
     for (const attempt of test.passwords ?? (test.password ? [test.password] : [])) {

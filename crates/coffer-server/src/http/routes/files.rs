@@ -47,6 +47,10 @@ pub struct FileInfo {
     expires_at: Option<i64>,
     /// Deleted once every recipient acknowledged it.
     delete_when_received: bool,
+    /// The upload link it came through: then it is signed by the anonymous
+    /// sender's one-time key, not by `owner`'s.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    via_request: Option<String>,
 }
 
 impl From<&FileRecord> for FileInfo {
@@ -59,6 +63,7 @@ impl From<&FileRecord> for FileInfo {
             created_at: file.created_at,
             expires_at: file.expires_at,
             delete_when_received: file.delete_when_received,
+            via_request: file.via_request.clone(),
         }
     }
 }

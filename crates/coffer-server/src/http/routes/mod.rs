@@ -4,6 +4,7 @@
 
 pub mod files;
 pub mod links;
+pub mod requests;
 pub mod session;
 pub mod shares;
 pub mod uploads;

@@ -47,6 +47,9 @@ struct ChallengeResponse {
     nonce: String,
     expires_in: u64,
     server_identity: String,
+    /// The URL clients should put in links they make (`public_url`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    public_url: Option<String>,
 }
 
 /// Step 1 of login: a single-use nonce (also for unknown users).
@@ -64,6 +67,7 @@ async fn challenge(
         nonce: challenge.nonce,
         expires_in: challenge.expires_in,
         server_identity: state.identity.public().to_string(),
+        public_url: state.config.public_url.clone(),
     }))
 }
 

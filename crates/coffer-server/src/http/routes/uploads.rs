@@ -14,7 +14,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::codec::tus;
-use crate::http::auth::Authenticated;
+use crate::http::auth::Uploader;
 use crate::http::error::{ApiError, ErrorBody};
 use crate::http::state::AppState;
 use crate::objects::ByteStream;
@@ -83,6 +83,7 @@ async fn options(State(state): State<AppState>) -> Response {
 #[utoipa::path(post, path = "/v1/uploads", tag = "uploads", security(("bearer" = [])),
     params(
         ("Tus-Resumable" = String, Header, description = "1.0.0"),
+        ("Coffer-Request" = Option<String>, Header, description = "Instead of a bearer token: the upload link sent through (with Coffer-Request-Access)"),
         ("Upload-Length" = u64, Header, description = "Total size in bytes"),
         ("Upload-Metadata" = Option<String>, Header, description = "tus metadata; `coffer-wrap.<user>` pairs carry key wraps, `coffer-file-id` the id an E2EE object's header names"),
         ("Upload-Checksum" = Option<String>, Header, description = "`sha256 <base64>` of this request's body")),
@@ -96,7 +97,7 @@ async fn options(State(state): State<AppState>) -> Response {
         (status = 422, description = "An E2EE object that does not verify (removed)", body = ErrorBody)))]
 async fn create(
     State(state): State<AppState>,
-    auth: Authenticated,
+    auth: Uploader,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
@@ -107,6 +108,17 @@ async fn create(
     let length = tus::header_u64(&headers, "upload-length")?
         .ok_or_else(|| Error::bad_request("Upload-Length required"))?;
     let metadata = tus::Metadata::of(&headers)?;
+    if auth.caller.via_request.is_some()
+        && let Some(ip) = auth.caller.ip
+        && !state.rate_limits.allow_request_upload(ip)
+    {
+        crate::service::audit::refused(&state, ip, "rate_limit", "request_upload").await;
+        return Err(Error::new(
+            Kind::TooMany,
+            "rate_limited",
+            "too many uploads through upload links from this address; try again later",
+        ));
+    }
     let new = NewUpload {
         length,
         metadata: metadata.as_str().to_string(),
@@ -154,7 +166,7 @@ async fn create(
     responses((status = 200, description = "Upload-Offset, Upload-Length, Upload-Expires"), (status = 404)))]
 async fn status(
     State(state): State<AppState>,
-    auth: Authenticated,
+    auth: Uploader,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let upload = uploads::owned_upload(&state, &auth.caller, &id).await?;
@@ -188,7 +200,7 @@ async fn status(
         (status = 460, description = "Checksum mismatch", body = ErrorBody)))]
 async fn append(
     State(state): State<AppState>,
-    auth: Authenticated,
+    auth: Uploader,
     Path(id): Path<String>,
     headers: HeaderMap,
     body: Body,
@@ -248,7 +260,7 @@ async fn write(
     responses((status = 204), (status = 404, body = ErrorBody)))]
 async fn terminate(
     State(state): State<AppState>,
-    auth: Authenticated,
+    auth: Uploader,
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
