@@ -21,7 +21,9 @@ pub struct Config {
     /// Address of the Prometheus metrics listener (HTTPS, same certificate);
     /// none by default.
     pub metrics_listen: Option<SocketAddr>,
-    /// Certificate chain (PEM), relative to the data directory.
+    /// Certificate chain (PEM, leaf first), relative to the data directory
+    /// or absolute (an ACME client's `fullchain.pem`). Read again, with
+    /// `tls_key`, on SIGHUP: renewals need no restart.
     pub tls_cert: PathBuf,
     /// Private key (PEM), relative to the data directory.
     pub tls_key: PathBuf,

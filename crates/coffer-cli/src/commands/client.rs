@@ -275,7 +275,8 @@ async fn login(args: &LoginArgs) -> Result<()> {
         crate::say!(
             "{}",
             json!({"profile": args.common.profile, "url": profile.url, "user": profile.user,
-                   "certificate": profile.cert_fingerprint, "server_identity": profile.server_identity,
+                   "certificate": profile.cert_fingerprint, "trust": trust_name(&trust),
+                   "server_identity": profile.server_identity,
                    "key_exchange": session.key_exchange()})
         );
     } else if !args.common.quiet {
@@ -289,6 +290,15 @@ async fn login(args: &LoginArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// How the profile checks the server's certificate, as `login --json` says.
+fn trust_name(trust: &Trust) -> &'static str {
+    match trust {
+        Trust::Pinned(_) | Trust::FirstUse => "pinned",
+        Trust::Ca(_) => "ca-file",
+        Trust::System => "system",
+    }
 }
 
 /// `Trust::System` if the system's CA roots accept the server's certificate
