@@ -52,7 +52,7 @@ pub enum Command {
     Logout(CommonArgs),
     /// Encrypt files locally and upload them (resumes interrupted uploads).
     #[command(
-        after_help = "Examples:\n  coffer put report.pdf --to bob\n  coffer put -r exports/ --skip-existing --expires 30d   # a nightly batch, safe to re-run"
+        after_help = "Examples:\n  coffer put report.pdf --to bob\n  coffer put -r exports/ --skip-existing --expires 30d   # a nightly batch, safe to re-run\n  pg_dump db | gzip | coffer put - --name db.sql.gz --to bob"
     )]
     Put(PutArgs),
     /// Download, decrypt and verify files by id, or a share link URL.
@@ -154,9 +154,15 @@ pub struct LoginArgs {
 pub struct PutArgs {
     #[command(flatten)]
     pub common: CommonArgs,
-    /// Files (with -r, directories) to upload.
+    /// Files (with -r, directories) to upload, or `-` for standard input
+    /// (with --name).
     #[arg(required = true)]
     pub files: Vec<PathBuf>,
+    /// The name to store for `put -` (standard input has none). The input
+    /// is staged, 0600, in the profile's uploads directory until the upload
+    /// ends: the format declares the length before the first byte.
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
     /// Upload directory trees, keeping relative paths in the encrypted metadata.
     #[arg(long, short)]
     pub recursive: bool,

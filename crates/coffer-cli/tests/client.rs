@@ -1858,3 +1858,129 @@ fn a_rate_limited_client_says_it_waits_and_finishes() {
         "{said}"
     );
 }
+
+/// `put - --name` reads standard input (a pipe in a batch job), stores the
+/// given name, and leaves no staged copy behind, whether it succeeds or
+/// fails; bad combinations are usage errors (2) that upload nothing.
+#[test]
+fn put_from_standard_input_round_trips_and_leaves_no_stage() {
+    let world = World::new();
+    let bytes = data(5 * MIB + 3, 41);
+    let put_stdin = |extra: &[&str], input: &[u8]| {
+        world
+            .coffer("alice")
+            .args(["put", "-"])
+            .args(extra)
+            .arg("--json")
+            .write_stdin(input.to_vec())
+            .output()
+            .unwrap()
+    };
+    let staged = || {
+        let dir = world.path("home/state/alice/uploads");
+        std::fs::read_dir(&dir)
+            .map(|entries| {
+                entries
+                    .filter_map(Result::ok)
+                    .filter(|e| e.file_name().to_string_lossy().starts_with(".stdin-"))
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    let out = put_stdin(
+        &["--name", "db.sql.gz", "--to", "bob", "--skip-existing"],
+        &bytes,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let put = &json_lines(&out.stdout)[0];
+    assert_eq!(put["path"], "-", "{put}");
+    assert_eq!(put["size"], bytes.len() as u64, "{put}");
+    let id = put["id"].as_str().unwrap().to_string();
+    assert_eq!(staged(), 0, "the stage of standard input is removed");
+
+    // Bob gets it under the given name, byte for byte, and can stream it.
+    let got = world.get("bob", &id, "in");
+    assert!(
+        got.status.success(),
+        "{}",
+        String::from_utf8_lossy(&got.stderr)
+    );
+    assert!(std::fs::read(world.path("in/db.sql.gz")).unwrap() == bytes);
+    let streamed = world
+        .coffer("bob")
+        .args(["get", &id, "-o", "-"])
+        .output()
+        .unwrap();
+    assert!(streamed.status.success());
+    assert!(streamed.stdout == bytes);
+
+    // The same input again with --skip-existing is recognised: no upload.
+    let again = put_stdin(
+        &["--name", "db.sql.gz", "--to", "bob", "--skip-existing"],
+        &bytes,
+    );
+    assert!(
+        again.status.success(),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    let again = &json_lines(&again.stdout)[0];
+    assert_eq!(again["skipped"], true, "{again}");
+    assert_eq!(again["id"], id.as_str());
+
+    // Empty input is a file too.
+    let empty = put_stdin(&["--name", "empty.txt"], b"");
+    assert!(
+        empty.status.success(),
+        "{}",
+        String::from_utf8_lossy(&empty.stderr)
+    );
+
+    // Usage errors: no name, a name with a path in it, stdin with files or
+    // --name on a file. Each exits 2 and stores nothing.
+    let listed = || {
+        let ls = world
+            .coffer("alice")
+            .args(["ls", "--json"])
+            .output()
+            .unwrap();
+        json_lines(&ls.stdout).len()
+    };
+    let before = listed();
+    let file = world.write("plain.txt", b"x");
+    let file = file.to_str().unwrap();
+    for extra in [
+        &[][..],
+        &["--name", "../etc/passwd"][..],
+        &["--name", ""][..],
+        &["--name", "a.txt", file][..],
+    ] {
+        let out = put_stdin(extra, b"secret");
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{extra:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let named_file = world
+        .coffer("alice")
+        .args(["put", file, "--name", "other.txt"])
+        .output()
+        .unwrap();
+    assert_eq!(named_file.status.code(), Some(2));
+    // A recipient that does not exist fails after staging: the stage goes.
+    let nobody = put_stdin(&["--name", "x.bin", "--to", "nosuchuser"], &bytes);
+    assert!(!nobody.status.success());
+    assert!(
+        String::from_utf8_lossy(&nobody.stderr).contains("nosuchuser"),
+        "{}",
+        String::from_utf8_lossy(&nobody.stderr)
+    );
+    assert_eq!(listed(), before);
+    assert_eq!(staged(), 0, "no stage left after a failure");
+}

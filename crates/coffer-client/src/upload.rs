@@ -70,6 +70,9 @@ pub struct PutOptions {
     pub recipients: Vec<(String, PublicIdentity)>,
     /// Relative path kept in the encrypted metadata (`put -r`).
     pub relative_path: Option<String>,
+    /// The name kept in the encrypted metadata instead of the source's own
+    /// (`put - --name`, where the source is a spool of standard input).
+    pub name: Option<String>,
     /// Plaintext bytes per chunk.
     pub chunk_size: u32,
     /// Bytes per PATCH request: each ends with the server syncing to disk,
@@ -97,6 +100,7 @@ impl PutOptions {
         Self {
             recipients: Vec::new(),
             relative_path: None,
+            name: None,
             chunk_size: coffer_format::header::DEFAULT_CHUNK_SIZE,
             patch_len: 256 * 1024 * 1024,
             retries: 8,
@@ -403,7 +407,10 @@ async fn resumable(
 
 fn metadata_for(source: &Path, meta: &std::fs::Metadata, options: &PutOptions) -> Metadata {
     Metadata {
-        name: source.file_name().map(|n| n.to_string_lossy().into_owned()),
+        name: options
+            .name
+            .clone()
+            .or_else(|| source.file_name().map(|n| n.to_string_lossy().into_owned())),
         path: options.relative_path.clone(),
         size: Some(meta.len()),
         mtime: meta
@@ -416,6 +423,21 @@ fn metadata_for(source: &Path, meta: &std::fs::Metadata, options: &PutOptions) -
         request: None,
         from: None,
     }
+}
+
+/// Copies `input` (standard input, for `put -`) into a private temporary
+/// file (0600, in a 0700 `state_dir`) to upload from: the header declares
+/// the exact length before the first byte is sent, and a dropped
+/// connection is resumed from the same bytes. The file is removed when the
+/// returned handle is dropped. Blocking.
+pub fn stage(mut input: impl Read, state_dir: &Path) -> Result<tempfile::NamedTempFile> {
+    crate::fsutil::private_dir(state_dir)?;
+    let mut staged = tempfile::Builder::new()
+        .prefix(".stdin-")
+        .tempfile_in(state_dir)
+        .map_err(Error::io(state_dir))?;
+    std::io::copy(&mut input, staged.as_file_mut()).map_err(Error::io(Path::new("-")))?;
+    Ok(staged)
 }
 
 /// BLAKE3-256 of a file's bytes, lowercase hex (the `content_blake3`

@@ -400,15 +400,52 @@ fn walk(dir: &Path, prefix: &str, out: &mut Vec<(PathBuf, Option<String>)>) -> R
 }
 
 async fn put(args: &PutArgs) -> Result<()> {
-    let files = expand(&args.files, args.recursive)?;
     let how = PutHow {
         to: &args.to,
         accept_new_key: args.accept_new_key,
         wait: args.wait,
         skip_existing: args.skip_existing,
         retention: &args.retention,
+        name: args.name.as_deref(),
     };
+    if args.files.iter().any(|f| f == Path::new("-")) {
+        return put_stdin(args, &how).await;
+    }
+    if args.name.is_some() {
+        return Err(usage("--name is for `put -` (a file keeps its own name)"));
+    }
+    let files = expand(&args.files, args.recursive)?;
     put_files(&args.common, &files, &how).await
+}
+
+/// A usage error (exit code 2).
+fn usage(message: &str) -> anyhow::Error {
+    coffer_client::Error::Usage(message.into()).into()
+}
+
+/// `put - --name NAME`: standard input, staged in a private file first
+/// because the header declares the exact length before the first byte is
+/// sent (and so that a dropped connection can still be resumed within this
+/// run). The stage is removed when the upload ends, however it ends.
+async fn put_stdin(args: &PutArgs, how: &PutHow<'_>) -> Result<()> {
+    if args.files.len() != 1 || args.recursive {
+        return Err(usage(
+            "`put -` takes standard input alone (no other files, no -r)",
+        ));
+    }
+    let name = args
+        .name
+        .as_deref()
+        .ok_or_else(|| usage("`put -` needs --name NAME: standard input has no name to store"))?;
+    // The check a recipient applies to a stored name, as a usage error here.
+    coffer_client::names::check_component(name)
+        .map_err(|err| usage(&format!("--name {name:?}: {err}")))?;
+    let uploads = Home::from_env()?.uploads_dir(&args.common.profile)?;
+    let stage =
+        tokio::task::spawn_blocking(move || upload::stage(std::io::stdin().lock(), &uploads))
+            .await?
+            .context("cannot stage standard input")?;
+    put_files(&args.common, &[(stage.path().to_path_buf(), None)], how).await
 }
 
 /// What `put` and `send` were asked for besides the files.
@@ -418,6 +455,8 @@ struct PutHow<'a> {
     wait: bool,
     skip_existing: bool,
     retention: &'a RetentionArgs,
+    /// The name to store instead of the file's (`put -`).
+    name: Option<&'a str>,
 }
 
 /// One of the caller's stored files as its encrypted metadata describes it
@@ -454,22 +493,21 @@ async fn uploaded_files(ctx: &mut Ctx) -> Result<Vec<Uploaded>> {
     Ok(uploaded)
 }
 
-/// The id of an upload of `path` with these bytes, if there is one.
+/// The id of an upload named `name` with these bytes, if there is one.
 fn already_uploaded<'a>(
     uploaded: &'a [Uploaded],
-    path: &Path,
+    name: &str,
     relative: Option<&str>,
     size: u64,
     content_blake3: &str,
 ) -> Option<&'a str> {
-    let name = path.file_name().map(|n| n.to_string_lossy());
     uploaded
         .iter()
         .find(|u| {
             u.content_blake3 == content_blake3
                 && u.size == Some(size)
                 && u.path.as_deref() == relative
-                && u.name.as_deref() == name.as_deref()
+                && u.name.as_deref() == Some(name)
         })
         .map(|u| u.id.as_str())
 }
@@ -481,6 +519,7 @@ async fn send(args: &SendArgs) -> Result<()> {
         wait: args.wait,
         skip_existing: false,
         retention: &args.retention,
+        name: None,
     };
     put_files(&args.common, &[(args.file.clone(), None)], &how).await
 }
@@ -510,12 +549,26 @@ async fn put_files(
     } else {
         Vec::new()
     };
+    options.name = how.name.map(str::to_string);
     let mut result = Ok(());
-    for (path, relative) in files {
+    for (source, relative) in files {
         options.relative_path = relative.clone();
+        // What the user named: a file, or `-` for a stage of standard input.
+        let path = match how.name {
+            Some(_) => Path::new("-"),
+            None => source.as_path(),
+        };
+        let label = match how.name {
+            Some(name) => name.to_string(),
+            None => source
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+        };
         if how.skip_existing {
-            let (size, hash) = hash_source(path).await?;
-            if let Some(id) = already_uploaded(&uploaded, path, relative.as_deref(), size, &hash) {
+            let (size, hash) = hash_source(source).await?;
+            if let Some(id) = already_uploaded(&uploaded, &label, relative.as_deref(), size, &hash)
+            {
                 if ctx.json {
                     crate::say!(
                         "{}",
@@ -529,12 +582,8 @@ async fn put_files(
             }
             options.content_blake3 = Some(hash);
         }
-        let label = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
         let progress = ctx.progress(&label);
-        let outcome = upload::put(&mut ctx.session, path, &options, progress.as_ref()).await;
+        let outcome = upload::put(&mut ctx.session, source, &options, progress.as_ref()).await;
         drop(progress);
         let outcome = match outcome {
             Ok(outcome) => outcome,
