@@ -430,7 +430,7 @@ pub struct LinkRevokeArgs {
 #[derive(Debug, Subcommand)]
 pub enum ServerCommand {
     /// Create a data directory: server identity, TLS certificate, database.
-    Init(ServerInitArgs),
+    Init(Box<ServerInitArgs>),
     /// Serve HTTPS until SIGTERM or Ctrl-C.
     Run(ServerRunArgs),
     /// Manage users.
@@ -487,6 +487,11 @@ pub struct ServerInitArgs {
     /// the file is copied into the data directory.
     #[arg(long)]
     pub client_ca: Option<PathBuf>,
+    /// Refuse client certificates revoked by the CRLs (PEM) in this file,
+    /// and any whose issuer's CRL is missing or out of date. The path is
+    /// kept (the CA updates the file); it is read again on SIGHUP.
+    #[arg(long, requires = "client_ca")]
+    pub client_crl: Option<PathBuf>,
     /// Serve Prometheus metrics (over HTTPS, same certificate) here.
     #[arg(long)]
     pub metrics_listen: Option<std::net::SocketAddr>,
@@ -551,6 +556,9 @@ pub struct ServerRunArgs {
     /// certificates (mTLS).
     #[arg(long)]
     pub client_ca: Option<PathBuf>,
+    /// Override the configured client CRL file (PEM; read again on SIGHUP).
+    #[arg(long)]
+    pub client_crl: Option<PathBuf>,
     /// Override the configured Prometheus metrics address.
     #[arg(long)]
     pub metrics_listen: Option<std::net::SocketAddr>,

@@ -30,6 +30,12 @@ pub struct Config {
     /// CA certificates (PEM) for client certificates; when set, every
     /// connection must present a certificate signed by one of them (mTLS).
     pub client_ca: Option<PathBuf>,
+    /// Certificate revocation lists (PEM) for `client_ca`, relative to the
+    /// data directory or absolute (where the CA publishes them). A revoked
+    /// client certificate is refused; so is every one whose issuer has no
+    /// CRL here or whose CRL is past its `nextUpdate` (fail closed). Read
+    /// again on SIGHUP.
+    pub client_crl: Option<PathBuf>,
     /// Seconds a login challenge stays valid.
     pub challenge_ttl_secs: u64,
     /// Seconds a session token stays valid (a refresh issues a new one).
@@ -187,6 +193,7 @@ impl Default for Config {
             tls_cert: PathBuf::from("tls/cert.pem"),
             tls_key: PathBuf::from("tls/key.pem"),
             client_ca: None,
+            client_crl: None,
             challenge_ttl_secs: 60,
             token_ttl_secs: 15 * 60,
             session_max_secs: 24 * 3600,
@@ -261,6 +268,9 @@ impl Config {
         }
         if let Some(value) = lookup("COFFER_CLIENT_CA") {
             self.client_ca = Some(PathBuf::from(value));
+        }
+        if let Some(value) = lookup("COFFER_CLIENT_CRL") {
+            self.client_crl = Some(PathBuf::from(value));
         }
         if let Some(value) = lookup("COFFER_CHALLENGE_TTL_SECS") {
             self.challenge_ttl_secs = value.parse().context("COFFER_CHALLENGE_TTL_SECS")?;

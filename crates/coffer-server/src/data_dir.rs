@@ -104,9 +104,11 @@ pub async fn init(root: &Path, cert: CertSource, mut config: Config) -> Result<I
     }
     // Fail now, not at first start, if the pair or the CA is unusable.
     let client_ca = config.client_ca.as_ref().map(|p| root.join(p));
+    let client_crl = config.client_crl.as_ref().map(|p| root.join(p));
+    let clients = tls::client_trust(client_ca.as_deref(), client_crl.as_deref())?;
     let certificate =
         tls::Certificate::load(&root.join(&config.tls_cert), &root.join(&config.tls_key))?;
-    tls::server_config(certificate, client_ca.as_deref())?;
+    tls::server_config(certificate, clients)?;
 
     // The file keeps what was given; the environment may add to it (a
     // database password, say) without being written down.

@@ -86,11 +86,17 @@ pub async fn run(
     let _claim = data_dir.claim(data_dir.server_claim())?;
     tls::install_provider();
     let client_ca = data_dir.config.client_ca.as_ref().map(|p| data_dir.path(p));
+    let client_crl = data_dir
+        .config
+        .client_crl
+        .as_ref()
+        .map(|p| data_dir.path(p));
+    let clients = tls::client_trust(client_ca.as_deref(), client_crl.as_deref())?;
     let certificate = tls::Certificate::load(
         &data_dir.path(&data_dir.config.tls_cert),
         &data_dir.path(&data_dir.config.tls_key),
     )?;
-    let tls_config = tls::server_config(certificate.clone(), client_ca.as_deref())?;
+    let tls_config = tls::server_config(certificate.clone(), clients.clone())?;
     let store = data_dir.store().await?;
     if store.backend() == "sqlite" {
         // This process alone uses the file: leases are from before a crash.
@@ -150,7 +156,7 @@ pub async fn run(
         ))
     });
     let sweeper = tokio::spawn(sweep_forever(state.clone()));
-    let reloader = tokio::spawn(reload_on_sighup(certificate));
+    let reloader = tokio::spawn(reload_on_sighup(certificate, clients));
     let (refused_tx, refused_rx) = tokio::sync::mpsc::channel(64);
     let refusal_auditor = tokio::spawn(audit_refused_connections(state.clone(), refused_rx));
     let api = http::serve::serve(
@@ -183,10 +189,13 @@ pub async fn run(
     served
 }
 
-/// Reads the TLS certificate and key again on every SIGHUP (a renewal
-/// hook runs `systemctl reload coffer` or `kill -HUP`); a failure is logged
-/// and the certificate in use kept.
-async fn reload_on_sighup(certificate: Arc<tls::Certificate>) {
+/// Reads the TLS certificate and key, and the client CRLs, again on every
+/// SIGHUP (a renewal hook runs `systemctl reload coffer` or `kill -HUP`); a
+/// failure is logged and what is in use kept.
+async fn reload_on_sighup(
+    certificate: Arc<tls::Certificate>,
+    clients: Option<Arc<tls::ClientTrust>>,
+) {
     use tokio::signal::unix::{SignalKind, signal};
     let mut hangups = match signal(SignalKind::hangup()) {
         Ok(hangups) => hangups,
@@ -204,6 +213,14 @@ async fn reload_on_sighup(certificate: Arc<tls::Certificate>) {
                 certificate = %certificate.fingerprint(),
                 "reloading the TLS certificate failed, keeping the one in use: {err:#}"
             ),
+        }
+        if let Some(clients) = clients.as_ref().filter(|c| c.has_crl()) {
+            match clients.reload() {
+                Ok(()) => tracing::info!("reloaded the client certificate revocation lists"),
+                Err(err) => tracing::error!(
+                    "reloading the client CRLs failed, keeping the ones in use: {err:#}"
+                ),
+            }
         }
     }
 }

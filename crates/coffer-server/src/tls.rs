@@ -127,34 +127,157 @@ fn certified(cert: &Path, key: &Path) -> Result<CertifiedKey> {
 }
 
 /// The server's rustls configuration: TLS 1.3 only, HTTP/1.1 via ALPN,
-/// presenting `certificate`. With `client_ca`, every client must present a
-/// certificate chaining to one of the CA certificates in that PEM file
-/// (mTLS); this is in addition to, not instead of, the key-based login.
+/// presenting `certificate`. With `clients`, every client must present a
+/// certificate it accepts (mTLS); this is in addition to, not instead of,
+/// the key-based login.
 pub fn server_config(
     certificate: Arc<Certificate>,
-    client_ca: Option<&Path>,
+    clients: Option<Arc<ClientTrust>>,
 ) -> Result<Arc<ServerConfig>> {
     let builder = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .context("TLS 1.3 unavailable")?;
-    let builder = match client_ca {
+    let builder = match clients {
         None => builder.with_no_client_auth(),
-        Some(path) => builder.with_client_cert_verifier(client_verifier(path)?),
+        Some(clients) => builder.with_client_cert_verifier(clients),
     };
     let mut config = builder.with_cert_resolver(certificate);
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
 
-/// Verifies client certificates against the CA certificates in `path`.
-fn client_verifier(path: &Path) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>> {
-    let mut roots = rustls::RootCertStore::empty();
-    for ca in load_chain(path)? {
-        roots
-            .add(ca)
-            .with_context(|| format!("unusable CA certificate in {}", path.display()))?;
+/// Which client certificates the server accepts (mTLS): those chaining to
+/// a CA certificate in the `client_ca` file and, with `client_crl`, not
+/// revoked by a CRL in that file. The CRL file is read again on
+/// [`ClientTrust::reload`] (the server does so on SIGHUP), so a revocation
+/// takes effect without a restart; a reload that fails keeps the lists in
+/// use.
+///
+/// Fail closed: with CRLs, a certificate whose issuer has no CRL in the
+/// file, or a CRL past its `nextUpdate`, is refused (rustls' defaults for
+/// unknown status, plus `enforce_revocation_expiration`), so a CRL refresh
+/// job that stops working is noticed rather than silently trusted.
+#[derive(Debug)]
+pub struct ClientTrust {
+    roots: Arc<rustls::RootCertStore>,
+    ca: std::path::PathBuf,
+    crl: Option<std::path::PathBuf>,
+    /// The CA names offered to clients: the CA file is not reloaded, so
+    /// these stay true.
+    hints: Vec<rustls::DistinguishedName>,
+    current: std::sync::RwLock<Arc<dyn ClientCertVerifier>>,
+}
+
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+
+/// The client trust `client_ca` and `client_crl` (full paths) describe:
+/// none without a CA; CRLs without a CA are a configuration error.
+pub fn client_trust(ca: Option<&Path>, crl: Option<&Path>) -> Result<Option<Arc<ClientTrust>>> {
+    match (ca, crl) {
+        (None, None) => Ok(None),
+        (None, Some(_)) => anyhow::bail!(
+            "client_crl is set without client_ca: revocation lists need the CA they belong to"
+        ),
+        (Some(ca), crl) => ClientTrust::load(ca, crl).map(Some),
     }
-    rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+}
+
+impl ClientTrust {
+    /// Reads the CA certificates and, if given, the CRLs.
+    pub fn load(ca: &Path, crl: Option<&Path>) -> Result<Arc<Self>> {
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in load_chain(ca)? {
+            roots
+                .add(cert)
+                .with_context(|| format!("unusable CA certificate in {}", ca.display()))?;
+        }
+        let roots = Arc::new(roots);
+        let verifier = verifier(&roots, ca, crl)?;
+        Ok(Arc::new(Self {
+            hints: verifier.root_hint_subjects().to_vec(),
+            current: std::sync::RwLock::new(verifier),
+            roots,
+            ca: ca.to_path_buf(),
+            crl: crl.map(Path::to_path_buf),
+        }))
+    }
+
+    /// Whether there is a CRL file to reload.
+    pub fn has_crl(&self) -> bool {
+        self.crl.is_some()
+    }
+
+    /// Reads the CRL file again; new handshakes are checked against it.
+    pub fn reload(&self) -> Result<()> {
+        let fresh = verifier(&self.roots, &self.ca, self.crl.as_deref())?;
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = fresh;
+        Ok(())
+    }
+
+    fn now(&self) -> Arc<dyn ClientCertVerifier> {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+fn verifier(
+    roots: &Arc<rustls::RootCertStore>,
+    ca: &Path,
+    crl: Option<&Path>,
+) -> Result<Arc<dyn ClientCertVerifier>> {
+    let mut builder =
+        rustls::server::WebPkiClientVerifier::builder_with_provider(roots.clone(), provider());
+    if let Some(crl) = crl {
+        let lists = rustls_pki_types::CertificateRevocationListDer::pem_file_iter(crl)
+            .with_context(|| format!("cannot read CRLs {}", crl.display()))?
+            .collect::<Result<Vec<_>, _>>()
+            .with_context(|| format!("cannot read CRLs {}", crl.display()))?;
+        if lists.is_empty() {
+            anyhow::bail!("no CRL in {}", crl.display());
+        }
+        builder = builder.with_crls(lists).enforce_revocation_expiration();
+    }
+    builder
         .build()
-        .with_context(|| format!("cannot use {} as client CA", path.display()))
+        .with_context(|| format!("cannot use {} as client CA", ca.display()))
+}
+
+impl ClientCertVerifier for ClientTrust {
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        &self.hints
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: rustls_pki_types::UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        self.now()
+            .verify_client_cert(end_entity, intermediates, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.now().verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.now().verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.now().supported_verify_schemes()
+    }
 }

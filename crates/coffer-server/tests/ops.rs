@@ -214,3 +214,128 @@ async fn a_second_server_on_one_sqlite_directory_is_refused() {
     let data = DataDir::open(&dir.path().join("data")).unwrap();
     assert!(data.claim(Claim::Alone).is_ok());
 }
+
+/// A client certificate with a known serial number.
+fn client_cert_numbered(issuer: &CertifiedIssuer<'static, KeyPair>, serial: u64) -> ClientAuth {
+    let mut params = CertificateParams::new(vec![format!("client-{serial}")]).unwrap();
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    params.serial_number = Some(rcgen::SerialNumber::from(serial));
+    let key = KeyPair::generate().unwrap();
+    let cert = params.signed_by(&key, issuer).unwrap();
+    (
+        vec![cert.der().clone()],
+        PrivatePkcs8KeyDer::from(key.serialize_der()).into(),
+    )
+}
+
+/// A CRL of `issuer` revoking `serials`, valid until `next_update_year`.
+fn crl(
+    issuer: &CertifiedIssuer<'static, KeyPair>,
+    serials: &[u64],
+    next_update_year: i32,
+) -> String {
+    let params = rcgen::CertificateRevocationListParams {
+        this_update: rcgen::date_time_ymd(next_update_year - 2, 1, 1),
+        next_update: rcgen::date_time_ymd(next_update_year, 1, 1),
+        crl_number: rcgen::SerialNumber::from(u64::from(next_update_year.unsigned_abs())),
+        issuing_distribution_point: None,
+        revoked_certs: serials
+            .iter()
+            .map(|&serial| rcgen::RevokedCertParams {
+                serial_number: rcgen::SerialNumber::from(serial),
+                revocation_time: rcgen::date_time_ymd(2025, 6, 1),
+                reason_code: Some(rcgen::RevocationReason::KeyCompromise),
+                invalidity_date: None,
+            })
+            .collect(),
+        key_identifier_method: rcgen::KeyIdMethod::Sha256,
+    };
+    params.signed_by(issuer).unwrap().pem().unwrap()
+}
+
+/// Sends this process SIGHUP (the in-process server reloads on it) and
+/// waits until `settled` says new connections see the change.
+async fn hang_up_until(mut settled: impl AsyncFnMut() -> bool) {
+    let me = std::process::id().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-HUP", &me])
+            .status()
+            .unwrap()
+            .success()
+    );
+    for _ in 0..250 {
+        if settled().await {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("the reload did not take effect");
+}
+
+#[tokio::test]
+async fn revoked_client_certificates_are_refused_and_crls_reload_on_sighup() {
+    let issuer = ca();
+    let dir = tempfile::tempdir().unwrap();
+    let ca_path = dir.path().join("ca.pem");
+    let crl_path = dir.path().join("ca.crl.pem");
+    std::fs::write(&ca_path, issuer.pem()).unwrap();
+    std::fs::write(&crl_path, crl(&issuer, &[2], 2030)).unwrap();
+    let server = Server::start_with(Config {
+        client_ca: Some(ca_path),
+        client_crl: Some(crl_path.clone()),
+        ..Config::default()
+    })
+    .await;
+    let health = |serial: u64| {
+        let auth = client_cert_numbered(&issuer, serial);
+        let server = &server;
+        async move {
+            get(server, server.addr, "/healthz", Some(auth))
+                .await
+                .is_ok()
+        }
+    };
+    assert!(health(1).await, "a certificate the CRL does not list");
+    assert!(!health(2).await, "a revoked certificate");
+
+    // The CA revokes certificate 1 as well: no restart, SIGHUP.
+    std::fs::write(&crl_path, crl(&issuer, &[1, 2], 2030)).unwrap();
+    hang_up_until(async || !health(1).await).await;
+    assert!(health(3).await, "others still pass");
+
+    // A CRL file that does not parse is logged and the lists in use kept.
+    std::fs::write(&crl_path, "-----BEGIN X509 CRL-----\ngarbage\n").unwrap();
+    hang_up_until(async || true).await;
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert!(!health(1).await, "the revocation stays in force");
+    assert!(health(3).await);
+
+    // A CRL past its nextUpdate refuses everyone (fail closed): a refresh
+    // job that stopped is noticed, not silently trusted.
+    std::fs::write(&crl_path, crl(&issuer, &[], 2026)).unwrap();
+    hang_up_until(async || !health(3).await).await;
+    assert!(!health(4).await);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn crls_without_a_client_ca_are_refused_at_init() {
+    let dir = tempfile::tempdir().unwrap();
+    let crl_path = dir.path().join("ca.crl.pem");
+    std::fs::write(&crl_path, crl(&ca(), &[], 2030)).unwrap();
+    let err = coffer_server::init(
+        &dir.path().join("data"),
+        coffer_server::CertSource::SelfSigned(vec!["localhost".into()]),
+        Config {
+            client_crl: Some(crl_path),
+            ..Config::default()
+        },
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        format!("{err:#}").contains("client_crl is set without client_ca"),
+        "{err:#}"
+    );
+}

@@ -46,6 +46,11 @@ async fn init(args: &ServerInitArgs) -> Result<()> {
             .as_ref()
             .map(|url| url.trim_end_matches('/').to_string()),
         client_ca: args.client_ca.clone(),
+        client_crl: args
+            .client_crl
+            .as_deref()
+            .map(std::path::absolute)
+            .transpose()?,
         metrics_listen: args.metrics_listen,
         master_key_file: master_key_file(args)?,
         ..Config::default()
@@ -159,6 +164,9 @@ async fn serve(args: &ServerRunArgs) -> Result<()> {
     if let Some(ca) = &args.client_ca {
         // An absolute path stays as it is when joined to the data directory.
         data.config.client_ca = Some(std::path::absolute(ca)?);
+    }
+    if let Some(crl) = &args.client_crl {
+        data.config.client_crl = Some(std::path::absolute(crl)?);
     }
     if let Some(metrics) = args.metrics_listen {
         data.config.metrics_listen = Some(metrics);
