@@ -304,3 +304,39 @@ mod layering {
         }
     }
 }
+
+#[cfg(test)]
+mod alert_rules {
+    /// Every metric docs/alerts/coffer.rules.yml names is one the server
+    /// emits (a renamed metric would leave an alert that never fires).
+    /// promtool tests what the rules do with them (in CI).
+    #[test]
+    fn the_alert_rules_name_only_metrics_the_server_emits() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let rules = std::fs::read_to_string(root.join("../../docs/alerts/coffer.rules.yml"))
+            .expect("docs/alerts/coffer.rules.yml");
+        let mut sources = String::new();
+        let mut dirs = vec![root.join("src")];
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    dirs.push(path);
+                } else if path.extension().is_some_and(|e| e == "rs") {
+                    sources.push_str(&std::fs::read_to_string(&path).unwrap());
+                }
+            }
+        }
+        let names: std::collections::BTreeSet<&str> = rules
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|word| word.starts_with("coffer_"))
+            .collect();
+        assert!(names.len() >= 6, "{names:?}");
+        for name in names {
+            assert!(
+                sources.contains(&format!("\"{name}\"")),
+                "the alert rules name {name}, which the server does not emit"
+            );
+        }
+    }
+}

@@ -157,6 +157,8 @@ pub async fn checkpoint(
             signature: signature.to_vec(),
         })
         .await?;
+    // For the "stale signed head" alert (docs/alerts.yml).
+    metrics::gauge!("coffer_audit_head_signed_timestamp_seconds").set(crate::unix_now() as f64);
     Ok(Some(seq))
 }
 
