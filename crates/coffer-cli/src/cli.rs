@@ -646,6 +646,25 @@ pub enum UserCommand {
     /// Set or lift a user's storage quota (files stored stay, also above a
     /// lower quota; new uploads are refused past it).
     SetQuota(UserQuotaArgs),
+    /// Replace a user's key (a lost or compromised identity): their
+    /// sessions end, and the files wrapped to the old key are listed, to be
+    /// shared again by their owners (`coffer share ID --with NAME
+    /// --accept-new-key`).
+    SetKey(UserKeyArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct UserKeyArgs {
+    /// User name.
+    pub name: String,
+    /// The user's new public identity (coffer1…).
+    #[arg(long)]
+    pub key: String,
+    /// Print the files to re-share as JSON lines.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub data: DataArg,
 }
 
 #[derive(Debug, clap::Args)]

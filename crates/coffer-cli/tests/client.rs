@@ -1984,3 +1984,122 @@ fn put_from_standard_input_round_trips_and_leaves_no_stage() {
     assert_eq!(listed(), before);
     assert_eq!(staged(), 0, "no stage left after a failure");
 }
+
+/// `server user set-key`: bob lost his identity. His sessions end, the files
+/// wrapped to the old key are listed, the old identity no longer logs in,
+/// and once alice shares again (accepting the new key on purpose) bob reads
+/// the file with the new one.
+#[test]
+fn a_replaced_user_key_ends_sessions_and_lists_what_to_share_again() {
+    let world = World::new();
+    let file = world.write("results.csv", &data(70_000, 77));
+    let put = world.put("alice", &file, &["--to", "bob"]);
+    let id = put["id"].as_str().unwrap().to_string();
+    let mine = world.put("bob", &world.write("own.txt", b"bob's own"), &[]);
+    let keygen = Std::new(bin())
+        .current_dir(world.dir.path())
+        .args(["keygen", "-o", "bob2.id"])
+        .output()
+        .unwrap();
+    let new_key = String::from_utf8(keygen.stdout).unwrap().trim().to_string();
+    let server_cmd = |args: &[&str]| {
+        Command::new(bin())
+            .args(["server", "user"])
+            .args(args)
+            .arg("--data")
+            .arg(world.path("srv"))
+            .envs(world.storage.iter().map(|(k, v)| (k, v)))
+            .output()
+            .unwrap()
+    };
+    let set = server_cmd(&["set-key", "bob", "--key", &new_key, "--json"]);
+    assert!(
+        set.status.success(),
+        "{}",
+        String::from_utf8_lossy(&set.stderr)
+    );
+    let listed = json_lines(&set.stdout);
+    assert!(
+        listed
+            .iter()
+            .any(|l| l["id"] == id.as_str() && l["owner"] == "alice" && l["reshare"] == true),
+        "{listed:?}"
+    );
+    assert!(
+        listed
+            .iter()
+            .any(|l| l["id"] == mine["id"] && l["old_key_only"] == true),
+        "{listed:?}"
+    );
+    let unknown = server_cmd(&["set-key", "nobody", "--key", &new_key]);
+    assert!(!unknown.status.success());
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("nobody"));
+
+    // The old identity's session is gone and it cannot log in again.
+    let old = world.coffer("bob").args(["ls"]).output().unwrap();
+    assert_eq!(
+        old.status.code(),
+        Some(7),
+        "{}",
+        String::from_utf8_lossy(&old.stderr)
+    );
+    let login = world
+        .coffer("bob")
+        .args(["login", &world.url(), "--user", "bob", "-i"])
+        .arg(world.path("bob2.id"))
+        .args(["--fingerprint", &world.fingerprint])
+        .output()
+        .unwrap();
+    assert!(
+        login.status.success(),
+        "{}",
+        String::from_utf8_lossy(&login.stderr)
+    );
+    // The file is still wrapped to the old key: the new one cannot open it.
+    assert!(!world.get("bob", &id, "before").status.success());
+
+    // Alice's client pinned bob's old key: sharing again needs her consent.
+    let refused = world
+        .coffer("alice")
+        .args(["share", &id, "--with", "bob"])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    let shared = world
+        .coffer("alice")
+        .args(["share", &id, "--with", "bob", "--accept-new-key"])
+        .output()
+        .unwrap();
+    assert!(
+        shared.status.success(),
+        "{}",
+        String::from_utf8_lossy(&shared.stderr)
+    );
+    let got = world.get("bob", &id, "after");
+    assert!(
+        got.status.success(),
+        "{}",
+        String::from_utf8_lossy(&got.stderr)
+    );
+    assert_eq!(sha(&world.path("after/results.csv")), sha(&file));
+
+    // Audited, and the chain still verifies.
+    let verify = Command::new(bin())
+        .args(["server", "audit", "verify", "--data"])
+        .arg(world.path("srv"))
+        .envs(world.storage.iter().map(|(k, v)| (k, v)))
+        .output()
+        .unwrap();
+    assert!(
+        verify.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verify.stderr)
+    );
+    let export = Command::new(bin())
+        .args(["server", "audit", "export", "--data"])
+        .arg(world.path("srv"))
+        .envs(world.storage.iter().map(|(k, v)| (k, v)))
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&export.stdout).contains("user_set_key"));
+}

@@ -195,6 +195,7 @@ async fn user(command: &UserCommand) -> Result<()> {
         UserCommand::List(a) => &a.data.dir,
         UserCommand::Disable(a) | UserCommand::Enable(a) => &a.data.dir,
         UserCommand::SetQuota(a) => &a.data.dir,
+        UserCommand::SetKey(a) => &a.data.dir,
     };
     let store = DataDir::open(dir)?.store().await?;
     match command {
@@ -263,6 +264,7 @@ async fn user(command: &UserCommand) -> Result<()> {
                 None => crate::say!("quota of {}: none", args.name),
             }
         }
+        UserCommand::SetKey(args) => set_key(&store, args).await?,
         UserCommand::Disable(args) | UserCommand::Enable(args) => {
             let disable = matches!(command, UserCommand::Disable(_));
             if !store.set_disabled(&args.name, disable).await? {
@@ -281,6 +283,71 @@ async fn user(command: &UserCommand) -> Result<()> {
             );
         }
     }
+    Ok(())
+}
+
+/// `user set-key`: the new key takes over at once; what was wrapped to the
+/// old one is listed (shared files, to be shared again by their owners; the
+/// user's own files, readable only with the old identity).
+async fn set_key(
+    store: &coffer_server::store::SqlStore,
+    args: &crate::cli::UserKeyArgs,
+) -> Result<()> {
+    use coffer_server::store::{MetaStore, Page};
+    let public = PublicIdentity::parse(&args.key).context("--key")?;
+    if !store
+        .set_public_identity(&args.name, &public.to_string())
+        .await?
+    {
+        bail!("no such user: {}", args.name);
+    }
+    let event = Event::new("admin", None, "user_set_key", &args.name)
+        .detail(format!("key={}", public.fingerprint()));
+    audit::append(store, &event).await?;
+    let mut shared = Vec::new();
+    let mut page = Page::first(500);
+    loop {
+        let batch = store.shared_with(&args.name, &page, false).await?;
+        let Some(last) = batch.last() else { break };
+        page.after = Some((last.created_at, last.id.clone()));
+        shared.extend(batch);
+    }
+    let mut owned = Vec::new();
+    let mut page = Page::first(500);
+    loop {
+        let batch = store.list_files(&args.name, &page).await?;
+        let Some(last) = batch.last() else { break };
+        page.after = Some((last.created_at, last.id.clone()));
+        owned.extend(batch);
+    }
+    for file in &shared {
+        if args.json {
+            crate::say!(
+                "{}",
+                serde_json::json!({"id": file.id, "owner": file.owner, "reshare": true})
+            );
+        } else {
+            crate::say!("reshare  {}  owner {}", file.id, file.owner);
+        }
+    }
+    for file in &owned {
+        if args.json {
+            crate::say!(
+                "{}",
+                serde_json::json!({"id": file.id, "owner": file.owner, "old_key_only": true})
+            );
+        } else {
+            crate::say!("old-key  {}  own file", file.id);
+        }
+    }
+    eprintln!(
+        "{} has a new key ({}); their sessions ended. {} file(s) shared with them are wrapped to the old key: their owners run `coffer share ID --with {} --accept-new-key`. {} own file(s) open only with the old identity. Upload links they made pin the old key: make new ones.",
+        args.name,
+        public.fingerprint(),
+        shared.len(),
+        args.name,
+        owned.len()
+    );
     Ok(())
 }
 

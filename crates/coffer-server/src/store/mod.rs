@@ -333,6 +333,14 @@ pub trait MetaStore: Send + Sync + 'static {
     /// Sets (or, with `None`, lifts) a user's storage quota; whether the
     /// user exists. Files already stored stay, also above a lower quota.
     fn set_quota<'a>(&'a self, name: &'a str, quota_bytes: Option<u64>) -> StoreFuture<'a, bool>;
+    /// Replaces a user's public identity and ends their sessions (signed in
+    /// with the old key); whether the user exists. Wraps to the old key stay:
+    /// whoever still holds the old identity can open them.
+    fn set_public_identity<'a>(
+        &'a self,
+        name: &'a str,
+        public_identity: &'a str,
+    ) -> StoreFuture<'a, bool>;
     /// Stores a login challenge (and drops expired ones).
     fn put_challenge<'a>(
         &'a self,

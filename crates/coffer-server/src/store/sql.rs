@@ -549,6 +549,18 @@ impl MetaStore for SqlStore {
         })
     }
 
+    fn set_public_identity<'a>(
+        &'a self,
+        name: &'a str,
+        public_identity: &'a str,
+    ) -> StoreFuture<'a, bool> {
+        op!(self, pool => {
+            let found = affected!(pool, "UPDATE users SET public_identity = $1 WHERE name = $2", public_identity, name) == 1;
+            affected!(pool, "DELETE FROM tokens WHERE user_name = $1", name);
+            Ok(found)
+        })
+    }
+
     fn set_disabled<'a>(&'a self, name: &'a str, disabled: bool) -> StoreFuture<'a, bool> {
         op!(self, pool => {
             let found = affected!(pool, "UPDATE users SET disabled = $1 WHERE name = $2", i64::from(disabled), name) == 1;
