@@ -30,6 +30,9 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // As `say` does for lines: a reader that closed the pipe early
+        // (`coffer get ID -o - | head`) had what it wanted.
+        Err(err) if reader_closed_stdout(&err) => ExitCode::SUCCESS,
         Err(err) => {
             let code = exit_code(&err);
             if wants_json() {
@@ -55,10 +58,31 @@ fn wants_json() -> bool {
 
 /// The error chain on one line, outermost context first.
 fn one_line(err: &anyhow::Error) -> String {
-    err.chain()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join(": ")
+    let mut line = String::new();
+    for cause in err.chain().map(|c| c.to_string()) {
+        // An error whose message already ends with its source's (thiserror's
+        // "{path}: {source}") would otherwise repeat the OS error.
+        if line.ends_with(&cause) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&cause);
+    }
+    line
+}
+
+/// Whether the failure is standard output closed by its reader.
+fn reader_closed_stdout(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        matches!(
+            cause.downcast_ref::<coffer_client::Error>(),
+            Some(coffer_client::Error::Io { path, source })
+                if path.as_os_str() == coffer_client::download::STANDARD_OUTPUT
+                    && source.kind() == std::io::ErrorKind::BrokenPipe
+        )
+    })
 }
 
 /// Exit codes by class, documented in the README and `coffer --help`:
@@ -109,5 +133,34 @@ fn client_code(class: coffer_client::Class) -> u8 {
         Class::Refused => 9,
         Class::Temporary => 75,
         Class::Other => 1,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_os_error_is_said_once_and_a_closed_stdout_is_success() {
+        let io = |path: &str, kind| coffer_client::Error::Io {
+            path: path.into(),
+            source: std::io::Error::from(kind),
+        };
+        let err = anyhow::Error::new(io("in/a.csv", std::io::ErrorKind::PermissionDenied))
+            .context("download of abc failed");
+        let line = one_line(&err);
+        assert_eq!(line.matches("ermission denied").count(), 1, "{line}");
+        assert!(
+            line.starts_with("download of abc failed: in/a.csv: "),
+            "{line}"
+        );
+        let closed = anyhow::Error::new(io(
+            coffer_client::download::STANDARD_OUTPUT,
+            std::io::ErrorKind::BrokenPipe,
+        ));
+        assert!(reader_closed_stdout(&closed));
+        // A broken pipe anywhere else (a file, the network) is a failure.
+        let elsewhere = anyhow::Error::new(io("out.bin", std::io::ErrorKind::BrokenPipe));
+        assert!(!reader_closed_stdout(&elsewhere));
     }
 }

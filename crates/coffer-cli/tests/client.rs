@@ -448,6 +448,30 @@ fn scripts_get_exit_codes_by_class_and_no_panic_on_a_closed_pipe() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // `coffer get ID -o - | head -c 100` of a file larger than the pipe
+    // buffers: the reader leaving early is success, not an error.
+    let big = world.write("big.bin", &data(8 * MIB, 9));
+    let big_id = world.put("alice", &big, &[])["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let out = Std::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "set -o pipefail; '{}' get {big_id} -o - | head -c 100 | wc -c",
+            bin().display()
+        ))
+        .current_dir(world.dir.path())
+        .env("COFFER_HOME", world.path("home"))
+        .env("COFFER_PROFILE", "alice")
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "100");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     let code = |world: &World, user: &str, args: &[&str]| {
         world

@@ -421,6 +421,9 @@ pub struct Streamed {
     pub metadata: Metadata,
 }
 
+/// The path named in an [`Error::Io`] about writing the stream's output.
+pub const STANDARD_OUTPUT: &str = "standard output";
+
 /// Streams file `id`, decrypted, to `out` (standard output, a pipe) as it
 /// arrives. Every byte written comes from a chunk checked against the
 /// signed root, and the final chunk is held back until the signature
@@ -515,13 +518,13 @@ async fn stream_attempt(
         if end > *written {
             let skip = usize::try_from(written.saturating_sub(position)).unwrap_or(n);
             out.write_all(&buf[skip..n])
-                .map_err(|e| Failure::Final(Error::io("standard output")(e)))?;
+                .map_err(|e| Failure::Final(Error::io(STANDARD_OUTPUT)(e)))?;
             *written = end;
         }
         position = end;
     }
     out.flush()
-        .map_err(|e| Failure::Final(Error::io("standard output")(e)))?;
+        .map_err(|e| Failure::Final(Error::io(STANDARD_OUTPUT)(e)))?;
     decryptor
         .verified()
         .cloned()

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use rustls::ServerConfig;
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
@@ -167,8 +168,6 @@ pub struct ClientTrust {
     hints: Vec<rustls::DistinguishedName>,
     current: std::sync::RwLock<Arc<dyn ClientCertVerifier>>,
 }
-
-use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 
 /// The client trust `client_ca` and `client_crl` (full paths) describe:
 /// none without a CA; CRLs without a CA are a configuration error.

@@ -206,14 +206,13 @@ async fn check_upload(
     if let Some(refusal) = closed(&request, now) {
         return Err(refusal);
     }
-    if request.max_file_bytes.is_some_and(|max| length > max) {
+    if let Some(max) = request.max_file_bytes
+        && length > max
+    {
         return Err(Error::new(
             Kind::TooLarge,
             "too_large",
-            format!(
-                "this upload link takes files of at most {} bytes (encrypted)",
-                request.max_file_bytes.unwrap_or_default()
-            ),
+            format!("this upload link takes files of at most {max} bytes (encrypted)"),
         ));
     }
     if wrap_users != [caller.user.name.as_str()] {
