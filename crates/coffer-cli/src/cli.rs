@@ -587,8 +587,41 @@ pub struct RotateMasterKeyArgs {
 pub enum KeysCommand {
     /// Each KEK version and how many keys it wraps.
     Status(KeysStatusArgs),
-    /// Remove KEK versions nothing references any more.
+    /// Remove KEK versions nothing references any more (and their keys in
+    /// a token).
     Prune(DataOnly),
+    /// Move every key-encryption key into a PKCS#11 token (an HSM): writes
+    /// `[keyring]` to config.toml, makes a KEK version inside the token,
+    /// re-wraps every file and upload key under it, and removes the
+    /// versions sealed by the master key. Stop the server first; run again
+    /// to finish an interrupted run.
+    #[command(
+        after_help = "Example:\n  coffer server keys migrate --data /var/lib/coffer \\\n    --module /usr/lib/softhsm/libsofthsm2.so --token coffer --pin-file /etc/coffer/hsm.pin"
+    )]
+    Migrate(KeysMigrateArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct KeysMigrateArgs {
+    #[command(flatten)]
+    pub data: DataArg,
+    /// The PKCS#11 module (the vendor's library).
+    #[arg(long)]
+    pub module: std::path::PathBuf,
+    /// Label of the token to keep the keys in.
+    #[arg(long)]
+    pub token: String,
+    /// Prefix of the key labels in the token (version N is PREFIX-vN-…).
+    #[arg(long, default_value = "coffer-kek")]
+    pub key_label: String,
+    /// File holding the token's user PIN (absolute, or relative to the
+    /// data directory); else COFFER_PKCS11_PIN or the systemd credential
+    /// coffer-pkcs11-pin when the server starts.
+    #[arg(long)]
+    pub pin_file: Option<std::path::PathBuf>,
+    /// Re-wrap this many keys per transaction.
+    #[arg(long, default_value_t = 500)]
+    pub batch: u32,
 }
 
 #[derive(Debug, clap::Args)]

@@ -448,3 +448,124 @@ fn run_warns_when_the_master_key_is_inside_the_data_directory() {
         "{seen}"
     );
 }
+
+/// `keys migrate` through the real binary against a SoftHSM2 token: a wrong
+/// PIN changes nothing; the move, `keys status`, a server started without
+/// the master key, `rotate-kek` and `keys prune` in the token, audited.
+#[test]
+fn keyring_migrates_into_a_pkcs11_token_through_the_cli() {
+    let (tmp, data) = initialized();
+    let Some(hsm) = coffer_server::testing::SoftHsm::init(&tmp.path().join("hsm"), "coffer") else {
+        return;
+    };
+    let migrate = |pin_file: &std::path::Path| {
+        let mut cmd = coffer();
+        cmd.envs(hsm.env())
+            .args(["server", "keys", "migrate", "--data"])
+            .arg(&data)
+            .args(["--module", coffer_server::testing::SOFTHSM_MODULE])
+            .args(["--token", "coffer", "--pin-file"])
+            .arg(pin_file);
+        cmd
+    };
+    let wrong = tmp.path().join("wrong.pin");
+    std::fs::write(&wrong, "000000\n").unwrap();
+    let config_before = std::fs::read_to_string(data.join("config.toml")).unwrap();
+    migrate(&wrong)
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("PIN is wrong"));
+    assert_eq!(
+        std::fs::read_to_string(data.join("config.toml")).unwrap(),
+        config_before,
+        "a failed move changed the configuration"
+    );
+    migrate(&hsm.pin_file)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("version 2 (added)"))
+        .stdout(predicate::str::contains("versions [1] removed"))
+        .stderr(predicate::str::contains("no longer used"));
+
+    // The master key goes; everything still opens from the token.
+    std::fs::remove_file(data.with_file_name("srv.master.key")).unwrap();
+    let status = |cmd: &mut Command| {
+        let out = cmd
+            .envs(hsm.env())
+            .args(["server", "keys", "status", "--json", "--data"])
+            .arg(&data)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let rows = status(&mut coffer());
+    assert_eq!(rows.as_array().unwrap().len(), 1, "{rows}");
+    assert_eq!(rows[0]["version"], 2);
+    let location = rows[0]["location"].as_str().unwrap();
+    assert!(
+        location.contains("PKCS#11 token coffer") && location.contains("non-extractable"),
+        "{location}"
+    );
+    // Without the token's configuration (SOFTHSM2_CONF) nothing opens.
+    coffer()
+        .env("SOFTHSM2_CONF", tmp.path().join("nothing.conf"))
+        .args(["server", "keys", "status", "--data"])
+        .arg(&data)
+        .assert()
+        .failure();
+
+    let mut server = Std::new(assert_cmd::cargo::cargo_bin("coffer"))
+        .envs(hsm.env())
+        .args(["server", "run", "--listen", "127.0.0.1:0", "--data"])
+        .arg(&data)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(server.stderr.take().unwrap()).lines();
+    let mut seen = String::new();
+    while !seen.contains("listening on") {
+        let Some(Ok(line)) = lines.next() else {
+            panic!("the server exited: {seen}");
+        };
+        seen.push_str(&line);
+    }
+    let _ = server.kill();
+    let _ = server.wait();
+    assert!(seen.contains("from the PKCS#11 token coffer"), "{seen}");
+    assert!(
+        !seen.contains("INSECURE"),
+        "no master key, no warning about it: {seen}"
+    );
+
+    let mut rotate = coffer();
+    rotate
+        .envs(hsm.env())
+        .args(["server", "rotate-kek", "--data"])
+        .arg(&data)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("KEK version 3 (added)"));
+    let mut prune = coffer();
+    prune
+        .envs(hsm.env())
+        .args(["server", "keys", "prune", "--data"])
+        .arg(&data)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("removed versions [2]"));
+    assert_eq!(status(&mut coffer())[0]["version"], 3);
+    let out = coffer()
+        .args(["server", "audit", "export", "--json", "--data"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    let audit = String::from_utf8_lossy(&out.stdout);
+    for action in ["keyring_migrate", "kek_rotate", "kek_prune"] {
+        assert!(audit.contains(action), "{action} not audited: {audit}");
+    }
+}

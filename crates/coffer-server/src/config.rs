@@ -75,6 +75,9 @@ pub struct Config {
     /// to the data directory; `COFFER_MASTER_KEY` takes precedence. Keep it
     /// off the disk that holds the database and objects where you can.
     pub master_key_file: PathBuf,
+    /// Where the key-encryption keys live (`[keyring]`): sealed by the
+    /// master key (the default) or inside a PKCS#11 token.
+    pub keyring: KeyringConfig,
     /// Seconds an unwrapped file key stays cached in memory (0: never).
     pub dek_cache_secs: u64,
     /// Metadata database: a SQLite file relative to the data directory (the
@@ -86,6 +89,51 @@ pub struct Config {
     pub objects: Objects,
     /// Abuse limits.
     pub limits: Limits,
+}
+
+/// Which keyring provider makes new KEK versions.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum KeyringProvider {
+    /// KEKs stored in the database, sealed by the master key.
+    #[default]
+    MasterKey,
+    /// KEKs generated inside a PKCS#11 token (an HSM), never leaving it.
+    Pkcs11,
+}
+
+/// Keyring settings (`[keyring]`). With `pkcs11`, versions made before
+/// (sealed by the master key) still open while the master key is there;
+/// `coffer server keys migrate` moves every key into the token, after
+/// which the master key is no longer needed.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct KeyringConfig {
+    /// `master-key` or `pkcs11`.
+    pub provider: KeyringProvider,
+    /// The PKCS#11 module (`/usr/lib/softhsm/libsofthsm2.so`, a vendor's
+    /// library).
+    pub module: PathBuf,
+    /// Label of the token holding the KEKs.
+    pub token: String,
+    /// Prefix of the KEK labels; version N is `<key_label>-vN`.
+    pub key_label: String,
+    /// File holding the token's user PIN, relative to the data directory
+    /// or absolute; `COFFER_PKCS11_PIN` or the systemd credential
+    /// `coffer-pkcs11-pin` take precedence.
+    pub pin_file: Option<PathBuf>,
+}
+
+impl Default for KeyringConfig {
+    fn default() -> Self {
+        Self {
+            provider: KeyringProvider::MasterKey,
+            module: PathBuf::new(),
+            token: String::new(),
+            key_label: "coffer-kek".into(),
+            pin_file: None,
+        }
+    }
 }
 
 /// Which object store (`[objects]` in `config.toml`).
@@ -210,6 +258,7 @@ impl Default for Config {
             default_request_ttl_secs: 7 * 24 * 3600,
             max_request_ttl_secs: 90 * 24 * 3600,
             master_key_file: PathBuf::from("master.key"),
+            keyring: KeyringConfig::default(),
             dek_cache_secs: 60,
             database: "meta.db".to_string(),
             objects: Objects::default(),
@@ -224,14 +273,19 @@ pub const FILE_NAME: &str = "config.toml";
 impl Config {
     /// Reads `config.toml` from `data_dir` and applies environment overrides.
     pub fn load(data_dir: &Path) -> Result<Self> {
-        let path = data_dir.join(FILE_NAME);
-        let text = std::fs::read_to_string(&path)
-            .with_context(|| format!("cannot read {}", path.display()))?;
-        let mut config: Config =
-            toml::from_str(&text).with_context(|| format!("invalid {}", path.display()))?;
+        let mut config = Self::load_file(data_dir)?;
         config.apply_env(|name| std::env::var(name).ok())?;
         config.check_public_url()?;
         Ok(config)
+    }
+
+    /// What `config.toml` itself says, without the environment's
+    /// overrides (for rewriting it without writing those down).
+    pub fn load_file(data_dir: &Path) -> Result<Self> {
+        let path = data_dir.join(FILE_NAME);
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("invalid {}", path.display()))
     }
 
     /// Refuses a `public_url` clients could not use: it must be

@@ -21,7 +21,8 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail};
 use coffer_format::Identity;
 
-use crate::config::{self, Config, ObjectsKind};
+use crate::config::{self, Config, KeyringProvider, ObjectsKind};
+use crate::keyring::{self, KekProvider, Keyring};
 use crate::objects::ObjectStore;
 use crate::objects::s3::{S3Objects, S3Settings};
 use crate::store::{Database, MetaStore, SqlStore};
@@ -129,7 +130,7 @@ pub async fn init(root: &Path, cert: CertSource, mut config: Config) -> Result<I
             key
         }
     };
-    crate::keyring::Keyring::open(&store, master).await?;
+    Keyring::with_master_key(&store, master).await?;
     write_private(&root.join(config::FILE_NAME), config.to_toml()?.as_bytes())?;
 
     let leaf = tls::load_chain(&root.join(&config.tls_cert))?;
@@ -160,6 +161,19 @@ pub struct MasterRotation {
     /// Whether an earlier, interrupted run had re-sealed the keyring and
     /// this one only moved the key file into place.
     pub finished_earlier: bool,
+}
+
+/// What [`DataDir::move_keyring_into_token`] did.
+#[derive(Debug)]
+pub struct KeyringMove {
+    /// The token version everything is wrapped under.
+    pub version: u32,
+    /// Whether this run made that version.
+    pub added: bool,
+    /// Keys re-wrapped by this run.
+    pub rewrapped: u64,
+    /// Master-key versions removed.
+    pub removed: Vec<u32>,
 }
 
 /// The lock file [`DataDir::claim`] locks.
@@ -221,6 +235,84 @@ impl DataDir {
     /// Opens the object store `config` names (relative to this directory).
     pub async fn objects_for(&self, config: &Config) -> Result<Arc<dyn ObjectStore>> {
         open_objects(&self.root, config).await
+    }
+
+    /// Opens the keyring with the configured provider. With `pkcs11`, the
+    /// master key is used too when it is there, for versions made before
+    /// the move into the token.
+    pub async fn keyring(&self, store: &dyn MetaStore) -> Result<Keyring> {
+        let master = || keyring::load_master_key(&self.path(&self.config.master_key_file));
+        match self.config.keyring.provider {
+            KeyringProvider::MasterKey => Keyring::with_master_key(store, master()?).await,
+            KeyringProvider::Pkcs11 => {
+                let token =
+                    keyring::pkcs11::Pkcs11Provider::open(&self.config.keyring, &self.root)?;
+                let fallback = master().ok().map(|key| {
+                    Arc::new(keyring::MasterKeyProvider::new(key)) as Arc<dyn KekProvider>
+                });
+                Keyring::open(store, Arc::new(token), fallback).await
+            }
+        }
+    }
+
+    /// Moves the keyring into the PKCS#11 token `settings` names: checks
+    /// the token can be reached, writes `settings` to `config.toml`, makes
+    /// a version inside the token unless the newest already is one,
+    /// re-wraps every key under it and prunes the versions sealed by the
+    /// master key. Run with the server stopped (the caller claims the
+    /// directory); running it again finishes an interrupted run, and does
+    /// nothing once everything is in the token.
+    pub async fn move_keyring_into_token(
+        &mut self,
+        store: &dyn MetaStore,
+        settings: config::KeyringConfig,
+        batch: u32,
+        after_batch: impl FnMut(u64),
+    ) -> Result<KeyringMove> {
+        anyhow::ensure!(
+            settings.provider == KeyringProvider::Pkcs11,
+            "the keyring can only be moved into a pkcs11 token"
+        );
+        // Reach the token (module, token, PIN) before changing anything.
+        keyring::pkcs11::Pkcs11Provider::open(&settings, &self.root)?;
+        if self.config.keyring != settings {
+            let mut file = Config::load_file(&self.root)?;
+            file.keyring = settings.clone();
+            self.rewrite_config(&file)?;
+            self.config.keyring = settings;
+        }
+        let ring = self.keyring(store).await?;
+        let newest_in_token = store.keks().await?.last().is_some_and(|(_, record)| {
+            keyring::RecordKind::of(record) == keyring::RecordKind::Token
+        });
+        let (added, rewrapped) = if newest_in_token {
+            (
+                false,
+                keyring::rewrap_to_current(store, &ring, batch, after_batch).await?,
+            )
+        } else {
+            let rotation = keyring::rotate(store, &ring, batch, after_batch).await?;
+            (rotation.added, rotation.rewrapped)
+        };
+        let removed = keyring::prune(store, &ring).await?;
+        let left = store
+            .keks()
+            .await?
+            .iter()
+            .filter(|(_, record)| {
+                keyring::RecordKind::of(record) == keyring::RecordKind::MasterSealed
+            })
+            .count();
+        anyhow::ensure!(
+            left == 0,
+            "{left} KEK versions sealed by the master key are still in use: run the command again"
+        );
+        Ok(KeyringMove {
+            version: ring.current_version(),
+            added,
+            rewrapped,
+            removed,
+        })
     }
 
     /// Replaces `config.toml`, keeping the old one as `config.toml.old`.

@@ -50,8 +50,8 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 
-pub use config::{Config, Limits};
-pub use data_dir::{CertSource, Claim, DataDir, InitReport, MasterRotation, init};
+pub use config::{Config, KeyringConfig, KeyringProvider, Limits};
+pub use data_dir::{CertSource, Claim, DataDir, InitReport, KeyringMove, MasterRotation, init};
 
 /// Seconds since the Unix epoch: the one clock for expiries and receipts.
 pub fn unix_now() -> i64 {
@@ -105,12 +105,17 @@ pub async fn run(
     let objects = data_dir.objects().await?;
     let key_file = data_dir.path(&data_dir.config.master_key_file);
     if let keyring::MasterKeySource::File(path) = keyring::master_key_source(&key_file)
+        && path.exists()
         && let Some(warning) = keyring::master_key_placement(&data_dir.root, &path)
     {
         tracing::warn!("INSECURE: {warning}");
     }
-    let master = keyring::load_master_key(&key_file)?;
-    let keyring = keyring::Keyring::open(&store, master).await?;
+    let keyring = data_dir.keyring(&store).await?;
+    tracing::info!(
+        "keyring: new KEK versions from the {}; current version {}",
+        keyring.active_provider(),
+        keyring.current_version()
+    );
     let listener = tokio::net::TcpListener::bind(data_dir.config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", data_dir.config.listen))?;

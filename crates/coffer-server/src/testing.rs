@@ -79,6 +79,82 @@ pub fn require(what: &str, configured: bool) -> bool {
     false
 }
 
+/// Debian's SoftHSM2 module.
+pub const SOFTHSM_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+
+/// A fresh SoftHSM2 token in its own directory: processes given
+/// [`SoftHsm::env`] see it and no other.
+pub struct SoftHsm {
+    /// The `softhsm2.conf` that points at the token directory.
+    pub conf: std::path::PathBuf,
+    /// The token's label.
+    pub token: String,
+    /// A file holding the user PIN.
+    pub pin_file: std::path::PathBuf,
+    /// The user PIN.
+    pub pin: String,
+}
+
+impl SoftHsm {
+    /// Initialises a token labelled `token` under `dir` with
+    /// `softhsm2-util`, or returns None (after [`require`]) when SoftHSM2
+    /// is not installed.
+    pub fn init(dir: &std::path::Path, token: &str) -> Option<Self> {
+        let installed = std::path::Path::new(SOFTHSM_MODULE).exists();
+        if !require("SoftHSM2 (Debian package softhsm2)", installed) {
+            return None;
+        }
+        let tokens = dir.join("tokens");
+        std::fs::create_dir_all(&tokens).expect("token directory");
+        let conf = dir.join("softhsm2.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
+                tokens.display()
+            ),
+        )
+        .expect("softhsm2.conf");
+        let pin = random_suffix();
+        let out = std::process::Command::new("softhsm2-util")
+            .env("SOFTHSM2_CONF", &conf)
+            .args(["--init-token", "--free", "--label", token, "--so-pin"])
+            .arg(random_suffix())
+            .args(["--pin", &pin])
+            .output()
+            .expect("softhsm2-util runs");
+        assert!(
+            out.status.success(),
+            "softhsm2-util: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let pin_file = dir.join("pin");
+        std::fs::write(&pin_file, format!("{pin}\n")).expect("pin file");
+        Some(Self {
+            conf,
+            token: token.to_string(),
+            pin_file,
+            pin,
+        })
+    }
+
+    /// The environment that selects this token's directory.
+    pub fn env(&self) -> [(&'static str, std::path::PathBuf); 1] {
+        [("SOFTHSM2_CONF", self.conf.clone())]
+    }
+
+    /// `[keyring]` settings for this token.
+    pub fn keyring(&self) -> crate::KeyringConfig {
+        crate::KeyringConfig {
+            provider: crate::KeyringProvider::Pkcs11,
+            module: SOFTHSM_MODULE.into(),
+            token: self.token.clone(),
+            key_label: "coffer-kek".into(),
+            pin_file: Some(self.pin_file.clone()),
+        }
+    }
+}
+
 /// A random lowercase hex name part.
 fn random_suffix() -> String {
     let mut bytes = [0u8; 8];

@@ -289,7 +289,7 @@ fn child_rotation() {
         let data = DataDir::open(dir.as_ref()).unwrap();
         let store = data.store().await.unwrap();
         let master = keyring::load_master_key(&data.path(&data.config.master_key_file)).unwrap();
-        let ring = Keyring::open(&store, master).await.unwrap();
+        let ring = Keyring::with_master_key(&store, master).await.unwrap();
         keyring::rotate(&store, &ring, 1, |done| {
             if done >= 3 {
                 std::process::abort();
@@ -339,13 +339,13 @@ async fn rotation_survives_kill_9_resumes_and_prunes() {
 
     // Resume: no third version, the rest moves to version 2.
     let master = keyring::load_master_key(&data.path(&data.config.master_key_file)).unwrap();
-    let ring = Keyring::open(&store, master).await.unwrap();
+    let ring = Keyring::with_master_key(&store, master).await.unwrap();
     let rotation = keyring::rotate(&store, &ring, 2, |_| {}).await.unwrap();
     assert_eq!(
         (rotation.version, rotation.added, rotation.rewrapped),
         (2, false, 3)
     );
-    assert_eq!(keyring::prune(&store).await.unwrap(), [1]);
+    assert_eq!(keyring::prune(&store, &ring).await.unwrap(), [1]);
     let counts: Vec<(u32, u64)> = store
         .kek_usage()
         .await
@@ -411,7 +411,7 @@ async fn the_master_key_is_replaced_and_an_interrupted_replacement_finishes() {
     let data = DataDir::open(&root).unwrap();
     let store = data.store().await.unwrap();
     // Two KEK versions, so that every one is re-sealed.
-    let ring = Keyring::open(&store, keyring::read_key_file(&key_file).unwrap())
+    let ring = Keyring::with_master_key(&store, keyring::read_key_file(&key_file).unwrap())
         .await
         .unwrap();
     keyring::rotate(&store, &ring, 100, |_| {}).await.unwrap();

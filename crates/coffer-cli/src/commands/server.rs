@@ -395,8 +395,7 @@ async fn open_keyring(
 ) -> Result<(coffer_server::store::SqlStore, keyring::Keyring)> {
     let data = DataDir::open(dir)?;
     let store = data.store().await?;
-    let master = keyring::load_master_key(&data.path(&data.config.master_key_file))?;
-    let ring = keyring::Keyring::open(&store, master).await?;
+    let ring = data.keyring(&store).await?;
     Ok((store, ring))
 }
 
@@ -451,30 +450,34 @@ async fn rotate_master_key(args: &crate::cli::RotateMasterKeyArgs) -> Result<()>
 async fn keys_command(command: &KeysCommand) -> Result<()> {
     match command {
         KeysCommand::Status(args) => {
-            let (store, _) = open_keyring(&args.data.dir).await?;
+            let (store, ring) = open_keyring(&args.data.dir).await?;
             let usage = store.kek_usage().await?;
+            let locations = ring.locations();
+            let location = |v: u32| locations.get(&v).cloned().unwrap_or_default();
             if args.json {
                 let rows: Vec<_> = usage
                     .iter()
-                    .map(|u| json!({"version": u.version, "created_at": u.created_at, "objects": u.objects, "uploads": u.uploads}))
+                    .map(|u| json!({"version": u.version, "created_at": u.created_at, "objects": u.objects, "uploads": u.uploads, "location": location(u.version)}))
                     .collect();
                 crate::say!("{}", serde_json::Value::Array(rows));
             } else {
-                crate::say!("version\tcreated_at\tfile keys\tupload keys");
+                crate::say!("new versions: {}", ring.active_provider());
+                crate::say!("version\tcreated_at\tfile keys\tupload keys\tlocation");
                 for u in usage {
                     crate::say!(
-                        "{}\t{}\t{}\t{}",
+                        "{}\t{}\t{}\t{}\t{}",
                         u.version,
                         u.created_at,
                         u.objects,
-                        u.uploads
+                        u.uploads,
+                        location(u.version)
                     );
                 }
             }
         }
         KeysCommand::Prune(args) => {
-            let (store, _) = open_keyring(&args.data.dir).await?;
-            let removed = keyring::prune(&store).await?;
+            let (store, ring) = open_keyring(&args.data.dir).await?;
+            let removed = keyring::prune(&store, &ring).await?;
             let detail = format!("removed versions {removed:?}");
             audit::append(
                 &store,
@@ -483,7 +486,53 @@ async fn keys_command(command: &KeysCommand) -> Result<()> {
             .await?;
             crate::say!("{detail}");
         }
+        KeysCommand::Migrate(args) => keys_migrate(args).await?,
     }
+    Ok(())
+}
+
+async fn keys_migrate(args: &crate::cli::KeysMigrateArgs) -> Result<()> {
+    let mut data = DataDir::open(&args.data.dir)?;
+    // A running server would keep wrapping under the old version, and
+    // could not open the new one until restarted with the new config.
+    let _claim = data.claim(coffer_server::Claim::Alone)?;
+    let store = data.store().await?;
+    let settings = coffer_server::KeyringConfig {
+        provider: coffer_server::KeyringProvider::Pkcs11,
+        module: args.module.clone(),
+        token: args.token.clone(),
+        key_label: args.key_label.clone(),
+        pin_file: args.pin_file.clone(),
+    };
+    let moved = data
+        .move_keyring_into_token(&store, settings, args.batch, |done| {
+            eprintln!("re-wrapped {done} keys");
+        })
+        .await?;
+    let detail = format!(
+        "token {}: version {} ({}), {} keys re-wrapped, master-key versions {:?} removed",
+        args.token,
+        moved.version,
+        if moved.added {
+            "added"
+        } else {
+            "already there"
+        },
+        moved.rewrapped,
+        moved.removed
+    );
+    audit::append(
+        &store,
+        &Event::new("admin", None, "keyring_migrate", "").detail(detail.clone()),
+    )
+    .await?;
+    crate::say!("keyring moved into the PKCS#11 {detail}");
+    let key_file = data.path(&data.config.master_key_file);
+    eprintln!(
+        "config.toml now names the token. The master key is no longer used: remove {} from the server \
+         (keep it offline only to open database backups taken before now), then start the server.",
+        key_file.display()
+    );
     Ok(())
 }
 

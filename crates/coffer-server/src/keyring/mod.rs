@@ -1,40 +1,47 @@
 //! Envelope encryption at rest: a versioned keyring of key-encryption keys
-//! (KEKs), sealed by a master key that never touches the database.
+//! (KEKs) that never sit in the database in a usable form.
 //!
-//! * The **master key** (32 bytes) comes from `COFFER_MASTER_KEY` (base64)
-//!   or the file named by `master_key_file`. Without it the server does not
-//!   start: the keyring cannot be opened.
-//! * Each **KEK version** is 32 random bytes, stored sealed with AES-256-GCM
-//!   under the master key (AAD binds the version).
 //! * Each server-encrypted file has its own **DEK** (its coffer file key),
 //!   and each unfinished upload a **staging key**. Both are stored only
 //!   wrapped by a KEK version, in the database, with AAD binding the file or
 //!   upload id and the version, so a wrap moved or edited fails closed.
-//! * **Rotation** adds a version and re-wraps every key in batches without
-//!   touching the data; each batch is one transaction and only replaces a
-//!   wrap still under the old version, so an interrupted rotation simply
-//!   resumes. **Pruning** drops versions nothing references any more.
+//! * A **KEK version** lives with a [`KekProvider`]: the [`master`]
+//!   provider stores 32 random bytes sealed by a master key kept off the
+//!   database; the [`pkcs11`] provider generates a non-extractable AES-256
+//!   key inside an HSM, and wraps and unwraps there. The `keks` table holds
+//!   one record per version, and the record's form says which provider
+//!   owns it ([`RecordKind`]), so one keyring can hold versions of both
+//!   while it moves from one to the other.
+//! * **Rotation** adds a version with the configured provider and re-wraps
+//!   every key in batches without touching the data; each batch is one
+//!   transaction and only replaces a wrap still under the old version, so
+//!   an interrupted rotation simply resumes. **Pruning** drops versions
+//!   nothing references any more (and destroys their token keys). Moving
+//!   from the master key to an HSM is a rotation followed by a prune.
 //!
-//! AES-256-GCM with a random 96-bit nonce per wrap; the number of wraps
-//! under one key stays far below the 2^32 bound for random nonces.
+//! Every wrap is AES-256-GCM with a random 96-bit nonce; the number of
+//! wraps under one key stays far below the 2^32 bound for random nonces.
+
+pub mod master;
+pub mod pkcs11;
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
-use std::sync::{Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Result, anyhow};
 use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
-use base64::Engine as _;
 use zeroize::Zeroizing;
 
 use crate::store::{MetaStore, WrappedKey};
 
+pub use master::{
+    MASTER_KEY_CREDENTIAL, MASTER_KEY_ENV, MasterKeyProvider, MasterKeySource, encode_key,
+    load_master_key, master_key_placement, master_key_source, opens_keyring, read_key_file, reseal,
+};
+
 /// A 32-byte secret key.
 pub type Key = Zeroizing<[u8; 32]>;
-
-/// Environment variable holding the base64 master key.
-pub const MASTER_KEY_ENV: &str = "COFFER_MASTER_KEY";
 
 /// A fresh random key.
 pub fn random_key() -> Result<Key> {
@@ -43,109 +50,72 @@ pub fn random_key() -> Result<Key> {
     Ok(key)
 }
 
-/// The name of the master key among systemd credentials
-/// (`LoadCredential=coffer-master-key:/path` in the unit).
-pub const MASTER_KEY_CREDENTIAL: &str = "coffer-master-key";
-
-/// Where the master key comes from, in this order: `COFFER_MASTER_KEY`, a
-/// systemd credential (`$CREDENTIALS_DIRECTORY/coffer-master-key`), or the
-/// configured file.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum MasterKeySource {
-    /// The environment variable.
-    Env,
-    /// A file: a systemd credential or `master_key_file`.
-    File(std::path::PathBuf),
+/// Where KEK versions live: what the keyring needs from a key store. A
+/// cloud KMS fits the same shape: `create` makes (or names) a key and
+/// returns its identifier as the record, and a [`Kek`]'s `seal`/`open` are
+/// the KMS's Encrypt/Decrypt with the AAD as encryption context.
+pub trait KekProvider: Send + Sync {
+    /// What `keys status` calls it.
+    fn name(&self) -> String;
+    /// Whether a stored record is one this provider made.
+    fn owns(&self, record: &[u8]) -> bool;
+    /// Makes the KEK of `version`; returns the record the database keeps.
+    fn create(&self, version: u32) -> Result<Vec<u8>>;
+    /// Opens the record of `version`; fails if the key is missing or is
+    /// not the one the record names.
+    fn open(&self, version: u32, record: &[u8]) -> Result<Arc<dyn Kek>>;
+    /// Destroys what `version` keeps outside the database, once it is
+    /// pruned.
+    fn destroy(&self, version: u32, record: &[u8]) -> Result<()>;
 }
 
-/// Where the master key for a configured `file` will be read from.
-pub fn master_key_source(file: &Path) -> MasterKeySource {
-    if std::env::var_os(MASTER_KEY_ENV).is_some() {
-        return MasterKeySource::Env;
-    }
-    if let Some(dir) = std::env::var_os("CREDENTIALS_DIRECTORY") {
-        let credential = Path::new(&dir).join(MASTER_KEY_CREDENTIAL);
-        if credential.exists() {
-            return MasterKeySource::File(credential);
+/// One opened KEK version.
+pub trait Kek: Send + Sync {
+    /// `nonce || AES-256-GCM(key, aad)`.
+    fn seal(&self, aad: &[u8], key: &Key) -> Result<Vec<u8>>;
+    /// The key inside `sealed`; None on any mismatch.
+    fn open(&self, aad: &[u8], sealed: &[u8]) -> Option<Key>;
+    /// Where the key is, for `keys status`.
+    fn location(&self) -> String;
+}
+
+/// Which provider a `keks` record belongs to. A token record starts with
+/// [`pkcs11::RECORD_PREFIX`]; anything else is a master-key seal (the only
+/// form before providers existed: 12 + 32 + 16 bytes of ciphertext).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RecordKind {
+    /// Sealed by the master key.
+    MasterSealed,
+    /// A key inside a PKCS#11 token.
+    Token,
+}
+
+impl RecordKind {
+    /// The kind of `record`.
+    pub fn of(record: &[u8]) -> Self {
+        if record.starts_with(pkcs11::RECORD_PREFIX) {
+            Self::Token
+        } else {
+            Self::MasterSealed
         }
     }
-    MasterKeySource::File(file.to_path_buf())
 }
 
-/// Reads the master key from where [`master_key_source`] says.
-pub fn load_master_key(file: &Path) -> Result<Key> {
-    let text = match master_key_source(file) {
-        MasterKeySource::Env => {
-            Zeroizing::new(std::env::var(MASTER_KEY_ENV).context("COFFER_MASTER_KEY")?)
-        }
-        MasterKeySource::File(path) => {
-            Zeroizing::new(std::fs::read_to_string(&path).with_context(|| {
-                format!(
-                    "refusing to start: no master key. Set {MASTER_KEY_ENV}, pass the systemd credential \
-                     {MASTER_KEY_CREDENTIAL}, or put the key in {} \
-                     (the keyring that encrypts stored files cannot be opened without it)",
-                    path.display()
-                )
-            })?)
-        }
-    };
-    parse_key(&text)
-}
+/// A KEK held in this process's memory (opened from a master-key seal).
+struct MemoryKek(Key);
 
-/// Why a master key file is badly placed relative to the data directory:
-/// inside it (every copy of the directory opens every server-encrypted
-/// file) or on its filesystem (one stolen disk or image does). None when
-/// it is apart, or cannot be looked at.
-pub fn master_key_placement(data_dir: &Path, key_file: &Path) -> Option<String> {
-    use std::os::unix::fs::MetadataExt as _;
-    let data = std::fs::canonicalize(data_dir).ok()?;
-    let key = std::fs::canonicalize(key_file).ok()?;
-    if key.starts_with(&data) {
-        return Some(format!(
-            "the master key {} is inside the data directory {}: any copy or backup of the directory opens every server-encrypted file. \
-             Move it elsewhere and set master_key_file, or use {MASTER_KEY_ENV} or the systemd credential {MASTER_KEY_CREDENTIAL}",
-            key.display(),
-            data.display()
-        ));
+impl Kek for MemoryKek {
+    fn seal(&self, aad: &[u8], key: &Key) -> Result<Vec<u8>> {
+        seal(&self.0, aad, key.as_ref())
     }
-    let (data_dev, key_dev) = (
-        std::fs::metadata(&data).ok()?.dev(),
-        std::fs::metadata(&key).ok()?.dev(),
-    );
-    (data_dev == key_dev).then(|| {
-        format!(
-            "the master key {} is on the same filesystem as the data directory {}: one stolen disk or image holds both. \
-             Keep it on another device, or use {MASTER_KEY_ENV} or the systemd credential {MASTER_KEY_CREDENTIAL}",
-            key.display(),
-            data.display()
-        )
-    })
-}
 
-/// Reads a key file written by [`encode_key`].
-pub fn read_key_file(path: &Path) -> Result<Key> {
-    let text = Zeroizing::new(
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?,
-    );
-    parse_key(&text)
-}
+    fn open(&self, aad: &[u8], sealed: &[u8]) -> Option<Key> {
+        open(&self.0, aad, sealed)
+    }
 
-fn parse_key(text: &str) -> Result<Key> {
-    let bytes = Zeroizing::new(
-        base64::engine::general_purpose::STANDARD
-            .decode(text.trim())
-            .map_err(|_| anyhow!("the master key is not base64"))?,
-    );
-    let key: [u8; 32] = bytes
-        .as_slice()
-        .try_into()
-        .map_err(|_| anyhow!("the master key must be 32 bytes"))?;
-    Ok(Zeroizing::new(key))
-}
-
-/// The base64 text form of a key, as written to the master key file.
-pub fn encode_key(key: &Key) -> Zeroizing<String> {
-    Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(key.as_ref()))
+    fn location(&self) -> String {
+        "database, sealed by the master key".into()
+    }
 }
 
 fn seal(key: &[u8; 32], aad: &[u8], plain: &[u8]) -> Result<Vec<u8>> {
@@ -206,18 +176,27 @@ impl KeyUse<'_> {
     }
 }
 
-/// The unsealed KEKs, by version.
+/// The opened KEK versions, and the providers that make and open them.
 pub struct Keyring {
-    master: Key,
-    keks: RwLock<BTreeMap<u32, Key>>,
+    /// Makes new versions (the configured provider).
+    active: Arc<dyn KekProvider>,
+    /// Opens versions the active provider does not own: the master key
+    /// while a keyring moves into a token.
+    fallback: Option<Arc<dyn KekProvider>>,
+    keks: RwLock<BTreeMap<u32, Arc<dyn Kek>>>,
 }
 
 impl Keyring {
-    /// Opens the keyring in `store` with `master`, creating version 1 if
-    /// there is none. Fails if the master key does not open every version.
-    pub async fn open(store: &dyn MetaStore, master: Key) -> Result<Self> {
+    /// Opens the keyring in `store`, creating version 1 with `active` if
+    /// there is none. Fails if any version does not open.
+    pub async fn open(
+        store: &dyn MetaStore,
+        active: Arc<dyn KekProvider>,
+        fallback: Option<Arc<dyn KekProvider>>,
+    ) -> Result<Self> {
         let keyring = Self {
-            master,
+            active,
+            fallback,
             keks: RwLock::new(BTreeMap::new()),
         };
         if store.keks().await?.is_empty() {
@@ -227,20 +206,45 @@ impl Keyring {
         Ok(keyring)
     }
 
-    /// Re-reads the versions (another process may have rotated).
+    /// The keyring of a master key alone.
+    pub async fn with_master_key(store: &dyn MetaStore, master: Key) -> Result<Self> {
+        Self::open(store, Arc::new(MasterKeyProvider::new(master)), None).await
+    }
+
+    /// Re-reads the versions (another process may have rotated or pruned).
+    /// A version already open stays as it is: a KEK never changes.
     pub async fn reload(&self, store: &dyn MetaStore) -> Result<()> {
-        let opened = unseal_all(&self.master, &store.keks().await?)?
-            .into_iter()
-            .collect();
+        let records = store.keks().await?;
+        let known = self.keks.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let mut opened = BTreeMap::new();
+        for (version, record) in records {
+            let kek = match known.get(&version) {
+                Some(kek) => kek.clone(),
+                None => self.provider_of(version, &record)?.open(version, &record)?,
+            };
+            opened.insert(version, kek);
+        }
         *self.keks.write().unwrap_or_else(|p| p.into_inner()) = opened;
         Ok(())
     }
 
+    fn provider_of(&self, version: u32, record: &[u8]) -> Result<&Arc<dyn KekProvider>> {
+        std::iter::once(&self.active)
+            .chain(self.fallback.as_ref())
+            .find(|provider| provider.owns(record))
+            .ok_or_else(|| {
+                let place = match RecordKind::of(record) {
+                    RecordKind::MasterSealed => "is sealed by the master key, which is not available: set COFFER_MASTER_KEY or master_key_file",
+                    RecordKind::Token => "is in a PKCS#11 token, which is not configured: set [keyring] provider = \"pkcs11\"",
+                };
+                anyhow!("KEK version {version} {place}")
+            })
+    }
+
     async fn add_version(&self, store: &dyn MetaStore, version: u32) -> Result<()> {
-        let kek = random_key()?;
-        let sealed = seal(&self.master, &kek_aad(version), kek.as_ref())?;
+        let record = self.active.create(version)?;
         store
-            .insert_kek(version, &sealed, crate::unix_now())
+            .insert_kek(version, &record, crate::unix_now())
             .await?;
         Ok(())
     }
@@ -256,30 +260,44 @@ impl Keyring {
             .unwrap_or(0)
     }
 
+    /// What makes new versions.
+    pub fn active_provider(&self) -> String {
+        self.active.name()
+    }
+
+    /// Where each version's key is.
+    pub fn locations(&self) -> BTreeMap<u32, String> {
+        let keks = self.keks.read().unwrap_or_else(|p| p.into_inner());
+        keks.iter().map(|(v, kek)| (*v, kek.location())).collect()
+    }
+
+    fn kek(&self, version: u32) -> Option<Arc<dyn Kek>> {
+        let keks = self.keks.read().unwrap_or_else(|p| p.into_inner());
+        keks.get(&version).cloned()
+    }
+
     /// Wraps `key` for `usage` under the newest KEK.
     pub fn wrap(&self, key: &Key, usage: KeyUse<'_>) -> Result<WrappedKey> {
         self.wrap_with(self.current_version(), key, usage)
     }
 
     fn wrap_with(&self, version: u32, key: &Key, usage: KeyUse<'_>) -> Result<WrappedKey> {
-        let keks = self.keks.read().unwrap_or_else(|p| p.into_inner());
-        let kek = keks
-            .get(&version)
+        let kek = self
+            .kek(version)
             .ok_or_else(|| anyhow!("no KEK version {version}"))?;
         Ok(WrappedKey {
             kek_version: version,
-            wrapped: seal(kek, &usage.aad(version), key.as_ref())?,
+            wrapped: kek.seal(&usage.aad(version), key)?,
         })
     }
 
     /// Unwraps a key; fails closed on any mismatch (edited, moved, unknown
     /// version).
     pub fn unwrap(&self, wrapped: &WrappedKey, usage: KeyUse<'_>) -> Result<Key> {
-        let keks = self.keks.read().unwrap_or_else(|p| p.into_inner());
-        let kek = keks
-            .get(&wrapped.kek_version)
+        let kek = self
+            .kek(wrapped.kek_version)
             .ok_or_else(|| anyhow!("unknown KEK version {}", wrapped.kek_version))?;
-        open(kek, &usage.aad(wrapped.kek_version), &wrapped.wrapped)
+        kek.open(&usage.aad(wrapped.kek_version), &wrapped.wrapped)
             .ok_or_else(|| anyhow!("a key wrap failed to open (edited or moved)"))
     }
 }
@@ -302,7 +320,7 @@ pub async fn rotate(
     store: &dyn MetaStore,
     keyring: &Keyring,
     batch: u32,
-    mut after_batch: impl FnMut(u64),
+    after_batch: impl FnMut(u64),
 ) -> Result<Rotation> {
     let current = keyring.current_version();
     let pending = !store.stale_object_keys(current, 1).await?.is_empty()
@@ -318,7 +336,20 @@ pub async fn rotate(
         rotation.version = current + 1;
         rotation.added = true;
     }
-    let version = rotation.version;
+    rotation.rewrapped = rewrap_to_current(store, keyring, batch, after_batch).await?;
+    Ok(rotation)
+}
+
+/// Re-wraps every key still under an older version under the newest one,
+/// in batches of `batch`; returns how many it re-wrapped.
+pub async fn rewrap_to_current(
+    store: &dyn MetaStore,
+    keyring: &Keyring,
+    batch: u32,
+    mut after_batch: impl FnMut(u64),
+) -> Result<u64> {
+    let version = keyring.current_version();
+    let mut rewrapped = 0;
     let batch = batch.max(1);
     loop {
         let objects = store.stale_object_keys(version, batch).await?;
@@ -340,73 +371,35 @@ pub async fn rotate(
             let new = keyring.wrap_with(version, &key, usage)?;
             upload_wraps.push((id, old, new));
         }
-        rotation.rewrapped += store.rewrap(&object_wraps, &upload_wraps).await?;
-        after_batch(rotation.rewrapped);
+        rewrapped += store.rewrap(&object_wraps, &upload_wraps).await?;
+        after_batch(rewrapped);
     }
-    Ok(rotation)
+    Ok(rewrapped)
 }
 
-/// Unseals every (version, sealed KEK) with `master`, in order; fails
-/// naming the first version it does not open.
-fn unseal_all(master: &Key, sealed: &[(u32, Vec<u8>)]) -> Result<Vec<(u32, Key)>> {
-    sealed
-        .iter()
-        .map(|(version, sealed)| {
-            let kek = open(master, &kek_aad(*version), sealed).ok_or_else(|| {
-                anyhow!(
-                    "the master key does not open KEK version {version}: wrong master key, or the keyring was altered"
-                )
-            })?;
-            Ok((*version, kek))
-        })
-        .collect()
-}
-
-/// Whether `master` opens every KEK version in `store`.
-pub async fn opens_keyring(store: &dyn MetaStore, master: &Key) -> Result<bool> {
-    Ok(unseal_all(master, &store.keks().await?).is_ok())
-}
-
-/// Re-seals every KEK version, sealed under `old`, under `new` instead, in
-/// one transaction; returns how many versions there are.
-///
-/// The KEKs themselves stay the same, so no file key is re-wrapped and
-/// running servers keep working with the KEKs they hold. That also means a
-/// leaked master key together with any copy of the database from before
-/// gives the KEKs away: after a leak, follow this with [`rotate`] and
-/// [`prune`], which replace them.
-pub async fn reseal(store: &dyn MetaStore, old: &Key, new: &Key) -> Result<usize> {
-    let current = store.keks().await?;
-    let keks = unseal_all(old, &current)?;
-    let mut resealed = Vec::with_capacity(keks.len());
-    for ((version, kek), (_, sealed)) in keks.iter().zip(current) {
-        resealed.push((
-            *version,
-            sealed,
-            seal(new, &kek_aad(*version), kek.as_ref())?,
-        ));
-    }
-    if !store.reseal_keks(&resealed).await? {
-        anyhow::bail!(
-            "the keyring changed while it was being re-sealed (a KEK rotation at the same time?): run the command again"
-        );
-    }
-    Ok(resealed.len())
-}
-
-/// Removes KEK versions below the newest that nothing references; returns
-/// the versions removed.
-pub async fn prune(store: &dyn MetaStore) -> Result<Vec<u32>> {
+/// Removes KEK versions below the newest that nothing references, and
+/// what their providers keep (a token key); returns the versions removed.
+pub async fn prune(store: &dyn MetaStore, keyring: &Keyring) -> Result<Vec<u32>> {
     let usage = store.kek_usage().await?;
     let Some(newest) = usage.last().map(|u| u.version) else {
         return Ok(Vec::new());
     };
+    let records: BTreeMap<u32, Vec<u8>> = store.keks().await?.into_iter().collect();
     let mut removed = Vec::new();
     for version in usage.iter().map(|u| u.version).filter(|v| *v < newest) {
-        if store.delete_unused_kek(version).await? {
-            removed.push(version);
+        if !store.delete_unused_kek(version).await? {
+            continue;
+        }
+        removed.push(version);
+        if let Some(record) = records.get(&version) {
+            // The row is gone, so nothing can use the key any more; a key
+            // left behind by a failure here is unreachable, not unsafe.
+            keyring
+                .provider_of(version, record)?
+                .destroy(version, record)?;
         }
     }
+    keyring.reload(store).await?;
     Ok(removed)
 }
 
