@@ -684,6 +684,28 @@ pub enum UserCommand {
     /// shared again by their owners (`coffer share ID --with NAME
     /// --accept-new-key`).
     SetKey(UserKeyArgs),
+    /// Remove a user and everything they own: their files (with every share
+    /// and link of them, so recipients lose them), unfinished uploads,
+    /// upload links and sessions; their wraps on others' files. The audit
+    /// log keeps their history. Without --yes, only says what would go.
+    #[command(
+        after_help = "Example:\n  coffer server user remove bob --data /var/lib/coffer          # what would go\n  coffer server user remove bob --yes --data /var/lib/coffer    # remove"
+    )]
+    Remove(UserRemoveArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct UserRemoveArgs {
+    /// User name.
+    pub name: String,
+    /// Remove; without it, print what would be removed and exit 1.
+    #[arg(long)]
+    pub yes: bool,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub data: DataArg,
 }
 
 #[derive(Debug, clap::Args)]

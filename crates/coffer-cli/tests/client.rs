@@ -2127,3 +2127,169 @@ fn a_replaced_user_key_ends_sessions_and_lists_what_to_share_again() {
         .unwrap();
     assert!(String::from_utf8_lossy(&export.stdout).contains("user_set_key"));
 }
+
+/// `server user remove`: bob leaves. A dry run changes nothing; then his
+/// file goes for alice too (listing, download, link), alice's file shared
+/// with him stays hers, his upload, upload link and session go, the audit
+/// log says so, and a new "bob" is not trusted with alice's pinned key.
+#[test]
+fn a_removed_user_takes_their_files_links_and_uploads_with_them() {
+    let world = World::new();
+    let alices = world.put(
+        "alice",
+        &world.write("a.csv", &data(50_000, 1)),
+        &["--to", "bob"],
+    );
+    let bobs = world.put(
+        "bob",
+        &world.write("b.csv", &data(60_000, 2)),
+        &["--to", "alice"],
+    );
+    let bobs_id = bobs["id"].as_str().unwrap().to_string();
+    let link = world
+        .coffer("bob")
+        .args(["link", &bobs_id])
+        .output()
+        .unwrap();
+    assert!(
+        link.status.success(),
+        "{}",
+        String::from_utf8_lossy(&link.stderr)
+    );
+    let link = String::from_utf8(link.stdout).unwrap().trim().to_string();
+    let request = world.coffer("bob").args(["request"]).output().unwrap();
+    assert!(
+        request.status.success(),
+        "{}",
+        String::from_utf8_lossy(&request.stderr)
+    );
+    world.interrupted_put("bob", &world.write("big.bin", &data(64 * MIB, 3)), &[], 2);
+    let remove = |extra: &[&str]| {
+        Command::new(bin())
+            .args(["server", "user", "remove"])
+            .args(extra)
+            .arg("--data")
+            .arg(world.path("srv"))
+            .envs(world.storage.iter().map(|(k, v)| (k, v)))
+            .output()
+            .unwrap()
+    };
+    let inbox = || {
+        let out = world
+            .coffer("alice")
+            .args(["ls", "--shared-with-me", "--json"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+
+    let dry = remove(&["bob"]);
+    assert!(
+        !dry.status.success(),
+        "a dry run must not look like a removal"
+    );
+    assert!(String::from_utf8_lossy(&dry.stdout).contains("would remove bob: 1 file(s)"));
+    assert!(String::from_utf8_lossy(&dry.stderr).contains("--yes"));
+    assert!(inbox().contains(&bobs_id), "the dry run removed something");
+
+    let done = remove(&["bob", "--yes", "--json"]);
+    assert!(
+        done.status.success(),
+        "{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    let summary: Value = serde_json::from_slice(&done.stdout).unwrap();
+    assert_eq!(summary["files"], 1, "{summary}");
+    assert_eq!(
+        summary["recipients"],
+        serde_json::json!(["alice"]),
+        "{summary}"
+    );
+    assert_eq!(summary["shared_with_them"], 1, "{summary}");
+    assert_eq!(summary["uploads"], 1, "{summary}");
+    assert_eq!(summary["requests"], 1, "{summary}");
+
+    // Alice: bob's file is gone everywhere, her own file is untouched.
+    assert!(!inbox().contains(&bobs_id));
+    assert!(!world.get("alice", &bobs_id, "gone").status.success());
+    let fetched = Command::new(bin())
+        .current_dir(world.dir.path())
+        .env("COFFER_HOME", world.path("nobody-home"))
+        .args(["get", &link, "-o", "via-link"])
+        .output()
+        .unwrap();
+    assert!(!fetched.status.success());
+    assert!(!world.path("via-link/b.csv").exists());
+    let mine = world
+        .coffer("alice")
+        .args(["ls", "--json"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&mine.stdout).contains(alices["id"].as_str().unwrap()));
+    if backend().local_objects() {
+        assert!(!object(&world, &bobs_id).exists(), "the bytes stayed");
+        let staged = std::fs::read_dir(world.path("srv/uploads"))
+            .unwrap()
+            .count();
+        assert_eq!(staged, 0, "staged bytes stayed");
+    }
+    // Bob's session is gone with him.
+    let bob = world.coffer("bob").args(["ls"]).output().unwrap();
+    assert!(!bob.status.success());
+    let users = remove(&["nobody", "--yes"]);
+    assert!(String::from_utf8_lossy(&users.stderr).contains("no such user: nobody"));
+
+    // The audit log records it and still verifies.
+    let export = Command::new(bin())
+        .args(["server", "audit", "export", "--json", "--data"])
+        .arg(world.path("srv"))
+        .envs(world.storage.iter().map(|(k, v)| (k, v)))
+        .output()
+        .unwrap();
+    let entries = json_lines(&export.stdout);
+    let removal = entries
+        .iter()
+        .find(|e| e["action"] == "user_remove")
+        .unwrap();
+    assert_eq!(removal["target"], "bob");
+
+    // Someone new registered as "bob" is not bob to alice's client.
+    let keygen = Std::new(bin())
+        .current_dir(world.dir.path())
+        .args(["keygen", "-o", "newbob.id"])
+        .output()
+        .unwrap();
+    let new_key = String::from_utf8(keygen.stdout).unwrap().trim().to_string();
+    let added = Command::new(bin())
+        .args(["server", "user", "add", "bob", "--key", &new_key, "--data"])
+        .arg(world.path("srv"))
+        .envs(world.storage.iter().map(|(k, v)| (k, v)))
+        .output()
+        .unwrap();
+    assert!(
+        added.status.success(),
+        "{}",
+        String::from_utf8_lossy(&added.stderr)
+    );
+    let resend = world
+        .coffer("alice")
+        .args(["put"])
+        .arg(world.path("a.csv"))
+        .args(["--to", "bob"])
+        .output()
+        .unwrap();
+    assert!(
+        !resend.status.success(),
+        "alice's client sent to a new key without asking"
+    );
+    assert!(
+        String::from_utf8_lossy(&resend.stderr).contains("--accept-new-key"),
+        "{}",
+        String::from_utf8_lossy(&resend.stderr)
+    );
+}

@@ -196,6 +196,7 @@ async fn user(command: &UserCommand) -> Result<()> {
         UserCommand::Disable(a) | UserCommand::Enable(a) => &a.data.dir,
         UserCommand::SetQuota(a) => &a.data.dir,
         UserCommand::SetKey(a) => &a.data.dir,
+        UserCommand::Remove(a) => &a.data.dir,
     };
     let store = DataDir::open(dir)?.store().await?;
     match command {
@@ -265,6 +266,7 @@ async fn user(command: &UserCommand) -> Result<()> {
             }
         }
         UserCommand::SetKey(args) => set_key(&store, args).await?,
+        UserCommand::Remove(args) => remove_user(args).await?,
         UserCommand::Disable(args) | UserCommand::Enable(args) => {
             let disable = matches!(command, UserCommand::Disable(_));
             if !store.set_disabled(&args.name, disable).await? {
@@ -348,6 +350,46 @@ async fn set_key(
         args.name,
         owned.len()
     );
+    Ok(())
+}
+
+/// `user remove`: says what goes; with --yes removes it.
+async fn remove_user(args: &crate::cli::UserRemoveArgs) -> Result<()> {
+    use coffer_server::service::users;
+    let data = DataDir::open(&args.data.dir)?;
+    let store = data.store().await?;
+    let removal = if args.yes {
+        let objects = data.objects().await?;
+        users::remove(&store, objects.as_ref(), &args.name).await?
+    } else {
+        users::plan(&store, &args.name).await?
+    };
+    if args.json {
+        let mut value = serde_json::to_value(&removal)?;
+        value["user"] = json!(args.name);
+        value["removed"] = json!(args.yes);
+        crate::say!("{value}");
+    } else {
+        let verb = if args.yes { "removed" } else { "would remove" };
+        crate::say!(
+            "{verb} {}: {} file(s), {} bytes ({} shared, with {}); {} unfinished upload(s); {} upload link(s); their wraps on {} file(s) of others",
+            args.name,
+            removal.files,
+            removal.bytes,
+            removal.shared_files,
+            if removal.recipients.is_empty() {
+                "nobody".to_string()
+            } else {
+                removal.recipients.join(", ")
+            },
+            removal.uploads,
+            removal.requests,
+            removal.shared_with_them
+        );
+    }
+    if !args.yes {
+        bail!("nothing removed: pass --yes to remove {}", args.name);
+    }
     Ok(())
 }
 

@@ -12,7 +12,8 @@
 //!   the server encrypted ([`at_rest`]);
 //! * [`shares`] and [`links`]: key wraps for other users and for links;
 //! * [`requests`]: upload links, through which anyone may send a user files;
-//! * [`audit`]: the hash-chained log; [`lease`]: who may write an upload.
+//! * [`audit`]: the hash-chained log; [`lease`]: who may write an upload;
+//! * [`users`]: removing a user and what they own (an administrator's task).
 //!
 //! Below it: [`crate::store`] (metadata) and [`crate::objects`] (bytes).
 
@@ -26,6 +27,7 @@ pub mod requests;
 pub mod session;
 pub mod shares;
 pub mod uploads;
+pub mod users;
 
 use std::net::IpAddr;
 use std::sync::Arc;

@@ -341,6 +341,11 @@ pub trait MetaStore: Send + Sync + 'static {
         name: &'a str,
         public_identity: &'a str,
     ) -> StoreFuture<'a, bool>;
+    /// Removes a user who owns nothing any more, in one transaction: their
+    /// sessions, challenges, the wraps shared with them, their upload links
+    /// and the user. False (and nothing changed) if there is no such user or
+    /// they still own a file or an upload.
+    fn remove_user<'a>(&'a self, name: &'a str) -> StoreFuture<'a, bool>;
     /// Stores a login challenge (and drops expired ones).
     fn put_challenge<'a>(
         &'a self,
@@ -390,6 +395,11 @@ pub trait MetaStore: Send + Sync + 'static {
     ) -> StoreFuture<'a, bool>;
     /// Gives a lease back (if `holder` still has it).
     fn release_upload<'a>(&'a self, id: &'a str, holder: &'a str) -> StoreFuture<'a, ()>;
+    /// Every file `owner` owns, expired or received through an upload link
+    /// included (for removing the user).
+    fn owned_files<'a>(&'a self, owner: &'a str) -> StoreFuture<'a, Vec<FileRecord>>;
+    /// The unfinished uploads of `owner`.
+    fn owner_uploads<'a>(&'a self, owner: &'a str) -> StoreFuture<'a, Vec<Upload>>;
     /// Forgets an upload; returns whether it existed.
     fn delete_upload<'a>(&'a self, id: &'a str) -> StoreFuture<'a, bool>;
     /// Uploads abandoned before `now`.

@@ -561,6 +561,30 @@ impl MetaStore for SqlStore {
         })
     }
 
+    fn remove_user<'a>(&'a self, name: &'a str) -> StoreFuture<'a, bool> {
+        op!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let owned: i64 = sqlx::query_scalar(
+                "SELECT (SELECT COUNT(*) FROM files WHERE owner = $1) + (SELECT COUNT(*) FROM uploads WHERE owner = $1)",
+            )
+            .bind(name)
+            .fetch_one(&mut *tx)
+            .await?;
+            if owned > 0 {
+                return Ok(false);
+            }
+            affected!(&mut *tx, "DELETE FROM tokens WHERE user_name = $1", name);
+            affected!(&mut *tx, "DELETE FROM challenges WHERE user_name = $1", name);
+            affected!(&mut *tx, "DELETE FROM wraps WHERE user_name = $1", name);
+            affected!(&mut *tx, "DELETE FROM requests WHERE owner = $1", name);
+            let found = affected!(&mut *tx, "DELETE FROM users WHERE name = $1", name) == 1;
+            if found {
+                tx.commit().await?;
+            }
+            Ok(found)
+        })
+    }
+
     fn set_disabled<'a>(&'a self, name: &'a str, disabled: bool) -> StoreFuture<'a, bool> {
         op!(self, pool => {
             let found = affected!(pool, "UPDATE users SET disabled = $1 WHERE name = $2", i64::from(disabled), name) == 1;
@@ -653,6 +677,22 @@ impl MetaStore for SqlStore {
             affected!(pool, "INSERT INTO uploads (id, owner, length, upload_offset, metadata, expires_at, staged_len, kek_version, staging_key, staging, via_request) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)", &upload.id, &upload.owner, sql_u64(upload.length), sql_u64(upload.offset), &upload.metadata, upload.expires_at, sql_u64(upload.staged_len), key.map(|k| i64::from(k.kek_version)), key.map(|k| k.wrapped.clone()), &upload.staging, &upload.via_request);
             Ok(())
         })
+    }
+
+    fn owned_files<'a>(&'a self, owner: &'a str) -> StoreFuture<'a, Vec<FileRecord>> {
+        Box::pin(self.rows_by(
+            "SELECT * FROM files WHERE owner = $1 ORDER BY id",
+            owner,
+            file_from_row,
+        ))
+    }
+
+    fn owner_uploads<'a>(&'a self, owner: &'a str) -> StoreFuture<'a, Vec<Upload>> {
+        Box::pin(self.rows_by(
+            "SELECT * FROM uploads WHERE owner = $1 ORDER BY id",
+            owner,
+            upload_from_row,
+        ))
     }
 
     fn upload<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Option<Upload>> {
