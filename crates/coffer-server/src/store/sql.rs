@@ -160,7 +160,7 @@ pub enum Column {
 }
 
 impl Column {
-    fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Column::Int(name) | Column::Text(name) | Column::Blob(name) => name,
         }
