@@ -453,6 +453,60 @@ pub enum ServerCommand {
     /// S3), verifying each object, then point config.toml at it. Stop the
     /// server first; run again to resume an interrupted copy.
     MigrateStore(MigrateStoreArgs),
+    /// Write one encrypted file holding the whole server: a consistent
+    /// snapshot of the metadata, the configuration, identity, TLS files,
+    /// master key and (unless --without-objects) every stored object,
+    /// encrypted to backup identities kept offline and signed by the server.
+    /// Safe while the server runs.
+    #[command(
+        after_help = "Example:\n  coffer keygen -o backup.identity            # once; keep it offline\n  coffer server backup --data /var/lib/coffer --to /mnt/nas/coffer-$(date +%F).coffer -r coffer1…"
+    )]
+    Backup(BackupArgs),
+    /// Bring a backup back into a new, empty data directory (and, when its
+    /// config.toml names them, an empty PostgreSQL database and a bucket).
+    /// Nothing is written where the server lives until the whole backup
+    /// has been decrypted and its signature checked.
+    #[command(
+        after_help = "Example:\n  coffer server restore --from coffer-2026-12-03.coffer -i backup.identity --data /var/lib/coffer"
+    )]
+    Restore(RestoreArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct BackupArgs {
+    #[command(flatten)]
+    pub data: DataArg,
+    /// The backup file to write (must not exist).
+    #[arg(long)]
+    pub to: PathBuf,
+    /// A backup identity's public key (coffer1…); repeat for several.
+    #[arg(short = 'r', long = "recipient")]
+    pub recipients: Vec<String>,
+    /// A file of recipients, one per line.
+    #[arg(short = 'R', long = "recipients-file")]
+    pub recipients_files: Vec<PathBuf>,
+    /// Leave the stored objects out (an S3 bucket with its own versioning
+    /// and replication, say): metadata and keys only.
+    #[arg(long)]
+    pub without_objects: bool,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RestoreArgs {
+    /// The new data directory (must not exist, or be empty).
+    #[command(flatten)]
+    pub data: DataArg,
+    /// The backup file.
+    #[arg(long)]
+    pub from: PathBuf,
+    #[command(flatten)]
+    pub identity: IdentityArg,
+    /// Refuse a backup not signed by this server identity (coffer1…).
+    #[arg(long)]
+    pub server_identity: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]

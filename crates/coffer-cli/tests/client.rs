@@ -2293,3 +2293,131 @@ fn a_removed_user_takes_their_files_links_and_uploads_with_them() {
         String::from_utf8_lossy(&resend.stderr)
     );
 }
+
+/// `server backup` while the server runs, then the machine is lost (data
+/// directory, master key, database and bucket prefix gone) and `server
+/// restore` brings every file back from the one encrypted file. A wrong
+/// identity, a truncated backup and a flipped byte restore nothing.
+#[test]
+fn a_backup_restores_every_file_after_the_server_is_wiped() {
+    let mut world = World::new();
+    let first = world.write("ledger-2026.csv", &data(3 * MIB, 11));
+    let second = world.write("scan.pdf", &data(200_000, 12));
+    let shared = world.put("alice", &first, &["--to", "bob"]);
+    let own = world.put("bob", &second, &[]);
+    let keygen = Std::new(bin())
+        .current_dir(world.dir.path())
+        .args(["keygen", "-o", "backup.id"])
+        .output()
+        .unwrap();
+    let backup_key = String::from_utf8(keygen.stdout).unwrap().trim().to_string();
+    let home = world.dir.path().to_path_buf();
+    let admin = |args: &[&str], storage: &[(String, String)]| {
+        Command::new(bin())
+            .current_dir(&home)
+            .arg("server")
+            .args(args)
+            .envs(storage.iter().map(|(k, v)| (k, v)))
+            .output()
+            .unwrap()
+    };
+    let srv = world.path("srv").display().to_string();
+    let made = admin(
+        &[
+            "backup",
+            "--data",
+            &srv,
+            "--to",
+            "nightly.coffer",
+            "-r",
+            &backup_key,
+            "--json",
+        ],
+        &world.storage,
+    );
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let summary: Value = serde_json::from_slice(&made.stdout).unwrap();
+    assert_eq!(
+        (summary["files"].as_u64(), summary["objects"].as_u64()),
+        (Some(2), Some(2))
+    );
+    assert_eq!(summary["master_key"], true);
+    let backup = std::fs::read(world.path("nightly.coffer")).unwrap();
+    let master = std::fs::read_to_string(world.path("srv.master.key")).unwrap();
+    for secret in [
+        b"ledger-2026".as_slice(),
+        master.trim().as_bytes(),
+        b"BEGIN PRIVATE",
+    ] {
+        assert!(
+            !backup.windows(secret.len()).any(|w| w == secret),
+            "the backup holds a secret in clear"
+        );
+    }
+
+    // The machine is lost.
+    world.kill_server();
+    std::fs::remove_dir_all(world.path("srv")).unwrap();
+    std::fs::remove_file(world.path("srv.master.key")).unwrap();
+    world.storage = tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(coffer_server::testing::storage_env(backend()));
+
+    let storage = world.storage.clone();
+    let restore = |from: &str, identity: &str| {
+        admin(
+            &["restore", "--from", from, "-i", identity, "--data", &srv],
+            &storage,
+        )
+    };
+    let root = world.dir.path().to_path_buf();
+    let nothing_left = || {
+        ["srv", "srv.restoring", "srv.master.key"]
+            .iter()
+            .all(|name| !root.join(name).exists())
+    };
+    let wrong = restore("nightly.coffer", "alice.id");
+    assert!(!wrong.status.success());
+    assert!(String::from_utf8_lossy(&wrong.stderr).contains("cannot open the backup"));
+    assert!(nothing_left());
+    std::fs::write(world.path("cut.coffer"), &backup[..backup.len() - 100]).unwrap();
+    assert!(!restore("cut.coffer", "backup.id").status.success());
+    assert!(nothing_left(), "a truncated backup left something behind");
+    let mut flipped = backup.clone();
+    let middle = flipped.len() / 2;
+    flipped[middle] ^= 0x20;
+    std::fs::write(world.path("flipped.coffer"), &flipped).unwrap();
+    assert!(!restore("flipped.coffer", "backup.id").status.success());
+    assert!(nothing_left(), "a damaged backup left something behind");
+
+    let restored = restore("nightly.coffer", "backup.id");
+    assert!(
+        restored.status.success(),
+        "{}",
+        String::from_utf8_lossy(&restored.stderr)
+    );
+    world.start();
+    world.login_everyone();
+    let shared = shared["id"].as_str().unwrap();
+    world.get_same("bob", shared, "back1/ledger-2026.csv", &first);
+    world.get_same("alice", shared, "back2/ledger-2026.csv", &first);
+    world.get_same(
+        "bob",
+        own["id"].as_str().unwrap(),
+        "back3/scan.pdf",
+        &second,
+    );
+    let verify = admin(&["audit", "verify", "--data", &srv], &world.storage);
+    assert!(
+        verify.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verify.stdout)
+    );
+    // A second restore over the restored directory is refused.
+    let again = restore("nightly.coffer", "backup.id");
+    assert!(String::from_utf8_lossy(&again.stderr).contains("not empty"));
+}

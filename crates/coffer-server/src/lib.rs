@@ -18,7 +18,7 @@
 //! Beside them: [`data_dir`] creates and opens the server's directory,
 //! [`config`] reads its settings, [`tls`] builds the rustls configuration,
 //! [`keyring`] keeps the key-encryption keys, [`migrate`] moves a server to
-//! other storage.
+//! other storage, [`backup`] writes and restores encrypted backups.
 //!
 //! One upload, from the socket to the object store: [`http::serve`] accepts
 //! the connection; [`http::routes::uploads`] parses the tus request with
@@ -31,6 +31,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod backup;
 pub mod codec;
 pub mod config;
 pub mod data_dir;

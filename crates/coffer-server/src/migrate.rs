@@ -325,7 +325,9 @@ mod tests {
     async fn every_table_and_column_of_the_schema_is_copied() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("meta.db");
-        SqlStore::open(&Database::Sqlite(path.clone())).await.unwrap();
+        SqlStore::open(&Database::Sqlite(path.clone()))
+            .await
+            .unwrap();
         let db = sqlx::SqlitePool::connect(&format!("sqlite://{}", path.display()))
             .await
             .unwrap();
@@ -339,7 +341,11 @@ mod tests {
         .unwrap();
         let mut copied: Vec<(String, String)> = TABLES
             .iter()
-            .flat_map(|t| t.columns.iter().map(|c| (t.name.to_string(), c.name().to_string())))
+            .flat_map(|t| {
+                t.columns
+                    .iter()
+                    .map(|c| (t.name.to_string(), c.name().to_string()))
+            })
             .collect();
         let mut schema = schema;
         schema.sort();

@@ -142,17 +142,6 @@ impl SoftHsm {
     pub fn env(&self) -> [(&'static str, std::path::PathBuf); 1] {
         [("SOFTHSM2_CONF", self.conf.clone())]
     }
-
-    /// `[keyring]` settings for this token.
-    pub fn keyring(&self) -> crate::KeyringConfig {
-        crate::KeyringConfig {
-            provider: crate::KeyringProvider::Pkcs11,
-            module: SOFTHSM_MODULE.into(),
-            token: self.token.clone(),
-            key_label: "coffer-kek".into(),
-            pin_file: Some(self.pin_file.clone()),
-        }
-    }
 }
 
 /// A random lowercase hex name part.

@@ -27,6 +27,8 @@ pub fn run(command: &ServerCommand) -> Result<()> {
             ServerCommand::RotateMasterKey(args) => rotate_master_key(args).await,
             ServerCommand::Keys(command) => keys_command(command).await,
             ServerCommand::MigrateStore(args) => migrate_store(args).await,
+            ServerCommand::Backup(args) => backup(args).await,
+            ServerCommand::Restore(args) => restore(args).await,
         }
     })
 }
@@ -575,6 +577,102 @@ async fn keys_migrate(args: &crate::cli::KeysMigrateArgs) -> Result<()> {
          (keep it offline only to open database backups taken before now), then start the server.",
         key_file.display()
     );
+    Ok(())
+}
+
+async fn backup(args: &crate::cli::BackupArgs) -> Result<()> {
+    let data = DataDir::open(&args.data.dir)?;
+    let recipients = crate::identity_file::recipients(&args.recipients, &args.recipients_files)?;
+    if recipients.is_empty() {
+        bail!("no backup recipients: give -r coffer1… or -R FILE (a backup identity kept offline)");
+    }
+    let report =
+        coffer_server::backup::backup(&data, &args.to, &recipients, !args.without_objects).await?;
+    let manifest = &report.manifest;
+    let store = data.store().await?;
+    let detail = format!(
+        "files={} objects={} bytes={} recipients={}",
+        manifest.files,
+        manifest.objects,
+        report.bytes,
+        recipients.len()
+    );
+    audit::append(
+        &store,
+        &Event::new("admin", None, "backup", &args.to.display().to_string()).detail(detail),
+    )
+    .await?;
+    if args.json {
+        crate::say!(
+            "{}",
+            json!({"file": args.to, "bytes": report.bytes, "files": manifest.files,
+                "objects": manifest.objects, "missing_objects": report.missing_objects,
+                "master_key": manifest.master_key, "token_versions": manifest.token_versions})
+        );
+    } else {
+        crate::say!(
+            "backup written: {} ({} bytes): {} files, {} objects, master key {}",
+            args.to.display(),
+            report.bytes,
+            manifest.files,
+            manifest.objects,
+            if manifest.master_key {
+                "inside"
+            } else {
+                "not needed"
+            }
+        );
+    }
+    if report.missing_objects > 0 {
+        eprintln!(
+            "{} object(s) were deleted between the snapshot and their copy (files removed meanwhile)",
+            report.missing_objects
+        );
+    }
+    if !manifest.token_versions.is_empty() {
+        eprintln!(
+            "KEK versions {:?} are in the PKCS#11 token, not in the backup: a restore needs the token (or the vendor's backup of it).",
+            manifest.token_versions
+        );
+    }
+    Ok(())
+}
+
+async fn restore(args: &crate::cli::RestoreArgs) -> Result<()> {
+    let identity = crate::identity_file::load(args.identity.path.as_deref())?;
+    let expected = args
+        .server_identity
+        .as_deref()
+        .map(PublicIdentity::parse)
+        .transpose()
+        .context("--server-identity")?;
+    let report =
+        coffer_server::backup::restore(&args.from, identity, &args.data.dir, expected).await?;
+    let data = DataDir::open(&args.data.dir)?;
+    let store = data.store().await?;
+    // The keyring must open, or the restore is not usable.
+    data.keyring(&store)
+        .await
+        .context("the restored keyring does not open")?;
+    audit::append(
+        &store,
+        &Event::new("admin", None, "restore", &args.from.display().to_string())
+            .detail(format!("objects={}", report.objects)),
+    )
+    .await?;
+    crate::say!(
+        "restored {} into {}: {} files, {} objects written",
+        args.from.display(),
+        args.data.dir.display(),
+        report.manifest.files,
+        report.objects
+    );
+    if let Some(key) = &report.master_key_file {
+        eprintln!(
+            "The master key is in {} (0600): keep it apart from the data directory.",
+            key.display()
+        );
+    }
     Ok(())
 }
 

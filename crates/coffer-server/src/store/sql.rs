@@ -184,6 +184,39 @@ pub struct Table {
     pub columns: &'static [Column],
 }
 
+/// The paged SELECT and the INSERT that copy `table`.
+fn copy_statements(table: &Table) -> (String, String) {
+    let names: Vec<&str> = table.columns.iter().map(|c| c.name()).collect();
+    let select = format!(
+        "SELECT {} FROM {} ORDER BY {} LIMIT $1 OFFSET $2",
+        names.join(", "),
+        table.name,
+        table.key
+    );
+    let placeholders: Vec<String> = (1..=names.len()).map(|i| format!("${i}")).collect();
+    let insert = format!(
+        "INSERT INTO {} ({}) VALUES ({}) ON CONFLICT DO NOTHING",
+        table.name,
+        names.join(", "),
+        placeholders.join(", ")
+    );
+    (select, insert)
+}
+
+/// The values of `columns` in a row read for a copy.
+fn row_values(row: &dyn Get, columns: &[Column]) -> Result<Vec<Value>, sqlx::Error> {
+    columns
+        .iter()
+        .map(|column| {
+            Ok(match *column {
+                Column::Int(name) => Value::Int(row.opt_int(name)?),
+                Column::Text(name) => Value::Text(row.opt_text(name)?),
+                Column::Blob(name) => Value::Blob(row.opt_bytes(name)?),
+            })
+        })
+        .collect()
+}
+
 /// Rows read per round trip when copying.
 const COPY_PAGE: i64 = 1000;
 
@@ -192,20 +225,7 @@ impl SqlStore {
     /// already there (so an interrupted copy can simply be run again);
     /// returns the rows read.
     pub async fn copy_table_to(&self, dest: &SqlStore, table: &Table) -> Result<u64, StoreError> {
-        let names: Vec<&str> = table.columns.iter().map(|c| c.name()).collect();
-        let select = format!(
-            "SELECT {} FROM {} ORDER BY {} LIMIT $1 OFFSET $2",
-            names.join(", "),
-            table.name,
-            table.key
-        );
-        let placeholders: Vec<String> = (1..=names.len()).map(|i| format!("${i}")).collect();
-        let insert = format!(
-            "INSERT INTO {} ({}) VALUES ({}) ON CONFLICT DO NOTHING",
-            table.name,
-            names.join(", "),
-            placeholders.join(", ")
-        );
+        let (select, insert) = copy_statements(table);
         let mut copied = 0u64;
         loop {
             let rows = self
@@ -225,26 +245,74 @@ impl SqlStore {
         columns: &[Column],
         offset: i64,
     ) -> Result<Vec<Vec<Value>>, StoreError> {
-        let read = |row: &dyn Get| -> Result<Vec<Value>, sqlx::Error> {
-            columns
-                .iter()
-                .map(|column| {
-                    Ok(match *column {
-                        Column::Int(name) => Value::Int(row.opt_int(name)?),
-                        Column::Text(name) => Value::Text(row.opt_text(name)?),
-                        Column::Blob(name) => Value::Blob(row.opt_bytes(name)?),
-                    })
-                })
-                .collect()
-        };
         on_pool!(self, pool => {
             let rows = sqlx::query(sqlx::AssertSqlSafe(select.to_string()))
                 .bind(COPY_PAGE)
                 .bind(offset)
                 .fetch_all(pool)
                 .await?;
-            Ok(rows.iter().map(|r| read(r)).collect::<Result<_, _>>()?)
+            Ok(rows.iter().map(|r| row_values(r, columns)).collect::<Result<_, _>>()?)
         })
+    }
+
+    /// A consistent copy of the metadata as a new SQLite file at `dest`
+    /// (which must not exist), taken while servers keep running: SQLite's
+    /// `VACUUM INTO`, or for PostgreSQL every table in `tables` read in one
+    /// repeatable-read transaction (one snapshot of the whole database).
+    pub async fn snapshot_into(&self, dest: &Path, tables: &[Table]) -> Result<(), StoreError> {
+        match &self.pool {
+            Pool::Sqlite(pool) => {
+                sqlx::query("VACUUM INTO $1")
+                    .bind(dest.to_string_lossy().into_owned())
+                    .execute(pool)
+                    .await?;
+            }
+            Pool::Postgres(pool) => {
+                let copy = SqlStore::open_sqlite(dest).await?;
+                let mut tx = pool.begin().await?;
+                sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                    .execute(&mut *tx)
+                    .await?;
+                for table in tables {
+                    let (select, insert) = copy_statements(table);
+                    let mut offset = 0i64;
+                    loop {
+                        let rows = sqlx::query(sqlx::AssertSqlSafe(select.clone()))
+                            .bind(COPY_PAGE)
+                            .bind(offset)
+                            .fetch_all(&mut *tx)
+                            .await?;
+                        if rows.is_empty() {
+                            break;
+                        }
+                        offset += rows.len() as i64;
+                        let values = rows
+                            .iter()
+                            .map(|r| row_values(r, table.columns))
+                            .collect::<Result<_, _>>()?;
+                        copy.write_rows(&insert, values).await?;
+                    }
+                }
+                tx.commit().await?;
+                copy.close().await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Forgets every unfinished upload and login challenge (a restored
+    /// snapshot has none of their staged bytes).
+    pub async fn drop_unfinished_uploads(&self) -> Result<(), StoreError> {
+        on_pool!(self, pool => {
+            affected!(pool, "DELETE FROM uploads");
+            affected!(pool, "DELETE FROM challenges");
+            Ok(())
+        })
+    }
+
+    /// Closes the connections (a SQLite file is complete on disk after).
+    pub async fn close(&self) {
+        on_pool!(self, pool => pool.close().await)
     }
 
     async fn write_rows(&self, insert: &str, rows: Vec<Vec<Value>>) -> Result<(), StoreError> {
