@@ -368,6 +368,17 @@ async fn expiry_and_bad_requests() {
     let (status, body) = open(&mut client, id, None).await;
     assert_eq!(status, 410);
     assert_eq!(body["error"]["code"], "link_expired");
+    // Swept, it keeps saying "expired" (not "no such link") to whoever
+    // holds the URL, without its wrap.
+    use coffer_server::store::MetaStore as _;
+    let store = server.store().await;
+    store.sweep_links(coffer_server::unix_now()).await.unwrap();
+    assert!(store.link(id).await.unwrap().unwrap().stanza.is_empty());
+    let (status, body) = open(&mut client, id, None).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (410, Some("link_expired"))
+    );
     server.shutdown().await;
 }
 

@@ -472,9 +472,12 @@ async fn link_downloads_are_counted_exactly_under_races() {
         a.put_link_ticket(b"t1", "l1", 200).await.unwrap();
         assert_eq!(b.ticket_link(b"t1", 150).await.unwrap().unwrap().id, "l1");
         assert_eq!(b.ticket_link(b"t1", 200).await.unwrap(), None, "expired");
-        // At 150 both links are expired, but l1 still has a live ticket.
-        assert_eq!(a.sweep_links(150).await.unwrap(), 1);
-        assert!(a.link("l2").await.unwrap().is_none());
+        // At 150 both links are expired, but l1 still has a live ticket:
+        // l2 loses its wrap and verifier, and stays as a tombstone.
+        assert_eq!(a.sweep_links(150).await.unwrap(), 0);
+        let tombstone = a.link("l2").await.unwrap().unwrap();
+        assert!(tombstone.stanza.is_empty() && tombstone.password_hash.is_none());
+        assert!(!a.link("l1").await.unwrap().unwrap().stanza.is_empty());
         assert!(a.link("l1").await.unwrap().is_some());
         assert!(a.delete_link("l1").await.unwrap());
         assert_eq!(
@@ -483,6 +486,9 @@ async fn link_downloads_are_counted_exactly_under_races() {
             "{}",
             pair.name
         );
+        let later = 150 + coffer_server::store::EXPIRED_LINK_KEPT_SECS;
+        assert_eq!(a.sweep_links(later).await.unwrap(), 1);
+        assert!(a.link("l2").await.unwrap().is_none());
     }
 }
 

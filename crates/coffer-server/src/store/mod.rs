@@ -203,6 +203,11 @@ pub struct Request {
     pub access_hash: Vec<u8>,
 }
 
+/// How long an expired link's row stays, without its wrap, so that its URL
+/// answers "expired" rather than "no such link" (see
+/// [`MetaStore::sweep_links`]).
+pub const EXPIRED_LINK_KEPT_SECS: i64 = 30 * 24 * 3600;
+
 /// An anonymous share link.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Link {
@@ -502,8 +507,11 @@ pub trait MetaStore: Send + Sync + 'static {
     ) -> StoreFuture<'a, ()>;
     /// The link an unexpired ticket hash belongs to.
     fn ticket_link<'a>(&'a self, hash: &'a [u8], now: i64) -> StoreFuture<'a, Option<Link>>;
-    /// Removes expired tickets, and expired links no ticket still uses;
-    /// returns the number of links removed.
+    /// Removes expired tickets. An expired link no ticket still uses loses
+    /// its wrap and password verifier at once, but its row (id, expiry,
+    /// access hash) stays for [`EXPIRED_LINK_KEPT_SECS`], so whoever holds
+    /// the URL hears "expired" rather than "no such link"; then it goes.
+    /// Returns the number of links removed.
     fn sweep_links(&self, now: i64) -> StoreFuture<'_, u64>;
     /// Storage used by `user`.
     fn usage<'a>(&'a self, user: &'a str) -> StoreFuture<'a, Usage>;

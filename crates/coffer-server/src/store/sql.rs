@@ -1059,7 +1059,11 @@ impl MetaStore for SqlStore {
         op!(self, pool => {
             let mut tx = pool.begin().await?;
             affected!(&mut *tx, "DELETE FROM link_tickets WHERE expires_at <= $1", now);
-            let done = affected!(&mut *tx, "DELETE FROM links WHERE expires_at <= $1 AND NOT EXISTS (SELECT 1 FROM link_tickets t WHERE t.link_id = links.id)", now);
+            let unused = "NOT EXISTS (SELECT 1 FROM link_tickets t WHERE t.link_id = links.id)";
+            let empty: &[u8] = &[];
+            // The key goes at expiry; the tombstone later.
+            affected!(&mut *tx, sqlx::AssertSqlSafe(format!("UPDATE links SET stanza = $2, password_hash = NULL, client_salt = NULL WHERE expires_at <= $1 AND stanza <> $2 AND {unused}")), now, empty);
+            let done = affected!(&mut *tx, sqlx::AssertSqlSafe(format!("DELETE FROM links WHERE expires_at <= $1 AND {unused}")), now.saturating_sub(super::EXPIRED_LINK_KEPT_SECS));
             tx.commit().await?;
             Ok(done)
         })
