@@ -377,6 +377,11 @@ pub struct RequestArgs {
     /// each file; nothing authenticates it).
     #[arg(long)]
     pub ask_name: bool,
+    /// Senders must type a password (read from $COFFER_LINK_PASSWORD or the
+    /// terminal; a password set in $COFFER_LINK_PASSWORD implies this flag).
+    /// The link locks after too many wrong ones.
+    #[arg(long)]
+    pub password: bool,
 }
 
 #[derive(Debug, Subcommand)]

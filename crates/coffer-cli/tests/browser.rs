@@ -117,6 +117,23 @@ fn links_open_decrypt_and_verify_in_chromium() {
     let mut letter = data(1 << 20, 6);
     letter[..MARKER.len()].copy_from_slice(MARKER);
     let letter = world.write("referral letter.txt", &letter);
+    let mut consent = data(300_000, 7);
+    consent[..MARKER.len()].copy_from_slice(MARKER);
+    let consent = world.write("consent form.txt", &consent);
+    let protected = {
+        let out = world
+            .coffer("alice")
+            .env("COFFER_LINK_PASSWORD", "blue heron 42")
+            .args(["request", "--password", "--max-files", "1"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
 
     let exhausted = link(&world, &small_id, &["--max-downloads", "1"], None);
     let expired = link(&world, &small_id, &["--expires", "1s"], None);
@@ -135,6 +152,8 @@ fn links_open_decrypt_and_verify_in_chromium() {
          "files": [letter]},
         {"label": "request-wrong-pin", "kind": "request", "url": wrong_pin, "trusted": true,
          "files": [letter]},
+        {"label": "request-password", "kind": "request", "url": protected, "trusted": true,
+         "files": [consent], "passwords": ["blue heron 41", "blue heron 42"]},
     ]);
     spend_with_cli(&world, &exhausted);
     std::thread::sleep(Duration::from_millis(1100));
@@ -207,7 +226,11 @@ fn links_open_decrypt_and_verify_in_chromium() {
         );
         assert_eq!(r["downloads"], 0, "{r}");
     }
-    check_upload_link(&world, &|label| case(label).clone(), &records, &letter);
+    check_upload_link(
+        &world,
+        &|label| case(label).clone(),
+        &[&records, &letter, &consent],
+    );
     for (label, kind) in [("tampered", "tampered"), ("truncated", "truncated")] {
         let r = case(label);
         assert_eq!(
@@ -247,7 +270,7 @@ fn upload_link(world: &World) -> String {
 
 /// What the requester's side sees of the upload-link cases: the page's
 /// verdicts, the inbox, the bytes, and what the server holds.
-fn check_upload_link(world: &World, case: &dyn Fn(&str) -> Value, records: &Path, letter: &Path) {
+fn check_upload_link(world: &World, case: &dyn Fn(&str) -> Value, sent: &[&Path]) {
     let resumed = case("request-resumed");
     assert_eq!(resumed["state"], "done", "{resumed}");
     assert!(
@@ -262,6 +285,9 @@ fn check_upload_link(world: &World, case: &dyn Fn(&str) -> Value, records: &Path
         "{resumed}"
     );
     assert_eq!(case("request-self-signed")["state"], "done");
+    let protected = case("request-password");
+    assert_eq!(protected["state"], "done", "{protected}");
+    assert_eq!(protected["wrongPasswordSeen"], true, "{protected}");
     let refused = case("request-wrong-pin");
     assert_eq!(
         (refused["state"].as_str(), refused["error"].as_str()),
@@ -280,7 +306,7 @@ fn check_upload_link(world: &World, case: &dyn Fn(&str) -> Value, records: &Path
         String::from_utf8_lossy(&out.stderr)
     );
     let listed = json_lines(&out.stdout);
-    assert_eq!(listed.len(), 2, "{listed:?}");
+    assert_eq!(listed.len(), sent.len(), "{listed:?}");
     for entry in &listed {
         assert!(
             entry["from"]
@@ -311,7 +337,7 @@ fn check_upload_link(world: &World, case: &dyn Fn(&str) -> Value, records: &Path
         said.contains("an anonymous sender via upload link"),
         "{said}"
     );
-    for source in [records, letter] {
+    for source in sent {
         let name = source.file_name().unwrap();
         assert_eq!(
             sha(&world.path("received").join(name)),
@@ -328,6 +354,8 @@ fn check_upload_link(world: &World, case: &dyn Fn(&str) -> Value, records: &Path
         for needle in [
             MARKER,
             b"patient records 2026",
+            b"consent form",
+            b"blue heron",
             b"Dr. Ana Ruiz",
             b"case 1234",
         ] {

@@ -26,6 +26,9 @@ pub struct RequestOptions {
     pub ask_name: bool,
     /// A note the page shows senders; it stays in the URL fragment.
     pub note: Option<String>,
+    /// A password senders must type; the server gets only a value derived
+    /// from it and the URL secret (`coffer_proto::request::password_proof`).
+    pub password: Option<Zeroizing<String>>,
 }
 
 /// An upload link as its owner sees it.
@@ -45,6 +48,12 @@ pub struct RequestEntry {
     pub files_started: u64,
     /// Whether the page asks senders for their name.
     pub ask_name: bool,
+    /// Whether senders need a password.
+    #[serde(default)]
+    pub password: bool,
+    /// Wrong passwords so far.
+    #[serde(default)]
+    pub failed_attempts: u32,
 }
 
 /// An upload link just made.
@@ -90,6 +99,13 @@ pub async fn create(session: &mut Session, options: RequestOptions) -> Result<Cr
     aws_lc_rs::rand::fill(secret.as_mut()).map_err(|_| Error::Usage("no randomness".into()))?;
     let access = coffer_proto::request::access_proof(&secret);
     let mut body = json!({ "access": access.as_str(), "ask_name": options.ask_name });
+    if let Some(password) = options.password.as_deref() {
+        if password.is_empty() {
+            return Err(Error::Usage("the password is empty".into()));
+        }
+        let proof = coffer_proto::request::password_proof(&secret, password);
+        body["password"] = json!(proof.as_str());
+    }
     for (key, value) in [
         ("expires_in", options.expires_in),
         ("max_files", options.max_files),

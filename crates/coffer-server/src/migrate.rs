@@ -66,6 +66,8 @@ pub(crate) const TABLES: &[Table] = &[
             Column::Int("files_started"),
             Column::Int("ask_name"),
             Column::Blob("access_hash"),
+            Column::Text("password_hash"),
+            Column::Int("failed_attempts"),
         ],
     },
     Table {

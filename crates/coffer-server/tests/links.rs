@@ -1037,3 +1037,142 @@ async fn an_expired_upload_link_takes_no_new_upload() {
         (410, Some("request_expired"))
     );
 }
+
+/// A tus creation through upload link `request` with `first` bytes of an
+/// object of `total`, giving `password` in `Coffer-Request-Password`.
+async fn begin_with_password(
+    client: &mut Client,
+    request: &str,
+    password: Option<&str>,
+    object: &[u8],
+    wrap: &[u8],
+    first: usize,
+) -> (u16, hyper::HeaderMap) {
+    let metadata = format!(
+        "coffer-e2ee,{},coffer-wrap.alice {}",
+        common::file_id_pair(object),
+        base64::engine::general_purpose::STANDARD.encode(wrap)
+    );
+    let len = object.len().to_string();
+    let mut headers = vec![
+        TUS,
+        OCTETS,
+        ("upload-length", len.as_str()),
+        ("upload-metadata", metadata.as_str()),
+        ("coffer-request", request),
+        ("coffer-request-access", REQUEST_ACCESS),
+    ];
+    if let Some(password) = password {
+        headers.push(("coffer-request-password", password));
+    }
+    let (status, headers, _) = client
+        .raw(
+            "POST",
+            "/v1/uploads",
+            &headers,
+            object[..first].to_vec(),
+            None,
+        )
+        .await;
+    (status, headers)
+}
+
+/// `coffer request --password`: without the password nobody sees the link
+/// or begins an upload; an upload begun with it goes on without it; wrong
+/// ones are counted and audited, and lock the link for good.
+#[tokio::test]
+async fn a_password_upload_link_needs_it_to_look_and_to_begin() {
+    let server = Server::start_with(coffer_server::Config {
+        link_max_password_failures: 3,
+        ..common::functional_config()
+    })
+    .await;
+    let alice = server.add_user("alice").await;
+    let mut client = server.connect().await;
+    let token = client.login("alice", &alice, &server.identity).await;
+    const RIGHT: &str = "derived-from-the-password-and-secret";
+    let request = new_request(
+        &mut client,
+        &token,
+        json!({"access": REQUEST_ACCESS, "password": RIGHT}),
+    )
+    .await;
+    let info = |password: Option<&'static str>| {
+        let mut headers = vec![
+            ("coffer-request-access", REQUEST_ACCESS),
+            ("accept", "application/json"),
+        ];
+        headers.extend(password.map(|p| ("coffer-request-password", p)));
+        let path = format!("/v1/requests/{request}");
+        (path, headers)
+    };
+    let (path, headers) = info(None);
+    let (status, _, body) = client.raw("GET", &path, &headers, vec![], None).await;
+    let body: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (401, Some("password_required"))
+    );
+    assert!(
+        body.get("recipient").is_none(),
+        "the key is shown without the password"
+    );
+    let (path, headers) = info(Some("wrong"));
+    let (status, _, body) = client.raw("GET", &path, &headers, vec![], None).await;
+    let body: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (401, Some("wrong_password"))
+    );
+    let (path, headers) = info(Some(RIGHT));
+    let (status, _, body) = client.raw("GET", &path, &headers, vec![], None).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+
+    // Beginning an upload needs it; carrying one on does not.
+    let (object, wrap) = anonymous_object(&alice, &request, 300_000);
+    let (status, _) =
+        begin_with_password(&mut client, &request, None, &object, &wrap, 100_000).await;
+    assert_eq!(status, 401);
+    let (status, headers) =
+        begin_with_password(&mut client, &request, Some(RIGHT), &object, &wrap, 100_000).await;
+    assert_eq!(status, 201);
+    let location = headers["location"].to_str().unwrap().to_string();
+    let (status, _, body) = client
+        .raw(
+            "PATCH",
+            &location,
+            &[
+                TUS,
+                OCTETS,
+                ("upload-offset", "100000"),
+                ("coffer-request", request.as_str()),
+                ("coffer-request-access", REQUEST_ACCESS),
+            ],
+            object[100_000..].to_vec(),
+            None,
+        )
+        .await;
+    assert_eq!(status, 204, "{}", String::from_utf8_lossy(&body));
+
+    // The owner sees it has a password and one wrong try (the info above;
+    // the missing one is not counted).
+    let (_, listed) = client.call("GET", "/v1/requests", None, Some(&token)).await;
+    assert_eq!(listed["requests"][0]["password"], true, "{listed}");
+    assert_eq!(listed["requests"][0]["failed_attempts"], 1, "{listed}");
+    // Two more wrong ones lock it, even against the right one after.
+    for _ in 0..2 {
+        let (status, _) =
+            begin_with_password(&mut client, &request, Some("nope"), &object, &wrap, 0).await;
+        assert_eq!(status, 401);
+    }
+    let (path, headers) = info(Some(RIGHT));
+    let (status, _, body) = client.raw("GET", &path, &headers, vec![], None).await;
+    let body: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (410, Some("request_locked"))
+    );
+    let dir = server.stop().await;
+    let audit = common::audit_text(dir.path()).await;
+    assert_eq!(audit.matches("request_password").count(), 3, "{audit}");
+}

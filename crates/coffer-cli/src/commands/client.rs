@@ -1340,12 +1340,23 @@ async fn request(args: &RequestArgs) -> Result<()> {
         None => {}
     }
     let mut ctx = Ctx::open(&args.common)?;
+    let wants_password = args.password || std::env::var_os(LINK_PASSWORD_ENV).is_some();
+    if wants_password && !args.password {
+        ctx.note(&format!(
+            "${LINK_PASSWORD_ENV} is set: the upload link needs that password"
+        ));
+    }
     let options = RequestOptions {
         expires_in: Some(parse_duration(&args.expires)?),
         max_files: args.max_files,
         max_file_bytes: args.max_size,
         ask_name: args.ask_name,
         note: args.note.clone(),
+        password: if wants_password {
+            Some(link_password(true)?)
+        } else {
+            None
+        },
     };
     let created = requests::create(&mut ctx.session, options).await?;
     if ctx.json {
@@ -1372,13 +1383,18 @@ async fn request_ls(common: &CommonArgs) -> Result<()> {
             None => entry.files_started.to_string(),
         };
         crate::say!(
-            "{}  expires {}  files {}{}",
+            "{}  expires {}  files {}{}{}",
             printable(&entry.id),
             date(entry.expires_at),
             files,
             entry
                 .max_file_bytes
-                .map_or(String::new(), |max| format!("  max {max} bytes"))
+                .map_or(String::new(), |max| format!("  max {max} bytes")),
+            if entry.password {
+                format!("  password ({} wrong)", entry.failed_attempts)
+            } else {
+                String::new()
+            }
         );
     }
     ctx.save()

@@ -48,6 +48,8 @@ impl FromRequestParts<AppState> for Authenticated {
 pub const REQUEST_HEADER: &str = "coffer-request";
 /// Header carrying the access proof derived from an upload link's URL.
 pub const REQUEST_ACCESS_HEADER: &str = "coffer-request-access";
+/// Header carrying an upload link's password (to begin an upload).
+pub const REQUEST_PASSWORD_HEADER: &str = "coffer-request-password";
 
 /// Who may use the tus routes: a user with a bearer token, or an anonymous
 /// sender holding an upload link (`Coffer-Request` and
@@ -78,7 +80,21 @@ impl FromRequestParts<AppState> for Uploader {
         let request = text(REQUEST_HEADER).ok_or_else(Error::unauthorized)?;
         let access = text(REQUEST_ACCESS_HEADER);
         let ip = parts.extensions.get::<ConnInfo>().map(|c| c.peer.ip());
-        let caller = requests::sender(state, &request, access.as_deref(), ip).await?;
+        // Only creating an upload needs the link's password.
+        let step = if parts.method == axum::http::Method::POST {
+            requests::UploadStep::Begin(request_password(&parts.headers))
+        } else {
+            requests::UploadStep::Continue
+        };
+        let caller = requests::sender(state, &request, access.as_deref(), step, ip).await?;
         Ok(Self { caller })
     }
+}
+
+/// The `Coffer-Request-Password` header, as a secret.
+pub fn request_password(headers: &axum::http::HeaderMap) -> Option<secrecy::SecretString> {
+    headers
+        .get(REQUEST_PASSWORD_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| secrecy::SecretString::from(v.to_string()))
 }

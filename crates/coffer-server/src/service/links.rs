@@ -24,51 +24,14 @@
 //! after which the link is locked for good. A link whose owner is disabled
 //! stops working.
 
-use argon2::{Argon2, PasswordHasher as _, PasswordVerifier as _};
 use secrecy::{ExposeSecret as _, SecretString};
 
 use super::files::owned_file;
 use super::session::{new_token, token_hash};
-use super::{Caller, Error, Kind, Result, Service, audit, new_id};
+use super::{Caller, Error, Kind, Result, Service, audit, new_id, password};
 use crate::store::{FileRecord, Link};
 
-const MAX_PASSWORD_LEN: usize = 1024;
 const MAX_CLIENT_SALT_LEN: usize = 64;
-
-/// Argon2id at the OWASP minimum (19 MiB, 2 passes): the verifier only
-/// guards the bytes of a file already encrypted under a key the password
-/// is mixed into, and every check costs the server this much.
-fn argon2() -> Result<Argon2<'static>> {
-    let params = argon2::Params::new(19 * 1024, 2, 1, Some(32)).map_err(Error::internal)?;
-    Ok(Argon2::new(
-        argon2::Algorithm::Argon2id,
-        argon2::Version::V0x13,
-        params,
-    ))
-}
-
-async fn hash_password(password: SecretString) -> Result<String> {
-    let mut salt = [0u8; 16];
-    aws_lc_rs::rand::fill(&mut salt).map_err(|_| Error::internal("rng"))?;
-    tokio::task::spawn_blocking(move || {
-        argon2()?
-            .hash_password_with_salt(password.expose_secret().as_bytes(), &salt)
-            .map(|hash| hash.to_string())
-            .map_err(Error::internal)
-    })
-    .await
-    .map_err(Error::internal)?
-}
-
-async fn password_matches(password: SecretString, phc: String) -> Result<bool> {
-    tokio::task::spawn_blocking(move || {
-        Ok(argon2()?
-            .verify_password(password.expose_secret().as_bytes(), phc.as_str())
-            .is_ok())
-    })
-    .await
-    .map_err(Error::internal)?
-}
 
 fn gone(code: &'static str, message: &str) -> Error {
     Error::new(Kind::Gone, code, message)
@@ -140,18 +103,12 @@ pub async fn create(service: &Service, caller: &Caller, id: &str, new: NewLink) 
         ));
     }
     let access = new.access.expose_secret();
-    if access.is_empty() || access.len() > MAX_PASSWORD_LEN {
+    if access.is_empty() || access.len() > password::MAX_LEN {
         return Err(Error::bad_request("access must be 1..=1024 bytes"));
     }
     let access_hash = token_hash(access).to_vec();
     let password_hash = match new.password {
-        Some(password) => {
-            let len = password.expose_secret().len();
-            if len == 0 || len > MAX_PASSWORD_LEN {
-                return Err(Error::bad_request("password must be 1..=1024 bytes"));
-            }
-            Some(hash_password(password).await?)
-        }
+        Some(given) => Some(password::hash(given).await?),
         None => None,
     };
     let now = crate::unix_now();
@@ -326,37 +283,22 @@ async fn check_password(
     service: &Service,
     link: &Link,
     phc: &str,
-    password: Option<SecretString>,
+    given: Option<SecretString>,
 ) -> Result<()> {
-    let password = password.ok_or_else(|| {
-        Error::new(
-            Kind::Unauthorized,
-            "password_required",
-            "this link needs a password",
-        )
-    })?;
     let max_failures = service.config.link_max_password_failures;
-    if !service
-        .store
-        .reserve_link_attempt(&link.id, max_failures)
-        .await?
-    {
-        return Err(gone(
-            "link_locked",
-            "link locked after too many wrong passwords",
-        ));
-    }
-    let right = password.expose_secret().len() <= MAX_PASSWORD_LEN
-        && password_matches(password, phc.to_string()).await?;
-    if !right {
-        return Err(Error::new(
-            Kind::Unauthorized,
-            "wrong_password",
-            "wrong password",
-        ));
-    }
-    service.store.release_link_attempt(&link.id).await?;
-    Ok(())
+    password::check(
+        phc,
+        given,
+        async {
+            Ok(service
+                .store
+                .reserve_link_attempt(&link.id, max_failures)
+                .await?)
+        },
+        async { Ok(service.store.release_link_attempt(&link.id).await?) },
+        gone("link_locked", "link locked after too many wrong passwords"),
+    )
+    .await
 }
 
 /// The file a ticket of link `link_id` may fetch; the download is audited.

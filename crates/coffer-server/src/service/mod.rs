@@ -23,6 +23,7 @@ pub mod downloads;
 pub mod files;
 pub mod lease;
 pub mod links;
+pub mod password;
 pub mod requests;
 pub mod session;
 pub mod shares;

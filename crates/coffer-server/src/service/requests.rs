@@ -20,7 +20,7 @@
 use secrecy::{ExposeSecret as _, SecretString};
 
 use super::session::token_hash;
-use super::{Caller, Error, Kind, Result, Service, audit, new_id};
+use super::{Caller, Error, Kind, Result, Service, audit, new_id, password};
 use crate::store::{Request, User};
 
 /// What the owner asks for.
@@ -36,6 +36,9 @@ pub struct NewRequest {
     /// The access proof (`coffer_proto::request::access_proof`), of which
     /// only the SHA-256 is kept.
     pub access: SecretString,
+    /// A password senders must give, of which only an Argon2id verifier
+    /// is kept.
+    pub password: Option<SecretString>,
 }
 
 fn gone(code: &'static str, message: &str) -> Error {
@@ -59,9 +62,13 @@ pub async fn create(service: &Service, caller: &Caller, new: NewRequest) -> Resu
         ));
     }
     let access = new.access.expose_secret();
-    if access.is_empty() || access.len() > 1024 {
+    if access.is_empty() || access.len() > password::MAX_LEN {
         return Err(Error::bad_request("access must be 1..=1024 bytes"));
     }
+    let password_hash = match new.password {
+        Some(given) => Some(password::hash(given).await?),
+        None => None,
+    };
     let now = crate::unix_now();
     let request = Request {
         id: new_id()?,
@@ -73,6 +80,8 @@ pub async fn create(service: &Service, caller: &Caller, new: NewRequest) -> Resu
         files_started: 0,
         ask_name: new.ask_name,
         access_hash: token_hash(access).to_vec(),
+        password_hash,
+        failed_attempts: 0,
     };
     service.store.create_request(&request).await?;
     audit::record(service, caller.event("request_create", &request.id)).await?;
@@ -117,8 +126,12 @@ async fn accessible(service: &Service, id: &str, access: Option<&str>) -> Result
 }
 
 /// Why no new upload can begin through `request` at `now`, if none can.
-fn closed(request: &Request, now: i64) -> Option<Error> {
-    if request.expires_at <= now {
+fn closed(service: &Service, request: &Request, now: i64) -> Option<Error> {
+    if request.failed_attempts >= service.config.link_max_password_failures
+        && request.password_hash.is_some()
+    {
+        Some(locked())
+    } else if request.expires_at <= now {
         Some(gone("request_expired", "this upload link has expired"))
     } else if request
         .max_files
@@ -134,25 +147,89 @@ fn closed(request: &Request, now: i64) -> Option<Error> {
 }
 
 /// What a sender's page needs: the limits, and the owner's name and public
-/// identity (which the page checks against the URL's pin).
-pub async fn info(service: &Service, id: &str, access: Option<&str>) -> Result<(Request, User)> {
+/// identity (which the page checks against the URL's pin). A link with a
+/// password answers only with the right one.
+pub async fn info(
+    service: &Service,
+    id: &str,
+    access: Option<&str>,
+    given: Option<SecretString>,
+) -> Result<(Request, User)> {
     let (request, owner) = accessible(service, id, access).await?;
-    if let Some(refusal) = closed(&request, crate::unix_now()) {
+    if let Some(refusal) = closed(service, &request, crate::unix_now()) {
         return Err(refusal);
     }
+    check_password(service, &request, given).await?;
     Ok((request, owner))
+}
+
+/// Checks the link's password, if it has one, holding one reserved attempt
+/// while Argon2 runs; wrong and missing ones are audited.
+async fn check_password(
+    service: &Service,
+    request: &Request,
+    given: Option<SecretString>,
+) -> Result<()> {
+    let Some(phc) = &request.password_hash else {
+        return Ok(());
+    };
+    let max_failures = service.config.link_max_password_failures;
+    let result = password::check(
+        phc,
+        given,
+        async {
+            Ok(service
+                .store
+                .reserve_request_attempt(&request.id, max_failures)
+                .await?)
+        },
+        async { Ok(service.store.release_request_attempt(&request.id).await?) },
+        locked(),
+    )
+    .await;
+    if let Err(err) = &result
+        && err.code() != "password_required"
+    {
+        let event = audit::Event::new("-", None, "request_password", &request.id)
+            .outcome("refused")
+            .detail(err.code());
+        audit::record(service, event).await?;
+    }
+    result
+}
+
+fn locked() -> Error {
+    gone(
+        "request_locked",
+        "this upload link is locked after too many wrong passwords",
+    )
 }
 
 /// The caller an anonymous sender's upload requests act as: the link's
 /// owner (quota, open uploads), marked as coming through the link, so they
 /// reach only uploads begun through it.
+/// Where a sender's request is in an upload.
+pub enum UploadStep {
+    /// Creating one: with the password given, if any.
+    Begin(Option<SecretString>),
+    /// Carrying one on (or asking about it).
+    Continue,
+}
+
+/// An upload begins only with the link's password, when it has one; the
+/// requests that carry on an upload already begun need none (its id is
+/// known only to the page that began it).
 pub async fn sender(
     service: &Service,
     id: &str,
     access: Option<&str>,
+    step: UploadStep,
     ip: Option<std::net::IpAddr>,
 ) -> Result<Caller> {
     let (request, owner) = accessible(service, id, access).await?;
+    if let UploadStep::Begin(given) = step {
+        check_password(service, &request, given).await?;
+    }
     Ok(Caller {
         user: owner,
         ip,
@@ -203,7 +280,7 @@ async fn check_upload(
         .await?
         .ok_or_else(|| Error::not_found("upload link"))?;
     let now = crate::unix_now();
-    if let Some(refusal) = closed(&request, now) {
+    if let Some(refusal) = closed(service, &request, now) {
         return Err(refusal);
     }
     if let Some(max) = request.max_file_bytes

@@ -201,6 +201,10 @@ pub struct Request {
     pub ask_name: bool,
     /// SHA-256 of the access proof derived from the URL secret.
     pub access_hash: Vec<u8>,
+    /// Argon2id verifier (PHC string) of the link's password, if it has one.
+    pub password_hash: Option<String>,
+    /// Wrong passwords so far (reserved attempts included).
+    pub failed_attempts: u32,
 }
 
 /// How long an expired link's row stays, without its wrap, so that its URL
@@ -468,6 +472,16 @@ pub trait MetaStore: Send + Sync + 'static {
     fn owner_requests<'a>(&'a self, owner: &'a str) -> StoreFuture<'a, Vec<Request>>;
     /// Removes an upload link (its files stay; uploads under way through it
     /// can no longer go on, as no one can authenticate for them).
+    /// Counts one password attempt on upload link `id` before it is
+    /// checked, unless `max_failures` are spent; whether it was counted.
+    fn reserve_request_attempt<'a>(
+        &'a self,
+        id: &'a str,
+        max_failures: u32,
+    ) -> StoreFuture<'a, bool>;
+    /// Gives back an attempt reserved by [`Self::reserve_request_attempt`]
+    /// (the password was right).
+    fn release_request_attempt<'a>(&'a self, id: &'a str) -> StoreFuture<'a, ()>;
     fn delete_request<'a>(&'a self, id: &'a str) -> StoreFuture<'a, bool>;
     /// Counts one more upload begun through the link, atomically, unless
     /// it expired at `now` or has taken its `max_files`.

@@ -526,6 +526,8 @@ fn request_from_row(row: &dyn Get) -> Result<Request, sqlx::Error> {
         files_started: row.int("files_started")?.max(0) as u64,
         ask_name: row.int("ask_name")? != 0,
         access_hash: row.bytes("access_hash")?,
+        password_hash: row.opt_text("password_hash")?,
+        failed_attempts: row.int("failed_attempts")?.clamp(0, i64::from(u32::MAX)) as u32,
     })
 }
 
@@ -950,7 +952,7 @@ impl MetaStore for SqlStore {
 
     fn create_request<'a>(&'a self, request: &'a Request) -> StoreFuture<'a, ()> {
         op!(self, pool => {
-            affected!(pool, "INSERT INTO requests (id, owner, created_at, expires_at, max_files, max_file_bytes, files_started, ask_name, access_hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)", &request.id, &request.owner, request.created_at, request.expires_at, request.max_files.map(sql_u64), request.max_file_bytes.map(sql_u64), sql_u64(request.files_started), i64::from(request.ask_name), &request.access_hash);
+            affected!(pool, "INSERT INTO requests (id, owner, created_at, expires_at, max_files, max_file_bytes, files_started, ask_name, access_hash, password_hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)", &request.id, &request.owner, request.created_at, request.expires_at, request.max_files.map(sql_u64), request.max_file_bytes.map(sql_u64), sql_u64(request.files_started), i64::from(request.ask_name), &request.access_hash, &request.password_hash);
             Ok(())
         })
     }
@@ -965,6 +967,23 @@ impl MetaStore for SqlStore {
             owner,
             request_from_row,
         ))
+    }
+
+    fn reserve_request_attempt<'a>(
+        &'a self,
+        id: &'a str,
+        max_failures: u32,
+    ) -> StoreFuture<'a, bool> {
+        op!(self, pool => {
+            Ok(affected!(pool, "UPDATE requests SET failed_attempts = failed_attempts + 1 WHERE id = $1 AND failed_attempts < $2", id, i64::from(max_failures)) == 1)
+        })
+    }
+
+    fn release_request_attempt<'a>(&'a self, id: &'a str) -> StoreFuture<'a, ()> {
+        op!(self, pool => {
+            affected!(pool, "UPDATE requests SET failed_attempts = failed_attempts - 1 WHERE id = $1 AND failed_attempts > 0", id);
+            Ok(())
+        })
     }
 
     fn delete_request<'a>(&'a self, id: &'a str) -> StoreFuture<'a, bool> {

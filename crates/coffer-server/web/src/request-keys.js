@@ -12,6 +12,14 @@ export async function accessProof(secret) {
   return b64url(new Uint8Array(bits));
 }
 
+/** What the page sends for the link's password: bound to the URL secret, so the server never sees the password. */
+export async function passwordProof(secret, password) {
+  const key = await crypto.subtle.importKey("raw", utf8(password), "HKDF", false, ["deriveBits"]);
+  const info = utf8("coffer/v1/request-password");
+  const bits = await crypto.subtle.deriveBits({ name: "HKDF", hash: "SHA-256", salt: secret, info }, key, 256);
+  return b64url(new Uint8Array(bits));
+}
+
 /** The pin of a public identity's bytes, which the URL carries in `r`. */
 export async function pinOf(identity) {
   const digest = await crypto.subtle.digest("SHA-256", concat(utf8("coffer/v1/request-pin"), identity));

@@ -6,7 +6,10 @@
 // browser. The page proves to the server that it holds the URL (an access
 // proof derived from the secret), fetches the owner's public identity and
 // refuses it unless it matches the pin in the fragment: a server that
-// offered its own key would otherwise read every file. Each file is then
+// offered its own key would otherwise read every file. A link with a
+// password asks for it first; the page sends a value derived from it and
+// the URL secret (never the password itself) to see the link and to begin
+// each upload. Each file is then
 // encrypted here (encrypt.js, coffer format v2, signed with a one-time key)
 // and sent through the server's tus endpoint, in requests of a few MiB.
 //
@@ -21,7 +24,7 @@
 import { CofferError } from "./errors.js";
 import { objectBytes, prepare, recipientOf } from "./encrypt.js";
 import { b64url, concat, fromB64url, utf8 } from "./bytes.js";
-import { accessProof, pinOf } from "./request-keys.js";
+import { accessProof, passwordProof, pinOf } from "./request-keys.js";
 import { el, fail, formatSize, show } from "./ui.js";
 
 const PATCH_BYTES = 4 * 1024 * 1024;
@@ -32,6 +35,8 @@ const SERVER_MESSAGES = {
   request_expired: "This upload link has expired. Ask for a new one.",
   request_exhausted: "This upload link takes no more files. Ask for a new one.",
   request_revoked: "This upload link is no longer available.",
+  request_locked: "This upload link is locked after too many wrong passwords. Ask for a new one.",
+  wrong_password: "That password is not right. Try again (the link locks after a few wrong tries).",
   not_found: "There is no such upload link. It may have been revoked, or the address was copied incompletely.",
   too_large: "This file is larger than this upload link accepts.",
   quota_exceeded: "The person you are sending to has no room left for this file. Tell them.",
@@ -132,10 +137,9 @@ async function begin(link, file, senderName) {
     `coffer-file-id ${stdB64(utf8(prepared.fileId))}`,
     `coffer-wrap.${link.owner} ${stdB64(prepared.stanza)}`,
   ];
-  const response = await tus(link, "/v1/uploads", {
-    method: "POST",
-    headers: { "Upload-Length": String(prepared.length), "Upload-Metadata": pairs.join(",") },
-  });
+  const headers = { "Upload-Length": String(prepared.length), "Upload-Metadata": pairs.join(",") };
+  if (link.password) headers["Coffer-Request-Password"] = link.password;
+  const response = await tus(link, "/v1/uploads", { method: "POST", headers });
   if (response.status !== 201) throw await refusal(response);
   const state = { prepared, location: new URL(response.headers.get("location"), location.href).pathname };
   save(link, file, state);
@@ -272,16 +276,51 @@ async function main() {
     return;
   }
   const access = await accessProof(fragment.secret);
-  const response = await fetch(`/v1/requests/${fragment.id}`, {
-    headers: { Accept: "application/json", "Coffer-Request-Access": access },
-    cache: "no-store",
-  });
-  if (!response.ok) {
-    const err = await refusal(response);
-    fail(err.message, err.code);
+  const first = await fetchInfo(fragment, access, null);
+  if (first.error?.code === "password_required") {
+    askPassword(fragment, access);
     return;
   }
-  const info = await response.json();
+  if (first.error) {
+    fail(first.error.message, first.error.code);
+    return;
+  }
+  await ready(fragment, access, first.info, null);
+}
+
+/** The link as the server describes it, or the error it answers with. */
+async function fetchInfo(fragment, access, password) {
+  const headers = { Accept: "application/json", "Coffer-Request-Access": access };
+  if (password) headers["Coffer-Request-Password"] = password;
+  const response = await fetch(`/v1/requests/${fragment.id}`, { headers, cache: "no-store" });
+  if (!response.ok) return { error: await refusal(response) };
+  return { info: await response.json() };
+}
+
+function askPassword(fragment, access) {
+  show("password");
+  el("password-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    el("password-button").disabled = true;
+    (async () => {
+      const password = await passwordProof(fragment.secret, el("password").value);
+      const answer = await fetchInfo(fragment, access, password);
+      el("password-button").disabled = false;
+      if (answer.error?.code === "wrong_password") {
+        el("password-error").textContent = answer.error.message;
+        document.body.dataset.error = "wrong_password";
+        return;
+      }
+      if (answer.error) {
+        fail(answer.error.message, answer.error.code);
+        return;
+      }
+      await ready(fragment, access, answer.info, password);
+    })().catch((err) => fail(`Something went wrong: ${err.message}`, "error"));
+  });
+}
+
+async function ready(fragment, access, info, password) {
   const identity = fromB64url(info.recipient ?? "");
   if (!identity || (await pinOf(identity)) !== fragment.pin) {
     fail("The server offered a key that this link does not name. Nothing was sent. Tell the person who gave you the link.", "wrong-key");
@@ -294,6 +333,7 @@ async function main() {
     recipient: await recipientOf(identity),
     maxFileBytes: info.max_file_bytes ?? null,
     askName: Boolean(info.ask_name),
+    password,
   };
   el("owner").textContent = link.owner;
   el("fingerprint").textContent = link.recipient.fingerprint;

@@ -51,6 +51,23 @@ function sha256(path) {
 
 /** An upload-link case: choose files, send, maybe reload mid-way and choose them again. */
 async function sendFiles(page, test, shot) {
+  let wrongPasswordSeen = false;
+  for (const attempt of test.passwords ?? []) {
+    await page.waitForFunction(() => ["password", "ready", "error"].includes(document.body.dataset.state));
+    if ((await page.evaluate(() => document.body.dataset.state)) !== "password") break;
+    await page.evaluate(() => delete document.body.dataset.error);
+    await page.fill("#password", attempt);
+    await page.click("#password-button");
+    await page.waitForFunction(
+      () => document.body.dataset.state !== "password" || document.body.dataset.error === "wrong_password",
+      null,
+      { timeout: 60_000 },
+    );
+    if ((await page.evaluate(() => document.body.dataset.error)) === "wrong_password") {
+      wrongPasswordSeen = true;
+      await shot("wrong-password");
+    }
+  }
   const choose = async () => {
     await page.waitForFunction(() => ["ready", "error"].includes(document.body.dataset.state));
     if ((await page.evaluate(() => document.body.dataset.state)) === "error") return false;
@@ -66,7 +83,7 @@ async function sendFiles(page, test, shot) {
     await choose();
   }
   await page.waitForFunction(() => ["done", "error"].includes(document.body.dataset.state), null, { timeout: 600_000 });
-  return page.evaluate(() => ({
+  const seen = await page.evaluate(() => ({
     state: document.body.dataset.state,
     error: document.body.dataset.error ?? null,
     resumed: Number(document.body.dataset.resumed ?? 0),
@@ -74,6 +91,7 @@ async function sendFiles(page, test, shot) {
     fingerprint: document.getElementById("fingerprint").textContent,
     text: document.getElementById(document.body.dataset.state === "error" ? "error-text" : "done-text").textContent,
   }));
+  return { ...seen, wrongPasswordSeen };
 }
 
 async function run(test) {

@@ -12,7 +12,7 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::http::auth::{Authenticated, REQUEST_ACCESS_HEADER};
+use crate::http::auth::{Authenticated, REQUEST_ACCESS_HEADER, request_password};
 use crate::http::error::{ApiError, ErrorBody};
 use crate::http::extract::{Json, Path};
 use crate::http::pages;
@@ -44,6 +44,10 @@ struct CreateBody {
     /// kept); senders must send it in `Coffer-Request-Access`.
     #[schema(value_type = String)]
     access: SecretString,
+    /// A password senders must give (in `Coffer-Request-Password`) to see
+    /// the link and to begin each upload; only an Argon2id verifier is kept.
+    #[schema(value_type = Option<String>)]
+    password: Option<SecretString>,
 }
 
 /// An upload link as its owner sees it.
@@ -56,6 +60,10 @@ struct RequestInfo {
     max_file_bytes: Option<u64>,
     files_started: u64,
     ask_name: bool,
+    /// Whether senders need a password.
+    password: bool,
+    /// Wrong passwords so far.
+    failed_attempts: u32,
 }
 
 impl From<&Request> for RequestInfo {
@@ -68,6 +76,8 @@ impl From<&Request> for RequestInfo {
             max_file_bytes: request.max_file_bytes,
             files_started: request.files_started,
             ask_name: request.ask_name,
+            password: request.password_hash.is_some(),
+            failed_attempts: request.failed_attempts,
         }
     }
 }
@@ -92,6 +102,7 @@ async fn create(
         max_file_bytes: body.max_file_bytes,
         ask_name: body.ask_name,
         access: body.access,
+        password: body.password,
     };
     let request = requests::create(&state, &auth.caller, new).await?;
     Ok((StatusCode::CREATED, Json(RequestInfo::from(&request))).into_response())
@@ -127,9 +138,11 @@ async fn remove(
 /// against the URL's pin) and the link's limits. A browser asking for
 /// `text/html` without the proof gets the upload page.
 #[utoipa::path(get, path = "/v1/requests/{id}", tag = "requests",
-    params(("id" = String, Path), ("Coffer-Request-Access" = String, Header, description = "The access proof from the URL secret")),
+    params(("id" = String, Path), ("Coffer-Request-Access" = String, Header, description = "The access proof from the URL secret"),
+        ("Coffer-Request-Password" = Option<String>, Header, description = "The link's password, when it has one")),
     responses((status = 200, description = "`{id, owner, recipient, expires_at, files_left, max_file_bytes, ask_name}`; `recipient` is the owner's public identity, base64url of its bytes", body = serde_json::Value),
-        (status = 404, body = ErrorBody), (status = 410, description = "Expired, taken all its files, or its owner disabled", body = ErrorBody)))]
+        (status = 401, description = "`password_required` or `wrong_password`", body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 410, description = "Expired, taken all its files, locked after wrong passwords, or its owner disabled", body = ErrorBody)))]
 async fn info(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -141,7 +154,8 @@ async fn info(
     if pages::wants_html(&headers) && access.is_none() {
         return Ok(pages::request_page());
     }
-    let (request, owner) = requests::info(&state, &id, access).await?;
+    let password = request_password(&headers);
+    let (request, owner) = requests::info(&state, &id, access, password).await?;
     let recipient =
         coffer_format::PublicIdentity::parse(&owner.public_identity).map_err(Error::internal)?;
     Ok(Json(json!({
