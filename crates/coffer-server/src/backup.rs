@@ -533,21 +533,9 @@ fn place_master_key(staging: &Path, into: &Path, data: &DataDir) -> Result<Optio
         target.display()
     );
     let key = keyring::read_key_file(&unpacked)?;
-    write_new_private(&target, keyring::encode_key(&key).as_bytes())?;
+    crate::data_dir::write_private(&target, keyring::encode_key(&key).as_bytes())?;
     fs::remove_file(&unpacked)?;
     Ok(Some(target))
-}
-
-fn write_new_private(path: &Path, bytes: &[u8]) -> Result<()> {
-    let mut file = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("cannot create {}", path.display()))?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    Ok(())
 }
 
 /// Writes every unpacked object to the configured object store.

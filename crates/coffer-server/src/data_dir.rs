@@ -47,7 +47,9 @@ pub enum CertSource {
     Files { cert: PathBuf, key: PathBuf },
 }
 
-fn write_private(path: &Path, contents: &[u8]) -> Result<()> {
+/// Writes a new file (refusing an existing one) readable by its owner only,
+/// synced before it returns.
+pub(crate) fn write_private(path: &Path, contents: &[u8]) -> Result<()> {
     let mut file = fs::OpenOptions::new()
         .write(true)
         .create_new(true)

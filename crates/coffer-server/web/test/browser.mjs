@@ -121,6 +121,17 @@ async function run(test) {
   page.on("console", (m) => console.error(`[${test.label}] console: ${m.text()}`));
   const shot = (state) => page.screenshot({ path: join(spec.artifacts, `${test.label}-${state}.png`), fullPage: true });
   try {
+    if (test.uploadBytesPerSecond) {
+      // Slow the upload so that a reload lands mid-way however fast or
+      // loaded the machine is (a fast run once finished before it).
+      await cdp.send("Network.enable");
+      await cdp.send("Network.emulateNetworkConditions", {
+        offline: false,
+        latency: 0,
+        downloadThroughput: -1,
+        uploadThroughput: test.uploadBytesPerSecond,
+      });
+    }
     await page.goto(test.url);
     if (test.kind === "request") {
       const result = await sendFiles(page, test, shot);
