@@ -182,6 +182,12 @@ pub struct Limits {
     /// Login requests (`/v1/auth/challenge` and `/v1/auth/login`) one client
     /// address may make per window, counted apart from other requests.
     pub login_requests_per_window: u32,
+    /// Requests one signed-in user may make per window, from wherever
+    /// (their requests do not count against their address).
+    pub user_requests_per_window: u32,
+    /// Requests carrying a bearer token one address may make per window
+    /// before the token is checked (bounds floods of made-up tokens).
+    pub bearer_requests_per_window: u32,
     /// The rate-limit window in seconds.
     pub window_secs: u64,
     /// Connections open at once, in all; more are closed at once.
@@ -217,6 +223,8 @@ impl Default for Limits {
         Self {
             api_requests_per_window: 100,
             login_requests_per_window: 100,
+            user_requests_per_window: 3000,
+            bearer_requests_per_window: 6000,
             window_secs: 60,
             max_connections: 50,
             max_connections_per_ip: 16,

@@ -513,3 +513,87 @@ async fn a_configured_balancer_names_the_client_and_nobody_else_may() {
     assert!(login.contains("203.0.113.7"), "{login}");
     assert!(!text.contains("192.0.2.1"), "{text}");
 }
+
+/// A signed-in user's requests count against that user, not their
+/// address: a batch job is not held to the anonymous budget, and another
+/// user behind the same address keeps theirs. Anonymous requests and
+/// made-up tokens are still counted by address.
+#[tokio::test]
+async fn signed_in_users_are_limited_per_user_not_per_address() {
+    let server = Server::start_with(with_limits(Limits {
+        api_requests_per_window: 5,
+        user_requests_per_window: 20,
+        bearer_requests_per_window: 60,
+        ..Limits::default()
+    }))
+    .await;
+    let alice = server.add_user("alice").await;
+    let bob = server.add_user("bob").await;
+    let mut client = client_from(&server, "127.0.0.1").await;
+    let alice_token = client.login("alice", &alice, &server.identity).await;
+    let bob_token = client.login("bob", &bob, &server.identity).await;
+    let whoami = |token: String| ("GET", "/v1/whoami", token);
+    let mut first_refused = None;
+    for i in 0..40 {
+        let (method, path, token) = whoami(alice_token.clone());
+        let (status, headers, body) = client.raw(method, path, &[], vec![], Some(&token)).await;
+        if status == 429 {
+            let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(body["error"]["code"], "rate_limited");
+            let retry: u64 = headers["retry-after"].to_str().unwrap().parse().unwrap();
+            assert!((1..=60).contains(&retry), "Retry-After {retry}");
+            first_refused = Some(i);
+            break;
+        }
+        assert_eq!(status, 200, "request {i}");
+    }
+    let first_refused = first_refused.expect("alice was never limited");
+    assert!(
+        (20..=22).contains(&first_refused),
+        "alice limited at {first_refused}, not at her own budget of 20 (the address budget is 5)"
+    );
+    // Bob, from the same address, has his own budget.
+    assert_eq!(
+        client
+            .call("GET", "/v1/whoami", None, Some(&bob_token))
+            .await
+            .0,
+        200
+    );
+
+    // Anonymous requests from the address: its budget of 5.
+    let statuses: Vec<u16> = {
+        let mut out = Vec::new();
+        for _ in 0..7 {
+            let (status, _, _) = client
+                .raw(
+                    "GET",
+                    "/v1/links/0123456789abcdef0123456789abcdef",
+                    &[],
+                    vec![],
+                    None,
+                )
+                .await;
+            out.push(status);
+        }
+        out
+    };
+    assert_eq!(statuses[..5], [404; 5], "{statuses:?}");
+    assert_eq!(statuses[6], 429, "{statuses:?}");
+    // Made-up tokens are counted by address too (before any look-up).
+    let mut refused_at = None;
+    for i in 0..80 {
+        let (status, _) = client
+            .call("GET", "/v1/whoami", None, Some("made-up"))
+            .await;
+        if status == 429 {
+            refused_at = Some(i);
+            break;
+        }
+        assert_eq!(status, 401);
+    }
+    let refused_at = refused_at.expect("made-up tokens were never limited");
+    // 60 at once, less what bob and alice spent from the same address.
+    assert!(refused_at <= 60, "refused at {refused_at}");
+    server.shutdown().await;
+}

@@ -503,6 +503,8 @@ fn request(id: &str, max_files: Option<u64>) -> Request {
         files_started: 0,
         ask_name: true,
         access_hash: vec![9; 32],
+        password_hash: Some("$argon2id$stand-in".into()),
+        failed_attempts: 0,
     }
 }
 
@@ -529,6 +531,14 @@ async fn upload_links_count_files_exactly_and_their_files_go_to_the_inbox() {
         assert!(a.spend_request_file("r2", 99).await.unwrap());
         assert!(!a.spend_request_file("r2", 100).await.unwrap(), "expired");
         assert!(!a.spend_request_file("nope", 1).await.unwrap());
+        // Password attempts: reserved up to the limit across nodes, given
+        // back when right.
+        assert!(a.reserve_request_attempt("r2", 2).await.unwrap());
+        assert!(b.reserve_request_attempt("r2", 2).await.unwrap());
+        assert!(!a.reserve_request_attempt("r2", 2).await.unwrap(), "locked");
+        b.release_request_attempt("r2").await.unwrap();
+        assert_eq!(a.request("r2").await.unwrap().unwrap().failed_attempts, 1);
+        assert!(!a.reserve_request_attempt("nope", 2).await.unwrap());
         let ids: Vec<_> = a
             .owner_requests("alice")
             .await

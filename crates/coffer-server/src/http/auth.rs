@@ -32,6 +32,15 @@ impl FromRequestParts<AppState> for Authenticated {
         if let Some(logged) = parts.extensions.get::<LoggedUser>() {
             logged.set(&user.name);
         }
+        if let Err(refused) = state.rate_limits.check_user(&user.name) {
+            metrics::counter!("coffer_rate_limited_total").increment(1);
+            let path = parts.uri.path().to_string();
+            let ip = parts.extensions.get::<ConnInfo>().map(|c| c.peer.ip());
+            if let Some(ip) = ip {
+                crate::service::audit::refused(state, ip, "rate_limit", &path).await;
+            }
+            return Err(refused);
+        }
         let ip = parts.extensions.get::<ConnInfo>().map(|c| c.peer.ip());
         Ok(Self {
             caller: Caller {

@@ -1,11 +1,17 @@
-//! Per-address rate limits and request-body stall protection.
+//! Rate limits and request-body stall protection.
 //!
-//! Rate limits use GCRA from the `governor` crate, keyed by client address:
-//! `api_requests_per_window` per `window_secs` for every request, and a
-//! separate budget for the login endpoints so a login flood cannot also
-//! spend an address's API budget (nor the other way round). A refusal is
-//! 429 with `Retry-After`. The limits are per server process (see
-//! docs/API.md). Connection caps and timeouts live in [`super::serve`].
+//! Rate limits use GCRA from the `governor` crate. A signed-in user's
+//! requests count against that user (`user_requests_per_window`, high
+//! enough for a batch of thousands of files), not against their address,
+//! so one busy job neither slows itself down nor its office's other users.
+//! Everything else is counted by client address: anonymous requests
+//! (`api_requests_per_window`), the login endpoints apart
+//! (`login_requests_per_window`, so a login flood cannot also spend an
+//! address's budget), and requests carrying a bearer token before it is
+//! checked (`bearer_requests_per_window`, which bounds the token look-ups
+//! a flood of made-up tokens can cause). A refusal is 429 with
+//! `Retry-After`. The limits are per server process (see docs/API.md).
+//! Connection caps and timeouts live in [`super::serve`].
 
 use std::future::Future as _;
 use std::net::IpAddr;
@@ -17,7 +23,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{HeaderValue, header};
+use axum::http::header;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -28,12 +34,16 @@ use governor::{DefaultKeyedRateLimiter, Quota};
 use super::serve::ConnInfo;
 use super::state::AppState;
 use crate::config::Limits;
-use crate::service::{Error, Kind};
+use crate::service::Error;
 
 /// The per-address limiters of one server.
 pub struct RateLimits {
     api: DefaultKeyedRateLimiter<IpAddr>,
     login: DefaultKeyedRateLimiter<IpAddr>,
+    /// Requests with a bearer token, before it is checked, by address.
+    bearer: DefaultKeyedRateLimiter<IpAddr>,
+    /// Requests of signed-in users, by user name.
+    user: DefaultKeyedRateLimiter<String>,
     /// Uploads begun through upload links, by anonymous senders.
     request_uploads: DefaultKeyedRateLimiter<IpAddr>,
 }
@@ -58,6 +68,14 @@ impl RateLimits {
                 limits.login_requests_per_window,
                 limits.window_secs,
             )),
+            bearer: DefaultKeyedRateLimiter::keyed(quota(
+                limits.bearer_requests_per_window,
+                limits.window_secs,
+            )),
+            user: DefaultKeyedRateLimiter::keyed(quota(
+                limits.user_requests_per_window,
+                limits.window_secs,
+            )),
             request_uploads: DefaultKeyedRateLimiter::keyed(quota(
                 limits.request_uploads_per_window,
                 limits.window_secs,
@@ -69,6 +87,8 @@ impl RateLimits {
     pub fn forget_idle(&self) {
         self.api.retain_recent();
         self.login.retain_recent();
+        self.bearer.retain_recent();
+        self.user.retain_recent();
         self.request_uploads.retain_recent();
     }
 
@@ -78,11 +98,52 @@ impl RateLimits {
     }
 
     /// Ok, or the time after which `ip` may try again.
-    fn check(&self, ip: IpAddr, login: bool) -> Result<(), Duration> {
-        let limiter = if login { &self.login } else { &self.api };
-        limiter
-            .check_key(&address_key(ip))
-            .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
+    fn check(&self, ip: IpAddr, budget: AddressBudget) -> Result<(), Duration> {
+        let limiter = match budget {
+            AddressBudget::Login => &self.login,
+            AddressBudget::Bearer => &self.bearer,
+            AddressBudget::Anonymous => &self.api,
+        };
+        limiter.check_key(&address_key(ip)).map_err(wait_time)
+    }
+
+    /// Ok, or the refusal of one more request by signed-in `user` now.
+    pub fn check_user(&self, user: &str) -> Result<(), Error> {
+        self.user
+            .check_key(&user.to_string())
+            .map_err(wait_time)
+            .map_err(|wait| {
+                Error::rate_limited(format!("too many requests by {user}; slow down"), wait)
+            })
+    }
+}
+
+fn wait_time(not_until: governor::NotUntil<governor::clock::QuantaInstant>) -> Duration {
+    not_until.wait_time_from(DefaultClock::default().now())
+}
+
+/// Which per-address budget a request spends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum AddressBudget {
+    Login,
+    Bearer,
+    Anonymous,
+}
+
+impl AddressBudget {
+    fn of(request: &Request) -> Self {
+        let path = request.uri().path();
+        if path == "/v1/auth/challenge" || path == "/v1/auth/login" {
+            Self::Login
+        } else if request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .is_some_and(|v| v.as_bytes().starts_with(b"Bearer "))
+        {
+            Self::Bearer
+        } else {
+            Self::Anonymous
+        }
     }
 }
 
@@ -102,10 +163,6 @@ pub fn address_key(ip: IpAddr) -> IpAddr {
     }
 }
 
-fn is_login(path: &str) -> bool {
-    path == "/v1/auth/challenge" || path == "/v1/auth/login"
-}
-
 /// Middleware: refuses requests over the address's budget with 429.
 pub async fn rate_limit(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let path = request.uri().path();
@@ -115,20 +172,10 @@ pub async fn rate_limit(State(state): State<AppState>, request: Request, next: N
     let Some(ip) = request.extensions().get::<ConnInfo>().map(|c| c.peer.ip()) else {
         return next.run(request).await;
     };
-    if let Err(wait) = state.rate_limits.check(ip, is_login(path)) {
+    if let Err(wait) = state.rate_limits.check(ip, AddressBudget::of(&request)) {
         metrics::counter!("coffer_rate_limited_total").increment(1);
         crate::service::audit::refused(&state, ip, "rate_limit", path).await;
-        let mut response = Error::new(
-            Kind::TooMany,
-            "rate_limited",
-            "too many requests; slow down",
-        )
-        .into_response();
-        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
-        return response;
+        return Error::rate_limited("too many requests; slow down", wait).into_response();
     }
     next.run(request).await
 }
@@ -211,14 +258,14 @@ mod tests {
         let rate = RateLimits::new(&limits);
         for host in 1..=3 {
             let ip = format!("2001:db8::{host}").parse().unwrap();
-            assert!(rate.check(ip, false).is_ok());
+            assert!(rate.check(ip, AddressBudget::Anonymous).is_ok());
         }
         assert!(
-            rate.check("2001:db8::ffff".parse().unwrap(), false)
+            rate.check("2001:db8::ffff".parse().unwrap(), AddressBudget::Anonymous)
                 .is_err()
         );
         assert!(
-            rate.check("2001:db8:0:1::1".parse().unwrap(), false)
+            rate.check("2001:db8:0:1::1".parse().unwrap(), AddressBudget::Anonymous)
                 .is_ok()
         );
     }

@@ -154,6 +154,8 @@ pub struct Error {
     kind: Kind,
     code: &'static str,
     message: String,
+    /// For a refusal by a limit: seconds after which to try again.
+    retry_after_secs: Option<u64>,
 }
 
 impl Error {
@@ -163,7 +165,22 @@ impl Error {
             kind,
             code,
             message: message.into(),
+            retry_after_secs: None,
         }
+    }
+
+    /// A refusal by a rate limit, to be tried again after `wait`.
+    pub fn rate_limited(message: impl Into<String>, wait: std::time::Duration) -> Self {
+        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        Self {
+            retry_after_secs: Some(secs.max(1)),
+            ..Self::new(Kind::TooMany, "rate_limited", message)
+        }
+    }
+
+    /// Seconds after which a refused request may be tried again.
+    pub fn retry_after_secs(&self) -> Option<u64> {
+        self.retry_after_secs
     }
 
     /// The one answer to every failed login or bad token.
