@@ -1863,21 +1863,104 @@ fn a_rate_limited_client_says_it_waits_and_finishes() {
     world.reconfigure(&[
         (
             "user_requests_per_window = 3000\n",
-            "user_requests_per_window = 4\n",
+            "user_requests_per_window = 2\n",
         ),
         ("\nwindow_secs = 60", "\nwindow_secs = 2"),
     ]);
+    // A listing is one request a page; a download takes several.
+    std::fs::create_dir_all(world.path("got")).unwrap();
+    let id = world.put("alice", &files[0], &[])["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let out = world
+        .coffer("alice")
+        .args(["get", &id, "-o", "got/r0.txt"])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{said}");
+    assert_eq!(sha(&world.path("got/r0.txt")), sha(&files[0]));
+    assert!(
+        said.contains("rate limited by the server; retrying in"),
+        "{said}"
+    );
+}
+
+/// `ls` of 1000 files on the default limits takes a handful of requests:
+/// each page of the listing (200 files) carries every file's wrap, header
+/// and recipients, so nothing is asked per file. And a batch `put` of the
+/// 1000 stays under the per-user limit.
+#[test]
+fn ls_of_a_thousand_files_takes_a_few_requests() {
+    let mut world = World::new();
+    std::fs::create_dir_all(world.path("many")).unwrap();
+    for i in 0..1000 {
+        world.write(
+            &format!("many/n{i:04}.txt"),
+            format!("line {i}\n").as_bytes(),
+        );
+    }
+    let started = std::time::Instant::now();
+    let out = world
+        .coffer("alice")
+        .args(["put", "-r", "--json", "many"])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{said}");
+    assert!(!said.contains("rate limited"), "{said}");
+    let put = json_lines(&out.stdout);
+    assert_eq!(put.len(), 1000);
+    eprintln!("put -r of 1000 files: {:?}", started.elapsed());
+    let shared = put[7]["id"].as_str().unwrap().to_string();
+    world
+        .coffer("alice")
+        .args(["share", &shared, "--with", "bob"])
+        .assert()
+        .success();
+
+    world.kill_server();
+    world
+        .storage
+        .push(("COFFER_LOG_FORMAT".into(), "json".into()));
+    world.start();
     let out = world
         .coffer("alice")
         .args(["ls", "--json"])
         .output()
         .unwrap();
-    let said = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{said}");
-    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 6);
     assert!(
-        said.contains("rate limited by the server; retrying in"),
-        "{said}"
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    world.kill_server();
+    let listed = json_lines(&out.stdout);
+    assert_eq!(listed.len(), 1000);
+    let mut names: Vec<&str> = listed.iter().map(|f| f["name"].as_str().unwrap()).collect();
+    names.sort_unstable();
+    assert_eq!(names[0], "many/n0000.txt");
+    assert_eq!(names[999], "many/n0999.txt");
+    assert!(listed.iter().all(|f| f["size"].as_u64().is_some()));
+    let with_bob: Vec<&Value> = listed
+        .iter()
+        .filter(|f| f["shared_with"] == serde_json::json!(["bob"]))
+        .collect();
+    assert_eq!(with_bob.len(), 1);
+    assert_eq!(with_bob[0]["id"], shared.as_str());
+
+    let log = std::fs::read_to_string(world.path(&format!("server-{}.log", world.port))).unwrap();
+    let requests: Vec<Value> = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|l| l["target"] == "coffer::access")
+        .collect();
+    // Five pages, and whatever the session needs around them.
+    assert!(
+        (5..=8).contains(&requests.len()),
+        "{} requests: {requests:#?}",
+        requests.len()
     );
 }
 

@@ -156,6 +156,31 @@ fn swapped_files_and_an_old_upload_under_a_new_id_are_refused() {
         );
         assert!(empty(&world, &format!("swapped-{id}")));
     }
+    // The listing carries the swapped headers and wraps too: `ls` shows
+    // neither name, and `inbox --get-all`, which opens files from the
+    // listing, fetches neither and acknowledges nothing.
+    let out = world
+        .coffer("bob")
+        .args(["ls", "--shared-with-me", "--json"])
+        .output()
+        .unwrap();
+    for entry in json_lines(&out.stdout) {
+        assert_eq!(entry["name"], "<cannot decrypt>", "{entry}");
+    }
+    std::fs::create_dir_all(world.path("inbox")).unwrap();
+    let out = world
+        .coffer("bob")
+        .args(["inbox", "--get-all", "-o", "inbox"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    assert!(empty(&world, "inbox"));
+    let pending = world
+        .coffer("bob")
+        .args(["inbox", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(json_lines(&pending.stdout).len(), 2, "nothing acknowledged");
 
     // Monday's report under Tuesday's id: a rollback.
     let monday = send(&world, "alice", "report-mon.csv", b"monday\n");

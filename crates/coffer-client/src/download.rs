@@ -339,10 +339,51 @@ pub(crate) async fn open_own(session: &mut Session, id: &str, what: &str) -> Res
     let entry = session.file_meta(id).await?;
     let stanza = session.own_wrap(id).await?;
     let header = fetch_header(session, Source::File(id), entry.size).await?;
+    open_parts(&identity, entry, &stanza, header)
+}
+
+/// Opens a file from its listing entry: with the wrap and header the
+/// listing carried (no request), else as [`open_own`] does. The same
+/// checks either way: the header must parse, name this file and open with
+/// the caller's key.
+pub(crate) async fn open_listed(
+    session: &mut Session,
+    entry: &crate::api::FileEntry,
+    what: &str,
+) -> Result<OwnFile> {
+    let Some(details) = &entry.details else {
+        return open_own(session, &entry.id, what).await;
+    };
+    let identity = session.require_identity(what)?;
+    let stanza = crate::api::stanza_from_b64(details.stanza.as_deref().unwrap_or_default())?;
+    let Some(header) = &details.header else {
+        return Err(Error::protocol(
+            "the listing has no header for this file (not end-to-end encrypted)",
+        ));
+    };
+    let header = crate::session::decode_b64(header)?;
+    if header.len() as u64 > MAX_HEADER {
+        return Err(Error::protocol("the listing's header is too long"));
+    }
+    let (_, len) = Header::parse(&header)?;
+    if len != header.len() {
+        return Err(Error::protocol("the listing's header has bytes after it"));
+    }
+    let mut entry = entry.clone();
+    entry.details = None;
+    open_parts(&identity, entry, &stanza, header)
+}
+
+fn open_parts(
+    identity: &coffer_format::Identity,
+    entry: crate::api::FileEntry,
+    stanza: &coffer_format::Stanza,
+    header: Vec<u8>,
+) -> Result<OwnFile> {
     let (parsed, _) = Header::parse(&header)?;
-    check_file_id(id, &parsed)?;
+    check_file_id(&entry.id, &parsed)?;
     let claimed_sender = parsed.claimed_sender().clone();
-    let opened = parsed.open(&identity, &[stanza])?;
+    let opened = parsed.open(identity, std::slice::from_ref(stanza))?;
     Ok(OwnFile {
         entry,
         header,
@@ -386,14 +427,43 @@ pub async fn get(
     progress: &dyn Progress,
 ) -> Result<GetOutcome> {
     let own = open_own(session, id, "decrypt").await?;
+    fetch_own(session, own, target, options, pins, progress).await
+}
+
+/// [`get`] of a file from its listing entry (`inbox --get-all`): its wrap
+/// and header come from the listing, checked the same way.
+pub async fn get_listed(
+    session: &mut Session,
+    entry: &crate::api::FileEntry,
+    target: &Target,
+    options: &GetOptions,
+    pins: &mut dyn Pins,
+    progress: &dyn Progress,
+) -> Result<GetOutcome> {
+    let own = open_listed(session, entry, "decrypt").await?;
+    fetch_own(session, own, target, options, pins, progress).await
+}
+
+async fn fetch_own(
+    session: &mut Session,
+    own: OwnFile,
+    target: &Target,
+    options: &GetOptions,
+    pins: &mut dyn Pins,
+    progress: &dyn Progress,
+) -> Result<GetOutcome> {
     let signer = check_signer(session, pins, &own).await?;
+    let metadata = own.opened.metadata();
+    if let Some(name) = metadata.path.as_ref().or(metadata.name.as_ref()) {
+        progress.named(name);
+    }
     let opened = Opened {
         file_key: own.opened.file_key().clone(),
         header: own.header,
     };
     let mut outcome = fetch(
         session,
-        Source::File(id),
+        Source::File(&own.entry.id),
         &opened,
         own.entry.size,
         target,
@@ -440,6 +510,10 @@ pub async fn stream(
 ) -> Result<Streamed> {
     let own = open_own(session, id, "decrypt").await?;
     let signer = check_signer(session, pins, &own).await?;
+    let metadata = own.opened.metadata();
+    if let Some(name) = metadata.path.as_ref().or(metadata.name.as_ref()) {
+        progress.named(name);
+    }
     let opened = Opened {
         file_key: own.opened.file_key().clone(),
         header: own.header,
@@ -1029,7 +1103,7 @@ pub async fn describe(
     entry: &crate::api::FileEntry,
     pins: &mut dyn Pins,
 ) -> Result<(Metadata, Sender)> {
-    let own = open_own(session, &entry.id, "decrypt").await?;
+    let own = open_listed(session, entry, "decrypt").await?;
     check_signer(session, pins, &own).await?;
     Ok((own.opened.metadata().clone(), own.claimed_sender))
 }

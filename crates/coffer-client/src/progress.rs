@@ -10,6 +10,9 @@ pub trait Progress: Sync {
     /// The transfer failed with `reason` and resumes on a new connection
     /// after `wait` (a batch job's log should say why it took longer).
     fn retrying(&self, _reason: &str, _wait: std::time::Duration) {}
+    /// The transfer's file name, once known (a download learns it from
+    /// the decrypted header): a better label than the id it started with.
+    fn named(&self, _name: &str) {}
 }
 
 /// Reports nothing.

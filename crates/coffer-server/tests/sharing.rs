@@ -173,6 +173,41 @@ async fn share_decrypt_revoke() {
     let shared: Value = serde_json::from_slice(&shared).unwrap();
     assert_eq!(shared["files"][0]["id"], file.as_str());
     assert_eq!(shared["files"][0]["owner"], "alice");
+    assert!(shared["files"][0].get("details").is_none());
+    // With details, one listing carries what three calls per file return:
+    // the caller's wrap, the header the object starts with, the recipients.
+    let (_, wrap) = client
+        .call(
+            "GET",
+            &format!("/v1/files/{file}/wrap"),
+            None,
+            Some(&bob_token),
+        )
+        .await;
+    let (status, listed) = client
+        .call(
+            "GET",
+            "/v1/files?shared_with_me=true&details=true",
+            None,
+            Some(&bob_token),
+        )
+        .await;
+    assert_eq!(status, 200, "{listed}");
+    let details = &listed["files"][0]["details"];
+    assert_eq!(details["stanza"], wrap["stanza"]);
+    assert!(details.get("shared_with").is_none(), "{details}");
+    let header = B64.decode(details["header"].as_str().unwrap()).unwrap();
+    let (_, header_len) = Header::parse(&object).unwrap();
+    assert_eq!(header, object[..header_len]);
+    let (_, owned) = client
+        .call("GET", "/v1/files?details=true", None, Some(&alice_token))
+        .await;
+    assert_eq!(owned["files"][0]["details"]["shared_with"], json!(["bob"]));
+    for limit in ["0", "201"] {
+        let path = format!("/v1/files?details=true&limit={limit}");
+        let (status, _) = client.call("GET", &path, None, Some(&alice_token)).await;
+        assert_eq!(status, 400, "{path}");
+    }
     let (_, _, shares) = client
         .raw(
             "GET",

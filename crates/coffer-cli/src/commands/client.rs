@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
-use coffer_client::api::{Listing, Removed};
+use coffer_client::api::{FileEntry, Listing, Removed};
 use coffer_client::download::{self, GetOptions, OnExists, Target};
 use coffer_client::links::{self, LinkOptions, LinkUrl};
 use coffer_client::profile::{Home, Profile};
@@ -134,6 +134,9 @@ impl Progress for Bar {
     }
     fn retrying(&self, reason: &str, wait: std::time::Duration) {
         self.0.println(retry_note(reason, wait));
+    }
+    fn named(&self, name: &str) {
+        self.0.set_message(printable(name).to_string());
     }
 }
 
@@ -946,9 +949,7 @@ async fn ls(args: &LsArgs) -> Result<()> {
             Err(_) => ("<cannot decrypt>".to_string(), None),
         };
         let recipients = if entry.owner == ctx.profile.user {
-            let mut users = ctx.session.list_shares(&entry.id).await.unwrap_or_default();
-            users.retain(|u| *u != entry.owner);
-            users
+            listed_recipients(&mut ctx, entry).await
         } else {
             Vec::new()
         };
@@ -981,6 +982,17 @@ async fn ls(args: &LsArgs) -> Result<()> {
         }
     }
     ctx.save()
+}
+
+/// The other users holding a wrap of one of the caller's files: from the
+/// listing, or (a server that sent none) asked for.
+async fn listed_recipients(ctx: &mut Ctx, entry: &FileEntry) -> Vec<String> {
+    let mut users = match entry.details.as_ref().and_then(|d| d.shared_with.clone()) {
+        Some(users) => users,
+        None => ctx.session.list_shares(&entry.id).await.unwrap_or_default(),
+    };
+    users.retain(|u| *u != entry.owner);
+    users
 }
 
 async fn stat(args: &IdArgs) -> Result<()> {
@@ -1166,9 +1178,9 @@ async fn inbox(args: &InboxArgs) -> Result<()> {
     // ends up with the highest number.
     for entry in entries.iter().rev() {
         let progress = ctx.progress(&entry.id);
-        let outcome = download::get(
+        let outcome = download::get_listed(
             &mut ctx.session,
-            &entry.id,
+            entry,
             &target,
             &options,
             &mut ctx.profile,

@@ -51,6 +51,36 @@ pub struct FileInfo {
     /// sender's one-time key, not by `owner`'s.
     #[serde(skip_serializing_if = "Option::is_none")]
     via_request: Option<String>,
+    /// With `details=true`: what a client needs to show the file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    details: Option<FileDetailsInfo>,
+}
+
+/// A file's wrap, header and recipients in a listing with details.
+#[derive(serde::Serialize, ToSchema)]
+pub struct FileDetailsInfo {
+    /// The caller's wrap of the file key (base64url, as `GET .../wrap`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stanza: Option<String>,
+    /// The core header, the bytes `GET /v1/files/{id}` starts with
+    /// (base64url); absent when they do not start with one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    header: Option<String>,
+    /// For the owner: the other users holding a wrap.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    shared_with: Option<Vec<String>>,
+}
+
+impl From<files::FileDetails> for FileDetailsInfo {
+    fn from(details: files::FileDetails) -> Self {
+        use base64::Engine as _;
+        let b64 = crate::service::session::b64();
+        Self {
+            stanza: details.stanza.map(|s| b64.encode(s)),
+            header: details.header.map(|h| b64.encode(h)),
+            shared_with: details.shared_with,
+        }
+    }
 }
 
 impl From<&FileRecord> for FileInfo {
@@ -64,6 +94,7 @@ impl From<&FileRecord> for FileInfo {
             expires_at: file.expires_at,
             delete_when_received: file.delete_when_received,
             via_request: file.via_request.clone(),
+            details: None,
         }
     }
 }
@@ -86,8 +117,12 @@ struct ListQuery {
     unreceived: bool,
     /// The `next` of the previous page.
     after: Option<String>,
-    /// Entries per page (1 to 1000).
+    /// Entries per page (1 to 1000; with `details`, 1 to 200).
     limit: Option<u32>,
+    /// Each entry with the caller's wrap, the header and (for the owner)
+    /// the recipients: one request per page instead of three per file.
+    #[serde(default)]
+    details: bool,
 }
 
 /// Files the caller owns, or (`shared_with_me=true`) that others shared,
@@ -96,7 +131,8 @@ struct ListQuery {
     params(("shared_with_me" = Option<bool>, Query),
         ("unreceived" = Option<bool>, Query, description = "With `shared_with_me`: only files the caller has not acknowledged"),
         ("after" = Option<String>, Query, description = "`next` of the previous page"),
-        ("limit" = Option<u32>, Query, description = "Entries per page, 1 to 1000 (default 1000)")),
+        ("limit" = Option<u32>, Query, description = "Entries per page, 1 to 1000 (default 1000); with `details`, 1 to 200 (default 200)"),
+        ("details" = Option<bool>, Query, description = "Each entry with `details`: the caller's wrap, the header, and for the owner the recipients")),
     responses((status = 200, body = FileList), (status = 400, body = ErrorBody)))]
 async fn list(
     State(state): State<AppState>,
@@ -115,12 +151,17 @@ async fn list(
         listing,
         query.after.as_deref(),
         query.limit,
+        query.details,
     )
     .await?;
-    Ok(Json(FileList {
-        files: records.iter().map(FileInfo::from).collect(),
-        next,
-    }))
+    let mut infos: Vec<FileInfo> = records.iter().map(FileInfo::from).collect();
+    if query.details {
+        let details = files::details(&state, &auth.caller, &records).await?;
+        for (info, details) in infos.iter_mut().zip(details) {
+            info.details = Some(details.into());
+        }
+    }
+    Ok(Json(FileList { files: infos, next }))
 }
 
 /// One file's record.
