@@ -252,6 +252,53 @@ async fn slow_headers_and_idle_connections_are_cut_off() {
     server.shutdown().await;
 }
 
+/// The server side of a stalled download: a client that stops reading
+/// (its receive window full, nothing closed, like a network partition) is
+/// cut off after `idle_timeout_secs` without a byte moved, so the response,
+/// its object reader and its buffers are not held forever.
+#[tokio::test]
+async fn a_download_the_client_stopped_reading_is_cut_off() {
+    const SIZE: usize = 32 << 20;
+    let server = Server::start_with(with_limits(Limits {
+        idle_timeout_secs: 3,
+        ..Limits::default()
+    }))
+    .await;
+    let alice = server.add_user("alice").await;
+    let mut client = server.connect().await;
+    let token = client.login("alice", &alice, &server.identity).await;
+    let (status, headers, _) = client.tus_create(&token, vec![7u8; SIZE], None).await;
+    assert_eq!(status, 201);
+    let id = headers["coffer-file-id"].to_str().unwrap().to_string();
+
+    let mut stalled = tls_from(&server, "127.0.0.1").await.unwrap();
+    let request = format!(
+        "GET /v1/files/{id} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {token}\r\n\r\n"
+    );
+    stalled.write_all(request.as_bytes()).await.unwrap();
+    stalled.flush().await.unwrap();
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    // What was in flight still arrives; then the connection ends, short.
+    let mut got = 0usize;
+    let mut buf = vec![0u8; 1 << 16];
+    let drained = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            match stalled.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got += n,
+            }
+        }
+    })
+    .await;
+    assert!(drained.is_ok(), "the stalled download was never cut off");
+    assert!(got < SIZE, "the whole file arrived after the stall: {got}");
+    // The server goes on serving others (on a new connection: the first
+    // one idled past the timeout too).
+    let mut fresh = server.connect().await;
+    assert_eq!(fresh.call("GET", "/healthz", None, None).await.0, 200);
+    server.shutdown().await;
+}
+
 #[tokio::test]
 async fn oversized_headers_bodies_and_stalled_bodies() {
     let server = Server::start_with(with_limits(Limits {
