@@ -720,6 +720,97 @@ fn hostile_upload(world: &World, user: &str, source: &Path, stored_path: &str) -
     })
 }
 
+/// What a [`coffer_client::progress::Progress`] is told, in order.
+#[derive(Default)]
+struct Recorded(std::sync::Mutex<Vec<String>>);
+
+impl coffer_client::progress::Progress for Recorded {
+    fn set_total(&self, total: u64) {
+        self.0.lock().unwrap().push(format!("total {total}"));
+    }
+    fn set_position(&self, position: u64) {
+        self.0.lock().unwrap().push(format!("at {position}"));
+    }
+    fn named(&self, name: &str) {
+        self.0.lock().unwrap().push(format!("named {name}"));
+    }
+    fn phase(&self, phase: coffer_client::progress::Phase) {
+        self.0
+            .lock()
+            .unwrap()
+            .push(format!("phase {}", phase.label()));
+    }
+}
+
+impl Recorded {
+    fn take(&self) -> Vec<String> {
+        std::mem::take(&mut *self.0.lock().unwrap())
+    }
+}
+
+/// Positions reported, in order.
+fn positions(events: &[String]) -> Vec<u64> {
+    events
+        .iter()
+        .filter_map(|e| e.strip_prefix("at ")?.parse().ok())
+        .collect()
+}
+
+/// Progress is smooth: an upload of 24 MiB in one request reports its
+/// position many times (per piece handed to the request, not per request),
+/// in the sending phase; a download started by id is named after the file
+/// once its header opens, and moves as bytes arrive.
+#[test]
+fn progress_moves_per_piece_and_a_download_is_named_after_its_file() {
+    let world = World::new();
+    let source = world.write("quarterly.bin", &data(24 * MIB, 12));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let home = coffer_client::profile::Home::at(&world.path("home"));
+        let profile = home.load("alice").unwrap();
+        let text = std::fs::read_to_string(&profile.identity).unwrap();
+        let identity = coffer_format::Identity::from_file_string(&text, None).unwrap();
+        let mut session = profile
+            .session(Some(std::sync::Arc::new(identity)))
+            .unwrap();
+        let options = coffer_client::upload::PutOptions::new(world.path("progress-state"));
+        let seen = Recorded::default();
+        let put = coffer_client::upload::put(&mut session, &source, &options, &seen)
+            .await
+            .unwrap();
+        let events = seen.take();
+        assert_eq!(events[0], "phase sending", "{events:?}");
+        assert_eq!(events[1], format!("total {}", put.stored_len));
+        let at = positions(&events);
+        assert!(at.windows(2).all(|w| w[0] <= w[1]), "{at:?}");
+        assert_eq!(at.last(), Some(&put.stored_len));
+        assert!(at.len() >= 20, "{} positions for 24 MiB: {at:?}", at.len());
+
+        let out = world.path("quarterly.out");
+        let mut pins = std::collections::BTreeMap::new();
+        coffer_client::download::get(
+            &mut session,
+            &put.file_id,
+            &coffer_client::download::Target::File(out.clone()),
+            &coffer_client::download::GetOptions::default(),
+            &mut pins,
+            &seen,
+        )
+        .await
+        .unwrap();
+        let events = seen.take();
+        assert_eq!(events[0], "named quarterly.bin", "{events:?}");
+        assert_eq!(events[1], "phase receiving");
+        let at = positions(&events);
+        assert_eq!(at.last(), Some(&put.stored_len));
+        assert!(at.len() >= 20, "{} positions for 24 MiB", at.len());
+        assert_eq!(sha(&out), sha(&source));
+    });
+}
+
 #[test]
 fn hostile_stored_names_never_escape_the_target_directory() {
     let world = World::new();

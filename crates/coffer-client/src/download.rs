@@ -518,6 +518,7 @@ pub async fn stream(
         file_key: own.opened.file_key().clone(),
         header: own.header,
     };
+    progress.phase(crate::progress::Phase::Receiving);
     progress.set_total(own.entry.size);
     let mut written = 0u64;
     let mut failures = 0u32;
@@ -654,6 +655,7 @@ pub(crate) async fn fetch(
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("."));
     let partial = dir.join(format!(".coffer-{}.partial", source.key()));
+    progress.phase(crate::progress::Phase::Receiving);
     progress.set_total(size);
     let mut failures = 0u32;
     let mut resumed_at = None;

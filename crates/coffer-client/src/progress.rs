@@ -13,6 +13,32 @@ pub trait Progress: Sync {
     /// The transfer's file name, once known (a download learns it from
     /// the decrypted header): a better label than the id it started with.
     fn named(&self, _name: &str) {}
+    /// What the transfer is doing now: [`Phase::Hashing`] a file before
+    /// its upload (`put --skip-existing`), then sending or receiving. The
+    /// byte counts that follow are of that phase.
+    fn phase(&self, _phase: Phase) {}
+}
+
+/// What a transfer is doing, for a progress display.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Reading the plaintext to hash it (no network yet).
+    Hashing,
+    /// Encrypting and uploading.
+    Sending,
+    /// Downloading, decrypting and verifying.
+    Receiving,
+}
+
+impl Phase {
+    /// A short word for the phase.
+    pub fn label(self) -> &'static str {
+        match self {
+            Phase::Hashing => "hashing",
+            Phase::Sending => "sending",
+            Phase::Receiving => "receiving",
+        }
+    }
 }
 
 /// Reports nothing.

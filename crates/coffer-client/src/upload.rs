@@ -441,19 +441,33 @@ pub fn stage(mut input: impl Read, state_dir: &Path) -> Result<tempfile::NamedTe
 }
 
 /// BLAKE3-256 of a file's bytes, lowercase hex (the `content_blake3`
-/// metadata member). Blocking: it reads the whole file.
-pub fn content_blake3(path: &Path) -> Result<String> {
-    let file = std::fs::File::open(path).map_err(|source| Error::Io {
+/// metadata member). Blocking: it reads the whole file, adding what it has
+/// read to `done` as it goes (for a progress display on another thread).
+pub fn content_blake3(path: &Path, done: &std::sync::atomic::AtomicU64) -> Result<String> {
+    use std::io::Read as _;
+    let io_error = |source| Error::Io {
         path: path.to_path_buf(),
         source,
-    })?;
+    };
+    let mut file = std::fs::File::open(path).map_err(io_error)?;
     let mut hasher = blake3::Hasher::new();
-    hasher.update_reader(file).map_err(|source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let mut buf = vec![0u8; HASH_READ];
+    loop {
+        let n = match file.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(err) if err.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(err) => return Err(io_error(err)),
+        };
+        hasher.update(&buf[..n]);
+        done.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+    }
     Ok(hasher.finalize().to_hex().to_string())
 }
+
+/// Read size for [`content_blake3`]: large enough for BLAKE3's SIMD paths
+/// and few system calls, small enough for a smooth progress display.
+const HASH_READ: usize = 1 << 20;
 
 /// A fresh random file id (16 bytes) and its hex form.
 fn new_file_id() -> Result<([u8; 16], String)> {
@@ -640,6 +654,7 @@ async fn send_all(
     progress: &dyn Progress,
 ) -> Result<PutOutcome> {
     let total = file.record.encoded_len;
+    progress.phase(crate::progress::Phase::Sending);
     progress.set_total(total);
     let mut failures = 0u32;
     let mut resumed_at = None;
@@ -770,7 +785,15 @@ async fn send_from(
     let mut failure = None;
     while offset < total {
         let len = options.patch_len.min(total - offset);
-        match patch(session, &file.record.upload_path, offset, len, &mut pipe).await {
+        let sending = patch(
+            session,
+            &file.record.upload_path,
+            offset,
+            len,
+            &mut pipe,
+            progress,
+        );
+        match sending.await {
             Ok((new_offset, commit)) => {
                 offset = new_offset;
                 progress.set_position(offset);
@@ -840,6 +863,7 @@ async fn patch(
     offset: u64,
     len: u64,
     pipe: &mut Pipe,
+    progress: &dyn Progress,
 ) -> Result<(u64, Committed)> {
     let builder = session
         .request("PATCH", upload_path, true)
@@ -866,6 +890,9 @@ async fn patch(
             if body_tx.send(piece).await.is_err() || failed {
                 return;
             }
+            // Handed to the request body (a channel of two pieces): the
+            // display moves per piece, not per request.
+            progress.set_position(offset + len - left);
         }
     };
     let stream = tokio_stream_of(body_rx).map(|piece| piece.map(Frame::data));

@@ -12,7 +12,7 @@ use coffer_client::api::{FileEntry, Listing, Removed};
 use coffer_client::download::{self, GetOptions, OnExists, Target};
 use coffer_client::links::{self, LinkOptions, LinkUrl};
 use coffer_client::profile::{Home, Profile};
-use coffer_client::progress::{Progress, Silent};
+use coffer_client::progress::{Phase, Progress, Silent};
 use coffer_client::requests::{self, RequestOptions};
 use coffer_client::untrusted::printable;
 use coffer_client::upload::{self, PutOptions};
@@ -138,6 +138,10 @@ impl Progress for Bar {
     fn named(&self, name: &str) {
         self.0.set_message(printable(name).to_string());
     }
+    fn phase(&self, phase: Phase) {
+        self.0.set_prefix(phase.label());
+        self.0.reset_eta();
+    }
 }
 
 /// No bar (stderr is not a terminal: cron, a pipe), but a retry is still
@@ -175,7 +179,7 @@ fn bar(label: &str, quiet: bool, json: bool) -> Box<dyn Progress> {
     }
     let bar = indicatif::ProgressBar::new(0);
     if let Ok(style) = indicatif::ProgressStyle::with_template(
-        "{msg:20!} {bar:30} {bytes}/{total_bytes} {bytes_per_sec} {eta}",
+        "{msg:20!} {prefix:9} {bar:30} {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}",
     ) {
         bar.set_style(style);
     }
@@ -568,10 +572,13 @@ async fn put_files(
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default(),
         };
+        // One bar from hashing through sending.
+        let progress = ctx.progress(&label);
         if how.skip_existing {
-            let (size, hash) = hash_source(source).await?;
+            let (size, hash) = hash_source(source, progress.as_ref()).await?;
             if let Some(id) = already_uploaded(&uploaded, &label, relative.as_deref(), size, &hash)
             {
+                drop(progress);
                 if ctx.json {
                     crate::say!(
                         "{}",
@@ -585,7 +592,6 @@ async fn put_files(
             }
             options.content_blake3 = Some(hash);
         }
-        let progress = ctx.progress(&label);
         let outcome = upload::put(&mut ctx.session, source, &options, progress.as_ref()).await;
         drop(progress);
         let outcome = match outcome {
@@ -619,20 +625,30 @@ async fn put_files(
     result
 }
 
-/// The size and BLAKE3 of a file to upload (read on a blocking thread).
-async fn hash_source(path: &Path) -> Result<(u64, String)> {
-    let owned = path.to_path_buf();
-    let hashed = tokio::task::spawn_blocking(move || {
-        let size = std::fs::metadata(&owned)
-            .map_err(|source| coffer_client::Error::Io {
-                path: owned.clone(),
-                source,
-            })?
-            .len();
-        upload::content_blake3(&owned).map(|hash| (size, hash))
-    })
-    .await?;
-    Ok(hashed?)
+/// The size and BLAKE3 of a file to upload, read on a blocking thread
+/// while the bar shows the hashing phase (a large file takes seconds).
+async fn hash_source(path: &Path, progress: &dyn Progress) -> Result<(u64, String)> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let size = std::fs::metadata(path)
+        .map_err(|source| coffer_client::Error::Io {
+            path: path.to_path_buf(),
+            source,
+        })?
+        .len();
+    progress.phase(Phase::Hashing);
+    progress.set_total(size);
+    let done = Arc::new(AtomicU64::new(0));
+    let (owned, counter) = (path.to_path_buf(), done.clone());
+    let mut hashing = tokio::task::spawn_blocking(move || upload::content_blake3(&owned, &counter));
+    let hash = loop {
+        tokio::select! {
+            hashed = &mut hashing => break hashed??,
+            () = tokio::time::sleep(Duration::from_millis(100)) => {
+                progress.set_position(done.load(Ordering::Relaxed));
+            }
+        }
+    };
+    Ok((size, hash))
 }
 
 fn keep_receipt(dir: &Path, receipt: &SignedReceipt) -> Result<()> {
