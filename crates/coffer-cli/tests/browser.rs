@@ -100,6 +100,14 @@ fn links_open_decrypt_and_verify_in_chromium() {
     let (small_id, small) = put_id(&world, "letter.pdf", &data(1 << 20, 2));
     let (tampered_id, _) = put_id(&world, "tampered.bin", &data(3 << 20, 3));
     let (cut_id, _) = put_id(&world, "cut.bin", &data(3 << 20, 4));
+    let (dropped_id, dropped) = put_id(&world, "minutes.odt", &data(24 << 20, 8));
+    // The page reaches the server through a proxy that drops the first
+    // connection to carry 8 MiB down: the download resumes with a Range.
+    let dropping = faulty_proxy(world.port, false, 8 << 20, Fault::Cut);
+    let dropped_url = link(&world, &dropped_id, &[], None).replace(
+        &format!("127.0.0.1:{}/", world.port),
+        &format!("127.0.0.1:{dropping}/"),
+    );
 
     let request = upload_link(&world);
     let wrong_pin = {
@@ -146,6 +154,7 @@ fn links_open_decrypt_and_verify_in_chromium() {
         {"label": "expired", "url": expired, "trusted": false},
         {"label": "tampered", "url": link(&world, &tampered_id, &[], None), "trusted": true},
         {"label": "truncated", "url": link(&world, &cut_id, &[], None), "trusted": true},
+        {"label": "resumed-download", "url": dropped_url, "trusted": true},
         {"label": "request-resumed", "kind": "request", "url": request, "trusted": true,
          "files": [records], "senderName": "Dr. Ana Ruiz", "reloadAfterBytes": 12 << 20,
          "uploadBytesPerSecond": 8 << 20},
@@ -212,6 +221,15 @@ fn links_open_decrypt_and_verify_in_chromium() {
             .contains("in the page")
     );
     delivered("password", &small);
+    delivered("resumed-download", &dropped);
+    let resumed = case("resumed-download")["resumedFrom"]
+        .as_str()
+        .and_then(|at| at.parse::<u64>().ok());
+    assert!(
+        resumed.is_some_and(|at| at > 0),
+        "the download never resumed: {}",
+        case("resumed-download")
+    );
     // An expired link's details answer 404 (the server hides it), so the
     // page can only say "no such link" there.
     let closed: [(&str, &[&str]); 2] = [

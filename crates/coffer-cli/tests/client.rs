@@ -1598,53 +1598,6 @@ fn the_server_logs_one_json_access_line_per_request_and_no_secret() {
     }
 }
 
-/// A TCP proxy to `target` that freezes the first connection to carry more
-/// than `freeze_after` bytes in direction `up` (client to server) or down:
-/// from then on it forwards nothing either way and closes nothing, like a
-/// network partition. Later connections pass untouched.
-fn freezing_proxy(target: u16, up: bool, freeze_after: u64) -> u16 {
-    use std::io::{Read, Write};
-    use std::net::{TcpListener, TcpStream};
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, Ordering};
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let fired = Arc::new(AtomicBool::new(false));
-    std::thread::spawn(move || {
-        for client in listener.incoming().map_while(Result::ok) {
-            let server = TcpStream::connect(("127.0.0.1", target)).unwrap();
-            let frozen = Arc::new(AtomicBool::new(false));
-            let pump = |mut from: TcpStream, mut to: TcpStream, watched: bool| {
-                let (fired, frozen) = (fired.clone(), frozen.clone());
-                move || {
-                    let mut moved = 0u64;
-                    let mut buf = vec![0u8; 16 * 1024];
-                    while let Ok(n @ 1..) = from.read(&mut buf) {
-                        moved += n as u64;
-                        if watched && moved > freeze_after && !fired.swap(true, Ordering::SeqCst) {
-                            frozen.store(true, Ordering::SeqCst);
-                        }
-                        if frozen.load(Ordering::SeqCst) {
-                            // Hold both sockets open, silent, for longer
-                            // than any test runs.
-                            std::thread::sleep(Duration::from_secs(600));
-                            return;
-                        }
-                        if to.write_all(&buf[..n]).is_err() {
-                            return;
-                        }
-                    }
-                    let _ = to.shutdown(std::net::Shutdown::Write);
-                }
-            };
-            let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
-            std::thread::spawn(pump(client, server, up));
-            std::thread::spawn(pump(s2, c2, !up));
-        }
-    });
-    port
-}
-
 /// A network partition mid-transfer (no bytes, no FIN, no RST) is a
 /// failure after the stall limit, and the transfer resumes by itself on a
 /// new connection: byte-identical, with a line saying so.
@@ -1654,7 +1607,7 @@ fn a_frozen_connection_mid_put_or_get_is_abandoned_and_resumed() {
     world.reconfigure(&[("body_stall_secs = 30", "body_stall_secs = 2")]);
     let file = world.write("big.bin", &data(24 << 20, 4));
     let through = |up: bool, profile: &str| {
-        let port = freezing_proxy(world.port, up, 6 << 20);
+        let port = faulty_proxy(world.port, up, 6 << 20, Fault::Freeze);
         let out = world
             .coffer(profile)
             .args([

@@ -388,3 +388,65 @@ pub fn sql(world: &World, statements: &str) -> String {
 pub fn object(world: &World, id: &str) -> PathBuf {
     world.path(&format!("srv/objects/{}/{}/{id}", &id[..2], &id[2..4]))
 }
+
+/// What [`faulty_proxy`] does to the connection it picks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// Forwards nothing more either way and closes nothing, like a network
+    /// partition (no FIN, no RST).
+    Freeze,
+    /// Closes both sides at once, mid-transfer, like a dropped connection.
+    Cut,
+}
+
+/// A TCP proxy to `target` that applies `fault` to the first connection to
+/// carry more than `after` bytes in direction `up` (client to server) or
+/// down. Later connections pass untouched.
+pub fn faulty_proxy(target: u16, up: bool, after: u64, fault: Fault) -> u16 {
+    use std::io::{Read, Write};
+    use std::net::{Shutdown, TcpListener, TcpStream};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let fired = Arc::new(AtomicBool::new(false));
+    std::thread::spawn(move || {
+        for client in listener.incoming().map_while(Result::ok) {
+            let server = TcpStream::connect(("127.0.0.1", target)).unwrap();
+            let faulted = Arc::new(AtomicBool::new(false));
+            let pump = |mut from: TcpStream, mut to: TcpStream, watched: bool| {
+                let (fired, faulted) = (fired.clone(), faulted.clone());
+                move || {
+                    let mut moved = 0u64;
+                    let mut buf = vec![0u8; 16 * 1024];
+                    while let Ok(n @ 1..) = from.read(&mut buf) {
+                        moved += n as u64;
+                        if watched && moved > after && !fired.swap(true, Ordering::SeqCst) {
+                            faulted.store(true, Ordering::SeqCst);
+                        }
+                        if faulted.load(Ordering::SeqCst) {
+                            match fault {
+                                // Hold both sockets open, silent, for
+                                // longer than any test runs.
+                                Fault::Freeze => std::thread::sleep(Duration::from_secs(600)),
+                                Fault::Cut => {
+                                    let _ = from.shutdown(Shutdown::Both);
+                                    let _ = to.shutdown(Shutdown::Both);
+                                }
+                            }
+                            return;
+                        }
+                        if to.write_all(&buf[..n]).is_err() {
+                            return;
+                        }
+                    }
+                    let _ = to.shutdown(Shutdown::Write);
+                }
+            };
+            let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+            std::thread::spawn(pump(client, server, up));
+            std::thread::spawn(pump(s2, c2, !up));
+        }
+    });
+    port
+}

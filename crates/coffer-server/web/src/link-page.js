@@ -77,7 +77,12 @@ async function* ciphertext(link, ticket, total, onBytes) {
     let response;
     try {
       const headers = { "Coffer-Link-Ticket": ticket };
-      if (received) headers.Range = `bytes=${received}-`;
+      if (received) {
+        headers.Range = `bytes=${received}-`;
+        // Visible to tests and to a curious user's inspector: where the
+        // last resumption started.
+        document.body.dataset.resumedFrom = String(received);
+      }
       response = await fetch(`/v1/links/${link}/content`, { headers, cache: "no-store" });
     } catch (err) {
       if (attempt >= RETRIES) throw new Error(`the connection to the server failed: ${err.message}`);

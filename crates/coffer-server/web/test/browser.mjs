@@ -164,6 +164,7 @@ async function run(test) {
       text: (document.getElementById(document.body.dataset.state === "error" ? "error-text" : "done-text")?.textContent ?? "") +
         (document.getElementById("password-error").textContent ?? ""),
       name: document.getElementById("name").textContent,
+      resumedFrom: document.body.dataset.resumedFrom ?? null,
     }));
     await shot(result.state);
     // Give a stream that just failed time to be marked failed.
