@@ -89,6 +89,110 @@ fn put_id(world: &World, name: &str, bytes: &[u8]) -> (String, PathBuf) {
     (put["id"].as_str().unwrap().to_string(), file)
 }
 
+/// A second server whose certificate a CA signed, with a browser profile
+/// whose own trust store (NSS, where a desktop keeps a company CA) holds
+/// that CA: no pin anywhere. alice logged in through the CA (as the
+/// system's roots), so her link names no pin.
+struct CaSigned {
+    world: World,
+    /// The `HOME` whose `.pki/nssdb` trusts the CA.
+    browser_home: PathBuf,
+    link: String,
+    source: PathBuf,
+}
+
+fn ca_signed_server() -> CaSigned {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair, SanType};
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "coffer browser test CA");
+    let ca = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let mut leaf = CertificateParams::new(Vec::<String>::new()).unwrap();
+    leaf.subject_alt_names = vec![SanType::IpAddress("127.0.0.1".parse().unwrap())];
+    let leaf = leaf.signed_by(&key, &ca).unwrap();
+    let pki = tempfile::tempdir().unwrap();
+    let file = |name: &str, text: String| {
+        let path = pki.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let (cert, key, ca_pem) = (
+        file("server.pem", format!("{}{}", leaf.pem(), ca.pem())),
+        file("server.key", key.serialize_pem()),
+        file("ca.pem", ca.pem()),
+    );
+    let world = World::with_init_on(
+        &[Path::new("--cert"), &cert, Path::new("--key"), &key],
+        coffer_server::testing::Backend::Embedded,
+    );
+    let with_roots = |args: &[&str]| {
+        let out = world
+            .coffer("alice")
+            .env("SSL_CERT_FILE", &ca_pem)
+            .env_remove("SSL_CERT_DIR")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let identity = world.path("alice.id");
+    let url = world.url();
+    with_roots(&[
+        "login",
+        &url,
+        "--user",
+        "alice",
+        "-i",
+        identity.to_str().unwrap(),
+    ]);
+    let source = world.write("statement 2026-11.pdf", &data(2 << 20, 9));
+    let put: Value =
+        serde_json::from_str(&with_roots(&["put", "--json", source.to_str().unwrap()])).unwrap();
+    let link = with_roots(&["link", put["id"].as_str().unwrap()])
+        .trim()
+        .to_string();
+    assert!(
+        !link.contains("fp="),
+        "a CA-verified link carries a pin: {link}"
+    );
+
+    let browser_home = world.path("browser-home");
+    let nssdb = browser_home.join(".pki/nssdb");
+    std::fs::create_dir_all(&nssdb).unwrap();
+    let db = format!("sql:{}", nssdb.display());
+    let certutil = |args: &[&str]| {
+        let ok = Std::new("certutil").args(["-d", &db]).args(args).status();
+        assert!(
+            ok.is_ok_and(|s| s.success()),
+            "certutil (Debian's libnss3-tools) failed or is missing: {args:?}"
+        );
+    };
+    certutil(&["-N", "--empty-password"]);
+    certutil(&[
+        "-A",
+        "-t",
+        "C,,",
+        "-n",
+        "coffer-test-ca",
+        "-i",
+        ca_pem.to_str().unwrap(),
+    ]);
+    CaSigned {
+        world,
+        browser_home,
+        link,
+        source,
+    }
+}
+
 #[test]
 fn links_open_decrypt_and_verify_in_chromium() {
     if !browser_available() {
@@ -143,6 +247,7 @@ fn links_open_decrypt_and_verify_in_chromium() {
         String::from_utf8(out.stdout).unwrap().trim().to_string()
     };
 
+    let ca_signed = ca_signed_server();
     let exhausted = link(&world, &small_id, &["--max-downloads", "1"], None);
     let expired = link(&world, &small_id, &["--expires", "1s"], None);
     let cases = json!([
@@ -155,6 +260,7 @@ fn links_open_decrypt_and_verify_in_chromium() {
         {"label": "tampered", "url": link(&world, &tampered_id, &[], None), "trusted": true},
         {"label": "truncated", "url": link(&world, &cut_id, &[], None), "trusted": true},
         {"label": "resumed-download", "url": dropped_url, "trusted": true},
+        {"label": "ca-signed", "url": ca_signed.link, "trusted": "ca"},
         {"label": "request-resumed", "kind": "request", "url": request, "trusted": true,
          "files": [records], "senderName": "Dr. Ana Ruiz", "reloadAfterBytes": 12 << 20,
          "uploadBytesPerSecond": 8 << 20},
@@ -183,7 +289,7 @@ fn links_open_decrypt_and_verify_in_chromium() {
         &format!("UPDATE files SET size = {cut} WHERE id = '{cut_id}'"),
     );
 
-    let results = run_browser(&world, cases);
+    let results = run_browser(&world, &ca_signed.browser_home, cases);
     let case = |label: &str| -> &Value {
         results
             .as_array()
@@ -222,6 +328,17 @@ fn links_open_decrypt_and_verify_in_chromium() {
     );
     delivered("password", &small);
     delivered("resumed-download", &dropped);
+    // Trusted through the browser's own CA store, not a pin: the page may
+    // register its service worker and stream to disk.
+    delivered("ca-signed", &ca_signed.source);
+    assert!(
+        case("ca-signed")["mode"]
+            .as_str()
+            .unwrap()
+            .contains("straight to"),
+        "{}",
+        case("ca-signed")
+    );
     let resumed = case("resumed-download")["resumedFrom"]
         .as_str()
         .and_then(|at| at.parse::<u64>().ok());
@@ -451,13 +568,18 @@ fn spend_with_cli(world: &World, url: &str) {
     );
 }
 
-fn run_browser(world: &World, cases: Value) -> Value {
+/// Runs the cases in Chromium: `"trusted": true` cases in a browser that
+/// trusts `world`'s self-signed certificate by its key (a pin), `false` in
+/// one that does not, `"ca"` in one whose NSS store under `ca_home` trusts
+/// a CA.
+fn run_browser(world: &World, ca_home: &Path, cases: Value) -> Value {
     let artifacts = std::env::var_os("COFFER_BROWSER_ARTIFACTS")
         .map(PathBuf::from)
         .unwrap_or_else(|| world.path("screenshots"));
     let spec = json!({
         "chromium": CHROMIUM,
         "spki": spki_hash(&world.path("srv/tls/cert.pem")),
+        "caHome": ca_home,
         "artifacts": artifacts,
         "cases": cases,
     });

@@ -26,11 +26,18 @@ const spec = JSON.parse(readFileSync(process.argv[2], "utf8"));
 mkdirSync(spec.artifacts, { recursive: true });
 const browsers = {};
 
+/**
+ * One browser per kind of trust: `true` trusts the test server's self-signed
+ * certificate by its key (a pin), `false` trusts nothing extra, `"ca"` runs
+ * with a HOME whose NSS store (where Chromium on Linux keeps a user's CAs)
+ * trusts the test CA.
+ */
 async function browserFor(trusted) {
-  const key = trusted ? "trusted" : "self-signed";
+  const key = trusted === "ca" ? "ca" : trusted ? "trusted" : "self-signed";
   browsers[key] ??= await chromium.launch({
     executablePath: spec.chromium,
-    args: trusted ? [`--ignore-certificate-errors-spki-list=${spec.spki}`] : [],
+    args: trusted === true ? [`--ignore-certificate-errors-spki-list=${spec.spki}`] : [],
+    env: trusted === "ca" ? { ...process.env, HOME: spec.caHome } : process.env,
   });
   return browsers[key];
 }
@@ -78,9 +85,12 @@ async function sendFiles(page, test, shot) {
   };
   if (await choose() && test.reloadAfterBytes) {
     await page.waitForFunction((n) => Number(document.body.dataset.sent ?? 0) >= n, test.reloadAfterBytes, { timeout: 300_000 });
-    await shot("sending");
+    // Reload at once: a screenshot first can take seconds on a loaded
+    // machine, and the upload once finished before the reload came.
     await page.reload();
     await choose();
+    await page.waitForFunction(() => document.body.dataset.sent !== undefined || ["done", "error"].includes(document.body.dataset.state));
+    await shot("sending-resumed");
   }
   await page.waitForFunction(() => ["done", "error"].includes(document.body.dataset.state), null, { timeout: 600_000 });
   const seen = await page.evaluate(() => ({
