@@ -94,7 +94,8 @@ fn put_id(world: &World, name: &str, bytes: &[u8]) -> (String, PathBuf) {
 /// that CA: no pin anywhere. alice logged in through the CA (as the
 /// system's roots), so her link names no pin.
 struct CaSigned {
-    world: World,
+    /// Held, never read: its server runs while the browser does.
+    _world: World,
     /// The `HOME` whose `.pki/nssdb` trusts the CA.
     browser_home: PathBuf,
     link: String,
@@ -186,7 +187,7 @@ fn ca_signed_server() -> CaSigned {
         ca_pem.to_str().unwrap(),
     ]);
     CaSigned {
-        world,
+        _world: world,
         browser_home,
         link,
         source,
