@@ -697,13 +697,7 @@ fn hostile_upload(world: &World, user: &str, source: &Path, stored_path: &str) -
         .build()
         .unwrap();
     rt.block_on(async {
-        let home = coffer_client::profile::Home::at(&world.path("home"));
-        let profile = home.load(user).unwrap();
-        let text = std::fs::read_to_string(&profile.identity).unwrap();
-        let identity = coffer_format::Identity::from_file_string(&text, None).unwrap();
-        let mut session = profile
-            .session(Some(std::sync::Arc::new(identity)))
-            .unwrap();
+        let mut session = world.library_session(user);
         let bob = session.user_identity("bob").await.unwrap();
         let mut options = coffer_client::upload::PutOptions::new(world.path("hostile-state"));
         options.relative_path = Some(stored_path.to_string());
@@ -769,13 +763,7 @@ fn progress_moves_per_piece_and_a_download_is_named_after_its_file() {
         .build()
         .unwrap();
     rt.block_on(async {
-        let home = coffer_client::profile::Home::at(&world.path("home"));
-        let profile = home.load("alice").unwrap();
-        let text = std::fs::read_to_string(&profile.identity).unwrap();
-        let identity = coffer_format::Identity::from_file_string(&text, None).unwrap();
-        let mut session = profile
-            .session(Some(std::sync::Arc::new(identity)))
-            .unwrap();
+        let mut session = world.library_session("alice");
         let options = coffer_client::upload::PutOptions::new(world.path("progress-state"));
         let seen = Recorded::default();
         let put = coffer_client::upload::put(&mut session, &source, &options, &seen)

@@ -219,6 +219,18 @@ impl World {
         }
     }
 
+    /// A `coffer_client` session as `user`, from their profile: what a
+    /// program built on the library (or a modified client) would open.
+    pub fn library_session(&self, user: &str) -> coffer_client::Session {
+        let home = coffer_client::profile::Home::at(&self.path("home"));
+        let profile = home.load(user).unwrap();
+        let text = std::fs::read_to_string(&profile.identity).unwrap();
+        let identity = coffer_format::Identity::from_file_string(&text, None).unwrap();
+        profile
+            .session(Some(std::sync::Arc::new(identity)))
+            .unwrap()
+    }
+
     /// `coffer` as `user` (their profile, in the world's home).
     pub fn coffer(&self, user: &str) -> Command {
         let mut cmd = Command::new(bin());
