@@ -374,6 +374,14 @@ pub(crate) async fn open_listed(
     open_parts(&identity, entry, &stanza, header)
 }
 
+/// Tells `progress` the file's name, from its decrypted metadata.
+fn name_progress(progress: &dyn Progress, own: &OwnFile) {
+    let metadata = own.opened.metadata();
+    if let Some(name) = metadata.path.as_ref().or(metadata.name.as_ref()) {
+        progress.named(name);
+    }
+}
+
 fn open_parts(
     identity: &coffer_format::Identity,
     entry: crate::api::FileEntry,
@@ -453,10 +461,7 @@ async fn fetch_own(
     progress: &dyn Progress,
 ) -> Result<GetOutcome> {
     let signer = check_signer(session, pins, &own).await?;
-    let metadata = own.opened.metadata();
-    if let Some(name) = metadata.path.as_ref().or(metadata.name.as_ref()) {
-        progress.named(name);
-    }
+    name_progress(progress, &own);
     let opened = Opened {
         file_key: own.opened.file_key().clone(),
         header: own.header,
@@ -510,10 +515,7 @@ pub async fn stream(
 ) -> Result<Streamed> {
     let own = open_own(session, id, "decrypt").await?;
     let signer = check_signer(session, pins, &own).await?;
-    let metadata = own.opened.metadata();
-    if let Some(name) = metadata.path.as_ref().or(metadata.name.as_ref()) {
-        progress.named(name);
-    }
+    name_progress(progress, &own);
     let opened = Opened {
         file_key: own.opened.file_key().clone(),
         header: own.header,
