@@ -438,6 +438,22 @@ impl Client {
         body: Vec<u8>,
         token: Option<&str>,
     ) -> (u16, hyper::HeaderMap, Vec<u8>) {
+        self.try_raw(method, path, headers, body, token)
+            .await
+            .unwrap()
+    }
+
+    /// [`Self::raw`], with a transport failure returned: a server that
+    /// refuses a request before reading all of its body closes the
+    /// connection, and the reset can reach the client before the answer.
+    pub async fn try_raw(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+        token: Option<&str>,
+    ) -> Result<(u16, hyper::HeaderMap, Vec<u8>), hyper::Error> {
         // The server closes a connection after refusing a request whose body
         // it did not read; reconnect as a real client would.
         if self.sender.ready().await.is_err() {
@@ -460,18 +476,11 @@ impl Client {
         let resp = self
             .sender
             .send_request(req.body(Full::new(Bytes::from(body))).unwrap())
-            .await
-            .unwrap();
+            .await?;
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
-        let bytes = resp
-            .into_body()
-            .collect()
-            .await
-            .unwrap()
-            .to_bytes()
-            .to_vec();
-        (status, headers, bytes)
+        let bytes = resp.into_body().collect().await?.to_bytes().to_vec();
+        Ok((status, headers, bytes))
     }
 }
 
