@@ -2011,6 +2011,46 @@ fn ls_of_a_thousand_files_takes_a_few_requests() {
     );
 }
 
+/// `inbox --get-all | head -1`: the reader goes away after the first line,
+/// which ends the run; every file already in place was acknowledged before
+/// its line, so the next run fetches exactly the rest and nothing twice.
+#[test]
+fn an_inbox_piped_into_head_fetches_nothing_twice() {
+    let world = World::new();
+    for i in 0..4 {
+        let file = world.write(&format!("p{i}.csv"), format!("part {i}\n").as_bytes());
+        world.put("alice", &file, &["--to", "bob"]);
+    }
+    std::fs::create_dir_all(world.path("in")).unwrap();
+    let piped = Std::new("bash")
+        .current_dir(world.dir.path())
+        .env("COFFER_HOME", world.path("home"))
+        .env("COFFER_PROFILE", "bob")
+        .args([
+            "-c",
+            "set -o pipefail; \"$0\" inbox --get-all -o in | head -1",
+        ])
+        .arg(bin())
+        .output()
+        .unwrap();
+    assert!(
+        piped.status.success(),
+        "{}",
+        String::from_utf8_lossy(&piped.stderr)
+    );
+    world
+        .coffer("bob")
+        .args(["inbox", "--get-all", "-o", "in"])
+        .assert()
+        .success();
+    let mut names: Vec<String> = std::fs::read_dir(world.path("in"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["p0.csv", "p1.csv", "p2.csv", "p3.csv"]);
+}
+
 /// `put - --name` reads standard input (a pipe in a batch job), stores the
 /// given name, and leaves no staged copy behind, whether it succeeds or
 /// fails; bad combinations are usage errors (2) that upload nothing.

@@ -365,10 +365,6 @@ pub(crate) async fn open_listed(
     if header.len() as u64 > MAX_HEADER {
         return Err(Error::protocol("the listing's header is too long"));
     }
-    let (_, len) = Header::parse(&header)?;
-    if len != header.len() {
-        return Err(Error::protocol("the listing's header has bytes after it"));
-    }
     let mut entry = entry.clone();
     entry.details = None;
     open_parts(&identity, entry, &stanza, header)
@@ -388,7 +384,11 @@ fn open_parts(
     stanza: &coffer_format::Stanza,
     header: Vec<u8>,
 ) -> Result<OwnFile> {
-    let (parsed, _) = Header::parse(&header)?;
+    let (parsed, len) = Header::parse(&header)?;
+    // `fetch_header` cuts at the header's end; a listing must send exactly it.
+    if len != header.len() {
+        return Err(Error::protocol("the header has bytes after it"));
+    }
     check_file_id(&entry.id, &parsed)?;
     let claimed_sender = parsed.claimed_sender().clone();
     let opened = parsed.open(identity, std::slice::from_ref(stanza))?;

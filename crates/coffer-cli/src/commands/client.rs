@@ -1205,13 +1205,14 @@ async fn inbox(args: &InboxArgs) -> Result<()> {
         .await;
         drop(progress);
         let outcome = outcome.with_context(|| format!("download of {} failed", entry.id))?;
-        report_download(&ctx, &entry.id, &outcome);
-        // Acknowledged after each file is in place, so a rerun after a
-        // failure fetches exactly what did not arrive.
+        // Acknowledged as soon as the file is in place, before its line is
+        // printed: a reader that goes away (`| head -1`) ends the run at the
+        // next line, and the file must not come again on the next night.
         ctx.session
             .mark_received(&entry.id)
             .await
             .with_context(|| format!("{} arrived but cannot be acknowledged", entry.id))?;
+        report_download(&ctx, &entry.id, &outcome);
     }
     ctx.note(&format!("{} new file(s)", entries.len()));
     ctx.save()
