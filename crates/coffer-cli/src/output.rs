@@ -149,3 +149,9 @@ macro_rules! say {
         $crate::output::say(format_args!($($arg)*))
     };
 }
+
+/// Threads that seal or open chunks for a local `encrypt`/`decrypt`: every
+/// core (chunks are independent until the content tree joins them).
+pub fn crypto_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}

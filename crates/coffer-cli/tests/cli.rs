@@ -640,3 +640,17 @@ fn completions_and_man_pages_cover_every_subcommand() {
     let put = fs::read_to_string(env.path("man/coffer-put.1")).unwrap();
     assert!(put.contains("accept\\-new\\-key") || put.contains("accept-new-key"));
 }
+
+/// AWS-LC's CPU-jitter entropy source costs 25-50 ms of CPU in every new
+/// process (most of a small `coffer put`); `.cargo/config.toml` builds it
+/// out and AWS-LC seeds from getrandom(2). If that setting is lost, its code
+/// is back in the binary and this fails.
+#[test]
+fn the_binary_is_built_without_the_cpu_jitter_entropy_source() {
+    let binary = fs::read(assert_cmd::cargo::cargo_bin("coffer")).unwrap();
+    let marker = b"jent_entropy_init";
+    assert!(
+        !binary.windows(marker.len()).any(|w| w == marker),
+        "the coffer binary contains AWS-LC's jitter entropy code: is AWS_LC_SYS_NO_JITTER_ENTROPY set in .cargo/config.toml?"
+    );
+}

@@ -26,7 +26,10 @@ pub fn run(args: &DecryptArgs) -> Result<()> {
         check_sender(opened.core().sender.clone(), expected)?;
     }
     let mut output = Output::open(args.output.as_deref(), args.force, false)?;
-    let verified = opened.decryptor(input)?.copy_to(&mut output)?;
+    let verified = opened
+        .decryptor(input)?
+        .with_threads(crate::output::crypto_threads())?
+        .copy_to(&mut output)?;
     output.commit()?;
     report(&verified, args.json);
     Ok(())

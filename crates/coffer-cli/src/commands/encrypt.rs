@@ -33,6 +33,7 @@ pub fn run(args: &EncryptArgs) -> Result<()> {
     let mut options = EncryptOptions::new(&recipients, &signer);
     options.chunk_size = args.chunk_size;
     options.metadata = metadata;
+    options.threads = crate::output::crypto_threads();
 
     let output = Output::open(args.output.as_deref(), args.force, true)?;
     let (output, _written) = encrypt(options, &mut input, output)?;
