@@ -49,11 +49,16 @@ tools=(
 )
 
 # One timed run of a tool: appends "NAME seconds rss_kib" to times.txt.
+# Before it, the same churn for every tool: a file of the input's size is
+# written, synced and deleted (on this VM, where a tool runs in the page
+# cache's cycle of fill, sync and free changed its time by up to 3x; with
+# the churn in front, runs repeat within a few percent).
 run_once() {
   local name=$1 out=$2 cmd=$3
-  rm -f "$out"; sync
+  cp in.bin churn.bin; sync; rm -f churn.bin
   /usr/bin/time -f '%e %M' -o t.txt sh -c "$cmd" >/dev/null 2>&1 || { echo "$name failed" >&2; exit 1; }
   echo "$name $(cat t.txt)" >> times.txt
+  rm -f "$out"
 }
 
 # Rounds interleave the tools, so a noisy moment (this VM's first touch of
@@ -67,22 +72,24 @@ for round in $(seq 0 "$runs"); do
   done
   [ "$round" = 0 ] && : > times.txt
 done
+"$coffer" decrypt -i me.key -o out.dec in.cof 2>/dev/null
 cmp in.bin out.dec
 awk '{print $1}' times.txt | sort -u | while read -r name; do
   median=$(awk -v n="$name" '$1 == n {print $2}' times.txt | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
   rss=$(awk -v n="$name" '$1 == n {print $3}' times.txt | sort -n | tail -1)
-  echo "$name $median $rss"
+  all=$(awk -v n="$name" '$1 == n {print $2}' times.txt | sort -n | paste -sd, -)
+  echo "$name $median $rss $all"
 done > results.txt
 
 python3 - "$size_mib" results.txt <<'PY'
 import sys
 size = int(sys.argv[1]) * 1048576
-rows = {l.split()[0]: (float(l.split()[1]), int(l.split()[2])) for l in open(sys.argv[2]) if l.strip()}
+rows = {l.split()[0]: (float(l.split()[1]), int(l.split()[2]), l.split()[3]) for l in open(sys.argv[2]) if l.strip()}
 print(f"\nfile-to-file, {size >> 20} MiB, median of runs (same run, same machine)")
-print(f"{'tool (each + sync)':22} {'seconds':>8} {'MB/s':>8} {'peak RSS':>10}")
-for name, (secs, kib) in rows.items():
+print(f"{'tool (each + sync)':22} {'seconds':>8} {'MB/s':>8} {'peak RSS':>10}   every run (s)")
+for name, (secs, kib, every) in rows.items():
     mbps = (64 * 1048576 if '64MiB' in name else size) / max(secs, 1e-3) / 1e6
-    print(f"{name:22} {secs:8.2f} {mbps:8.0f} {kib/1024:8.1f} MiB")
+    print(f"{name:22} {secs:8.2f} {mbps:8.0f} {kib/1024:8.1f} MiB   {every}")
 def ratio(a, b): return rows[b][0] / max(rows[a][0], 1e-3)
 print()
 print("durable, every tool charged a sync:")
