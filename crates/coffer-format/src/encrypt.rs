@@ -259,7 +259,7 @@ pub(crate) struct PayloadEncoder<'a> {
 }
 
 impl<'a> PayloadEncoder<'a> {
-    fn new(prepared: Prepared<'a>) -> Result<Self> {
+    pub(crate) fn new(prepared: Prepared<'a>) -> Result<Self> {
         Ok(Self {
             sealer: StreamSealer::new(&prepared.keys.payload)?,
             tree: TreeBuilder::new(),
@@ -297,7 +297,7 @@ impl<'a> PayloadEncoder<'a> {
     /// chunk's plaintext followed by room for its [`Self::gap_after`]) in
     /// place, on up to `threads` threads, then joins their leaves to the
     /// tree in order and writes their entries.
-    fn seal_laid_out(&mut self, region: &mut [u8], count: usize) -> Result<()> {
+    pub(crate) fn seal_laid_out(&mut self, region: &mut [u8], count: usize) -> Result<()> {
         let chunk = self.chunk_size();
         let first = self.sealer.next_index();
         let (mut slots, mut entry_slots) = (Vec::with_capacity(count), Vec::with_capacity(count));
@@ -325,7 +325,7 @@ impl<'a> PayloadEncoder<'a> {
 
     /// Seals the final plaintext chunk `buf[start..]` in place, appends its
     /// tag, its entries and the signature.
-    fn seal_last(mut self, buf: &mut Vec<u8>, start: usize) -> Result<Written> {
+    pub(crate) fn seal_last(mut self, buf: &mut Vec<u8>, start: usize) -> Result<Written> {
         let plain = (buf.len() - start) as u64;
         self.plaintext_len += plain;
         let index = self.sealer.next_index();
@@ -361,7 +361,7 @@ impl<'a> PayloadEncoder<'a> {
 
 /// Plaintext a streaming writer gathers before sealing it as one batch (so
 /// chunks can be sealed on several threads).
-const BATCH_BYTES: usize = 2 * 1024 * 1024;
+pub(crate) const BATCH_BYTES: usize = 2 * 1024 * 1024;
 
 /// The chunking state machine shared by the sync and async writers. It
 /// copies plaintext straight into its output buffer, laid out as the file
@@ -670,25 +670,12 @@ impl<'a> UnitEncoder<'a> {
     }
 }
 
-/// Encrypts everything from `input` to `output` as a self-contained file.
+/// Encrypts everything from `input` to `output` as a self-contained file,
+/// reading, sealing and writing at once ([`crate::pipeline`]).
 pub fn encrypt<R: io::Read, W: Write>(
     options: EncryptOptions<'_>,
     input: &mut R,
     output: W,
 ) -> Result<(W, Written)> {
-    let chunk_size = options.chunk_size as usize;
-    let mut enc = prepare(options)?.writer(output, Stanzas::Embedded)?;
-    // A chunk per read(2): measured no slower than 1 MiB reads (the buffer
-    // stays in cache), with the encryptor copying straight into its slots.
-    let mut buf = vec![0u8; chunk_size];
-    loop {
-        let n = match input.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
-            Err(err) => return Err(Error::Io(err)),
-        };
-        enc.write_all(&buf[..n]).map_err(Error::from_io)?;
-    }
-    enc.finish()
+    crate::pipeline::encrypt(options, input, output)
 }

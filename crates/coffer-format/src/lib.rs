@@ -25,7 +25,8 @@
 //! Module map: [`header`] is the byte codec, [`keys`] the key schedule,
 //! [`recipient`] the HPKE wraps, [`identity`] the key pairs and their text
 //! forms, [`tree`] the content tree and the layout arithmetic, [`encrypt`] /
-//! [`decrypt`] the streaming writer and reader, [`seek`] range reads. No
+//! [`decrypt`] the streaming writer and reader (`pipeline`: a whole input
+//! encrypted with reading, sealing and writing overlapped), [`seek`] range reads. No
 //! network, no async runtime: sync `Read`/`Write`, with tokio adapters
 //! behind the `tokio` feature.
 
@@ -41,6 +42,7 @@ pub mod identity;
 pub mod keys;
 pub mod metadata;
 pub mod object;
+mod pipeline;
 pub mod recipient;
 pub mod seek;
 pub mod stream;

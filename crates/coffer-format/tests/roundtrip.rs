@@ -279,3 +279,132 @@ proptest! {
         prop_assert_eq!(reader.read_range(start as u64, end as u64).unwrap(), &plain[start..end]);
     }
 }
+
+/// Hands out its bytes in reads of varying, odd sizes (like a pipe), then
+/// optionally fails.
+struct Trickle<'a> {
+    data: &'a [u8],
+    sizes: std::iter::Cycle<std::array::IntoIter<usize, 4>>,
+    fail_after: Option<usize>,
+    given: usize,
+}
+
+impl<'a> Trickle<'a> {
+    fn new(data: &'a [u8], fail_after: Option<usize>) -> Self {
+        Self {
+            data,
+            sizes: [777usize, 100_003, 1, 65_536].into_iter().cycle(),
+            fail_after,
+            given: 0,
+        }
+    }
+}
+
+impl Read for Trickle<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.fail_after.is_some_and(|limit| self.given >= limit) {
+            return Err(std::io::Error::other("disk on fire"));
+        }
+        let n = self
+            .sizes
+            .next()
+            .unwrap()
+            .min(buf.len())
+            .min(self.data.len());
+        buf[..n].copy_from_slice(&self.data[..n]);
+        self.data = &self.data[n..];
+        self.given += n;
+        Ok(n)
+    }
+}
+
+/// `encrypt` (reading, sealing and writing overlapped) writes the same
+/// format as the streaming writer: same length, same chunk layout, same
+/// plaintext back, at every batch boundary and on any number of threads.
+#[test]
+fn overlapped_encrypt_writes_the_format_of_the_streaming_writer() {
+    let alice = Party::new();
+    let chunk = 4096u32;
+    let batch = 2 << 20;
+    for len in [
+        0usize,
+        1,
+        4095,
+        4096,
+        4097,
+        batch - 1,
+        batch,
+        batch + 1,
+        2 * batch,
+        3 * batch + 4097,
+    ] {
+        let plain = data(len, len as u64 + 1);
+        let streamed = seal(&alice.id, &[alice.public()], &plain, chunk);
+        for threads in [1, 2] {
+            let mut options =
+                EncryptOptions::new(std::slice::from_ref(alice.id.public()), &alice.id);
+            options.chunk_size = chunk;
+            options.threads = threads;
+            let (file, written) =
+                coffer_format::encrypt(options, &mut Trickle::new(&plain, None), Vec::new())
+                    .unwrap();
+            let what = format!("len {len}, {threads} threads");
+            assert_eq!(file.len(), streamed.len(), "{what}");
+            assert_eq!(written.plaintext_len, len as u64, "{what}");
+            assert_eq!(
+                layout(&file, chunk).chunks,
+                layout(&streamed, chunk).chunks,
+                "{what}"
+            );
+            assert_eq!(open(&alice.id, &file).unwrap(), plain, "{what}");
+        }
+    }
+}
+
+/// An input that fails, an output that fails, or an input longer than the
+/// size the metadata declares ends `encrypt` with that error (no panic, no
+/// hang: the sealing thread is stopped and joined).
+#[test]
+fn overlapped_encrypt_fails_cleanly_on_bad_input_or_output() {
+    let alice = Party::new();
+    let plain = data(5 << 20, 3);
+    let options = |size: Option<u64>| {
+        let mut options = EncryptOptions::new(std::slice::from_ref(alice.id.public()), &alice.id);
+        options.chunk_size = 4096;
+        options.threads = 2;
+        options.metadata = Metadata {
+            size,
+            ..Metadata::default()
+        };
+        options
+    };
+    let failing = coffer_format::encrypt(
+        options(None),
+        &mut Trickle::new(&plain, Some(3 << 20)),
+        Vec::new(),
+    );
+    assert!(matches!(failing, Err(Error::Io(_))), "{:?}", failing.err());
+
+    struct FullDisk(usize);
+    impl std::io::Write for FullDisk {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            if self.0 < buf.len() {
+                return Err(std::io::Error::other("no space left"));
+            }
+            self.0 -= buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let full = coffer_format::encrypt(options(None), &mut &plain[..], FullDisk(2 << 20));
+    assert!(matches!(full, Err(Error::Io(_))), "{:?}", full.err());
+
+    let grown = coffer_format::encrypt(options(Some(4 << 20)), &mut &plain[..], Vec::new());
+    assert!(
+        matches!(grown, Err(Error::InputChanged(_))),
+        "{:?}",
+        grown.err()
+    );
+}
