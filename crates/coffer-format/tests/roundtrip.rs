@@ -408,3 +408,54 @@ fn overlapped_encrypt_fails_cleanly_on_bad_input_or_output() {
         grown.err()
     );
 }
+
+/// A reader opening chunks on several threads: a failing output ends the
+/// decryption with its error, and a file whose signature fails has only
+/// released non-final plaintext written, a strict prefix of the real
+/// plaintext.
+#[test]
+fn a_threaded_reader_fails_cleanly_and_never_releases_an_unsigned_end() {
+    let alice = Party::new();
+    let chunk = 4096u32;
+    let plain = data(5 << 20, 8);
+    let file = seal(&alice.id, &[alice.public()], &plain, chunk);
+    fn reader<'a>(
+        id: &coffer_format::Identity,
+        file: &'a [u8],
+    ) -> coffer_format::Decryptor<&'a [u8]> {
+        let mut input = file;
+        let opened = Header::read_from(&mut input)
+            .unwrap()
+            .open(id, &[])
+            .unwrap();
+        opened.decryptor(input).unwrap().with_threads(2).unwrap()
+    }
+
+    struct FullDisk(usize);
+    impl std::io::Write for FullDisk {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            let n = buf.len().min(self.0);
+            if n == 0 {
+                return Err(std::io::Error::other("no space left"));
+            }
+            self.0 -= n;
+            Ok(n)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let full = reader(&alice.id, &file).copy_to(&mut FullDisk(3 << 20));
+    assert!(matches!(full, Err(Error::Io(_))), "{:?}", full.err());
+
+    let mut forged = file.clone();
+    let last = forged.len() - 1;
+    forged[last] ^= 1; // the signature's last byte
+    let mut out = Vec::new();
+    assert!(reader(&alice.id, &forged).copy_to(&mut out).is_err());
+    assert!(
+        out.len() < plain.len(),
+        "the final chunk was released unsigned"
+    );
+    assert_eq!(out[..], plain[..out.len()]);
+}
