@@ -671,7 +671,7 @@ impl<'a> UnitEncoder<'a> {
 }
 
 /// Encrypts everything from `input` to `output` as a self-contained file,
-/// reading, sealing and writing at once ([`crate::pipeline`]).
+/// reading, sealing and writing at once (the crate's private `pipeline` module).
 pub fn encrypt<R: io::Read, W: Write>(
     options: EncryptOptions<'_>,
     input: &mut R,
