@@ -282,19 +282,13 @@ impl<'a> PayloadEncoder<'a> {
         let base = out.len();
         for (j, piece) in plain.chunks(chunk).enumerate() {
             out.extend_from_slice(piece);
-            out.resize(out.len() + self.gap_after(first + j as u64), 0);
+            out.resize(out.len() + gap_after(first + j as u64), 0);
         }
         self.seal_laid_out(&mut out[base..], plain.len() / chunk)
     }
 
-    /// Bytes that follow chunk `index`'s plaintext in the file: its tag and
-    /// its tree entries.
-    fn gap_after(&self, index: u64) -> usize {
-        TAG_LEN + tree::entries_after(index) as usize * HASH_LEN
-    }
-
     /// Seals `count` full, non-final chunks laid out in `region` (each
-    /// chunk's plaintext followed by room for its [`Self::gap_after`]) in
+    /// chunk's plaintext followed by room for its [`gap_after`]) in
     /// place, on up to `threads` threads, then joins their leaves to the
     /// tree in order and writes their entries.
     pub(crate) fn seal_laid_out(&mut self, region: &mut [u8], count: usize) -> Result<()> {
@@ -303,7 +297,7 @@ impl<'a> PayloadEncoder<'a> {
         let (mut slots, mut entry_slots) = (Vec::with_capacity(count), Vec::with_capacity(count));
         let mut rest = region;
         for j in 0..count {
-            let entries = self.gap_after(first + j as u64) - TAG_LEN;
+            let entries = gap_after(first + j as u64) - TAG_LEN;
             let (slot, after) = rest.split_at_mut(chunk + TAG_LEN);
             let (entry_slot, after) = after.split_at_mut(entries);
             slots.push(slot);
@@ -357,6 +351,12 @@ impl<'a> PayloadEncoder<'a> {
             header_hash: self.prepared.header_hash,
         })
     }
+}
+
+/// Bytes that follow chunk `index`'s plaintext in the file: its tag and its
+/// tree entries.
+pub(crate) fn gap_after(index: u64) -> usize {
+    TAG_LEN + tree::entries_after(index) as usize * HASH_LEN
 }
 
 /// Plaintext a streaming writer gathers before sealing it as one batch (so
@@ -433,8 +433,7 @@ impl<'a> EncoderCore<'a> {
             .ok_or(Error::Crypto("write after finish"))?;
         if self.open == self.chunk_size {
             let index = payload.sealer.next_index() + self.closed as u64;
-            self.out
-                .resize(self.out.len() + payload.gap_after(index), 0);
+            self.out.resize(self.out.len() + gap_after(index), 0);
             self.closed += 1;
             self.open = 0;
             if self.closed == self.batch {

@@ -29,9 +29,9 @@
 use std::io::{self, Read, Write};
 use std::sync::mpsc;
 
-use crate::encrypt::{BATCH_BYTES, EncryptOptions, PayloadEncoder, Stanzas, Written, prepare};
-use crate::stream::TAG_LEN;
-use crate::tree::{self, HASH_LEN};
+use crate::encrypt::{
+    BATCH_BYTES, EncryptOptions, PayloadEncoder, Stanzas, Written, gap_after, prepare,
+};
 use crate::{Error, Result};
 
 /// Work for the sealing thread.
@@ -57,11 +57,6 @@ struct Sealed {
     buf: Vec<u8>,
     len: usize,
     summary: Option<Written>,
-}
-
-/// Bytes after chunk `index`'s plaintext: its tag and tree entries.
-fn gap_after(index: u64) -> usize {
-    TAG_LEN + tree::entries_after(index) as usize * HASH_LEN
 }
 
 /// A batch being read: chunks `first..first + closed` closed, then the open

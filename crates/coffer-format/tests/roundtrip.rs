@@ -407,6 +407,12 @@ fn overlapped_encrypt_fails_cleanly_on_bad_input_or_output() {
         "{:?}",
         grown.err()
     );
+    let shrunk = coffer_format::encrypt(options(Some(6 << 20)), &mut &plain[..], Vec::new());
+    assert!(
+        matches!(shrunk, Err(Error::InputChanged(_))),
+        "{:?}",
+        shrunk.err()
+    );
 }
 
 /// A reader opening chunks on several threads: a failing output ends the
