@@ -12,7 +12,8 @@ Exit codes:
   1   other error
   2   usage: bad argument or id, output exists without --force
   3   wrong key or passphrase
-  4   integrity: tampered, malformed, not from the named sender, another file
+  4   integrity: tampered, malformed, not from the named sender, another file,
+      or stored bytes the server lost or cannot verify
   5   truncated
   6   not a coffer file, or an unsupported version
   7   authentication: not logged in, session ended, a pinned key changed

@@ -415,3 +415,66 @@ fn streaming_to_stdout_verifies_and_fails_on_a_tampered_object() {
         "what came out is the true prefix"
     );
 }
+
+/// A file's object deleted behind the server's back (its row kept): data
+/// the server has lost. The listing says "missing on the server", not
+/// "cannot decrypt"; `get` fails as an integrity failure (exit 4) that says
+/// retrying will not help, instead of the "run again later" of exit 75, and
+/// writes nothing; `inbox --get-all` stops the same way and acknowledges
+/// nothing; the server's log names the file for its operator.
+#[test]
+fn a_lost_object_is_reported_as_lost_and_not_as_temporary() {
+    let world = world();
+    let lost = send(&world, "alice", "lost.csv", b"gone\n");
+    std::fs::remove_file(object(&world, &lost)).unwrap();
+
+    let out = world
+        .coffer("bob")
+        .args(["ls", "--shared-with-me", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let listed = json_lines(&out.stdout);
+    assert_eq!(listed.len(), 1);
+    assert_eq!(
+        listed[0]["name"], "<missing on the server>",
+        "{}",
+        listed[0]
+    );
+    let out = world.coffer("bob").args(["inbox"]).output().unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("<missing on the server>"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+
+    let out = world.get("bob", &lost, "lost");
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("object_missing") && stderr(&out).contains("lost"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(empty(&world, "lost"));
+    std::fs::create_dir_all(world.path("inbox")).unwrap();
+    let out = world
+        .coffer("bob")
+        .args(["inbox", "--get-all", "-o", "inbox"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    assert!(empty(&world, "inbox"));
+    let pending = world
+        .coffer("bob")
+        .args(["inbox", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(json_lines(&pending.stdout).len(), 1, "nothing acknowledged");
+
+    let log = std::fs::read_to_string(world.path(&format!("server-{}.log", world.port))).unwrap();
+    assert!(
+        log.lines()
+            .any(|line| line.contains(&lost) && line.contains("missing")),
+        "{log}"
+    );
+}

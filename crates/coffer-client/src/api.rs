@@ -49,6 +49,9 @@ pub struct ListedDetails {
     /// For the owner: the other users holding a wrap.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shared_with: Option<Vec<String>>,
+    /// The server says it has lost the file's stored bytes.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub missing: bool,
 }
 
 /// Which files [`Session::list_files`] lists.

@@ -354,6 +354,9 @@ pub(crate) async fn open_listed(
     let Some(details) = &entry.details else {
         return open_own(session, &entry.id, what).await;
     };
+    if details.missing {
+        return Err(Error::object_missing());
+    }
     let identity = session.require_identity(what)?;
     let stanza = crate::api::stanza_from_b64(details.stanza.as_deref().unwrap_or_default())?;
     let Some(header) = &details.header else {

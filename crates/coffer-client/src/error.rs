@@ -190,6 +190,26 @@ impl Error {
     }
 }
 
+/// The server's code for a file whose stored bytes it has lost.
+pub(crate) const OBJECT_MISSING: &str = "object_missing";
+
+impl Error {
+    /// What a download of a file the listing marks as missing would
+    /// answer, without asking again.
+    pub(crate) fn object_missing() -> Self {
+        Error::Api {
+            status: 500,
+            code: OBJECT_MISSING.into(),
+            message: "the server has lost this file's stored bytes (its listing says so)".into(),
+        }
+    }
+
+    /// Whether the server said it has lost the file's stored bytes.
+    pub fn is_object_missing(&self) -> bool {
+        matches!(self, Error::Api { code, .. } if code == OBJECT_MISSING)
+    }
+}
+
 /// What kind of failure an [`Error`] is, for callers that act on the kind
 /// rather than the details (the CLI's exit codes, a script's retry loop).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -222,6 +242,11 @@ impl Error {
             | Error::UserKeyChanged { .. } => Class::Auth,
             Error::Connect { .. } | Error::Transport(_) | Error::NotSent(_) | Error::Busy(_) => {
                 Class::Temporary
+            }
+            // The server's stored copy is lost or failed its checks:
+            // permanent, and about the data, so not worth a retry.
+            Error::Api { code, .. } if code == OBJECT_MISSING || code == "integrity" => {
+                Class::Integrity
             }
             Error::Api { status, .. } => match status {
                 401 | 403 => Class::Auth,

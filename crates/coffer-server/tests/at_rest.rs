@@ -550,3 +550,62 @@ async fn ranges_anywhere_in_a_server_encrypted_file_are_exact_and_verified() {
     }
     server.shutdown().await;
 }
+
+/// An object lost from the store while its row remains (a disk restored
+/// from an old backup, a hand-deleted file): every read of it says so with
+/// the permanent `object_missing`, not a generic failure, for a file the
+/// server encrypted and an E2EE one, whole or ranged; the listing marks it,
+/// and the files next to it are unaffected.
+#[tokio::test]
+async fn a_lost_object_is_a_distinct_permanent_error() {
+    let server = Server::start(60).await;
+    let alice = server.add_user("alice").await;
+    let mut client = server.connect().await;
+    let token = client.login("alice", &alice, &server.identity).await;
+    let data = server.dir.path().join("data");
+    let at_rest = upload(&mut client, &token, &record(300_000), "").await;
+    let object = e2ee_object(&alice, &record(5000));
+    let metadata = format!("coffer-e2ee,{}", common::file_id_pair(&object));
+    let e2ee = upload(&mut client, &token, &object, &metadata).await;
+    let kept = upload(&mut client, &token, &record(1000), "").await;
+    for id in [&at_rest, &e2ee] {
+        let path = walk(&data.join("objects"))
+            .into_iter()
+            .find(|p| p.ends_with(id))
+            .unwrap();
+        std::fs::remove_file(path).unwrap();
+    }
+
+    for id in [&at_rest, &e2ee] {
+        for range in [None, Some("bytes=0-99"), Some("bytes=2000-2999")] {
+            let (status, body) = download(&mut client, &token, id, range).await;
+            let body = String::from_utf8_lossy(&body);
+            assert_eq!(status, 500, "{id} {range:?}: {body}");
+            assert!(
+                body.contains("\"object_missing\""),
+                "{id} {range:?}: {body}"
+            );
+        }
+    }
+    assert_eq!(
+        download(&mut client, &token, &kept, None).await,
+        (200, record(1000))
+    );
+    let (_, listed) = client
+        .call("GET", "/v1/files?details=true", None, Some(&token))
+        .await;
+    let missing: Vec<(String, bool)> = listed["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            let id = f["id"].as_str().unwrap().to_string();
+            (id, f["details"]["missing"] == true)
+        })
+        .collect();
+    assert_eq!(missing.len(), 3, "{listed}");
+    for (id, is_missing) in missing {
+        assert_eq!(is_missing, id != kept, "{id}: {listed}");
+    }
+    server.shutdown().await;
+}

@@ -962,7 +962,7 @@ async fn ls(args: &LsArgs) -> Result<()> {
             Err(coffer_client::Error::WrongSender { got, .. }) => {
                 (format!("<not from {}: signed by {got}>", entry.owner), None)
             }
-            Err(_) => ("<cannot decrypt>".to_string(), None),
+            Err(err) => (unreadable(err).to_string(), None),
         };
         let recipients = if entry.owner == ctx.profile.user {
             listed_recipients(&mut ctx, entry).await
@@ -1134,6 +1134,15 @@ async fn check_receipt(
     }
 }
 
+/// What a listing shows in place of the name of a file it cannot open.
+fn unreadable(err: &coffer_client::Error) -> &'static str {
+    if err.is_object_missing() {
+        "<missing on the server>"
+    } else {
+        "<cannot decrypt>"
+    }
+}
+
 /// Files shared with the caller that no machine of theirs has acknowledged
 /// yet: listed, or (`--get-all`) downloaded and then acknowledged on the
 /// server, one by one, so a rerun after a failure fetches only what did not
@@ -1168,7 +1177,10 @@ async fn inbox(args: &InboxArgs) -> Result<()> {
                     printable(&from),
                     size.map_or("?".to_string(), |s| s.to_string()),
                     date(entry.created_at),
-                    printable(name.as_deref().unwrap_or("<cannot decrypt>"))
+                    printable(name.as_deref().unwrap_or_else(|| match &described {
+                        Err(err) => unreadable(err),
+                        Ok(_) => "<no name>",
+                    }))
                 );
             }
         }

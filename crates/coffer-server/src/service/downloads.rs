@@ -19,7 +19,7 @@ pub async fn read(
             .objects
             .read(&file.id, start, end)
             .await
-            .map_err(Error::internal);
+            .map_err(|err| stored_bytes_unreadable(&file.id, &anyhow::Error::from(err)));
     };
     let dek = match service.deks.get(&file.id) {
         Some(dek) => dek,
@@ -46,7 +46,35 @@ pub async fn read(
         end,
     )
     .await;
+    if let Err(err) = &plain
+        && is_missing(err)
+    {
+        return Err(Error::object_missing(&file.id));
+    }
     checked(service, &file.owner, &file.id, plain).await
+}
+
+/// The error for stored bytes that cannot be read: distinct when the
+/// object is gone (permanent), internal otherwise.
+fn stored_bytes_unreadable(id: &str, err: &anyhow::Error) -> Error {
+    if is_missing(err) {
+        Error::object_missing(id)
+    } else {
+        Error::internal(format!("reading the object of file {id}: {err:#}"))
+    }
+}
+
+/// Whether `err` comes from an object that is not in the store (the local
+/// store and object_store both say so with `io::ErrorKind::NotFound`; the
+/// format passes I/O errors on transparently, so that one is looked into).
+fn is_missing(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        let io = match cause.downcast_ref::<coffer_format::Error>() {
+            Some(coffer_format::Error::Io(io)) => Some(io),
+            _ => cause.downcast_ref::<std::io::Error>(),
+        };
+        io.is_some_and(|io| io.kind() == std::io::ErrorKind::NotFound)
+    })
 }
 
 /// Passes `result` through, turning an error into an audited integrity

@@ -105,6 +105,9 @@ pub struct FileDetails {
     pub header: Option<Vec<u8>>,
     /// For the owner: who else holds a wrap.
     pub shared_with: Option<Vec<String>>,
+    /// The file's object is gone from the object store (data lost on the
+    /// server): the client says so rather than "cannot decrypt".
+    pub missing: bool,
 }
 
 /// How many files' details are read at once (object-store reads overlap).
@@ -143,11 +146,16 @@ async fn file_details(
     // Tried for every file: a coffer object can also arrive as a plain
     // upload (the server then keeps it encrypted at rest, and serves it
     // back as it came), and then it has a header all the same.
-    let header = stored_header(service, file).await;
+    let (header, missing) = match stored_header(service, file).await {
+        Ok(header) => (header, false),
+        Err(err) if err.is_object_missing() => (None, true),
+        Err(_) => (None, false),
+    };
     Ok(FileDetails {
         stanza,
         header,
         shared_with,
+        missing,
     })
 }
 
@@ -157,10 +165,10 @@ const HEADER_PREFIX: u64 = 8 * 1024;
 const MAX_HEADER: u64 = 96 * 1024;
 
 /// The core header a file's bytes start with, or `None` (with a warning
-/// for an E2EE file) when there is none or it cannot be read: the client
-/// then shows the file as one it cannot open, the rest of the listing is
-/// unaffected.
-async fn stored_header(service: &Service, file: &FileRecord) -> Option<Vec<u8>> {
+/// for an E2EE file) when there is none or it is not valid, or the error
+/// reading it (already logged): the client then shows the file as one it
+/// cannot open, the rest of the listing is unaffected.
+async fn stored_header(service: &Service, file: &FileRecord) -> Result<Option<Vec<u8>>> {
     let mut read = 0;
     for want in [HEADER_PREFIX, MAX_HEADER] {
         let end = want.min(file.size);
@@ -171,25 +179,25 @@ async fn stored_header(service: &Service, file: &FileRecord) -> Option<Vec<u8>> 
             // Not a coffer object at all (a plain file): no second read.
             Ok(bytes) if !bytes.starts_with(&coffer_format::header::MAGIC) => break,
             Ok(bytes) => match coffer_format::Header::parse(&bytes) {
-                Ok((_, len)) => return Some(bytes[..len].to_vec()),
+                Ok((_, len)) => return Ok(Some(bytes[..len].to_vec())),
                 Err(_) => read = end,
             },
-            Err(err) => {
-                tracing::warn!(file = %file.id, error = %err, "cannot read a listed file's header");
-                return None;
-            }
+            Err(err) => return Err(err),
         }
     }
     if file.digest_alg == DigestAlg::Coffer2Root {
         tracing::warn!(file = %file.id, "a listed file's object has no valid header");
     }
-    None
+    Ok(None)
 }
 
 async fn read_prefix(service: &Service, file: &FileRecord, end: u64) -> Result<Vec<u8>> {
     use futures_util::TryStreamExt as _;
     let stream = super::downloads::read(service, file, 0, end).await?;
-    let chunks: Vec<bytes::Bytes> = stream.try_collect().await.map_err(Error::internal)?;
+    let chunks: Vec<bytes::Bytes> = stream
+        .try_collect()
+        .await
+        .map_err(|err| Error::internal(format!("reading the header of file {}: {err}", file.id)))?;
     Ok(chunks.concat())
 }
 

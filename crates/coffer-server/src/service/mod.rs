@@ -147,6 +147,9 @@ pub enum Kind {
     Internal,
 }
 
+/// The code of [`Error::object_missing`].
+const OBJECT_MISSING: &str = "object_missing";
+
 /// A refusal or failure with a stable code and a human message. Messages
 /// never carry secrets.
 #[derive(Debug)]
@@ -202,6 +205,24 @@ impl Error {
     pub fn internal(err: impl std::fmt::Display) -> Self {
         tracing::error!("internal error: {err}");
         Self::new(Kind::Internal, "internal", "internal server error")
+    }
+
+    /// The stored bytes of file `id` are gone from the object store while
+    /// its row remains: data lost on the server, which no retry heals.
+    /// Logged with the id, for the operator to restore from a backup.
+    pub fn object_missing(id: &str) -> Self {
+        metrics::counter!("coffer_missing_objects_total").increment(1);
+        tracing::error!(file = %id, "the object of this file is missing from the object store; restore it from a backup");
+        Self::new(
+            Kind::Internal,
+            OBJECT_MISSING,
+            "the server has lost this file's stored bytes; its operator must restore them from a backup",
+        )
+    }
+
+    /// Whether this is [`Error::object_missing`].
+    pub fn is_object_missing(&self) -> bool {
+        self.code == OBJECT_MISSING
     }
 
     /// The kind.

@@ -69,6 +69,10 @@ pub struct FileDetailsInfo {
     /// For the owner: the other users holding a wrap.
     #[serde(skip_serializing_if = "Option::is_none")]
     shared_with: Option<Vec<String>>,
+    /// Present (true) when the file's stored bytes are lost on the server:
+    /// a download would fail with 500 `object_missing`.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    missing: bool,
 }
 
 impl From<files::FileDetails> for FileDetailsInfo {
@@ -79,6 +83,7 @@ impl From<files::FileDetails> for FileDetailsInfo {
             stanza: details.stanza.map(|s| b64.encode(s)),
             header: details.header.map(|h| b64.encode(h)),
             shared_with: details.shared_with,
+            missing: details.missing,
         }
     }
 }
