@@ -23,9 +23,12 @@ use std::pin::Pin;
 use aws_lc_rs::digest::{Context, SHA256};
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
-use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+mod file_io;
 pub mod s3;
+
+use file_io::{WRITE_BATCH, WRITE_DEPTH, read_range, write_staged};
 
 /// A stream of body bytes.
 pub type ByteStream<'a> = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send + 'a>>;
@@ -161,105 +164,6 @@ impl LocalObjects {
     }
 }
 
-/// Bytes gathered before each write to a file.
-const WRITE_BATCH: usize = 1024 * 1024;
-/// Frames queued for the writer thread.
-const WRITE_DEPTH: usize = 64;
-/// Written bytes between background `fdatasync`s while a body arrives: the
-/// disk writes back while more is received, so the sync that ends the
-/// request finds little left to do (and the page cache never holds much
-/// unsynced).
-const SYNC_EVERY: u64 = 64 * 1024 * 1024;
-
-/// Writes what arrives on `inbox` into the staged file at `offset`, on a
-/// blocking thread of its own: request bodies come in frames of a few KiB
-/// (TLS records), gathered here into large writes. Every [`SYNC_EVERY`]
-/// bytes a [`WriteBack`] thread syncs what is written so far while this one
-/// keeps writing; one sync at the end makes the whole body durable.
-/// Returns the bytes written.
-fn write_staged(
-    path: &Path,
-    offset: u64,
-    mut inbox: tokio::sync::mpsc::Receiver<Bytes>,
-) -> io::Result<u64> {
-    use std::io::{Seek as _, Write as _};
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .write(true)
-        .truncate(false)
-        .open(path)?;
-    file.set_len(offset)?;
-    file.seek(io::SeekFrom::Start(offset))?;
-    let write_back = WriteBack::start(&file)?;
-    let mut batch = Vec::with_capacity(WRITE_BATCH);
-    let (mut written, mut unsynced) = (0u64, 0u64);
-    let mut flush = |file: &mut std::fs::File, batch: &mut Vec<u8>| -> io::Result<()> {
-        file.write_all(batch)?;
-        unsynced += batch.len() as u64;
-        batch.clear();
-        if unsynced >= SYNC_EVERY {
-            write_back.nudge();
-            unsynced = 0;
-        }
-        Ok(())
-    };
-    let received = (|| {
-        while let Some(chunk) = inbox.blocking_recv() {
-            written += chunk.len() as u64;
-            if batch.len() + chunk.len() > WRITE_BATCH {
-                flush(&mut file, &mut batch)?;
-            }
-            batch.extend_from_slice(&chunk);
-        }
-        flush(&mut file, &mut batch)
-    })();
-    // The background syncs end (and report) before the final one, whatever
-    // happened, so no thread outlives the request.
-    let background = write_back.finish();
-    received?;
-    background?;
-    file.sync_data()?;
-    Ok(written)
-}
-
-/// A thread that `fdatasync`s a file whenever it is nudged, so that the
-/// disk writes back while the writer goes on receiving (the same effect as
-/// `sync_file_range`, without `unsafe`: std has no wrapper for it). Nudges
-/// while a sync runs coalesce into one more.
-struct WriteBack {
-    nudges: std::sync::mpsc::SyncSender<()>,
-    thread: std::thread::JoinHandle<io::Result<()>>,
-}
-
-impl WriteBack {
-    fn start(file: &std::fs::File) -> io::Result<Self> {
-        let file = file.try_clone()?;
-        let (nudges, pending) = std::sync::mpsc::sync_channel::<()>(1);
-        let thread = std::thread::Builder::new()
-            .name("coffer-writeback".into())
-            .spawn(move || {
-                while pending.recv().is_ok() {
-                    file.sync_data()?;
-                }
-                Ok(())
-            })?;
-        Ok(Self { nudges, thread })
-    }
-
-    /// Asks for a sync; returns at once (a full queue means one is due).
-    fn nudge(&self) {
-        let _ = self.nudges.try_send(());
-    }
-
-    /// Waits for the syncs asked for; the first error, if any.
-    fn finish(self) -> io::Result<()> {
-        drop(self.nudges);
-        self.thread
-            .join()
-            .map_err(|_| io::Error::other("the write-back thread panicked"))?
-    }
-}
-
 async fn sync_dir(dir: &Path) -> io::Result<()> {
     tokio::fs::File::open(dir).await?.sync_all().await
 }
@@ -351,13 +255,10 @@ impl ObjectStore for LocalObjects {
         end: u64,
     ) -> ObjectFuture<'a, ByteStream<'static>> {
         Box::pin(async move {
-            let mut file = tokio::fs::File::open(self.object(object)?).await?;
-            file.seek(io::SeekFrom::Start(start)).await?;
-            let reader = file.take(end.saturating_sub(start));
-            let stream: ByteStream<'static> = Box::pin(
-                tokio_util::io::ReaderStream::with_capacity(reader, 256 * 1024),
-            );
-            Ok(stream)
+            let path = self.object(object)?;
+            tokio::task::spawn_blocking(move || read_range(&path, start, end))
+                .await
+                .map_err(io::Error::other)?
         })
     }
 
@@ -476,33 +377,5 @@ mod tests {
             got.extend_from_slice(&chunk.unwrap());
         }
         assert_eq!(got, b"there");
-    }
-
-    /// A body past two background syncs lands whole, in order, at its
-    /// offset, and the write-back thread is gone when the write returns.
-    #[test]
-    fn a_body_written_with_background_syncs_lands_whole() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("staged");
-        std::fs::write(&path, b"keep").unwrap();
-        let (tx, inbox) = tokio::sync::mpsc::channel(WRITE_DEPTH);
-        let total = 2 * SYNC_EVERY as usize + 12_345;
-        let writer = std::thread::spawn(move || write_staged(&path, 4, inbox));
-        let mut expected = blake3::Hasher::new();
-        expected.update(b"keep");
-        let mut sent = 0usize;
-        while sent < total {
-            // Frames of odd sizes, like TLS records, with a running pattern.
-            let len = (16_381).min(total - sent);
-            let frame: Vec<u8> = (sent..sent + len).map(|i| (i % 251) as u8).collect();
-            expected.update(&frame);
-            tx.blocking_send(Bytes::from(frame)).unwrap();
-            sent += len;
-        }
-        drop(tx);
-        assert_eq!(writer.join().unwrap().unwrap(), total as u64);
-        let written = std::fs::read(dir.path().join("staged")).unwrap();
-        assert_eq!(written.len(), total + 4);
-        assert_eq!(blake3::hash(&written), expected.finalize());
     }
 }
