@@ -773,44 +773,40 @@ enum Copy {
     Lost,
 }
 
-/// Bytes gathered before each write to the output.
+/// Bytes gathered before each hand-off to the writer thread.
 const WRITE_BATCH: usize = 1024 * 1024;
 /// Batches queued for the writer thread.
 const WRITE_DEPTH: usize = 4;
-/// Bytes written between syncs of the partial file.
-const SYNC_EVERY: usize = 64 * 1024 * 1024;
 
-/// Moves verified plaintext to the output in large writes, on a thread of
-/// its own: page-cache writes are slow on some machines (the kernel copy
-/// was half the time of a download), and a separate writer lets receiving
-/// and decrypting go on meanwhile. Writes through tokio's file type would
-/// instead cost a thread hand-off per small write. Returns the file once
-/// every byte read was written (or failed), so the partial file is settled
-/// before anyone resumes from it.
+/// Moves verified plaintext to the output on a thread of its own, which
+/// writes it from the file's current position in large writes that bypass
+/// the page cache where the file system allows it (`coffer_fileio`: the
+/// kernel's page-cache copy was half the time of a download on some
+/// machines), so receiving and decrypting go on meanwhile. Writes through
+/// tokio's file type would instead cost a thread hand-off per small write.
+/// Returns the file once every byte read was written and its data synced
+/// (or the write failed), so the partial file is settled before anyone
+/// resumes from it.
 async fn copy_out(
     decryptor: &mut (impl tokio::io::AsyncRead + Unpin),
-    out: std::fs::File,
+    mut out: std::fs::File,
 ) -> Result<std::fs::File, Copy> {
     let (to_writer, mut inbox) = tokio::sync::mpsc::channel::<Vec<u8>>(WRITE_DEPTH);
     let (give_back, spare) = std::sync::mpsc::channel::<Vec<u8>>();
+    let at = std::io::Seek::stream_position(&mut out).map_err(Copy::Write)?;
+    let mut direct = coffer_fileio::DirectWriter::new(out, at).map_err(Copy::Write)?;
     let writer = std::thread::spawn(move || {
-        let mut out = out;
-        let mut unsynced = 0usize;
+        let mut pushed = Ok(());
         while let Some(buf) = inbox.blocking_recv() {
-            if let Err(err) = std::io::Write::write_all(&mut out, &buf) {
-                return (out, Err(err));
-            }
-            // Write-back overlaps the download, so the final sync is short.
-            unsynced += buf.len();
-            if unsynced >= SYNC_EVERY {
-                if let Err(err) = out.sync_data() {
-                    return (out, Err(err));
-                }
-                unsynced = 0;
+            pushed = direct.push(&buf);
+            if pushed.is_err() {
+                break;
             }
             let _ = give_back.send(buf);
         }
-        (out, Ok(()))
+        drop(inbox);
+        let finished = direct.finish();
+        pushed.and(finished.map(|(out, _)| out))
     });
     let read = async {
         loop {
@@ -839,13 +835,12 @@ async fn copy_out(
     };
     let read_result = read.await;
     drop(to_writer);
-    let (out, written) = tokio::task::spawn_blocking(move || writer.join())
+    let written = tokio::task::spawn_blocking(move || writer.join())
         .await
         .map_err(|_| Copy::Lost)?
         .map_err(|_| Copy::Lost)?;
     read_result?;
-    written.map_err(Copy::Write)?;
-    Ok(out)
+    written.map_err(Copy::Write)
 }
 
 /// Opens the partial output and finds where to resume. A new one is
