@@ -1,7 +1,8 @@
 //! Output that appears at its final path only when complete.
 //!
 //! Data goes to a temporary file created beside the target (same
-//! filesystem, so the rename is atomic), is fsync'd, and is renamed over the
+//! filesystem, so the rename is atomic) in large writes that bypass the
+//! page cache where the file system allows it (`coffer_fileio`), is fsync'd, and is renamed over the
 //! target only on [`AtomicOutput::commit`]. Dropping without commit deletes
 //! the temporary file, so a failed decryption leaves nothing at the target;
 //! a crash leaves at most a hidden `.coffer-tmp-*` file, never a partial
@@ -57,26 +58,30 @@ impl Write for Output {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self {
             Self::Stdout(out) => out.write(buf),
-            Self::File(file) => file.writer.write(buf),
+            Self::File(file) => file.writer.push(buf).map(|()| buf.len()),
         }
     }
     fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
         match self {
             Self::Stdout(out) => out.write_all(buf),
-            Self::File(file) => file.writer.write_all(buf),
+            Self::File(file) => file.writer.push(buf),
         }
     }
+    /// For a file, a no-op: what the writer gathered is written by
+    /// `commit`, which alone makes the output appear.
     fn flush(&mut self) -> io::Result<()> {
         match self {
             Self::Stdout(out) => out.flush(),
-            Self::File(file) => file.writer.flush(),
+            Self::File(_) => Ok(()),
         }
     }
 }
 
 /// A temporary file that becomes `target` on commit.
 pub struct AtomicOutput {
-    writer: NamedTempFile,
+    /// Writes into `tmp` (a second handle on the same file).
+    writer: coffer_fileio::DirectWriter,
+    tmp: NamedTempFile,
     target: PathBuf,
     force: bool,
 }
@@ -95,15 +100,18 @@ impl AtomicOutput {
             .with_context(|| {
                 format!("cannot create a temporary file beside {}", target.display())
             })?;
+        let handle = tmp.as_file().try_clone()?;
         Ok(Self {
-            writer: tmp,
+            writer: coffer_fileio::DirectWriter::new(handle, 0)?,
+            tmp,
             target: target.to_path_buf(),
             force,
         })
     }
 
     fn commit(self) -> Result<()> {
-        let tmp = self.writer;
+        self.writer.finish()?;
+        let tmp = self.tmp;
         tmp.as_file().sync_all()?;
         let persisted = if self.force {
             tmp.persist(&self.target)
