@@ -82,6 +82,29 @@ fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// bob's `inbox --get-all` fails as an integrity failure (exit 4), writes
+/// nothing and acknowledges nothing: all `pending` files stay in his inbox.
+fn inbox_get_all_fails_and_keeps(world: &World, pending: usize) {
+    std::fs::create_dir_all(world.path("inbox")).unwrap();
+    let out = world
+        .coffer("bob")
+        .args(["inbox", "--get-all", "-o", "inbox"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    assert!(empty(world, "inbox"));
+    let listed = world
+        .coffer("bob")
+        .args(["inbox", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        json_lines(&listed.stdout).len(),
+        pending,
+        "nothing acknowledged"
+    );
+}
+
 fn empty(world: &World, dir: &str) -> bool {
     std::fs::read_dir(world.path(dir))
         .map(|mut entries| entries.next().is_none())
@@ -167,20 +190,7 @@ fn swapped_files_and_an_old_upload_under_a_new_id_are_refused() {
     for entry in json_lines(&out.stdout) {
         assert_eq!(entry["name"], "<cannot decrypt>", "{entry}");
     }
-    std::fs::create_dir_all(world.path("inbox")).unwrap();
-    let out = world
-        .coffer("bob")
-        .args(["inbox", "--get-all", "-o", "inbox"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
-    assert!(empty(&world, "inbox"));
-    let pending = world
-        .coffer("bob")
-        .args(["inbox", "--json"])
-        .output()
-        .unwrap();
-    assert_eq!(json_lines(&pending.stdout).len(), 2, "nothing acknowledged");
+    inbox_get_all_fails_and_keeps(&world, 2);
 
     // Monday's report under Tuesday's id: a rollback.
     let monday = send(&world, "alice", "report-mon.csv", b"monday\n");
@@ -456,20 +466,7 @@ fn a_lost_object_is_reported_as_lost_and_not_as_temporary() {
         stderr(&out)
     );
     assert!(empty(&world, "lost"));
-    std::fs::create_dir_all(world.path("inbox")).unwrap();
-    let out = world
-        .coffer("bob")
-        .args(["inbox", "--get-all", "-o", "inbox"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
-    assert!(empty(&world, "inbox"));
-    let pending = world
-        .coffer("bob")
-        .args(["inbox", "--json"])
-        .output()
-        .unwrap();
-    assert_eq!(json_lines(&pending.stdout).len(), 1, "nothing acknowledged");
+    inbox_get_all_fails_and_keeps(&world, 1);
 
     let log = std::fs::read_to_string(world.path(&format!("server-{}.log", world.port))).unwrap();
     assert!(
