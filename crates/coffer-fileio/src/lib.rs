@@ -532,6 +532,27 @@ mod tests {
         }
     }
 
+    /// The direct handle is the caller's file, not whatever its path names
+    /// by then: a file swapped in at the path after the open (a planted
+    /// file, a symlink elsewhere) receives nothing.
+    #[test]
+    fn writes_follow_the_descriptor_not_the_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("partial");
+        let file = std::fs::File::create(&path).unwrap();
+        std::fs::rename(&path, dir.path().join("moved")).unwrap();
+        std::fs::write(&path, b"planted").unwrap();
+        let mut writer = DirectWriter::new(file, 0).unwrap();
+        let body: Vec<u8> = (0..3 * WRITE_BATCH + 5).map(pattern).collect();
+        writer.push(&body).unwrap();
+        let (_, landed) = writer.finish().unwrap();
+        if can_go_direct(dir.path()) {
+            assert!(landed.directly > 0, "the direct handle was used");
+        }
+        assert_eq!(std::fs::read(&path).unwrap(), b"planted");
+        assert!(std::fs::read(dir.path().join("moved")).unwrap() == body);
+    }
+
     #[test]
     fn a_missing_file_fails_to_open() {
         let dir = tempfile::tempdir().unwrap();
