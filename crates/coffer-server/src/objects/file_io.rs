@@ -81,8 +81,8 @@ pub(super) fn read_range(
 mod tests {
     use super::*;
 
-    /// A body of frames of odd sizes, past several write batches and
-    /// background-sync intervals, lands whole, in order, at its offset.
+    /// A body of frames of odd sizes, past several write batches and sync
+    /// intervals, lands whole, in order, at an unaligned offset.
     #[test]
     fn a_body_in_odd_frames_lands_whole_at_its_offset() {
         let dir = tempfile::tempdir().unwrap();

@@ -19,7 +19,10 @@ pub async fn read(
             .objects
             .read(&file.id, start, end)
             .await
-            .map_err(|err| stored_bytes_unreadable(&file.id, &anyhow::Error::from(err)));
+            .map_err(|err| match err.kind() {
+                std::io::ErrorKind::NotFound => Error::object_missing(&file.id),
+                _ => Error::internal(format!("reading the object of file {}: {err}", file.id)),
+            });
     };
     let dek = match service.deks.get(&file.id) {
         Some(dek) => dek,
@@ -52,16 +55,6 @@ pub async fn read(
         return Err(Error::object_missing(&file.id));
     }
     checked(service, &file.owner, &file.id, plain).await
-}
-
-/// The error for stored bytes that cannot be read: distinct when the
-/// object is gone (permanent), internal otherwise.
-fn stored_bytes_unreadable(id: &str, err: &anyhow::Error) -> Error {
-    if is_missing(err) {
-        Error::object_missing(id)
-    } else {
-        Error::internal(format!("reading the object of file {id}: {err:#}"))
-    }
 }
 
 /// Whether `err` comes from an object that is not in the store (the local
