@@ -36,6 +36,9 @@ use std::path::Path;
 pub const ALIGN: usize = 4096;
 /// Bytes gathered before each write.
 pub const WRITE_BATCH: usize = 1024 * 1024;
+/// Batch buffers one writer uses: one filling, the others queued or being
+/// written.
+pub const IN_FLIGHT: usize = 3;
 /// Bytes read at a time.
 pub const READ_BLOCK: usize = 1024 * 1024;
 /// Bytes written through the page cache between background `fdatasync`s,
@@ -73,40 +76,72 @@ pub struct Landed {
 
 /// Writes a stream of bytes into a file from an offset on, in large
 /// writes, direct where it can; [`DirectWriter::finish`] makes it durable.
+///
+/// The writes themselves run on a thread of their own, so the caller goes
+/// on producing the next batch while the disk takes the last one: a direct
+/// write blocks until the device has the bytes (about 0.7 ms per MiB on
+/// the reference machine, as long as decrypting them takes). At most
+/// [`IN_FLIGHT`] batches exist at once; when all are queued, `push` waits
+/// for the disk. Dropping the writer without `finish` waits for the queued
+/// writes too, so no write reaches the file after the writer is gone.
 pub struct DirectWriter {
-    /// Through the page cache: the unaligned ends, the fallback, the sync.
-    file: File,
-    /// The same file opened with `O_DIRECT`, while direct writes work.
-    direct: Option<File>,
-    /// Background syncs, started with the first page-cache write that
-    /// needs one (most transfers write directly and never do).
-    write_back: Option<WriteBack>,
     /// File offset of `batch`'s first byte.
     pos: u64,
     batch: AlignedBuf,
     written: u64,
-    /// Of those, bytes that went to the disk directly.
-    written_directly: u64,
-    unsynced: u64,
+    /// Full batches for the writing thread, with their offsets.
+    queue: Option<std::sync::mpsc::SyncSender<Piece>>,
+    /// Batches the thread wrote, back for reuse.
+    spare: std::sync::mpsc::Receiver<AlignedBuf>,
+    /// Batch buffers made so far (at most [`IN_FLIGHT`]).
+    buffers: usize,
+    disk: Option<std::thread::JoinHandle<io::Result<Disk>>>,
+}
+
+/// Bytes to write at a file offset.
+struct Piece {
+    buf: AlignedBuf,
+    pos: u64,
 }
 
 impl DirectWriter {
     /// Writes into `file` (open for writing) from `offset` on; what is in
     /// the file after `offset` is the caller's to cut first.
     pub fn new(file: File, offset: u64) -> io::Result<Self> {
+        let direct = reopen_direct(&file, true);
+        Self::start(Disk::new(file, direct), offset)
+    }
+
+    /// A writer that never writes directly, as where `O_DIRECT` is refused.
+    #[cfg(test)]
+    fn through_page_cache(file: File, offset: u64) -> io::Result<Self> {
+        Self::start(Disk::new(file, None), offset)
+    }
+
+    fn start(mut disk: Disk, offset: u64) -> io::Result<Self> {
+        let (queue, inbox) = std::sync::mpsc::sync_channel::<Piece>(IN_FLIGHT);
+        let (give_back, spare) = std::sync::mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("coffer-write".into())
+            .spawn(move || {
+                for piece in inbox {
+                    disk.write(piece.buf.as_slice(), piece.pos)?;
+                    let _ = give_back.send(piece.buf);
+                }
+                Ok(disk)
+            })?;
         Ok(Self {
-            write_back: None,
-            direct: reopen_direct(&file, true),
-            file,
             pos: offset,
             batch: AlignedBuf::new(WRITE_BATCH),
             written: 0,
-            written_directly: 0,
-            unsynced: 0,
+            queue: Some(queue),
+            spare,
+            buffers: 1,
+            disk: Some(thread),
         })
     }
 
-    /// Gathers `data`, writing out each batch as it fills.
+    /// Gathers `data`, handing each batch to the writing thread as it fills.
     pub fn push(&mut self, mut data: &[u8]) -> io::Result<()> {
         self.written += data.len() as u64;
         while !data.is_empty() {
@@ -115,7 +150,7 @@ impl DirectWriter {
             self.batch.extend(&data[..take]);
             data = &data[take..];
             if self.batch.len() == self.batch_limit() {
-                self.write_out(self.batch.len())?;
+                self.send_batch()?;
             }
         }
         Ok(())
@@ -131,73 +166,164 @@ impl DirectWriter {
         }
     }
 
-    /// Writes the batch's first `len` bytes at `pos` (directly when both
-    /// are aligned) and keeps the rest for the next write.
-    fn write_out(&mut self, len: usize) -> io::Result<()> {
-        if len == 0 {
-            return Ok(());
-        }
-        let bytes = &self.batch.as_slice()[..len];
-        let aligned = self.pos.is_multiple_of(ALIGN as u64) && len.is_multiple_of(ALIGN);
-        let direct = match &self.direct {
-            Some(direct) if aligned => direct.write_all_at(bytes, self.pos).is_ok(),
-            _ => false,
+    /// Queues the batch for writing at `pos` and starts a new one.
+    fn send_batch(&mut self) -> io::Result<()> {
+        let next = self.next_buffer()?;
+        let full = std::mem::replace(&mut self.batch, next);
+        let len = full.len() as u64;
+        let piece = Piece {
+            buf: full,
+            pos: self.pos,
         };
-        if direct {
-            self.written_directly += len as u64;
-        } else {
-            // Refused (or not aligned): this and everything after it goes
-            // through the page cache. A refused direct write may have
-            // written part of the range; rewriting all of it is exact.
-            if aligned {
-                self.direct = None;
-            }
-            self.file.write_all_at(bytes, self.pos)?;
-            self.unsynced += len as u64;
-            if self.unsynced >= SYNC_EVERY {
-                if self.write_back.is_none() {
-                    self.write_back = Some(WriteBack::start(&self.file)?);
-                }
-                if let Some(write_back) = &self.write_back {
-                    write_back.nudge();
-                }
-                self.unsynced = 0;
-            }
+        let sent = self.queue.as_ref().map(|queue| queue.send(piece));
+        if !matches!(sent, Some(Ok(()))) {
+            return Err(self.disk_failure());
         }
-        self.pos += len as u64;
-        self.batch.drain_front(len);
+        self.pos += len;
         Ok(())
+    }
+
+    /// An empty batch buffer: one the thread gave back, a new one while
+    /// fewer than [`IN_FLIGHT`] exist, or else the next one given back
+    /// (waiting for the disk).
+    fn next_buffer(&mut self) -> io::Result<AlignedBuf> {
+        let reused = match self.spare.try_recv() {
+            Ok(buf) => Some(buf),
+            Err(_) if self.buffers < IN_FLIGHT => {
+                self.buffers += 1;
+                return Ok(AlignedBuf::new(WRITE_BATCH));
+            }
+            Err(_) => self.spare.recv().ok(),
+        };
+        let mut buf = reused.ok_or_else(|| self.disk_failure())?;
+        buf.clear();
+        Ok(buf)
+    }
+
+    /// Why the writing thread stopped early: its error.
+    fn disk_failure(&mut self) -> io::Error {
+        self.queue = None;
+        match self.disk.take().map(std::thread::JoinHandle::join) {
+            Some(Ok(Err(err))) => err,
+            Some(Err(_)) => io::Error::other("the writing thread panicked"),
+            _ => io::Error::other("the writing thread stopped"),
+        }
     }
 
     /// Writes what is left (its aligned part directly, the tail through the
     /// page cache), waits for the background syncs and syncs the file's
     /// data; hands the file back.
-    pub fn finish(mut self) -> io::Result<(File, Landed)> {
-        let rest = self.write_rest();
-        let Self {
+    pub fn finish(self) -> io::Result<(File, Landed)> {
+        let (disk, bytes) = self.drain()?;
+        let Disk {
             file,
             write_back,
-            written,
             written_directly,
             ..
-        } = self;
-        let background = write_back.map_or(Ok(()), WriteBack::finish);
-        rest?;
-        background?;
+        } = disk;
+        write_back.map_or(Ok(()), WriteBack::finish)?;
         file.sync_data()?;
         let landed = Landed {
-            bytes: written,
+            bytes,
             directly: written_directly,
         };
         Ok((file, landed))
     }
 
-    fn write_rest(&mut self) -> io::Result<()> {
-        if self.pos.is_multiple_of(ALIGN as u64) {
-            let left = self.batch.len();
-            self.write_out(left - left % ALIGN)?;
+    /// Queues the last batch and waits until everything was written; the
+    /// thread's file state and the bytes pushed.
+    fn drain(mut self) -> io::Result<(Disk, u64)> {
+        if self.batch.len() > 0 {
+            self.send_batch()?;
         }
-        self.write_out(self.batch.len())
+        self.queue = None;
+        match self.disk.take().map(std::thread::JoinHandle::join) {
+            Some(Ok(disk)) => Ok((disk?, self.written)),
+            Some(Err(_)) => Err(io::Error::other("the writing thread panicked")),
+            None => Err(io::Error::other("the writing thread stopped")),
+        }
+    }
+}
+
+impl Drop for DirectWriter {
+    fn drop(&mut self) {
+        self.queue = None;
+        if let Some(thread) = self.disk.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The writing thread's side: the file and how its bytes went out.
+struct Disk {
+    /// Through the page cache: the unaligned ends, the fallback, the sync.
+    file: File,
+    /// The same file opened with `O_DIRECT`, while direct writes work.
+    direct: Option<File>,
+    /// Background syncs, started with the first page-cache write that
+    /// needs one (most transfers write directly and never do).
+    write_back: Option<WriteBack>,
+    /// Bytes that went to the disk directly.
+    written_directly: u64,
+    unsynced: u64,
+}
+
+impl Disk {
+    fn new(file: File, direct: Option<File>) -> Self {
+        Self {
+            file,
+            direct,
+            write_back: None,
+            written_directly: 0,
+            unsynced: 0,
+        }
+    }
+
+    /// Writes `bytes` at `pos`: the aligned part directly (when `pos` is
+    /// aligned), the unaligned rest through the page cache.
+    fn write(&mut self, bytes: &[u8], pos: u64) -> io::Result<()> {
+        let aligned = if pos.is_multiple_of(ALIGN as u64) {
+            bytes.len() - bytes.len() % ALIGN
+        } else {
+            0
+        };
+        let (head, tail) = bytes.split_at(aligned);
+        self.write_piece(head, pos)?;
+        self.write_piece(tail, pos + aligned as u64)
+    }
+
+    /// Writes `bytes` at `pos`, directly when both are aligned.
+    fn write_piece(&mut self, bytes: &[u8], pos: u64) -> io::Result<()> {
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        let aligned = pos.is_multiple_of(ALIGN as u64) && bytes.len().is_multiple_of(ALIGN);
+        let direct = match &self.direct {
+            Some(direct) if aligned => direct.write_all_at(bytes, pos).is_ok(),
+            _ => false,
+        };
+        if direct {
+            self.written_directly += bytes.len() as u64;
+            return Ok(());
+        }
+        // Refused (or not aligned): this and everything after it goes
+        // through the page cache. A refused direct write may have written
+        // part of the range; rewriting all of it is exact.
+        if aligned {
+            self.direct = None;
+        }
+        self.file.write_all_at(bytes, pos)?;
+        self.unsynced += bytes.len() as u64;
+        if self.unsynced >= SYNC_EVERY {
+            if self.write_back.is_none() {
+                self.write_back = Some(WriteBack::start(&self.file)?);
+            }
+            if let Some(write_back) = &self.write_back {
+                write_back.nudge();
+            }
+            self.unsynced = 0;
+        }
+        Ok(())
     }
 }
 
@@ -331,15 +457,6 @@ impl AlignedBuf {
         assert!(self.start + n <= self.storage.len(), "within the buffer");
         self.len = n;
     }
-
-    /// Drops the first `n` bytes, moving the rest (less than one aligned
-    /// block after a direct write) to the front.
-    fn drain_front(&mut self, n: usize) {
-        let from = self.start + n;
-        self.storage
-            .copy_within(from..self.start + self.len, self.start);
-        self.len -= n;
-    }
 }
 
 /// A thread that `fdatasync`s a file whenever it is nudged, so that the
@@ -412,10 +529,11 @@ mod tests {
         std::fs::write(&path, &old).unwrap();
         let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
         file.set_len(offset as u64).unwrap();
-        let mut writer = DirectWriter::new(file, offset as u64).unwrap();
-        if !direct {
-            writer.direct = None;
-        }
+        let mut writer = if direct {
+            DirectWriter::new(file, offset as u64).unwrap()
+        } else {
+            DirectWriter::through_page_cache(file, offset as u64).unwrap()
+        };
         let mut sent = offset;
         while sent < offset + total {
             let len = frame.min(offset + total - sent);
@@ -546,25 +664,85 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("staged");
         let file = std::fs::File::create(&path).unwrap();
-        let mut writer = DirectWriter::new(file, 0).unwrap();
-        writer.direct = None;
+        let mut writer = DirectWriter::through_page_cache(file, 0).unwrap();
         let mut sent = Vec::new();
         let frame: Vec<u8> = (0..WRITE_BATCH + 7).map(pattern).collect();
         while sent.len() < 2 * SYNC_EVERY as usize + 12_345 {
             writer.push(&frame).unwrap();
             sent.extend_from_slice(&frame);
         }
-        assert!(writer.write_back.is_some(), "no background sync started");
-        let (_, landed) = writer.finish().unwrap();
-        assert_eq!(landed.directly, 0);
+        let (disk, _) = writer.drain().unwrap();
+        assert_eq!(disk.written_directly, 0);
+        let write_back = disk.write_back.expect("no background sync started");
+        write_back.finish().unwrap();
         assert!(std::fs::read(&path).unwrap() == sent);
 
         let file = std::fs::File::create(dir.path().join("direct")).unwrap();
         let mut writer = DirectWriter::new(file, 0).unwrap();
-        if writer.direct.is_some() {
-            writer.push(&sent).unwrap();
-            assert!(writer.write_back.is_none(), "direct writes need no syncs");
+        writer.push(&sent).unwrap();
+        let (disk, _) = writer.drain().unwrap();
+        if disk.written_directly > 0 {
+            assert!(disk.write_back.is_none(), "direct writes need no syncs");
         }
+    }
+
+    /// A write the disk refuses (here: a file open only for reading) is an
+    /// error from `push` or `finish`, never a hang or a panic, however many
+    /// batches were queued behind it.
+    #[test]
+    fn a_failing_disk_is_an_error_not_a_hang() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("read-only");
+        std::fs::write(&path, b"").unwrap();
+        let file = std::fs::File::open(&path).unwrap();
+        let mut writer = DirectWriter::through_page_cache(file, 0).unwrap();
+        let frame = vec![1u8; WRITE_BATCH / 2 + 1];
+        let mut failed = None;
+        for _ in 0..4 * IN_FLIGHT {
+            if let Err(err) = writer.push(&frame) {
+                failed = Some(err);
+                break;
+            }
+        }
+        let err = match failed {
+            Some(err) => err,
+            None => writer.finish().expect_err("writes to a read-only file"),
+        };
+        assert_eq!(err.raw_os_error(), Some(libc::EBADF), "{err}");
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
+    }
+
+    /// Descriptors of this process open on `path` (Linux).
+    fn descriptors_on(path: &Path) -> usize {
+        std::fs::read_dir("/proc/self/fd")
+            .map(|fds| {
+                fds.filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+                    .filter(|target| target == path)
+                    .count()
+            })
+            .unwrap_or(0)
+    }
+
+    /// Dropped without `finish` (a failed transfer), the writer first
+    /// lets the queued batches land and closes the file: nothing writes to
+    /// it later.
+    #[test]
+    fn a_dropped_writer_has_finished_writing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("partial");
+        let file = std::fs::File::create(&path).unwrap();
+        let mut writer = DirectWriter::new(file, 0).unwrap();
+        let body: Vec<u8> = (0..(IN_FLIGHT + 1) * WRITE_BATCH + 5)
+            .map(pattern)
+            .collect();
+        writer.push(&body).unwrap();
+        drop(writer);
+        if cfg!(target_os = "linux") {
+            assert_eq!(descriptors_on(&path), 0, "the writing thread still runs");
+        }
+        let landed = std::fs::read(&path).unwrap();
+        assert_eq!(landed.len(), (IN_FLIGHT + 1) * WRITE_BATCH);
+        assert!(landed[..] == body[..landed.len()]);
     }
 
     /// The direct handle is the caller's file, not whatever its path names
@@ -600,8 +778,8 @@ mod tests {
         let mut buf = AlignedBuf::new(3 * ALIGN);
         assert_eq!(buf.as_slice().as_ptr().align_offset(ALIGN), 0);
         buf.extend(&[7; 5000]);
-        buf.drain_front(ALIGN);
-        assert_eq!(buf.as_slice(), &[7; 5000 - ALIGN][..]);
-        assert_eq!(buf.as_slice().as_ptr().align_offset(ALIGN), 0);
+        assert_eq!(buf.as_slice(), &[7; 5000][..]);
+        buf.clear();
+        assert_eq!(buf.space(ALIGN).as_ptr().align_offset(ALIGN), 0);
     }
 }
