@@ -791,14 +791,17 @@ async fn copy_out(
     decryptor: &mut (impl tokio::io::AsyncRead + Unpin),
     mut out: std::fs::File,
 ) -> Result<std::fs::File, Copy> {
-    let (to_writer, mut inbox) = tokio::sync::mpsc::channel::<Vec<u8>>(WRITE_DEPTH);
+    // Batches travel at their full length with the count filled, so a
+    // reused buffer is never zeroed again (a `resize` after `truncate` was
+    // 4% of a download's CPU).
+    let (to_writer, mut inbox) = tokio::sync::mpsc::channel::<(Vec<u8>, usize)>(WRITE_DEPTH);
     let (give_back, spare) = std::sync::mpsc::channel::<Vec<u8>>();
     let at = std::io::Seek::stream_position(&mut out).map_err(Copy::Write)?;
     let mut direct = coffer_fileio::DirectWriter::new(out, at).map_err(Copy::Write)?;
     let writer = std::thread::spawn(move || {
         let mut pushed = Ok(());
-        while let Some(buf) = inbox.blocking_recv() {
-            pushed = direct.push(&buf);
+        while let Some((buf, filled)) = inbox.blocking_recv() {
+            pushed = direct.push(&buf[..filled]);
             if pushed.is_err() {
                 break;
             }
@@ -811,7 +814,6 @@ async fn copy_out(
     let read = async {
         loop {
             let mut buf = spare.try_recv().unwrap_or_else(|_| vec![0u8; WRITE_BATCH]);
-            buf.resize(WRITE_BATCH, 0);
             let mut filled = 0;
             while filled < WRITE_BATCH / 2 {
                 let n = decryptor
@@ -826,8 +828,7 @@ async fn copy_out(
             if filled == 0 {
                 return Ok(());
             }
-            buf.truncate(filled);
-            if to_writer.send(buf).await.is_err() {
+            if to_writer.send((buf, filled)).await.is_err() {
                 // The writer stopped on an error; it reports it below.
                 return Ok(());
             }
