@@ -80,7 +80,7 @@ pub struct Landed {
 /// The writes themselves run on a thread of their own, so the caller goes
 /// on producing the next batch while the disk takes the last one: a direct
 /// write blocks until the device has the bytes (about 0.7 ms per MiB on
-/// the reference machine, as long as decrypting them takes). At most
+/// the reference machine, twice as long as decrypting them). At most
 /// [`IN_FLIGHT`] batches exist at once; when all are queued, `push` waits
 /// for the disk. Dropping the writer without `finish` waits for the queued
 /// writes too, so no write reaches the file after the writer is gone.
@@ -200,13 +200,22 @@ impl DirectWriter {
         Ok(buf)
     }
 
-    /// Why the writing thread stopped early: its error.
-    fn disk_failure(&mut self) -> io::Error {
+    /// Closes the queue and waits for the writing thread: its file state
+    /// once everything queued was written, or its error.
+    fn join_disk(&mut self) -> io::Result<Disk> {
         self.queue = None;
         match self.disk.take().map(std::thread::JoinHandle::join) {
-            Some(Ok(Err(err))) => err,
-            Some(Err(_)) => io::Error::other("the writing thread panicked"),
-            _ => io::Error::other("the writing thread stopped"),
+            Some(Ok(disk)) => disk,
+            Some(Err(_)) => Err(io::Error::other("the writing thread panicked")),
+            None => Err(io::Error::other("the writing thread stopped")),
+        }
+    }
+
+    /// Why the writing thread stopped early: its error.
+    fn disk_failure(&mut self) -> io::Error {
+        match self.join_disk() {
+            Err(err) => err,
+            Ok(_) => io::Error::other("the writing thread stopped"),
         }
     }
 
@@ -236,21 +245,13 @@ impl DirectWriter {
         if self.batch.len() > 0 {
             self.send_batch()?;
         }
-        self.queue = None;
-        match self.disk.take().map(std::thread::JoinHandle::join) {
-            Some(Ok(disk)) => Ok((disk?, self.written)),
-            Some(Err(_)) => Err(io::Error::other("the writing thread panicked")),
-            None => Err(io::Error::other("the writing thread stopped")),
-        }
+        Ok((self.join_disk()?, self.written))
     }
 }
 
 impl Drop for DirectWriter {
     fn drop(&mut self) {
-        self.queue = None;
-        if let Some(thread) = self.disk.take() {
-            let _ = thread.join();
-        }
+        let _ = self.join_disk();
     }
 }
 
