@@ -1326,7 +1326,11 @@ fn three_nodes_share_uploads_and_survive_one_dying() {
     dead.wait().unwrap();
     balancer.route_to(ports[1]);
     let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "the upload did not survive node 0");
+    assert!(
+        out.status.success(),
+        "the upload did not survive node 0: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // (The request in flight on node 0 is lost with it, as tus has it: the
     // offset moves only when a request completes, so this upload, sent in
     // one request, starts again from 0 on node 1.)
@@ -2588,4 +2592,109 @@ fn a_backup_restores_every_file_after_the_server_is_wiped() {
     // A second restore over the restored directory is refused.
     let again = restore("nightly.coffer", "backup.id");
     assert!(String::from_utf8_lossy(&again.stderr).contains("not empty"));
+}
+
+/// A server whose disk fills up mid-upload (a real ENOSPC, on the small
+/// tmpfs `scripts/test-services` mounts) answers 507 `storage_full`: the
+/// client says so at once instead of retrying, exits 75, and nothing of the
+/// failed request is kept. Once space is freed, the same put goes through
+/// and the file comes back whole.
+#[test]
+fn a_full_server_disk_is_said_plainly_and_loses_nothing() {
+    let small_fs = std::env::var_os("COFFER_TEST_SMALL_FS");
+    let what = "a small file system for the full-disk test (COFFER_TEST_SMALL_FS)";
+    if !coffer_server::testing::require(what, small_fs.is_some()) {
+        return;
+    }
+    let mut world = World::with_init_on(&[], coffer_server::testing::Backend::Embedded);
+    // Staged uploads and objects both on the small file system (one file
+    // system, so the commit's rename works), nearly filled by ballast.
+    let disk = tempfile::tempdir_in(small_fs.unwrap()).unwrap();
+    world.kill_server();
+    for store in ["uploads", "objects"] {
+        let moved = disk.path().join(store);
+        std::fs::create_dir(&moved).unwrap();
+        std::fs::remove_dir_all(world.path(&format!("srv/{store}"))).unwrap();
+        std::os::unix::fs::symlink(&moved, world.path(&format!("srv/{store}"))).unwrap();
+    }
+    let ballast = fill_leaving(disk.path(), 6);
+    world.start();
+    world.login_everyone();
+
+    let file = world.write("records.bin", &data(16 * MIB, 31));
+    let out = world
+        .std_coffer("alice")
+        .args(["put", "--json"])
+        .arg(&file)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(75), "{said}");
+    assert!(
+        said.contains("507") && said.contains("storage is full"),
+        "{said}"
+    );
+    // (A refusal that overtakes the body it refuses can reach the client
+    // as a broken pipe, which is retried; a 507 that arrived never is.)
+    assert!(
+        !said
+            .lines()
+            .any(|line| line.contains("507") && line.contains("resuming in")),
+        "retried a full disk: {said}"
+    );
+    // The failed request left nothing staged and no file.
+    let staged: u64 = std::fs::read_dir(disk.path().join("uploads"))
+        .unwrap()
+        .map(|entry| entry.unwrap().metadata().unwrap().len())
+        .sum();
+    assert_eq!(staged, 0, "bytes of the failed request were kept");
+    let listing = world
+        .coffer("alice")
+        .args(["ls", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        listing.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&listing.stdout)
+    );
+
+    // The operator frees space; the next run goes through.
+    for piece in ballast {
+        std::fs::remove_file(piece).unwrap();
+    }
+    let put = world.put("alice", &file, &[]);
+    world.get_same(
+        "alice",
+        put["id"].as_str().unwrap(),
+        "out/records.bin",
+        &file,
+    );
+}
+
+/// Fills the file system of `dir` with 1 MiB files until it is full, then
+/// frees `leave_mib` of them; returns the rest.
+fn fill_leaving(dir: &Path, leave_mib: usize) -> Vec<std::path::PathBuf> {
+    let piece = vec![0x5a; MIB];
+    let mut pieces = Vec::new();
+    loop {
+        let path = dir.join(format!("ballast-{}", pieces.len()));
+        match std::fs::write(&path, &piece) {
+            Ok(()) => pieces.push(path),
+            Err(err) if err.kind() == std::io::ErrorKind::StorageFull => {
+                let _ = std::fs::remove_file(&path);
+                break;
+            }
+            Err(err) => panic!("filling {}: {err}", dir.display()),
+        }
+    }
+    assert!(
+        pieces.len() > leave_mib,
+        "the small file system is too small"
+    );
+    for freed in pieces.drain(..=leave_mib) {
+        std::fs::remove_file(freed).unwrap();
+    }
+    pieces
 }

@@ -183,12 +183,18 @@ impl Error {
             Error::Transport(_) | Error::NotSent(_) | Error::Busy(_) => true,
             Error::Connect { .. } => true,
             Error::Api { status, code, .. } => {
-                *status == 429 && code == "rate_limited" || *status == 423 || *status >= 502
+                *status == 429 && code == "rate_limited"
+                    || *status == 423
+                    || *status >= 502 && *status != STORAGE_FULL_STATUS
             }
             _ => false,
         }
     }
 }
+
+/// The status of a server whose storage has no room left (507): not worth
+/// retrying within one run.
+pub(crate) const STORAGE_FULL_STATUS: u16 = 507;
 
 /// The server's code for a file whose stored bytes it has lost.
 pub(crate) const OBJECT_MISSING: &str = "object_missing";
@@ -251,7 +257,9 @@ impl Error {
             Error::Api { status, .. } => match status {
                 401 | 403 => Class::Auth,
                 404 | 410 => Class::NotFound,
-                413 | 429 | 507 => Class::Refused,
+                413 | 429 => Class::Refused,
+                // A full server disk (507) included: the next run may find
+                // room, this one would only wait for it.
                 408 | 423 | 500..=599 => Class::Temporary,
                 _ => Class::Usage,
             },

@@ -718,11 +718,15 @@ async fn send_all(
 }
 
 fn is_retryable(err: &Error) -> bool {
-    err.is_transient()
-        || matches!(
-            err,
-            Error::Api { status: 409, .. } | Error::Api { status: 500.., .. }
-        )
+    match err {
+        // A full server disk: waiting a few seconds will not free any.
+        Error::Api { status, .. } if *status == crate::error::STORAGE_FULL_STATUS => false,
+        Error::Api {
+            status: 409 | 500..,
+            ..
+        } => true,
+        _ => err.is_transient(),
+    }
 }
 
 /// The receipt must be signed by the pinned server and name this file, this
@@ -1111,6 +1115,25 @@ mod tests {
             encoded_len: 4,
             unit_len: UNIT_LEN,
         }
+    }
+
+    /// A full server disk ends the run at once, as temporary (exit 75):
+    /// retrying within seconds would only wait. Other server failures and
+    /// offset races are retried.
+    #[test]
+    fn a_full_server_disk_is_not_retried_but_other_failures_are() {
+        let api = |status| Error::Api {
+            status,
+            code: "x".into(),
+            message: String::new(),
+        };
+        assert!(!is_retryable(&api(507)));
+        assert!(!api(507).is_transient());
+        assert_eq!(api(507).class(), crate::error::Class::Temporary);
+        for status in [409, 423, 500, 502, 503] {
+            assert!(is_retryable(&api(status)), "{status}");
+        }
+        assert!(!is_retryable(&api(413)));
     }
 
     #[test]

@@ -309,6 +309,7 @@ impl World {
             .args(extra)
             .arg("--json")
             .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
             .spawn()
             .unwrap();
         wait_for("the upload to get going", || {
@@ -336,6 +337,34 @@ impl World {
 impl Drop for World {
     fn drop(&mut self) {
         self.kill_server();
+        if std::thread::panicking() {
+            self.show_server_logs();
+        }
+    }
+}
+
+impl World {
+    /// The warnings, errors and last lines of this world's server logs, for
+    /// a failed test's output (a CI run keeps nothing else).
+    fn show_server_logs(&self) {
+        let Ok(entries) = std::fs::read_dir(self.dir.path()) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !(name.starts_with("server-") && name.ends_with(".log")) {
+                continue;
+            }
+            let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = lines.len().saturating_sub(15);
+            eprintln!("--- {name}: warnings, errors and the last lines ---");
+            for (n, line) in lines.iter().enumerate() {
+                if n >= tail || line.contains(" WARN ") || line.contains(" ERROR ") {
+                    eprintln!("{line}");
+                }
+            }
+        }
     }
 }
 

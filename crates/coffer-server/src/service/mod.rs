@@ -143,8 +143,22 @@ pub enum Kind {
     Timeout,
     /// The path exists, the method does not.
     MethodNotAllowed,
+    /// The storage has no room left (a full disk or an exhausted quota):
+    /// the operator must act; the client's retries would not help.
+    StorageFull,
     /// The server failed (logged; details never sent).
     Internal,
+}
+
+/// The code of [`Error::storage`] for a full disk or quota.
+const STORAGE_FULL: &str = "storage_full";
+
+/// Whether an I/O error says the storage has no room left.
+pub(crate) fn is_storage_full(err: &std::io::Error) -> bool {
+    matches!(
+        err.kind(),
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+    )
 }
 
 /// The code of [`Error::object_missing`].
@@ -205,6 +219,28 @@ impl Error {
     pub fn internal(err: impl std::fmt::Display) -> Self {
         tracing::error!("internal error: {err}");
         Self::new(Kind::Internal, "internal", "internal server error")
+    }
+
+    /// A failure of the object store: "storage full" when its disk or
+    /// quota has no room left (which the operator must fix and the client
+    /// can say plainly), any other as [`Error::internal`].
+    pub fn storage(err: std::io::Error) -> Self {
+        match is_storage_full(&err) {
+            true => Self::storage_full(err),
+            false => Self::internal(err),
+        }
+    }
+
+    /// The storage has no room left: logged with its cause and counted,
+    /// answered with 507 and no detail.
+    pub fn storage_full(cause: impl std::fmt::Display) -> Self {
+        metrics::counter!("coffer_storage_full_total").increment(1);
+        tracing::error!("storage full: {cause:#}; uploads fail until space is freed");
+        Self::new(
+            Kind::StorageFull,
+            STORAGE_FULL,
+            "the server's storage is full; try again once its operator has freed space (what earlier requests stored is kept)",
+        )
     }
 
     /// The stored bytes of file `id` are gone from the object store while

@@ -441,8 +441,15 @@ async fn stage(
     })
 }
 
+/// Whether a failure came from storage with no room left.
+fn full_storage_in(err: &anyhow::Error) -> bool {
+    err.chain()
+        .filter_map(|cause| cause.downcast_ref::<std::io::Error>())
+        .any(super::is_storage_full)
+}
+
 /// Why staging a body failed: the client's body (408, 400) or the server.
-fn body_failure(meter: &Meter, err: impl std::fmt::Display) -> Error {
+fn body_failure(meter: &Meter, err: std::io::Error) -> Error {
     match (meter.broken, meter.stalled) {
         (true, true) => Error::new(
             Kind::Timeout,
@@ -454,7 +461,7 @@ fn body_failure(meter: &Meter, err: impl std::fmt::Display) -> Error {
             "body_broken",
             "the request body broke off; resume from the server's offset",
         ),
-        (false, _) => Error::internal(err),
+        (false, _) => Error::storage(err),
     }
 }
 
@@ -637,7 +644,7 @@ pub async fn commit(service: &Service, upload: &Upload) -> Result<SignedReceipt>
                 .objects
                 .commit(&upload.id, &upload.staging, upload.staged_len)
                 .await
-                .map_err(Error::internal)?;
+                .map_err(Error::storage)?;
             (size, verified.signed.root, DigestAlg::Coffer2Root, None)
         }
         Some(wrapped) => {
@@ -722,20 +729,19 @@ async fn convert(
             .unwrap(wrapped, crate::keyring::KeyUse::Staging(&upload.id)),
     )
     .await?;
-    let converted = checked(
-        service,
-        &upload.owner,
-        &upload.id,
-        super::at_rest::convert(
-            service.objects.as_ref(),
-            &staging,
-            upload,
-            file_id,
-            &service.identity,
-        )
-        .await,
+    let converted = super::at_rest::convert(
+        service.objects.as_ref(),
+        &staging,
+        upload,
+        file_id,
+        &service.identity,
     )
-    .await?;
+    .await;
+    // A full disk is the operator's to fix, not a sign of tampering.
+    let converted = match converted {
+        Err(err) if full_storage_in(&err) => return Err(Error::storage_full(err)),
+        result => checked(service, &upload.owner, &upload.id, result).await?,
+    };
     let key = service
         .keyring
         .wrap(&converted.dek, crate::keyring::KeyUse::File(file_id))
@@ -878,4 +884,31 @@ pub async fn sweep_expired(service: &Service) -> Result<usize> {
             .map_err(Error::internal)?;
     }
     Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A full disk found under layers of context is still a full disk (the
+    /// conversion of a server-encrypted upload wraps its I/O errors), and
+    /// only that: other failures stay what they are.
+    #[test]
+    fn a_full_disk_is_told_apart_from_other_failures() {
+        let full = anyhow::Error::from(std::io::Error::from(std::io::ErrorKind::StorageFull))
+            .context("writing the object")
+            .context("converting upload x");
+        assert!(full_storage_in(&full));
+        let other = anyhow::Error::from(std::io::Error::other("bad block")).context("converting");
+        assert!(!full_storage_in(&other));
+        assert!(!full_storage_in(&anyhow::anyhow!("tag mismatch")));
+
+        let quota = Error::storage(std::io::ErrorKind::QuotaExceeded.into());
+        assert_eq!(
+            (quota.kind(), quota.code()),
+            (Kind::StorageFull, "storage_full")
+        );
+        let broken = Error::storage(std::io::ErrorKind::PermissionDenied.into());
+        assert_eq!((broken.kind(), broken.code()), (Kind::Internal, "internal"));
+    }
 }
