@@ -292,7 +292,9 @@ pub struct InboxArgs {
     /// Download every new file, then acknowledge it on the server: a rerun,
     /// on this or any other machine of this user, fetches only what has not
     /// arrived. A name that exists keeps both: the new file becomes
-    /// `name.2.ext` (then `.3`, …).
+    /// `name.2.ext` (then `.3`, …). A file that fails its checks is
+    /// reported and left in the inbox; the rest still arrive, and the exit
+    /// code is that file's.
     #[arg(long)]
     pub get_all: bool,
     /// Directory for --get-all.

@@ -48,17 +48,21 @@ fn main() -> ExitCode {
         // As `say` does for lines: a reader that closed the pipe early
         // (`coffer get ID -o - | head`) had what it wanted.
         Err(err) if reader_closed_stdout(&err) => ExitCode::SUCCESS,
-        Err(err) => {
-            let code = exit_code(&err);
-            if wants_json() {
-                let line = serde_json::json!({"error": one_line(&err), "exit_code": code});
-                eprintln!("{line}");
-            } else {
-                eprintln!("coffer: {}", one_line(&err));
-            }
-            ExitCode::from(code)
-        }
+        Err(err) => ExitCode::from(report_error(&err)),
     }
+}
+
+/// Prints `err` on stderr (one line, or one JSON object with `--json`) and
+/// returns the exit code its class calls for.
+pub(crate) fn report_error(err: &anyhow::Error) -> u8 {
+    let code = exit_code(err);
+    if wants_json() {
+        let line = serde_json::json!({"error": one_line(err), "exit_code": code});
+        eprintln!("{line}");
+    } else {
+        eprintln!("coffer: {}", one_line(err));
+    }
+    code
 }
 
 /// Whether the command line asked for `--json`: then the error, too, is

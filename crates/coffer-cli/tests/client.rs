@@ -254,6 +254,75 @@ fn share_then_get_then_revoke_and_key_pinning() {
         .success();
 }
 
+/// The nightly job with one bad file in the inbox (tampered on the server,
+/// and the oldest, so fetched first): the files after it still arrive, the
+/// run exits 4 naming it, and it stays in the inbox, so the next night
+/// reports it again instead of fetching it as new or losing it.
+#[test]
+fn one_tampered_file_does_not_hold_back_the_rest_of_the_inbox() {
+    let world = World::new();
+    std::fs::create_dir_all(world.path("in")).unwrap();
+    let send = |name: &str, text: &str| -> String {
+        let file = world.write(name, text.as_bytes());
+        let out = world
+            .coffer("alice")
+            .args(["send", "--json", "--to", "bob"])
+            .arg(&file)
+            .output()
+            .unwrap();
+        let sent: Value = serde_json::from_slice(&out.stdout).unwrap();
+        sent["id"].as_str().unwrap().to_string()
+    };
+    let bad = send("first.csv", "first\n");
+    let good = [send("second.csv", "second\n"), send("third.csv", "third\n")];
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let objects = runtime.block_on(coffer_server::testing::object_store(
+        &world.path("srv"),
+        &world.storage,
+    ));
+    let mut stored = runtime.block_on(coffer_server::testing::read_object(&*objects, &bad));
+    let last = stored.len() - 1;
+    stored[last] ^= 0x01; // the signature
+    runtime.block_on(coffer_server::testing::write_object(
+        &*objects, &bad, stored,
+    ));
+
+    for night in 1..=2 {
+        let out = world
+            .coffer("bob")
+            .args(["inbox", "--get-all", "-o", "in", "--json"])
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(4), "night {night}: {said}");
+        assert!(said.contains(&bad), "night {night}: {said}");
+        let arrived = String::from_utf8_lossy(&out.stdout).lines().count();
+        assert_eq!(arrived, if night == 1 { 2 } else { 0 }, "night {night}");
+    }
+    assert_eq!(
+        std::fs::read_to_string(world.path("in/second.csv")).unwrap(),
+        "second\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(world.path("in/third.csv")).unwrap(),
+        "third\n"
+    );
+    assert!(
+        !world.path("in/first.csv").exists(),
+        "the tampered file was written"
+    );
+    let listed = world
+        .coffer("bob")
+        .args(["inbox", "--json"])
+        .output()
+        .unwrap();
+    let listed = String::from_utf8_lossy(&listed.stdout);
+    assert!(
+        listed.contains(&bad) && !good.iter().any(|id| listed.contains(id)),
+        "{listed}"
+    );
+}
+
 /// The nightly job: alice sends `nightly.csv` every night, bob's cron runs
 /// `inbox --get-all`. Every version arrives (a taken name keeps both), a
 /// rerun fetches nothing, and the acknowledgements live on the server, so

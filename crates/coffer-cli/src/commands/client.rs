@@ -16,7 +16,7 @@ use coffer_client::progress::{Phase, Progress, Silent};
 use coffer_client::requests::{self, RequestOptions};
 use coffer_client::untrusted::printable;
 use coffer_client::upload::{self, PutOptions};
-use coffer_client::{Endpoint, Session, Trust};
+use coffer_client::{Class, Endpoint, Session, Trust};
 use coffer_format::PublicIdentity;
 use coffer_proto::receipt::SignedReceipt;
 use serde_json::json;
@@ -1202,6 +1202,11 @@ async fn inbox(args: &InboxArgs) -> Result<()> {
         },
         ..GetOptions::default()
     };
+    // A file that fails its checks or is gone must not hold back the ones
+    // after it night after night: it is reported, stays in the inbox, and
+    // the run fails at the end with its exit code. Anything else (the
+    // server, the session, the local disk) would fail every file: stop.
+    let mut skipped: Option<(usize, anyhow::Error)> = None;
     // Oldest first, so that of several versions of one name the newest
     // ends up with the highest number.
     for entry in entries.iter().rev() {
@@ -1216,7 +1221,23 @@ async fn inbox(args: &InboxArgs) -> Result<()> {
         )
         .await;
         drop(progress);
-        let outcome = outcome.with_context(|| format!("download of {} failed", entry.id))?;
+        let outcome = match outcome {
+            Ok(outcome) => outcome,
+            Err(err) if matches!(err.class(), Class::Integrity | Class::NotFound) => {
+                let err = anyhow::Error::new(err).context(format!(
+                    "download of {} failed; it stays in the inbox",
+                    entry.id
+                ));
+                crate::report_error(&err);
+                let (count, _) = skipped.get_or_insert((0, err));
+                *count += 1;
+                continue;
+            }
+            Err(err) => {
+                ctx.save()?;
+                return Err(err).with_context(|| format!("download of {} failed", entry.id));
+            }
+        };
         // Acknowledged as soon as the file is in place, before its line is
         // printed: a reader that goes away (`| head -1`) ends the run at the
         // next line, and the file must not come again on the next night.
@@ -1226,8 +1247,17 @@ async fn inbox(args: &InboxArgs) -> Result<()> {
             .with_context(|| format!("{} arrived but cannot be acknowledged", entry.id))?;
         report_download(&ctx, &entry.id, &outcome);
     }
-    ctx.note(&format!("{} new file(s)", entries.len()));
-    ctx.save()
+    ctx.save()?;
+    match skipped {
+        None => {
+            ctx.note(&format!("{} new file(s)", entries.len()));
+            Ok(())
+        }
+        Some((count, first)) => Err(first.context(format!(
+            "{count} of {} new file(s) did not arrive (each is reported above); the first",
+            entries.len()
+        ))),
+    }
 }
 
 async fn link_ls(args: &LinkLsArgs) -> Result<()> {
