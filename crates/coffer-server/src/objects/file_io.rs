@@ -11,19 +11,23 @@ use coffer_fileio::{BlockReader, DirectWriter};
 
 pub(super) use coffer_fileio::WRITE_BATCH;
 
-/// Frames queued for the writer thread.
-pub(super) const WRITE_DEPTH: usize = 64;
+/// Body bytes gathered (as the frames they came in, not copied) before one
+/// hand-off to the writer thread. Handing over each frame, a TLS record or
+/// a few, woke that thread tens of thousands of times per GiB.
+pub(super) const HANDOFF_BYTES: usize = WRITE_BATCH;
+/// Hand-offs queued for the writer thread.
+pub(super) const WRITE_DEPTH: usize = 2;
 /// Blocks read ahead of a download's response.
 const READ_AHEAD: usize = 4;
 
 /// Writes what arrives on `inbox` (request bodies come in frames of a few
-/// KiB, TLS records) into the file at `path` from `offset` on, anything
-/// after `offset` cut first, and makes it durable. Returns the bytes
-/// written.
+/// KiB, TLS records, handed over a MiB of them at a time) into the file at
+/// `path` from `offset` on, anything after `offset` cut first, and makes it
+/// durable. Returns the bytes written.
 pub(super) fn write_staged(
     path: &Path,
     offset: u64,
-    mut inbox: tokio::sync::mpsc::Receiver<Bytes>,
+    mut inbox: tokio::sync::mpsc::Receiver<Vec<Bytes>>,
 ) -> io::Result<u64> {
     let file = std::fs::OpenOptions::new()
         .create(true)
@@ -32,9 +36,13 @@ pub(super) fn write_staged(
         .open(path)?;
     file.set_len(offset)?;
     let mut writer = DirectWriter::new(file, offset)?;
+    let mut frames = 0usize;
     let received = (|| -> io::Result<()> {
-        while let Some(frame) = inbox.blocking_recv() {
-            writer.push(&frame)?;
+        while let Some(handoff) = inbox.blocking_recv() {
+            frames += handoff.len();
+            for frame in handoff {
+                writer.push(&frame)?;
+            }
         }
         Ok(())
     })();
@@ -46,6 +54,7 @@ pub(super) fn write_staged(
     tracing::debug!(
         bytes = landed.bytes,
         directly = landed.directly,
+        frames,
         "upload body written"
     );
     Ok(landed.bytes)
@@ -99,7 +108,7 @@ mod tests {
             let len = (16_381).min(total - sent);
             let frame: Vec<u8> = (sent..sent + len).map(|i| (i % 251) as u8).collect();
             expected.update(&frame);
-            tx.blocking_send(Bytes::from(frame)).unwrap();
+            tx.blocking_send(vec![Bytes::from(frame)]).unwrap();
             sent += len;
         }
         drop(tx);

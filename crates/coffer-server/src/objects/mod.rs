@@ -28,7 +28,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 mod file_io;
 pub mod s3;
 
-use file_io::{WRITE_BATCH, WRITE_DEPTH, read_range, write_staged};
+use file_io::{HANDOFF_BYTES, WRITE_BATCH, WRITE_DEPTH, read_range, write_staged};
 
 /// A stream of body bytes.
 pub type ByteStream<'a> = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send + 'a>>;
@@ -187,15 +187,22 @@ impl ObjectStore for LocalObjects {
     ) -> ObjectFuture<'a, Appended> {
         Box::pin(async move {
             let path = self.staged(id)?;
-            let (to_writer, inbox) = tokio::sync::mpsc::channel::<Bytes>(WRITE_DEPTH);
+            let (to_writer, inbox) = tokio::sync::mpsc::channel(WRITE_DEPTH);
             let writer = tokio::task::spawn_blocking(move || write_staged(&path, offset, inbox));
             // The body's own failure is reported only once the writer has
             // stopped, so a rollback never races a write still in flight.
             let mut received = Ok(());
+            let (mut gathered, mut gathered_len) = (Vec::new(), 0);
             while let Some(chunk) = body.next().await {
                 match chunk {
                     Ok(chunk) => {
-                        if to_writer.send(chunk).await.is_err() {
+                        gathered_len += chunk.len();
+                        gathered.push(chunk);
+                        if gathered_len < HANDOFF_BYTES {
+                            continue;
+                        }
+                        gathered_len = 0;
+                        if to_writer.send(std::mem::take(&mut gathered)).await.is_err() {
                             break; // the writer failed; it says why
                         }
                     }
@@ -204,6 +211,9 @@ impl ObjectStore for LocalObjects {
                         break;
                     }
                 }
+            }
+            if !gathered.is_empty() {
+                let _ = to_writer.send(gathered).await; // a failed writer says why
             }
             drop(to_writer);
             let written = writer.await.map_err(io::Error::other)?;
