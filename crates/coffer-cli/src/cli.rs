@@ -149,6 +149,10 @@ pub struct LoginArgs {
     /// Key for --client-cert.
     #[arg(long, requires = "client_cert")]
     pub client_key: Option<PathBuf>,
+    /// Replace the profile even if it is another user's or another
+    /// server's (its pins of that server and of users' keys go with it).
+    #[arg(long)]
+    pub replace: bool,
 }
 
 #[derive(Debug, clap::Args)]

@@ -254,6 +254,44 @@ fn share_then_get_then_revoke_and_key_pinning() {
         .success();
 }
 
+/// A login into a profile that holds another account (a person logging in
+/// as bob where alice's nightly job keeps its profile) is refused and leaves
+/// the profile as it was; `--replace` replaces it, and logging in again to
+/// the same account needs no flag.
+#[test]
+fn a_login_does_not_silently_take_over_another_accounts_profile() {
+    let world = World::new();
+    let login = |profile: &str, user: &str, extra: &[&str]| {
+        world
+            .coffer(profile)
+            .args(["login", &world.url(), "--user", user, "-i"])
+            .arg(world.path(&format!("{user}.id")))
+            .args(["--fingerprint", &world.fingerprint])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let whose = || -> Value {
+        serde_json::from_slice(&std::fs::read(world.profile("alice")).unwrap()).unwrap()
+    };
+    let refused = login("alice", "bob", &[]);
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(2), "{said}");
+    assert!(
+        said.contains("alice's") && said.contains("--replace"),
+        "{said}"
+    );
+    assert_eq!(whose()["user"], "alice");
+    world.coffer("alice").args(["ls"]).assert().success();
+
+    assert!(
+        login("alice", "alice", &[]).status.success(),
+        "a second login of the same account"
+    );
+    assert!(login("alice", "bob", &["--replace"]).status.success());
+    assert_eq!(whose()["user"], "bob");
+}
+
 /// The nightly job with one bad file in the inbox (tampered on the server,
 /// and the oldest, so fetched first): the files after it still arrive, the
 /// run exits 4 naming it, and it stays in the inbox, so the next night

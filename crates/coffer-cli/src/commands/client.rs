@@ -198,13 +198,34 @@ fn confirm(question: &str) -> Result<bool> {
     Ok(matches!(answer.trim(), "y" | "Y" | "yes"))
 }
 
+/// Whether a saved profile is for the server `args` names.
+fn same_server(profile: &Profile, args: &LoginArgs) -> bool {
+    profile.url.trim_end_matches('/') == args.url.trim_end_matches('/')
+}
+
+/// Whether a saved profile is the account `args` logs in to again.
+fn same_account(profile: &Profile, args: &LoginArgs) -> bool {
+    same_server(profile, args) && profile.user == args.user
+}
+
 async fn login(args: &LoginArgs) -> Result<()> {
     let home = Home::from_env()?;
     let identity = Arc::new(identity_file::load(args.identity.as_deref())?);
-    let previous = home
-        .load(&args.common.profile)
-        .ok()
-        .filter(|p| p.url.trim_end_matches('/') == args.url.trim_end_matches('/'));
+    let previous = home.load(&args.common.profile).ok();
+    if let Some(other) = previous.as_ref().filter(|p| !same_account(p, args))
+        && !args.replace
+    {
+        // A nightly job's profile must not turn into someone else's
+        // because a person logged in on the same account.
+        return Err(coffer_client::Error::Usage(format!(
+            "profile {:?} is {}'s on {}; log in with --profile NAME to keep both, or --replace to replace it",
+            args.common.profile,
+            printable(&other.user),
+            printable(&other.url)
+        ))
+        .into());
+    }
+    let previous = previous.filter(|p| same_server(p, args));
     let client_cert = match (&args.client_cert, &args.client_key) {
         (Some(cert), Some(key)) => Some(coffer_client::ClientCert {
             cert: cert.clone(),
