@@ -15,7 +15,10 @@
 # Prints MB/s (median of RUNS) for each direction, the ratios, and peak RSS
 # of client and server; then the same peaks for a 64 MiB file, to show
 # memory does not grow with file size; then CLIENTS concurrent `coffer put`
-# of 10 MiB each (default 50): errors and the aggregate MB/s.
+# of 10 MiB each (default 50): errors and the aggregate MB/s; then the CPU
+# seconds both ends of each tool spend on one transfer (which bounds the
+# wall time on a machine where they share the cores), and with perf the
+# top symbols of the server receiving a put and of the client of a get.
 #
 #   bash bench/transfer.sh [SIZE_MIB] [RUNS] [CLIENTS]
 set -euo pipefail
@@ -175,6 +178,52 @@ for _ in $(seq "$runs"); do
 done
 server_peak_big=$(peak_kib "$server_pid")
 
+# --- CPU per direction: where the time goes ---------------------------------
+# One more transfer each, with the CPU seconds of both ends: the client from
+# /usr/bin/time (it and its children), the server side from /proc (user +
+# system of the processes given and of their reaped children: sshd's
+# per-connection processes, nginx's workers).
+hz=$(getconf CLK_TCK)
+ticks() {
+  local pid sum=0
+  for pid in "$@"; do
+    [ -r "/proc/$pid/stat" ] && sum=$((sum + $(awk '{print $14 + $15 + $16 + $17}' "/proc/$pid/stat")))
+  done
+  echo "$sum"
+}
+accounted() { # "server pids" command... -> "client_cpu_s server_cpu_s"; stdout in $work/stdout.txt
+  local pids=$1 before after; shift
+  before=$(ticks $pids)
+  /usr/bin/time -f '%U %S' -o "$work/c" "$@" > "$work/stdout.txt" 2>"$work/err" || { cat "$work/err" >&2; exit 1; }
+  after=$(ticks $pids)
+  awk -v b="$before" -v a="$after" -v hz="$hz" '{printf "%.2f %.2f", $1 + $2, (a - b) / hz}' "$work/c"
+}
+cpu_put=$(accounted "$server_pid" "$coffer" put in.bin --json -q)
+cpu_id=$(sed -E 's/.*"id":"([0-9a-f]+)".*/\1/' "$work/stdout.txt")
+rm -rf out && mkdir out
+cpu_get=$(accounted "$server_pid" "$coffer" get "$cpu_id" -o out -q)
+rm -f remote.bin back.bin; sync
+cpu_scp_up=$(accounted "$sshd_pid" scp "${scp_opts[@]}" in.bin "root@127.0.0.1:$work/remote.bin")
+cpu_scp_down=$(accounted "$sshd_pid" scp "${scp_opts[@]}" "root@127.0.0.1:$work/remote.bin" back.bin)
+nginx_pids="$nginx_pid $(pgrep -P "$nginx_pid" | tr '\n' ' ' || true)"
+rm -f www/up/remote.bin back.bin
+cpu_nginx_up=$(accounted "$nginx_pids" curl "${curl_opts[@]}" -T in.bin "https://localhost:$nginx_port/up/remote.bin")
+cpu_nginx_down=$(accounted "$nginx_pids" curl "${curl_opts[@]}" -o back.bin "https://localhost:$nginx_port/up/remote.bin")
+# And what the busiest ends spend it on, if perf is here: the server
+# receiving a put, the client of a get.
+top_symbols() { perf report -i "$1" --no-children --sort dso,sym --stdio 2>/dev/null | grep -E '^ +[0-9.]+%' | head -8 || true; }
+if command -v perf >/dev/null 2>&1; then
+  perf record -q -F 499 -p "$server_pid" -o srv.perf 2>/dev/null & perf_pid=$!
+  sleep 0.2
+  put=$("$coffer" put in.bin --json -q)
+  kill -INT "$perf_pid"; wait "$perf_pid" 2>/dev/null || true
+  id=$(sed -E 's/.*"id":"([0-9a-f]+)".*/\1/' <<<"$put")
+  rm -rf out && mkdir out
+  perf record -q -F 499 -o get.perf "$coffer" get "$id" -o out -q 2>/dev/null >/dev/null
+  "$coffer" rm "$id" -q
+fi
+"$coffer" rm "$cpu_id" -q
+
 # --- CLIENTS concurrent puts of 10 MiB each --------------------------------
 for i in $(seq "$clients"); do head -c $((10 * 1048576)) /dev/urandom > "c$i.bin"; done
 sync
@@ -217,3 +266,20 @@ awk -v n="$clients" -v s="$conc_s" -v e="$errors" -v p="$put_s" -v b="$bytes" 'B
   printf "%d concurrent puts of 10 MiB: %d errors, %.1f s, aggregate %.0f MB/s = %.0f%% of one stream (goal: 0 errors, >= 80%%)\n", n, e, s, agg, 100 * agg / one }'
 echo "peak RSS, ${size_mib} MiB: client $((client_peak / 1024)) MiB, server $((server_peak_big / 1024)) MiB (goal <= 64 MiB each)"
 echo "peak RSS, 64 MiB:   client $(( $(cut -d' ' -f3 <<<"$small") / 1024)) MiB, server $((server_peak_small / 1024)) MiB"
+read -r pc ps <<<"$cpu_put"; read -r gc gs <<<"$cpu_get"
+read -r suc sus <<<"$cpu_scp_up"; read -r sdc sds <<<"$cpu_scp_down"
+read -r nuc nus <<<"$cpu_nginx_up"; read -r ndc nds <<<"$cpu_nginx_down"
+echo "CPU seconds of one ${size_mib} MiB transfer, client + server side ($(nproc) cores; wall time is at least the sum / cores):"
+printf '  %-28s up %5s + %5s = %5s    down %5s + %5s = %5s\n' \
+  "coffer (E2EE + TLS)" "$pc" "$ps" "$(awk -v a="$pc" -v b="$ps" 'BEGIN {print a + b}')" \
+  "$gc" "$gs" "$(awk -v a="$gc" -v b="$gs" 'BEGIN {print a + b}')" \
+  "scp (ssh + sshd)" "$suc" "$sus" "$(awk -v a="$suc" -v b="$sus" 'BEGIN {print a + b}')" \
+  "$sdc" "$sds" "$(awk -v a="$sdc" -v b="$sds" 'BEGIN {print a + b}')" \
+  "nginx + curl (TLS only)" "$nuc" "$nus" "$(awk -v a="$nuc" -v b="$nus" 'BEGIN {print a + b}')" \
+  "$ndc" "$nds" "$(awk -v a="$ndc" -v b="$nds" 'BEGIN {print a + b}')"
+if [ -f srv.perf ]; then
+  echo "where the server's CPU goes receiving a put (perf, top symbols):"
+  top_symbols srv.perf
+  echo "where the client's CPU goes in a get (perf, top symbols):"
+  top_symbols get.perf
+fi

@@ -149,8 +149,9 @@ pub struct LoginArgs {
     /// Key for --client-cert.
     #[arg(long, requires = "client_cert")]
     pub client_key: Option<PathBuf>,
-    /// Replace the profile even if it is another user's or another
-    /// server's (its pins of that server and of users' keys go with it).
+    /// Replace the profile even if it is another user's (its pins of the
+    /// server and of users' keys go with it). The same user on another
+    /// server URL needs no flag: the new server is pinned afresh.
     #[arg(long)]
     pub replace: bool,
 }

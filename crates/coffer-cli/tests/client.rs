@@ -254,10 +254,10 @@ fn share_then_get_then_revoke_and_key_pinning() {
         .success();
 }
 
-/// A login into a profile that holds another account (a person logging in
-/// as bob where alice's nightly job keeps its profile) is refused and leaves
-/// the profile as it was; `--replace` replaces it, and logging in again to
-/// the same account needs no flag.
+/// A login into a profile that holds another user (a person logging in as
+/// bob where alice's nightly job keeps its profile) is refused and leaves
+/// the profile as it was; `--replace` replaces it, and logging in again as
+/// the same user needs no flag.
 #[test]
 fn a_login_does_not_silently_take_over_another_accounts_profile() {
     let world = World::new();

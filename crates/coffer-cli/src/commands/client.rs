@@ -203,16 +203,11 @@ fn same_server(profile: &Profile, args: &LoginArgs) -> bool {
     profile.url.trim_end_matches('/') == args.url.trim_end_matches('/')
 }
 
-/// Whether a saved profile is the account `args` logs in to again.
-fn same_account(profile: &Profile, args: &LoginArgs) -> bool {
-    same_server(profile, args) && profile.user == args.user
-}
-
 async fn login(args: &LoginArgs) -> Result<()> {
     let home = Home::from_env()?;
     let identity = Arc::new(identity_file::load(args.identity.as_deref())?);
     let previous = home.load(&args.common.profile).ok();
-    if let Some(other) = previous.as_ref().filter(|p| !same_account(p, args))
+    if let Some(other) = previous.as_ref().filter(|p| p.user != args.user)
         && !args.replace
     {
         // A nightly job's profile must not turn into someone else's
