@@ -401,6 +401,67 @@ async fn oversized_headers_bodies_and_stalled_bodies() {
     server.shutdown().await;
 }
 
+/// A request refused before its body is read (wrong offset, full disk,
+/// locked upload) still reaches a client that is busy sending that body:
+/// the server reads and drops the rest for a while before it closes, as
+/// nginx's lingering close does. Closing with unread data makes the kernel
+/// answer with a reset, which can reach the client before the answer does,
+/// so that it sees only a broken connection and retries blindly.
+#[tokio::test]
+async fn a_refusal_reaches_a_client_still_sending_its_body() {
+    let server = Server::start_with(with_limits(Limits::default())).await;
+    let alice = server.add_user("alice").await;
+    let mut client = server.connect().await;
+    let token = client.login("alice", &alice, &server.identity).await;
+    let length = 32 * 1024 * 1024;
+    let (status, headers, _) = client
+        .raw(
+            "POST",
+            "/v1/uploads",
+            &[TUS, ("upload-length", &length.to_string())],
+            vec![],
+            Some(&token),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let location = headers["location"].to_str().unwrap().to_string();
+    for round in 0..3 {
+        let mut raw = tls_from(&server, "127.0.0.1").await.unwrap();
+        // Offset 5 on an empty upload: 409 before a byte of the body is read.
+        let head = format!(
+            "PATCH {location} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {token}\r\nTus-Resumable: 1.0.0\r\nContent-Type: application/offset+octet-stream\r\nUpload-Offset: 5\r\nContent-Length: {}\r\n\r\n",
+            length - 5
+        );
+        raw.write_all(head.as_bytes()).await.unwrap();
+        // Like a client that sends its whole body before it reads.
+        let piece = vec![7u8; 1024 * 1024];
+        let mut sent = 0;
+        while sent < length - 5 {
+            let n = piece.len().min(length - 5 - sent);
+            if let Err(err) = raw.write_all(&piece[..n]).await {
+                panic!("round {round}: sending failed after {sent} bytes: {err}");
+            }
+            sent += n;
+        }
+        raw.flush().await.unwrap();
+        let mut answer = Vec::new();
+        let read =
+            tokio::time::timeout(Duration::from_secs(10), raw.read_to_end(&mut answer)).await;
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(
+            answer.starts_with("HTTP/1.1 409"),
+            "round {round}: {read:?}, answer {answer:?}"
+        );
+    }
+    // Nothing of the refused bodies counted.
+    let (status, headers, _) = client
+        .raw("HEAD", &location, &[TUS], vec![], Some(&token))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(headers["upload-offset"], "0");
+    server.shutdown().await;
+}
+
 #[tokio::test]
 async fn quota_and_open_upload_limits() {
     let server = Server::start_with(with_limits(Limits {

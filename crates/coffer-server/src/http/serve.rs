@@ -14,6 +14,15 @@
 //!   first byte, a keep-alive connection may wait `idle_timeout_secs` for
 //!   its next request, and a response not read for `idle_timeout_secs` ends
 //!   the connection ([`super::watchdog`]).
+//!
+//! **Lingering close.** When hyper ends a connection whose last request
+//! body it did not read (a PATCH refused before its body: wrong offset,
+//! full disk, locked upload), closing the socket at once with that data
+//! unread makes the kernel send a reset, which can reach the client before
+//! the answer does: it sees a broken pipe instead of the refusal, and
+//! retries blindly. So, as nginx's `lingering_close` does, the write side
+//! is closed first (TLS close_notify, then FIN) and what the client still
+//! sends is read and dropped until it closes, for at most [`LINGER`].
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -49,6 +58,9 @@ pub struct ConnInfo {
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long in-flight connections get after shutdown begins.
 const GRACE: Duration = Duration::from_secs(10);
+/// How long a finished connection keeps reading (and dropping) what its
+/// client still sends before it is closed (see the module docs).
+const LINGER: Duration = Duration::from_secs(5);
 
 /// Open connections, in all and per address.
 #[derive(Default)]
@@ -266,16 +278,18 @@ async fn connection(
     };
     // No hyper header timeout: it would also cut idle keep-alive connections
     // (see [`super::watchdog`]), which keeps both limits.
-    let conn = hyper::server::conn::http1::Builder::new()
+    let mut conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(None)
         .max_buf_size(limits.max_header_bytes.max(8192))
         .serve_connection(TokioIo::new(io), TowerToHyperService::new(service));
-    tokio::pin!(conn);
     let idle_limit = Duration::from_secs(limits.idle_timeout_secs.max(1));
     let header_limit = Duration::from_secs(limits.header_read_timeout_secs.max(1));
     tokio::select! {
-        result = conn.as_mut() => result?,
+        result = std::future::poll_fn(|cx| conn.poll_without_shutdown(cx)) => {
+            result?;
+            linger(conn.into_parts().io.into_inner().inner).await;
+        }
         expired = expiry(&activity, idle_limit, header_limit) => {
             let counter = match expired {
                 Expired::Idle => "coffer_connections_idle_closed_total",
@@ -284,9 +298,25 @@ async fn connection(
             metrics::counter!(counter).increment(1);
         }
         _ = stop.changed() => {
-            conn.as_mut().graceful_shutdown();
-            conn.await?;
+            std::pin::Pin::new(&mut conn).graceful_shutdown();
+            std::future::poll_fn(|cx| conn.poll_without_shutdown(cx)).await?;
         }
     }
     Ok(())
+}
+
+/// Closes a finished connection without losing its last answer: the write
+/// side first, then reading and dropping until the client closes, for at
+/// most [`LINGER`] (see the module docs). Errors only mean it is closed.
+async fn linger(mut tls: tokio_rustls::server::TlsStream<tokio::net::TcpStream>) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let drained = async {
+        tls.shutdown().await?;
+        // The rest is dropped unread, so there is no need to decrypt it.
+        let (mut tcp, _) = tls.into_inner();
+        let mut sink = vec![0u8; 64 * 1024];
+        while tcp.read(&mut sink).await? > 0 {}
+        std::io::Result::Ok(())
+    };
+    let _ = tokio::time::timeout(LINGER, drained).await;
 }
