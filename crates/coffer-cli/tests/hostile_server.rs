@@ -157,7 +157,30 @@ fn a_file_re_owned_in_the_database_is_refused() {
     let listing = String::from_utf8_lossy(&listing.stdout).into_owned();
     let line = listing.lines().find(|l| l.starts_with(&forged)).unwrap();
     assert!(line.contains("<not from alice: signed by"), "{listing}");
+    assert!(line.contains("alice (unverified)"), "{listing}");
     assert!(!line.contains("invoice.csv"), "{listing}");
+    // The inbox says the same, and that the owner is only the server's
+    // word, where the genuine file's owner was checked against her key.
+    let inbox = world.coffer("bob").args(["inbox"]).output().unwrap();
+    let inbox = String::from_utf8_lossy(&inbox.stdout).into_owned();
+    let line = inbox.lines().find(|l| l.starts_with(&forged)).unwrap();
+    assert!(line.contains("alice (unverified)"), "{inbox}");
+    assert!(line.contains("<not from alice: signed by"), "{inbox}");
+    let inbox = world
+        .coffer("bob")
+        .args(["inbox", "--json"])
+        .output()
+        .unwrap();
+    let checked: Vec<(String, bool)> = String::from_utf8_lossy(&inbox.stdout)
+        .lines()
+        .map(|line| serde_json::from_str::<Value>(line).unwrap())
+        .map(|entry| {
+            let id = entry["id"].as_str().unwrap().to_string();
+            (id, entry["sender_key_checked"].as_bool().unwrap())
+        })
+        .collect();
+    assert!(checked.contains(&(forged.clone(), false)), "{checked:?}");
+    assert!(checked.contains(&(genuine.clone(), true)), "{checked:?}");
 }
 
 /// Two files swapped (objects, sizes, digests, wraps), and an old upload

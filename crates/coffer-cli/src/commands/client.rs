@@ -975,10 +975,7 @@ async fn ls(args: &LsArgs) -> Result<()> {
                 meta.path.clone().or(meta.name.clone()).unwrap_or_default(),
                 meta.size,
             ),
-            Err(coffer_client::Error::WrongSender { got, .. }) => {
-                (format!("<not from {}: signed by {got}>", entry.owner), None)
-            }
-            Err(err) => (unreadable(err).to_string(), None),
+            Err(err) => (unreadable(entry, err), None),
         };
         let recipients = if entry.owner == ctx.profile.user {
             listed_recipients(&mut ctx, entry).await
@@ -990,7 +987,8 @@ async fn ls(args: &LsArgs) -> Result<()> {
                 "{}",
                 json!({"id": entry.id, "name": name, "size": size, "stored": entry.size,
                        "created_at": entry.created_at, "expires_at": entry.expires_at,
-                       "owner": entry.owner, "shared_with": recipients})
+                       "owner": entry.owner, "sender_key_checked": described.is_ok(),
+                       "shared_with": recipients})
             );
         } else {
             let size = size.map_or("?".to_string(), |s| s.to_string());
@@ -1002,12 +1000,19 @@ async fn ls(args: &LsArgs) -> Result<()> {
             if let Some(at) = entry.expires_at {
                 shared.push_str(&format!("  (expires {})", date(at)));
             }
+            // A file that cannot be opened has only the server's word for
+            // its owner.
+            let owner = if described.is_ok() {
+                entry.owner.clone()
+            } else {
+                format!("{} (unverified)", entry.owner)
+            };
             crate::say!(
                 "{}  {:>12}  {}  {:<10}  {}{}",
                 printable(&entry.id),
                 size,
                 date(entry.created_at),
-                printable(&entry.owner),
+                printable(&owner),
                 printable(&name),
                 printable(&shared)
             );
@@ -1151,11 +1156,13 @@ async fn check_receipt(
 }
 
 /// What a listing shows in place of the name of a file it cannot open.
-fn unreadable(err: &coffer_client::Error) -> &'static str {
-    if err.is_object_missing() {
-        "<missing on the server>"
-    } else {
-        "<cannot decrypt>"
+fn unreadable(entry: &coffer_client::api::FileEntry, err: &coffer_client::Error) -> String {
+    match err {
+        coffer_client::Error::WrongSender { got, .. } => {
+            format!("<not from {}: signed by {got}>", entry.owner)
+        }
+        err if err.is_object_missing() => "<missing on the server>".into(),
+        _ => "<cannot decrypt>".into(),
     }
 }
 
@@ -1178,25 +1185,37 @@ async fn inbox(args: &InboxArgs) -> Result<()> {
                 Err(_) => (None, None, None),
             };
             let from = from_label(entry, claimed_name.as_deref());
+            // The header's sender key matched the one pinned for the owner
+            // the server names; for a file that cannot be opened, the owner
+            // is only the server's word.
+            let sender_key_checked = described.is_ok();
             if ctx.json {
                 crate::say!(
                     "{}",
                     json!({"id": entry.id, "owner": entry.owner, "from": from,
+                           "sender_key_checked": sender_key_checked,
                            "via_request": entry.via_request, "says_from": claimed_name,
                            "name": name, "size": size,
                            "stored": entry.size, "created_at": entry.created_at})
                 );
             } else {
+                let from = if sender_key_checked {
+                    from
+                } else {
+                    format!("{from} (unverified)")
+                };
+                let name = match (&described, name) {
+                    (_, Some(name)) => name,
+                    (Err(err), None) => unreadable(entry, err),
+                    (Ok(_), None) => "<no name>".into(),
+                };
                 crate::say!(
                     "{}  {}  {:>12}  {}  {}",
                     printable(&entry.id),
                     printable(&from),
                     size.map_or("?".to_string(), |s| s.to_string()),
                     date(entry.created_at),
-                    printable(name.as_deref().unwrap_or_else(|| match &described {
-                        Err(err) => unreadable(err),
-                        Ok(_) => "<no name>",
-                    }))
+                    printable(&name)
                 );
             }
         }
