@@ -106,8 +106,17 @@ pub fn entry_hash(row: &AuditRow) -> [u8; 32] {
     out
 }
 
+/// Appends from this process one at a time. An append reads the chain's
+/// head and inserts the entry after it; appenders racing for one head all
+/// but one conflict and retry, and on a busy node (50 logins at once) one
+/// lost every attempt and failed its request with a 500. Serialised here,
+/// only appenders on other nodes sharing the database can race, which the
+/// retries cover.
+static APPENDING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Appends `event` at the head of the chain; returns its sequence number.
 pub async fn append(store: &dyn MetaStore, event: &Event) -> Result<i64, StoreError> {
+    let _turn = APPENDING.lock().await;
     let mut last_err = StoreError::Conflict("audit entry");
     for _ in 0..APPEND_ATTEMPTS {
         let (prev_seq, prev_hash) = store.audit_head().await?.unwrap_or((0, vec![0u8; 32]));
