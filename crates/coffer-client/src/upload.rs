@@ -10,11 +10,13 @@
 //! (`coffer-file-id` in `Upload-Metadata`), so a download can check that
 //! the server answered with the file it was asked for (docs/THREATS.md).
 //!
-//! **One pass per byte.** A producer thread reads the file in units,
-//! encrypts each in place into the buffer that is sent, and hashes it into
-//! the content tree as it goes ([`coffer_format::UnitEncoder`]); the root it
-//! ends with is what the server's receipt must name. Nothing hashes the
-//! data a second time.
+//! **One pass per byte.** A producer thread reads the file in units, each
+//! straight into its place in the buffer that is sent (one vectored read
+//! into the chunks' slots, no copy), encrypts it there in place, and hashes
+//! it into the content tree as it goes ([`coffer_format::UnitEncoder`]);
+//! the root it ends with is what the server's receipt must name. Nothing
+//! hashes the data a second time. Send buffers come back once sent and are
+//! reused.
 //!
 //! **Resuming without a ciphertext spool.** The STREAM payload is a
 //! deterministic function of (file key, header, plaintext). So a resumed
@@ -992,34 +994,34 @@ impl Producer {
             ));
         }
         let mut input = File::open(&self.source).map_err(Error::io(&self.source))?;
-        let mut plain = vec![0u8; record.unit_len as usize];
+        let pool = SendBuffers::default();
         let mut produced = 0u64;
         for unit in 0.. {
             if encoder.is_finished() {
                 break;
             }
-            let want = encoder.next_unit_len() as usize;
-            // One byte more than the unit needs shows a file that grew.
-            let n = read_full(&mut input, &mut plain[..want]).map_err(Error::io(&self.source))?;
-            let mut out = Vec::with_capacity(unit_capacity(&header, want));
-            let (digest, summary) = match encoder.encode_unit(&plain[..n], &mut out) {
+            let mut out = pool.take(unit_capacity(&header, encoder.next_unit_len() as usize));
+            // The encoder reads the unit straight into `out`; input that
+            // ends early, or grows past the size the header declares, is
+            // refused there.
+            let (digest, summary) = match encoder.encode_unit(&mut input, &mut out) {
                 Ok(done) => done,
                 Err(coffer_format::Error::InputChanged(_)) => {
                     return Err(Error::SourceChanged(self.source.clone()));
                 }
+                Err(coffer_format::Error::Io(err)) => return Err(Error::io(&self.source)(err)),
                 Err(err) => return Err(err.into()),
             };
-            // A file that grew past the size the header declares, or was
-            // rewritten while being read (its stamp moved), must not be
-            // committed as if it were one version of it: check before the
-            // last unit (the one that completes the object) leaves. The
+            // A file rewritten while being read (its stamp moved) must not
+            // be committed as if it were one version of it: check before
+            // the last unit (the one that completes the object) leaves. The
             // caller then starts afresh, under a new key.
-            if summary.is_some() && (file_grew(&mut input) || self.stamp_moved(&input)) {
+            if summary.is_some() && self.stamp_moved(&input) {
                 return Err(Error::SourceChanged(self.source.clone()));
             }
             produced += out.len() as u64;
             self.log_unit(unit, &digest, produced)?;
-            if !self.emit(out) {
+            if !self.emit(pool.lend(out)) {
                 return Ok(None);
             }
             if summary.is_some() {
@@ -1055,8 +1057,7 @@ impl Producer {
     }
 
     /// Sends the part of a unit past `skip`; false once the receiver is gone.
-    fn emit(&mut self, bytes: Vec<u8>) -> bool {
-        let bytes = Bytes::from(bytes);
+    fn emit(&mut self, bytes: Bytes) -> bool {
         let start = self.skip.min(bytes.len() as u64) as usize;
         self.skip -= start as u64;
         let mut rest = bytes.slice(start..);
@@ -1070,31 +1071,66 @@ impl Producer {
     }
 }
 
+/// Send buffers that come back once the network side has dropped every
+/// piece of them, so that a long upload does not allocate, fault in and
+/// zero a fresh buffer per unit (the unit encoder overwrites a recycled
+/// buffer without zeroing it again). At most [`SendBuffers::KEPT`] wait.
+#[derive(Clone, Default)]
+struct SendBuffers(Arc<std::sync::Mutex<Vec<Vec<u8>>>>);
+
+impl SendBuffers {
+    /// The units the pipe holds at once, and one being encoded.
+    const KEPT: usize = PIPE_DEPTH * PIPE_PIECE / UNIT_LEN as usize + 1;
+
+    /// A returned buffer if there is one, else a new one; with room for
+    /// `capacity` bytes.
+    fn take(&self, capacity: usize) -> Vec<u8> {
+        let mut buffer = self
+            .0
+            .lock()
+            .ok()
+            .and_then(|mut kept| kept.pop())
+            .unwrap_or_default();
+        buffer.reserve(capacity.saturating_sub(buffer.len()));
+        buffer
+    }
+
+    /// `buffer` as `Bytes` that come back here when the last piece of them
+    /// is dropped.
+    fn lend(&self, buffer: Vec<u8>) -> Bytes {
+        Bytes::from_owner(Lent {
+            buffer,
+            home: self.clone(),
+        })
+    }
+}
+
+struct Lent {
+    buffer: Vec<u8>,
+    home: SendBuffers,
+}
+
+impl AsRef<[u8]> for Lent {
+    fn as_ref(&self) -> &[u8] {
+        &self.buffer
+    }
+}
+
+impl Drop for Lent {
+    fn drop(&mut self) {
+        if let Ok(mut kept) = self.home.0.lock()
+            && kept.len() < SendBuffers::KEPT
+        {
+            kept.push(std::mem::take(&mut self.buffer));
+        }
+    }
+}
+
 /// Room for the most one unit can produce (header, tags, tree entries,
 /// signature), so the send buffer is never regrown on the hot path.
 fn unit_capacity(header: &[u8], plain: usize) -> usize {
     let chunks = plain / 256 + 2;
     header.len() + plain + chunks * (16 + 2 * 32) + 64 * 32 + 64
-}
-
-/// Whether bytes remain after the size the header declared.
-fn file_grew(input: &mut File) -> bool {
-    let mut probe = [0u8; 1];
-    matches!(input.read(&mut probe), Ok(n) if n > 0)
-}
-
-/// Reads until `buf` is full or the input ends.
-fn read_full(input: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        match input.read(&mut buf[filled..]) {
-            Ok(0) => break,
-            Ok(n) => filled += n,
-            Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(err) => return Err(err),
-        }
-    }
-    Ok(filled)
 }
 
 #[cfg(test)]

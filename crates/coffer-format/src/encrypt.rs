@@ -8,8 +8,8 @@
 //!   pipe); [`Encryptor::finish`] seals the final chunk and writes the
 //!   signature; or
 //! * [`Prepared::units`] encodes input of a known length in units, each
-//!   appended straight into the caller's send buffer and identified by a
-//!   digest: the resumable upload path. [`UnitEncoder::resume`] re-encrypts
+//!   read straight into its place in the caller's send buffer, sealed there
+//!   and identified by a digest: the resumable upload path. [`UnitEncoder::resume`] re-encrypts
 //!   a file written before under its own key, and **refuses to produce a
 //!   unit that differs from the recorded one**, so re-using the key on
 //!   changed input (the nonce reuse STREAM forbids) cannot happen through
@@ -271,20 +271,6 @@ impl<'a> PayloadEncoder<'a> {
 
     fn chunk_size(&self) -> usize {
         self.prepared.core.chunk_size as usize
-    }
-
-    /// Appends `plain` (whole chunks, none of them final) to `out` sealed,
-    /// each followed by its tree entries.
-    fn seal_full_chunks(&mut self, plain: &[u8], out: &mut Vec<u8>) -> Result<()> {
-        let chunk = self.chunk_size();
-        debug_assert_eq!(plain.len() % chunk, 0, "non-final chunks are full");
-        let first = self.sealer.next_index();
-        let base = out.len();
-        for (j, piece) in plain.chunks(chunk).enumerate() {
-            out.extend_from_slice(piece);
-            out.resize(out.len() + gap_after(first + j as u64), 0);
-        }
-        self.seal_laid_out(&mut out[base..], plain.len() / chunk)
     }
 
     /// Seals `count` full, non-final chunks laid out in `region` (each
@@ -602,48 +588,69 @@ impl<'a> UnitEncoder<'a> {
         self.payload.is_none()
     }
 
-    /// Encodes the next unit: `plain` must be exactly the unit's plaintext
-    /// ([`UnitEncoder::next_unit_len`] bytes). Appends to `out` the unit's
-    /// sealed chunks and tree entries (and, for the first unit, the header
-    /// in front; for the last, the signature after), sealing in place in
-    /// `out`, which can then be sent as it is. Returns the unit's digest,
-    /// and the summary after the last unit.
-    pub fn encode_unit(
+    /// Encodes the next unit, reading its plaintext
+    /// ([`UnitEncoder::next_unit_len`] bytes) from `input` straight into its
+    /// place in `out`: vectored reads into the slots of the chunks, laid out
+    /// as the file will be, then sealed there in place. `out` then holds
+    /// exactly the unit's bytes (the header in front of the first unit, the
+    /// signature after the last), ready to be sent; whatever it held before
+    /// is overwritten, its length reused without being zeroed again (a
+    /// recycled send buffer). Returns the unit's digest, and the summary
+    /// after the last unit.
+    ///
+    /// Input that ends early, or that goes on after the last unit, is
+    /// [`Error::InputChanged`]. On any error `out` is left empty: nothing of
+    /// a failed unit is handed out, and the encoder is spent.
+    pub fn encode_unit<R: io::Read>(
         &mut self,
-        plain: &[u8],
+        input: &mut R,
         out: &mut Vec<u8>,
     ) -> Result<(UnitDigest, Option<Written>)> {
-        let expected = self.next_unit_len();
-        let given = plain.len() as u64;
-        if given != expected {
-            return Err(Error::InputChanged(if given > expected {
-                "the input grew past the size the header declares"
-            } else {
-                "the input is shorter than the size the header declares"
-            }));
-        }
         // Taken for good: an encoder that failed is spent (fail closed).
-        let mut payload = self
-            .payload
-            .take()
-            .ok_or(Error::Crypto("encode after the last unit"))?;
-        let base = out.len();
+        let Some(mut payload) = self.payload.take() else {
+            out.clear();
+            return Err(Error::Crypto("encode after the last unit"));
+        };
+        let want = self.next_unit_len() as usize;
         let last_unit = (self.next_unit as u64 + 1) * self.unit_len >= self.total;
         let header = (self.next_unit == 0).then_some(&self.header[..]);
         let sealed = (|| -> Result<(UnitDigest, Option<Written>, Option<PayloadEncoder<'a>>)> {
+            let chunk = payload.chunk_size();
+            // Every chunk of a unit is full and not final, except in the
+            // last unit, whose final chunk is its last 1..=chunk bytes (0
+            // for an empty file).
+            let full = if last_unit {
+                want.saturating_sub(1) / chunk
+            } else {
+                want / chunk
+            };
+            let first = payload.sealer.next_index();
+            let header_len = header.map_or(0, <[u8]>::len);
+            let region_len: usize = (0..full).map(|j| chunk + gap_after(first + j as u64)).sum();
+            let final_len = want - full * chunk;
+            out.resize(header_len + region_len + final_len, 0);
+            let (head, body) = out.split_at_mut(header_len);
             if let Some(header) = header {
-                out.extend_from_slice(header);
+                head.copy_from_slice(header);
             }
+            let (region, final_slot) = body.split_at_mut(region_len);
+            let mut slots = plaintext_slots(region, chunk, first, full);
+            slots.push(final_slot);
+            if read_into(input, &mut slots)? < want {
+                return Err(Error::InputChanged(
+                    "the input is shorter than the size the header declares",
+                ));
+            }
+            if last_unit && has_more(input)? {
+                return Err(Error::InputChanged(
+                    "the input grew past the size the header declares",
+                ));
+            }
+            payload.seal_laid_out(&mut out[header_len..header_len + region_len], full)?;
             if last_unit {
-                let chunk = payload.chunk_size();
-                let last_start = plain.len().saturating_sub(1) / chunk * chunk;
-                payload.seal_full_chunks(&plain[..last_start], out)?;
-                let at = out.len();
-                out.extend_from_slice(&plain[last_start..]);
-                let written = payload.seal_last(out, at)?;
+                let written = payload.seal_last(out, header_len + region_len)?;
                 Ok((written.root, Some(written), None))
             } else {
-                payload.seal_full_chunks(plain, out)?;
                 let root = payload.tree.root().ok_or(Error::Crypto("empty tree"))?;
                 Ok((root, None, Some(payload)))
             }
@@ -651,14 +658,14 @@ impl<'a> UnitEncoder<'a> {
         let (digest, summary, kept) = match sealed {
             Ok(done) => done,
             Err(err) => {
-                out.truncate(base);
+                out.clear();
                 return Err(err);
             }
         };
         if let Some(known) = self.recorded.get(self.next_unit)
             && *known != digest
         {
-            out.truncate(base);
+            out.clear();
             return Err(Error::InputChanged(
                 "the input differs from the recorded upload",
             ));
@@ -666,6 +673,58 @@ impl<'a> UnitEncoder<'a> {
         self.payload = kept;
         self.next_unit += 1;
         Ok((digest, summary))
+    }
+}
+
+/// The plaintext slot of each of `count` full chunks laid out in `region`
+/// (each chunk's plaintext followed by room for its [`gap_after`]).
+fn plaintext_slots(region: &mut [u8], chunk: usize, first: u64, count: usize) -> Vec<&mut [u8]> {
+    let mut slots = Vec::with_capacity(count + 1);
+    let mut rest = region;
+    for j in 0..count {
+        let (slot, after) = rest.split_at_mut(chunk);
+        let (_room, after) = after.split_at_mut(gap_after(first + j as u64));
+        slots.push(slot);
+        rest = after;
+    }
+    debug_assert!(rest.is_empty(), "the region holds exactly `count` chunks");
+    slots
+}
+
+/// Fills `slots` in order from `input` with vectored reads (a file: one
+/// system call for a whole unit, not one per chunk); returns the bytes
+/// read, fewer than the slots hold only where the input ended.
+fn read_into<R: io::Read>(input: &mut R, slots: &mut [&mut [u8]]) -> io::Result<usize> {
+    let mut buffers: Vec<io::IoSliceMut<'_>> = slots
+        .iter_mut()
+        .map(|slot| io::IoSliceMut::new(slot))
+        .collect();
+    let mut left = &mut buffers[..];
+    io::IoSliceMut::advance_slices(&mut left, 0);
+    let mut filled = 0;
+    while !left.is_empty() {
+        match input.read_vectored(left) {
+            Ok(0) => break,
+            Ok(n) => {
+                filled += n;
+                io::IoSliceMut::advance_slices(&mut left, n);
+            }
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+            Err(err) => return Err(err),
+        }
+    }
+    Ok(filled)
+}
+
+/// Whether `input` has a byte more to give.
+fn has_more<R: io::Read>(input: &mut R) -> io::Result<bool> {
+    let mut probe = [0u8; 1];
+    loop {
+        match input.read(&mut probe) {
+            Ok(n) => return Ok(n > 0),
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+            Err(err) => return Err(err),
+        }
     }
 }
 

@@ -34,16 +34,25 @@ fn prepared<'a>(alice: &'a Party, plain: &[u8]) -> Prepared<'a> {
 }
 
 /// Runs a unit encoder over `plain`; returns the bytes and unit digests.
-fn by_units(mut units: UnitEncoder<'_>, plain: &[u8]) -> Result<(Vec<u8>, Vec<UnitDigest>), Error> {
+/// With `recycle`, every unit goes into one send buffer that already holds
+/// other bytes (longer than a unit at first), as the uploader's recycled
+/// buffers do: none of them may show through.
+fn by_units(
+    mut units: UnitEncoder<'_>,
+    plain: &[u8],
+    recycle: bool,
+) -> Result<(Vec<u8>, Vec<UnitDigest>), Error> {
+    let mut input = Cursor::new(plain);
     let mut out = Vec::new();
     let mut digests = Vec::new();
-    let mut at = 0usize;
+    let mut unit = vec![0xee; 3 * UNIT as usize];
     while !units.is_finished() {
-        let take = units.next_unit_len() as usize;
-        let piece = &plain[at.min(plain.len())..(at + take).min(plain.len())];
-        let (digest, _) = units.encode_unit(piece, &mut out)?;
+        if !recycle {
+            unit = Vec::new();
+        }
+        let (digest, _) = units.encode_unit(&mut input, &mut unit)?;
+        out.extend_from_slice(&unit);
         digests.push(digest);
-        at += take;
     }
     Ok((out, digests))
 }
@@ -62,7 +71,7 @@ fn encoded_len_matches_what_is_written() {
         // The unit encoder writes the same layout.
         let units = prepared(&alice, &plain).units(UNIT).unwrap();
         assert_eq!(units.encoded_len(), predicted);
-        let (by_unit, _) = by_units(units, &plain).unwrap();
+        let (by_unit, _) = by_units(units, &plain, true).unwrap();
         assert_eq!(by_unit.len() as u64, predicted, "units, {len} bytes");
     }
 }
@@ -86,7 +95,7 @@ fn a_resumed_unit_encoder_reproduces_the_bytes_and_refuses_changed_input() {
     let plain = data(10 * UNIT as usize + 300, 2);
     let p = prepared(&alice, &plain);
     let owner_stanza = p.stanzas()[0].clone();
-    let (first, digests) = by_units(p.units(UNIT).unwrap(), &plain).unwrap();
+    let (first, digests) = by_units(p.units(UNIT).unwrap(), &plain, true).unwrap();
     assert_eq!(digests.len(), 11);
     // A detached object: it opens with the owner's stanza, to the plaintext.
     assert!(matches!(
@@ -104,10 +113,12 @@ fn a_resumed_unit_encoder_reproduces_the_bytes_and_refuses_changed_input() {
         .unwrap();
     assert_eq!(out, plain);
 
-    // The same plaintext: identical bytes, unit for unit.
+    // The same plaintext: identical bytes, unit for unit, whether the send
+    // buffers are fresh or recycled.
     let (second, again) = by_units(
         reopen(&alice, &first, &owner_stanza, digests.clone()),
         &plain,
+        false,
     )
     .unwrap();
     assert_eq!(first, second);
@@ -117,37 +128,35 @@ fn a_resumed_unit_encoder_reproduces_the_bytes_and_refuses_changed_input() {
     let mut changed = plain.clone();
     changed[3 * UNIT as usize + 17] ^= 1;
     let mut units = reopen(&alice, &first, &owner_stanza, digests.clone());
+    let mut input = Cursor::new(&changed[..]);
     let mut out = Vec::new();
-    for unit in 0..3 {
-        let at = unit * UNIT as usize;
-        units
-            .encode_unit(&changed[at..at + UNIT as usize], &mut out)
-            .unwrap();
+    for _ in 0..3 {
+        units.encode_unit(&mut input, &mut out).unwrap();
     }
-    let sent = out.len();
-    let at = 3 * UNIT as usize;
-    let err = units
-        .encode_unit(&changed[at..at + UNIT as usize], &mut out)
-        .unwrap_err();
+    let err = units.encode_unit(&mut input, &mut out).unwrap_err();
     assert!(matches!(err, Error::InputChanged(_)), "{err}");
-    assert_eq!(
-        out.len(),
-        sent,
-        "nothing of the changed unit was handed out"
-    );
+    assert!(out.is_empty(), "nothing of the changed unit was handed out");
     assert!(
-        units
-            .encode_unit(&changed[at..at + UNIT as usize], &mut out)
-            .is_err(),
+        units.encode_unit(&mut input, &mut out).is_err(),
         "the encoder is spent"
     );
+    assert!(out.is_empty());
 
-    // Input longer or shorter than the size the header declares.
-    let mut units = reopen(&alice, &first, &owner_stanza, Vec::new());
-    assert!(matches!(
-        units.encode_unit(&plain[..UNIT as usize + 1], &mut Vec::new()),
-        Err(Error::InputChanged(_))
-    ));
+    // Input shorter than the size the header declares: the unit where it
+    // ends fails. Longer: the last unit fails, once it sees the extra byte.
+    for (input, failing) in [
+        (plain[..5 * UNIT as usize + 9].to_vec(), 5),
+        ([&plain[..], b"!"].concat(), 10),
+    ] {
+        let mut units = reopen(&alice, &first, &owner_stanza, Vec::new());
+        let mut input = Cursor::new(&input[..]);
+        for _ in 0..failing {
+            units.encode_unit(&mut input, &mut out).unwrap();
+        }
+        let err = units.encode_unit(&mut input, &mut out).unwrap_err();
+        assert!(matches!(err, Error::InputChanged(_)), "{err}");
+        assert!(out.is_empty());
+    }
 
     // Someone else cannot continue a file Alice signed.
     let mallory = Party::new();
