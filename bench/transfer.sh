@@ -238,10 +238,12 @@ for i in $(seq "$clients"); do
   COFFER_HOME="$work/home-c$i" "$coffer" login "https://127.0.0.1:$port" --user "c$i" -i "c$i.id" --fingerprint "SHA256:$fp" -q
 done
 sync
-# Runs CLIENTS puts at once, the i-th with home_of i; prints "seconds errors".
+# Runs CLIENTS puts at once, the i-th with home_of i; prints "seconds
+# errors refusals" (refusals: requests the server answered 429, waited out).
 concurrent_puts() {
-  local home_of=$1 started ended i client_pids=()
+  local home_of=$1 started ended i client_pids=() refused
   rm -f c*.rc
+  refused=$(grep -c 'status=429' server.log || true)
   started=$(date +%s.%N)
   for i in $(seq "$clients"); do
     ( COFFER_HOME=$($home_of "$i") "$coffer" put "c$i.bin" -q --json > "c$i.out" 2> "c$i.err"; echo $? > "c$i.rc" ) &
@@ -250,7 +252,8 @@ concurrent_puts() {
   # Only the clients: a bare `wait` would also wait for the servers.
   wait "${client_pids[@]}"
   ended=$(date +%s.%N)
-  awk -v a="$started" -v b="$ended" -v e="$(cat c*.rc | grep -vc '^0$' || true)" 'BEGIN {print b - a, e}'
+  refused=$(( $(grep -c 'status=429' server.log || true) - refused ))
+  awk -v a="$started" -v b="$ended" -v e="$(cat c*.rc | grep -vc '^0$' || true)" -v r="$refused" 'BEGIN {print b - a, e, r}'
 }
 own_home() { echo "$work/home-c$1"; }
 alices_home() { echo "$COFFER_HOME"; }
@@ -262,6 +265,7 @@ for _ in $(seq "$runs"); do
 done
 conc_s=$(cut -d' ' -f1 conc.txt | median); errors=$(awk '{e += $2} END {print e}' conc.txt)
 one_user_s=$(cut -d' ' -f1 one_user.txt | median); one_user_errors=$(awk '{e += $2} END {print e}' one_user.txt)
+one_user_refused=$(awk '{r += $3} END {print r}' one_user.txt); conc_refused=$(awk '{r += $3} END {print r}' conc.txt)
 stop_server
 start_server
 small=$(run_coffer small.bin)
@@ -288,9 +292,9 @@ awk -v p="$put_s" -v g="$get_s" -v u="$nup_s" -v d="$ndown_s" 'BEGIN {
 awk -v n="$clients" -v s="$conc_s" -v e="$errors" -v p="$put_s" -v b="$bytes" 'BEGIN {
   agg = n * 10 * 1048576 / 1e6 / s; one = b / 1e6 / p
   printf "%d clients (users of their own) each putting 10 MiB at once, median of '"$runs"': %d errors, %.2f s, aggregate %.0f MB/s = %.0f%% of one stream (goal: 0 errors, >= 80%%)\n", n, e, s, agg, 100 * agg / one }'
-awk -v n="$clients" -v s="$one_user_s" -v e="$one_user_errors" -v p="$put_s" -v b="$bytes" 'BEGIN {
+awk -v n="$clients" -v s="$one_user_s" -v e="$one_user_errors" -v p="$put_s" -v b="$bytes" -v r="$one_user_refused" -v rc="$conc_refused" -v k="$runs" 'BEGIN {
   agg = n * 10 * 1048576 / 1e6 / s; one = b / 1e6 / p
-  printf "one user putting %d x 10 MiB at once (16 unfinished uploads per user; the rest wait out 429s): %d errors, %.2f s, aggregate %.0f MB/s = %.0f%%\n", n, e, s, agg, 100 * agg / one }'
+  printf "one user putting %d x 10 MiB at once (16 unfinished uploads per user; more wait out 429s): %d errors, %.2f s, aggregate %.0f MB/s = %.0f%%; 429s in %d rounds: %d (%d for the %d users)\n", n, e, s, agg, 100 * agg / one, k, r, rc, n }'
 echo "peak RSS, ${size_mib} MiB: client $((client_peak / 1024)) MiB, server $((server_peak_big / 1024)) MiB (goal <= 64 MiB each)"
 echo "peak RSS, 64 MiB:   client $(( $(cut -d' ' -f3 <<<"$small") / 1024)) MiB, server $((server_peak_small / 1024)) MiB"
 read -r pc ps <<<"$cpu_put"; read -r gc gs <<<"$cpu_get"
