@@ -1000,7 +1000,7 @@ impl Producer {
             if encoder.is_finished() {
                 break;
             }
-            let mut out = pool.take(unit_capacity(&header, encoder.next_unit_len() as usize));
+            let mut out = pool.take();
             // The encoder reads the unit straight into `out`; input that
             // ends early, or grows past the size the header declares, is
             // refused there.
@@ -1082,17 +1082,14 @@ impl SendBuffers {
     /// The units the pipe holds at once, and one being encoded.
     const KEPT: usize = PIPE_DEPTH * PIPE_PIECE / UNIT_LEN as usize + 1;
 
-    /// A returned buffer if there is one, else a new one; with room for
-    /// `capacity` bytes.
-    fn take(&self, capacity: usize) -> Vec<u8> {
-        let mut buffer = self
-            .0
+    /// A returned buffer if there is one, else a new one (the unit encoder
+    /// sizes it).
+    fn take(&self) -> Vec<u8> {
+        self.0
             .lock()
             .ok()
             .and_then(|mut kept| kept.pop())
-            .unwrap_or_default();
-        buffer.reserve(capacity.saturating_sub(buffer.len()));
-        buffer
+            .unwrap_or_default()
     }
 
     /// `buffer` as `Bytes` that come back here when the last piece of them
@@ -1124,13 +1121,6 @@ impl Drop for Lent {
             kept.push(std::mem::take(&mut self.buffer));
         }
     }
-}
-
-/// Room for the most one unit can produce (header, tags, tree entries,
-/// signature), so the send buffer is never regrown on the hot path.
-fn unit_capacity(header: &[u8], plain: usize) -> usize {
-    let chunks = plain / 256 + 2;
-    header.len() + plain + chunks * (16 + 2 * 32) + 64 * 32 + 64
 }
 
 #[cfg(test)]

@@ -9,11 +9,11 @@
 //!   signature; or
 //! * [`Prepared::units`] encodes input of a known length in units, each
 //!   read straight into its place in the caller's send buffer, sealed there
-//!   and identified by a digest: the resumable upload path. [`UnitEncoder::resume`] re-encrypts
-//!   a file written before under its own key, and **refuses to produce a
-//!   unit that differs from the recorded one**, so re-using the key on
-//!   changed input (the nonce reuse STREAM forbids) cannot happen through
-//!   this API.
+//!   and identified by a digest: the resumable upload path.
+//!   [`UnitEncoder::resume`] re-encrypts a file written before under its
+//!   own key, and **refuses to produce a unit that differs from the
+//!   recorded one**, so re-using the key on changed input (the nonce reuse
+//!   STREAM forbids) cannot happen through this API.
 //!
 //! Dropping either without finishing leaves a file that no reader accepts
 //! (no final chunk, no signature).
@@ -628,14 +628,27 @@ impl<'a> UnitEncoder<'a> {
             let header_len = header.map_or(0, <[u8]>::len);
             let region_len: usize = (0..full).map(|j| chunk + gap_after(first + j as u64)).sum();
             let final_len = want - full * chunk;
-            out.resize(header_len + region_len + final_len, 0);
+            let laid_out = header_len + region_len + final_len;
+            // The final chunk's tag and entries and the trailer follow it.
+            let unit_len = laid_out
+                + if last_unit {
+                    gap_after(first + full as u64) + header::TRAILER_LEN
+                } else {
+                    0
+                };
+            // Room for the whole unit at once: never regrown (and copied)
+            // while it is sealed.
+            out.reserve(unit_len.saturating_sub(out.len()));
+            out.resize(laid_out, 0);
             let (head, body) = out.split_at_mut(header_len);
             if let Some(header) = header {
                 head.copy_from_slice(header);
             }
             let (region, final_slot) = body.split_at_mut(region_len);
             let mut slots = plaintext_slots(region, chunk, first, full);
-            slots.push(final_slot);
+            if final_len > 0 {
+                slots.push(final_slot);
+            }
             if read_into(input, &mut slots)? < want {
                 return Err(Error::InputChanged(
                     "the input is shorter than the size the header declares",
@@ -649,6 +662,7 @@ impl<'a> UnitEncoder<'a> {
             payload.seal_laid_out(&mut out[header_len..header_len + region_len], full)?;
             if last_unit {
                 let written = payload.seal_last(out, header_len + region_len)?;
+                debug_assert_eq!(out.len(), unit_len, "the unit is as long as laid out");
                 Ok((written.root, Some(written), None))
             } else {
                 let root = payload.tree.root().ok_or(Error::Crypto("empty tree"))?;
@@ -700,7 +714,6 @@ fn read_into<R: io::Read>(input: &mut R, slots: &mut [&mut [u8]]) -> io::Result<
         .map(|slot| io::IoSliceMut::new(slot))
         .collect();
     let mut left = &mut buffers[..];
-    io::IoSliceMut::advance_slices(&mut left, 0);
     let mut filled = 0;
     while !left.is_empty() {
         match input.read_vectored(left) {

@@ -453,6 +453,35 @@ async fn a_refusal_reaches_a_client_still_sending_its_body() {
             "round {round}: {read:?}, answer {answer:?}"
         );
     }
+    // A client that never stops sending does not keep the connection:
+    // the server stops reading it after its lingering time (5 s).
+    let raw = tls_from(&server, "127.0.0.1").await.unwrap();
+    let (mut reader, mut writer) = tokio::io::split(raw);
+    let head = format!(
+        "PATCH {location} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {token}\r\nTus-Resumable: 1.0.0\r\nContent-Type: application/offset+octet-stream\r\nUpload-Offset: 5\r\nContent-Length: {}\r\n\r\n",
+        1u64 << 40
+    );
+    writer.write_all(head.as_bytes()).await.unwrap();
+    let started = Instant::now();
+    let flood = tokio::spawn(async move {
+        let piece = vec![7u8; 64 * 1024];
+        while started.elapsed() < Duration::from_secs(30) {
+            if writer.write_all(&piece).await.is_err() {
+                return started.elapsed();
+            }
+        }
+        started.elapsed()
+    });
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(30), reader.read_to_end(&mut answer)).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 409"), "{answer:?}");
+    let cut_after = flood.await.unwrap();
+    assert!(
+        cut_after < Duration::from_secs(12),
+        "a flooding client was read for {cut_after:?}"
+    );
+
     // Nothing of the refused bodies counted.
     let (status, headers, _) = client
         .raw("HEAD", &location, &[TUS], vec![], Some(&token))

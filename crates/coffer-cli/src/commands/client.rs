@@ -1000,13 +1000,7 @@ async fn ls(args: &LsArgs) -> Result<()> {
             if let Some(at) = entry.expires_at {
                 shared.push_str(&format!("  (expires {})", date(at)));
             }
-            // A file that cannot be opened has only the server's word for
-            // its owner.
-            let owner = if described.is_ok() {
-                entry.owner.clone()
-            } else {
-                format!("{} (unverified)", entry.owner)
-            };
+            let owner = checked_label(entry.owner.clone(), described.is_ok());
             crate::say!(
                 "{}  {:>12}  {}  {:<10}  {}{}",
                 printable(&entry.id),
@@ -1155,6 +1149,17 @@ async fn check_receipt(
     }
 }
 
+/// A listing's owner column: a file that cannot be opened has only the
+/// server's word for its owner (one that opens had its header's sender key
+/// matched against the key pinned for that owner).
+fn checked_label(owner: String, sender_key_checked: bool) -> String {
+    if sender_key_checked {
+        owner
+    } else {
+        format!("{owner} (unverified)")
+    }
+}
+
 /// What a listing shows in place of the name of a file it cannot open.
 fn unreadable(entry: &coffer_client::api::FileEntry, err: &coffer_client::Error) -> String {
     match err {
@@ -1185,9 +1190,6 @@ async fn inbox(args: &InboxArgs) -> Result<()> {
                 Err(_) => (None, None, None),
             };
             let from = from_label(entry, claimed_name.as_deref());
-            // The header's sender key matched the one pinned for the owner
-            // the server names; for a file that cannot be opened, the owner
-            // is only the server's word.
             let sender_key_checked = described.is_ok();
             if ctx.json {
                 crate::say!(
@@ -1199,11 +1201,7 @@ async fn inbox(args: &InboxArgs) -> Result<()> {
                            "stored": entry.size, "created_at": entry.created_at})
                 );
             } else {
-                let from = if sender_key_checked {
-                    from
-                } else {
-                    format!("{from} (unverified)")
-                };
+                let from = checked_label(from, sender_key_checked);
                 let name = match (&described, name) {
                     (_, Some(name)) => name,
                     (Err(err), None) => unreadable(entry, err),

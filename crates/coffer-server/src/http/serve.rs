@@ -286,22 +286,22 @@ async fn connection(
     let idle_limit = Duration::from_secs(limits.idle_timeout_secs.max(1));
     let header_limit = Duration::from_secs(limits.header_read_timeout_secs.max(1));
     tokio::select! {
-        result = std::future::poll_fn(|cx| conn.poll_without_shutdown(cx)) => {
-            result?;
-            linger(conn.into_parts().io.into_inner().inner).await;
-        }
+        result = std::future::poll_fn(|cx| conn.poll_without_shutdown(cx)) => result?,
         expired = expiry(&activity, idle_limit, header_limit) => {
             let counter = match expired {
                 Expired::Idle => "coffer_connections_idle_closed_total",
                 Expired::HeaderTimeout => "coffer_connections_header_timeout_total",
             };
             metrics::counter!(counter).increment(1);
+            return Ok(());
         }
         _ = stop.changed() => {
             std::pin::Pin::new(&mut conn).graceful_shutdown();
             std::future::poll_fn(|cx| conn.poll_without_shutdown(cx)).await?;
         }
     }
+    // hyper is done with the connection but has not closed it.
+    linger(conn.into_parts().io.into_inner().inner).await;
     Ok(())
 }
 
