@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand};
 /// The exit codes, by class (also in the README).
 const EXIT_CODES: &str = "\
 Exit codes:
-  0   ok (also when a reader closed the pipe)
+  0   ok (a reader closing the pipe changes no command's work or code)
   1   other error
   2   usage: bad argument or id, output exists without --force
   3   wrong key or passphrase

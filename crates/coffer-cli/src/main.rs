@@ -45,8 +45,9 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        // As `say` does for lines: a reader that closed the pipe early
-        // (`coffer get ID -o - | head`) had what it wanted.
+        // A reader that closed the pipe of a file streamed to it (`coffer
+        // get ID -o - | head`) had what it wanted. (`say` drops the lines of
+        // a closed pipe and lets the command finish.)
         Err(err) if reader_closed_stdout(&err) => ExitCode::SUCCESS,
         Err(err) => ExitCode::from(report_error(&err)),
     }

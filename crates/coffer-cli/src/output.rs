@@ -127,11 +127,25 @@ impl AtomicOutput {
     }
 }
 
+/// Set once standard output's reader has closed the pipe.
+static STDOUT_CLOSED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether standard output's reader has gone (`coffer ls | head -1`): a
+/// listing may stop there, as nothing will read the rest.
+pub fn stdout_closed() -> bool {
+    STDOUT_CLOSED.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Prints one line of a command's output on standard output. A reader that
-/// closed the pipe (`coffer ls | head -1`) has what it wanted: the process
-/// ends quietly with success instead of panicking. Any other write error
-/// ends it with a message and exit code 1.
+/// closed the pipe (`coffer inbox --get-all | head -1`) has what it wanted:
+/// the rest of the output is dropped, and the command still finishes its
+/// work (the files it fetches, the keys it pins, its exit code), rather
+/// than ending there with success and its state unsaved. Any other write
+/// error ends it with a message and exit code 1.
 pub fn say(line: std::fmt::Arguments<'_>) {
+    if stdout_closed() {
+        return;
+    }
     let mut out = io::stdout().lock();
     let written = out
         .write_fmt(line)
@@ -139,7 +153,9 @@ pub fn say(line: std::fmt::Arguments<'_>) {
         .and_then(|()| out.flush());
     match written {
         Ok(()) => {}
-        Err(err) if err.kind() == io::ErrorKind::BrokenPipe => std::process::exit(0),
+        Err(err) if err.kind() == io::ErrorKind::BrokenPipe => {
+            STDOUT_CLOSED.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
         Err(err) => {
             let _ = writeln!(
                 io::stderr(),

@@ -292,6 +292,70 @@ fn a_login_does_not_silently_take_over_another_accounts_profile() {
     assert_eq!(whose()["user"], "bob");
 }
 
+/// The nightly job as cron runs it, its report piped into `head -1`: once
+/// the reader is gone the rest of the report is dropped, but the run still
+/// fetches every file, keeps the sender's key it pinned, and exits with its
+/// real code. (It used to end at the second line with success: files left
+/// behind, and the pin never saved, so every night was "first contact".)
+#[test]
+fn a_nightly_fetch_piped_into_head_still_fetches_everything_and_keeps_its_pins() {
+    use std::io::BufRead as _;
+    let world = World::new();
+    std::fs::create_dir_all(world.path("in")).unwrap();
+    for night in 1..=2 {
+        for part in ["a", "b", "c"] {
+            let file = world.write(
+                &format!("{part}.csv"),
+                format!("{night}{part}\n").as_bytes(),
+            );
+            let sent = world
+                .coffer("alice")
+                .args(["send", "--to", "bob"])
+                .arg(&file)
+                .output()
+                .unwrap();
+            assert!(sent.status.success());
+        }
+        let mut job = world
+            .std_coffer("bob")
+            .args(["inbox", "--get-all", "-o", "in"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut first = String::new();
+        std::io::BufReader::new(job.stdout.take().unwrap())
+            .read_line(&mut first)
+            .unwrap();
+        // `head -1` has its line and goes away.
+        let out = job.wait_with_output().unwrap();
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "night {night}: {said}");
+        assert!(first.contains(" in/"), "night {night}: {first}");
+        assert_eq!(
+            said.contains("pinned the key of alice"),
+            night == 1,
+            "night {night}: {said}"
+        );
+        let left = world.coffer("bob").args(["inbox"]).output().unwrap();
+        assert!(left.stdout.is_empty(), "night {night}: {left:?}");
+    }
+    let mut arrived: Vec<String> = std::fs::read_dir(world.path("in"))
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    arrived.sort();
+    assert_eq!(
+        arrived,
+        ["a.2.csv", "a.csv", "b.2.csv", "b.csv", "c.2.csv", "c.csv"]
+    );
+    assert_eq!(
+        std::fs::read_to_string(world.path("in/c.2.csv")).unwrap(),
+        "2c\n"
+    );
+}
+
 /// The nightly job with one bad file in the inbox (tampered on the server,
 /// and the oldest, so fetched first): the files after it still arrive, the
 /// run exits 4 naming it, and it stays in the inbox, so the next night

@@ -969,6 +969,9 @@ async fn ls(args: &LsArgs) -> Result<()> {
         return Ok(());
     }
     for entry in &entries {
+        if crate::output::stdout_closed() {
+            break;
+        }
         let described = download::describe(&mut ctx.session, entry, &mut ctx.profile).await;
         let (name, size) = match &described {
             Ok((meta, _)) => (
@@ -1180,6 +1183,9 @@ async fn inbox(args: &InboxArgs) -> Result<()> {
     let entries = ctx.session.list_files(Listing::Unreceived).await?;
     if !args.get_all {
         for entry in &entries {
+            if crate::output::stdout_closed() {
+                break;
+            }
             let described = download::describe(&mut ctx.session, entry, &mut ctx.profile).await;
             let (name, size, claimed_name) = match &described {
                 Ok((meta, _)) => (
@@ -1272,8 +1278,8 @@ async fn inbox(args: &InboxArgs) -> Result<()> {
             }
         };
         // Acknowledged as soon as the file is in place, before its line is
-        // printed: a reader that goes away (`| head -1`) ends the run at the
-        // next line, and the file must not come again on the next night.
+        // printed: the run may still be cut off after the file is in place
+        // (killed), and the file must not come again on the next night.
         ctx.session
             .mark_received(&entry.id)
             .await
