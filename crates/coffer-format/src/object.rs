@@ -235,7 +235,7 @@ impl Payload {
         }
         self.index += 1;
         self.in_chunk = 0;
-        self.leaf = LeafHasher::new(self.index);
+        self.leaf.restart(self.index);
         Ok((take, self.index == self.chunk_count))
     }
 }

@@ -46,26 +46,75 @@ const NODE_CONTEXT: &str = "coffer v2 tree node";
 /// A leaf or node hash.
 pub type Hash = [u8; HASH_LEN];
 
+/// BLAKE3 hashes [`ALIGN`] bytes (16 of its 1 KiB chunks) at once on
+/// AVX-512, but only where an update starts at a multiple of that in the
+/// message. An update that starts elsewhere first works through ever larger
+/// small subtrees, one, two, four and eight chunks wide, because BLAKE3's
+/// tree fixes which chunks pair up. A leaf's message starts with the 8-byte
+/// index, and the server feeds it in network-sized pieces, so every update
+/// would start out of step: measured here, 2.2 GB/s for 16 KiB pieces
+/// against 4.4 GB/s realigned, and 4.4 against 6.2 GB/s for whole 64 KiB
+/// chunks in cache.
+pub const ALIGN: usize = 16 * 1024;
+
 /// Hashes one sealed chunk incrementally (its bytes may arrive in pieces).
+///
+/// **Invariant: the hasher has absorbed a multiple of [`ALIGN`] bytes of
+/// the leaf message; the `carried` bytes after them wait in `carry`.** An
+/// update tops the carry up to the next boundary (copying at most
+/// [`ALIGN`] bytes), then feeds whole aligned blocks straight from the
+/// caller's slice, and keeps the remainder.
 #[derive(Clone)]
-pub struct LeafHasher(blake3::Hasher);
+pub struct LeafHasher {
+    hasher: blake3::Hasher,
+    carry: [u8; ALIGN],
+    carried: usize,
+}
 
 impl LeafHasher {
     /// Starts the leaf of chunk `index`.
     pub fn new(index: u64) -> Self {
-        let mut hasher = blake3::Hasher::new_derive_key(LEAF_CONTEXT);
-        hasher.update(&index.to_be_bytes());
-        Self(hasher)
+        let mut leaf = Self {
+            hasher: blake3::Hasher::new_derive_key(LEAF_CONTEXT),
+            carry: [0; ALIGN],
+            carried: 0,
+        };
+        leaf.restart(index);
+        leaf
+    }
+
+    /// Starts the leaf of chunk `index` in place (no new 16 KiB buffer).
+    pub fn restart(&mut self, index: u64) {
+        self.hasher.reset();
+        self.carry[..8].copy_from_slice(&index.to_be_bytes());
+        self.carried = 8;
     }
 
     /// Absorbs more bytes of the sealed chunk.
-    pub fn update(&mut self, sealed: &[u8]) {
-        self.0.update(sealed);
+    pub fn update(&mut self, mut sealed: &[u8]) {
+        if self.carried > 0 {
+            let take = (ALIGN - self.carried).min(sealed.len());
+            self.carry[self.carried..self.carried + take].copy_from_slice(&sealed[..take]);
+            self.carried += take;
+            sealed = &sealed[take..];
+            if self.carried < ALIGN {
+                return;
+            }
+            self.hasher.update(&self.carry);
+        }
+        let whole = sealed.len() - sealed.len() % ALIGN;
+        self.hasher.update(&sealed[..whole]);
+        let rest = &sealed[whole..];
+        self.carry[..rest.len()].copy_from_slice(rest);
+        self.carried = rest.len();
     }
 
     /// The leaf hash.
     pub fn finish(&self) -> Hash {
-        *self.0.finalize().as_bytes()
+        // On a copy (about 2 KiB of state), so the invariant holds.
+        let mut hasher = self.hasher.clone();
+        hasher.update(&self.carry[..self.carried]);
+        *hasher.finalize().as_bytes()
     }
 }
 
@@ -247,6 +296,47 @@ mod tests {
 
     fn leaves(n: u64) -> Vec<Hash> {
         (0..n).map(|i| leaf(i, &i.to_le_bytes())).collect()
+    }
+
+    /// The leaf by its definition, in one call to BLAKE3.
+    fn reference_leaf(index: u64, sealed: &[u8]) -> Hash {
+        let mut message = index.to_be_bytes().to_vec();
+        message.extend_from_slice(sealed);
+        blake3::derive_key(LEAF_CONTEXT, &message)
+    }
+
+    #[test]
+    fn leaf_hasher_realigns_any_pieces_without_changing_the_hash() {
+        let sealed: Vec<u8> = (0..(1 << 20) + 16).map(|i| (i * 131 % 251) as u8).collect();
+        let lengths = [
+            0,
+            1,
+            ALIGN - 9,
+            ALIGN - 8,
+            ALIGN - 7,
+            3 * ALIGN + 5,
+            sealed.len(),
+        ];
+        let pieces = [1, 7, 1000, ALIGN - 1, ALIGN, ALIGN + 1, 70_000, usize::MAX];
+        let mut reused = LeafHasher::new(99);
+        for len in lengths {
+            let data = &sealed[..len];
+            let expected = reference_leaf(5, data);
+            assert_eq!(leaf(5, data), expected, "whole, length {len}");
+            for piece in pieces {
+                reused.restart(5);
+                for part in data.chunks(piece.min(len.max(1))) {
+                    reused.update(part);
+                }
+                assert_eq!(reused.finish(), expected, "length {len}, pieces of {piece}");
+                // finish() leaves the hasher as it was: more bytes continue the leaf.
+                reused.update(b"x");
+                let mut longer = data.to_vec();
+                longer.push(b'x');
+                assert_eq!(reused.finish(), reference_leaf(5, &longer));
+            }
+        }
+        assert_ne!(leaf(6, &sealed), leaf(5, &sealed), "the index is hashed");
     }
 
     #[test]
