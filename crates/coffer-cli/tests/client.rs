@@ -356,6 +356,64 @@ fn a_nightly_fetch_piped_into_head_still_fetches_everything_and_keeps_its_pins()
     );
 }
 
+/// The nightly job killed after its first file, while the second (large)
+/// one is still coming: the sender's key pinned with the first file is
+/// already saved, so the next night checks the files against it instead of
+/// taking the server's word again as a first contact. The file cut off
+/// arrives whole on the next night.
+#[test]
+fn a_nightly_job_killed_mid_run_keeps_the_key_it_pinned() {
+    use std::io::BufRead as _;
+    let world = World::new();
+    std::fs::create_dir_all(world.path("in")).unwrap();
+    let large: Vec<u8> = (0..24u32 << 20).map(|i| (i % 251) as u8).collect();
+    let files = [
+        world.write("first.csv", b"1\n"),
+        world.write("large.bin", &large),
+    ];
+    for file in &files {
+        let sent = world
+            .coffer("alice")
+            .args(["send", "--to", "bob"])
+            .arg(file)
+            .output()
+            .unwrap();
+        assert!(sent.status.success(), "{sent:?}");
+        // The inbox comes oldest first, by the second each file was sent.
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+    }
+    let mut job = world
+        .std_coffer("bob")
+        .args(["inbox", "--get-all", "-o", "in"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufReader::new(job.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(first.contains("in/first.csv"), "{first}");
+    job.kill().unwrap();
+    job.wait().unwrap();
+    assert!(
+        !world.path("in/large.bin").exists(),
+        "killed before the large file was complete"
+    );
+
+    let next = world
+        .coffer("bob")
+        .args(["inbox", "--get-all", "-o", "in"])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&next.stderr);
+    assert!(next.status.success(), "{said}");
+    assert!(!said.contains("pinned the key"), "pinned again: {said}");
+    assert_eq!(std::fs::read(world.path("in/large.bin")).unwrap(), large);
+    assert!(!world.path("in/first.2.csv").exists(), "came twice");
+}
+
 /// The nightly job with one bad file in the inbox (tampered on the server,
 /// and the oldest, so fetched first): the files after it still arrive, the
 /// run exits 4 naming it, and it stays in the inbox, so the next night

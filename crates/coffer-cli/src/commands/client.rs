@@ -96,6 +96,17 @@ impl Ctx {
         Ok(())
     }
 
+    /// Saves at once after a download pinned a sender's key on first
+    /// contact. A run cut off later (cron's timeout, a lost machine) would
+    /// otherwise forget the pin, and the next run would take whatever key
+    /// the server then presents as a first contact again.
+    fn keep_new_pin(&mut self, newly_pinned: bool) -> Result<()> {
+        if newly_pinned {
+            self.save()?;
+        }
+        Ok(())
+    }
+
     fn note(&self, text: &str) {
         if !self.quiet {
             eprintln!("{text}");
@@ -731,7 +742,10 @@ async fn get(args: &GetArgs) -> Result<()> {
         .await;
         drop(progress);
         match outcome {
-            Ok(outcome) => report_download(&ctx, id, &outcome),
+            Ok(outcome) => {
+                ctx.keep_new_pin(outcome.newly_pinned)?;
+                report_download(&ctx, id, &outcome);
+            }
             Err(err) => {
                 result = Err(anyhow::Error::new(err).context(format!("download of {id} failed")));
                 break;
@@ -1277,9 +1291,11 @@ async fn inbox(args: &InboxArgs) -> Result<()> {
                 return Err(err).with_context(|| format!("download of {} failed", entry.id));
             }
         };
-        // Acknowledged as soon as the file is in place, before its line is
-        // printed: the run may still be cut off after the file is in place
-        // (killed), and the file must not come again on the next night.
+        // Acknowledged as soon as the file is in place (and its sender's
+        // key, if new, saved), before its line is printed: the run may
+        // still be cut off after the file is in place (killed), and the
+        // file must not come again on the next night.
+        ctx.keep_new_pin(outcome.newly_pinned)?;
         ctx.session
             .mark_received(&entry.id)
             .await
