@@ -586,6 +586,8 @@ pub struct StorageArgs {
     #[arg(long)]
     pub s3_bucket: Option<String>,
     /// S3 endpoint, e.g. https://s3.example.net (AWS when left out).
+    // The URL is for `--help`, where angle brackets would be printed.
+    #[allow(rustdoc::bare_urls)]
     #[arg(long, requires = "s3_bucket")]
     pub s3_endpoint: Option<String>,
     /// S3 region.

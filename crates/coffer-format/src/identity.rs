@@ -2,7 +2,7 @@
 //! **hybrid** identities (the default for new ones), an X-Wing key
 //! (ML-KEM-768 + X25519) that post-quantum stanzas are wrapped to.
 //!
-//! * Public identity: strict Bech32 ([`crate::text`]) with human-readable
+//! * Public identity: strict Bech32 (the `text` module) with human-readable
 //!   part `coffer` over `ed25519 (32) || x25519 (32)` (classic, 64 bytes,
 //!   116 characters) or `ed25519 || x25519 || x-wing (1216)` (hybrid, 1 280
 //!   bytes, 2 061 characters). Both are one line.

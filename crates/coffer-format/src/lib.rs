@@ -24,8 +24,8 @@
 //!
 //! Module map: [`header`] is the byte codec, [`keys`] the key schedule,
 //! [`recipient`] the HPKE wraps, [`identity`] the key pairs and their text
-//! forms, [`tree`] the content tree and the layout arithmetic, [`encrypt`] /
-//! [`decrypt`] the streaming writer and reader (`pipeline`: a whole input
+//! forms, [`tree`] the content tree and the layout arithmetic, [`mod@encrypt`] /
+//! [`mod@decrypt`] the streaming writer and reader (`pipeline`: a whole input
 //! encrypted with reading, sealing and writing overlapped), [`seek`] range reads. No
 //! network, no async runtime: sync `Read`/`Write`, with tokio adapters
 //! behind the `tokio` feature.

@@ -19,7 +19,7 @@
 //! its 88-bit bound before use; exhausting it is an error, never a wrap.
 //!
 //! This module does only the cryptography of one chunk at a time, in place;
-//! framing lives in [`crate::encrypt`] and [`crate::decrypt`].
+//! framing lives in [`mod@crate::encrypt`] and [`mod@crate::decrypt`].
 
 use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
 use zeroize::Zeroizing;

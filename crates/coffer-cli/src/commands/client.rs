@@ -814,7 +814,7 @@ fn target_for(args: &GetArgs) -> Result<Target> {
 }
 
 /// Who an inbox entry is from, as this client can vouch: a user, or "via
-/// upload link <id>" for an anonymous sender (with the name they typed, in
+/// upload link ID" for an anonymous sender (with the name they typed, in
 /// quotes, as their own claim).
 fn from_label(entry: &coffer_client::api::FileEntry, claimed_name: Option<&str>) -> String {
     match &entry.via_request {

@@ -22,7 +22,7 @@
 //! the answer does: it sees a broken pipe instead of the refusal, and
 //! retries blindly. So, as nginx's `lingering_close` does, the write side
 //! is closed first (TLS close_notify, then FIN) and what the client still
-//! sends is read and dropped until it closes, for at most [`LINGER`].
+//! sends is read and dropped until it closes, for at most `LINGER` (5 s).
 
 use std::collections::HashMap;
 use std::future::Future;

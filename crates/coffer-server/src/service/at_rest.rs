@@ -194,7 +194,7 @@ pub async fn convert(
 /// Header and key are checked before this returns; chunks and the
 /// signature as the stream runs (a failure there ends the stream with an
 /// error). A range from the start streams the object through the
-/// decryptor; any other reads only the chunks it needs ([`seek_range`]),
+/// decryptor; any other reads only the chunks it needs (`seek_range`),
 /// so its cost does not grow with the offset.
 pub async fn decrypt_range(
     objects: Arc<dyn ObjectStore>,
