@@ -2835,6 +2835,7 @@ fn a_full_server_disk_is_said_plainly_and_loses_nothing() {
     if !coffer_server::testing::require(what, small_fs.is_some()) {
         return;
     }
+    let _alone = SMALL_FS.lock().unwrap_or_else(|p| p.into_inner());
     let mut world = World::with_init_on(&[], coffer_server::testing::Backend::Embedded);
     // Staged uploads and objects both on the small file system (one file
     // system, so the commit's rename works), nearly filled by ballast.
@@ -2896,6 +2897,62 @@ fn a_full_server_disk_is_said_plainly_and_loses_nothing() {
         "out/records.bin",
         &file,
     );
+}
+
+/// The small file system is one for every test here: one at a time.
+static SMALL_FS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// A download that cannot fit on the local disk (the small tmpfs) fails at
+/// once with the disk's own error, before a byte is written: it does not
+/// fill the disk first (which would hurt whatever else lives there), and
+/// nothing appears at the final path.
+#[test]
+fn a_download_too_large_for_the_disk_fails_before_filling_it() {
+    let small_fs = std::env::var_os("COFFER_TEST_SMALL_FS");
+    let what = "a small file system (COFFER_TEST_SMALL_FS)";
+    if !coffer_server::testing::require(what, small_fs.is_some()) {
+        return;
+    }
+    let _alone = SMALL_FS.lock().unwrap_or_else(|p| p.into_inner());
+    let world = World::new();
+    let file = world.write("scan.bin", &data(48 * MIB, 7));
+    let put = world.put("alice", &file, &[]);
+    let disk = tempfile::tempdir_in(small_fs.unwrap()).unwrap();
+    let out = world
+        .coffer("alice")
+        .args(["get", put["id"].as_str().unwrap(), "-o"])
+        .arg(disk.path())
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{said}");
+    assert!(said.contains("No space left on device"), "{said}");
+    assert!(!disk.path().join("scan.bin").exists());
+    // The failed partial file is deleted either way; what shows that the
+    // disk was never filled is that the content was never sent.
+    let sent = largest_response(&world);
+    assert!(
+        sent < MIB as u64,
+        "{sent} bytes sent before the disk was found full"
+    );
+}
+
+/// The most bytes the world's servers sent in one response (access log).
+fn largest_response(world: &World) -> u64 {
+    let mut largest = 0;
+    for entry in std::fs::read_dir(world.path(".")).unwrap().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !(name.starts_with("server-") && name.ends_with(".log")) {
+            continue;
+        }
+        let text = std::fs::read_to_string(entry.path()).unwrap();
+        for field in text.split_whitespace() {
+            if let Some(n) = field.strip_prefix("bytes_out=") {
+                largest = largest.max(n.parse().unwrap_or(0));
+            }
+        }
+    }
+    largest
 }
 
 /// Fills the file system of `dir` with 1 MiB files until it is full, then

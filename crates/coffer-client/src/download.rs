@@ -870,6 +870,12 @@ fn open_partial(
         .resume_point(&mut std::io::BufReader::new(&mut file), len)
         .map_err(|e| Failure::Final(e.into()))?;
     file.set_len(point.plaintext_len()).map_err(io)?;
+    // The size the sender declared (a different signed length fails the
+    // file at its end anyway): a disk that cannot hold it fails now.
+    if let Some(size) = header.metadata().size {
+        let rest = size.saturating_sub(point.plaintext_len());
+        coffer_fileio::reserve(&file, point.plaintext_len(), rest).map_err(io)?;
+    }
     std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(point.plaintext_len())).map_err(io)?;
     Ok((file, point))
 }

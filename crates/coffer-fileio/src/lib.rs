@@ -23,6 +23,9 @@
 //! (tmpfs, some network file systems, no `/proc`) or a direct transfer is
 //! refused, everything goes through the page cache, with a background
 //! thread syncing written data as it accumulates.
+//!
+//! A writer that knows how much is coming reserves it first ([`reserve`]),
+//! so that a disk without room says so before the transfer starts.
 
 #![forbid(unsafe_code)]
 
@@ -63,6 +66,36 @@ fn reopen_direct(file: &File, write: bool) -> Option<File> {
 #[cfg(not(target_os = "linux"))]
 fn reopen_direct(_file: &File, _write: bool) -> Option<File> {
     None
+}
+
+/// Reserves disk space for bytes `offset..offset + len` of `file` without
+/// changing its size (`fallocate` with `FALLOC_FL_KEEP_SIZE`).
+///
+/// Why: a transfer whose length is known then fails at once on a disk that
+/// cannot hold it (ENOSPC here, before a byte is sent), not after filling
+/// the disk; and the file is laid out in a few large extents rather than
+/// growing one write at a time. The size stays what was written, so a
+/// partial file still says how far a transfer got (resume relies on it);
+/// cutting the file back (`set_len`) releases what was reserved past it.
+/// Where the file system cannot reserve (some network and FUSE file
+/// systems), nothing is reserved and the writes allocate as they go.
+pub fn reserve(file: &File, offset: u64, len: u64) -> io::Result<()> {
+    if len == 0 {
+        return Ok(());
+    }
+    #[cfg(target_os = "linux")]
+    {
+        use rustix::io::Errno;
+        match rustix::fs::fallocate(file, rustix::fs::FallocateFlags::KEEP_SIZE, offset, len) {
+            Err(err) if err == Errno::OPNOTSUPP || err == Errno::NOSYS => Ok(()),
+            other => other.map_err(io::Error::from),
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (file, offset);
+        Ok(())
+    }
 }
 
 /// What a [`DirectWriter`] wrote.

@@ -23,10 +23,13 @@ const READ_AHEAD: usize = 4;
 /// Writes what arrives on `inbox` (request bodies come in frames of a few
 /// KiB, TLS records, handed over a MiB of them at a time) into the file at
 /// `path` from `offset` on, anything after `offset` cut first, and makes it
-/// durable. Returns the bytes written.
+/// durable. Room for `expected` bytes is reserved first, so a disk that
+/// cannot hold the rest of the upload refuses it before its body is read
+/// (ENOSPC: 507). Returns the bytes written.
 pub(super) fn write_staged(
     path: &Path,
     offset: u64,
+    expected: u64,
     mut inbox: tokio::sync::mpsc::Receiver<Vec<Bytes>>,
 ) -> io::Result<u64> {
     let file = std::fs::OpenOptions::new()
@@ -35,6 +38,7 @@ pub(super) fn write_staged(
         .truncate(false)
         .open(path)?;
     file.set_len(offset)?;
+    coffer_fileio::reserve(&file, offset, expected)?;
     let mut writer = DirectWriter::new(file, offset)?;
     let mut frames = 0usize;
     let received = (|| -> io::Result<()> {
@@ -99,7 +103,9 @@ mod tests {
         std::fs::write(&path, b"keep").unwrap();
         let (tx, inbox) = tokio::sync::mpsc::channel(WRITE_DEPTH);
         let total = 2 * coffer_fileio::SYNC_EVERY as usize + 12_345;
-        let writer = std::thread::spawn(move || write_staged(&path, 4, inbox));
+        // More reserved than arrives: the size is still what was written.
+        let reserve = total as u64 + 100_000;
+        let writer = std::thread::spawn(move || write_staged(&path, 4, reserve, inbox));
         let mut expected = blake3::Hasher::new();
         expected.update(b"keep");
         let mut sent = 0usize;
@@ -116,6 +122,34 @@ mod tests {
         let written = std::fs::read(dir.path().join("staged")).unwrap();
         assert_eq!(written.len(), total + 4);
         assert_eq!(blake3::hash(&written), expected.finalize());
+    }
+
+    /// On a disk that cannot hold the rest of the upload (the small tmpfs
+    /// `scripts/test-services` mounts), the write fails with ENOSPC at once:
+    /// it does not wait for a body (the sender here never sends) and
+    /// writes nothing.
+    #[test]
+    fn an_upload_too_large_for_the_disk_is_refused_before_its_body() {
+        let small_fs = std::env::var_os("COFFER_TEST_SMALL_FS");
+        let what = "a small file system (COFFER_TEST_SMALL_FS)";
+        if !crate::testing::require(what, small_fs.is_some()) {
+            return;
+        }
+        let dir = tempfile::tempdir_in(small_fs.unwrap()).unwrap();
+        let path = dir.path().join("staged");
+        let (tx, inbox) = tokio::sync::mpsc::channel(WRITE_DEPTH);
+        let (done, result) = std::sync::mpsc::channel();
+        let staged = path.clone();
+        std::thread::spawn(move || {
+            let _ = done.send(write_staged(&staged, 0, 64 << 20, inbox));
+        });
+        let err = result
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .expect("waited for a body instead of refusing")
+            .unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::StorageFull, "{err}");
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
+        drop(tx);
     }
 
     #[test]

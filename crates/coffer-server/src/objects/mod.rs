@@ -54,13 +54,16 @@ pub trait ObjectStore: Send + Sync + 'static {
     fn begin<'a>(&'a self, id: &'a str, length: u64) -> ObjectFuture<'a, Vec<u8>>;
     /// Appends `body` to staged upload `id` at `offset` (anything staged
     /// past `offset` is disregarded); `staging` is the record kept at
-    /// `offset`. Limits and checksums are the caller's (it sees the body
-    /// before any encryption).
+    /// `offset`. `expected` is about what the body brings at most (the rest
+    /// of the declared length), which a store may reserve up front. Limits
+    /// and checksums are the caller's (it sees the body before any
+    /// encryption).
     fn append<'a>(
         &'a self,
         id: &'a str,
         offset: u64,
         staging: &'a [u8],
+        expected: u64,
         body: ByteStream<'a>,
     ) -> ObjectFuture<'a, Appended>;
     /// Undoes an append whose offset will not be recorded: cuts staged
@@ -183,12 +186,14 @@ impl ObjectStore for LocalObjects {
         id: &'a str,
         offset: u64,
         _staging: &'a [u8],
+        expected: u64,
         mut body: ByteStream<'a>,
     ) -> ObjectFuture<'a, Appended> {
         Box::pin(async move {
             let path = self.staged(id)?;
             let (to_writer, inbox) = tokio::sync::mpsc::channel(WRITE_DEPTH);
-            let writer = tokio::task::spawn_blocking(move || write_staged(&path, offset, inbox));
+            let writer =
+                tokio::task::spawn_blocking(move || write_staged(&path, offset, expected, inbox));
             // The body's own failure is reported only once the writer has
             // stopped, so a rollback never races a write still in flight.
             let mut received = Ok(());
@@ -366,13 +371,13 @@ mod tests {
         };
         let id = "00112233445566778899aabbccddeeff";
         let first = store
-            .append(id, 0, &[], body(vec![b"hello ", b"world"]))
+            .append(id, 0, &[], 11, body(vec![b"hello ", b"world"]))
             .await
             .unwrap();
         assert_eq!(first.written, 11);
         // A crash left junk past offset 6: the next append discards it.
         let second = store
-            .append(id, 6, &[], body(vec![b"there"]))
+            .append(id, 6, &[], 5, body(vec![b"there"]))
             .await
             .unwrap();
         assert_eq!(second.written, 5);

@@ -325,6 +325,8 @@ impl ObjectStore for S3Objects {
         id: &'a str,
         offset: u64,
         staging: &'a [u8],
+        // Parts are sized by the store; nothing to reserve.
+        _expected: u64,
         mut body: ByteStream<'a>,
     ) -> ObjectFuture<'a, Appended> {
         Box::pin(async move {

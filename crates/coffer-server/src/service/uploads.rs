@@ -405,7 +405,13 @@ async fn stage(
     };
     let appended = service
         .objects
-        .append(&upload.id, upload.staged_len, &upload.staging, body)
+        .append(
+            &upload.id,
+            upload.staged_len,
+            &upload.staging,
+            upload.length - upload.offset,
+            body,
+        )
         .await;
     let appended = match appended {
         Ok(appended) => appended,
