@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bytes::Bytes;
+use coffer_fileio::{Batch, WRITE_BATCH};
 use coffer_format::{
     Content, FileKey, Header, Metadata, PublicIdentity, ResumePoint, Sender, Version,
 };
@@ -773,8 +774,6 @@ enum Copy {
     Lost,
 }
 
-/// Bytes gathered before each hand-off to the writer thread.
-const WRITE_BATCH: usize = 1024 * 1024;
 /// Batches queued for the writer thread.
 const WRITE_DEPTH: usize = 4;
 
@@ -791,21 +790,25 @@ async fn copy_out(
     decryptor: &mut (impl tokio::io::AsyncRead + Unpin),
     mut out: std::fs::File,
 ) -> Result<std::fs::File, Copy> {
-    // Batches travel at their full length with the count filled, so a
-    // reused buffer is never zeroed again (a `resize` after `truncate` was
-    // 4% of a download's CPU).
-    let (to_writer, mut inbox) = tokio::sync::mpsc::channel::<(Vec<u8>, usize)>(WRITE_DEPTH);
-    let (give_back, spare) = std::sync::mpsc::channel::<Vec<u8>>();
+    // The decryptor writes straight into the writer's aligned batches,
+    // which go to the disk as they are (no copy into a batch of its own);
+    // batches come back for reuse and are never zeroed again.
+    let (to_writer, mut inbox) = tokio::sync::mpsc::channel::<Batch>(WRITE_DEPTH);
+    let (give_back, spare) = std::sync::mpsc::channel::<Batch>();
     let at = std::io::Seek::stream_position(&mut out).map_err(Copy::Write)?;
     let mut direct = coffer_fileio::DirectWriter::new(out, at).map_err(Copy::Write)?;
     let writer = std::thread::spawn(move || {
         let mut pushed = Ok(());
-        while let Some((buf, filled)) = inbox.blocking_recv() {
-            pushed = direct.push(&buf[..filled]);
-            if pushed.is_err() {
-                break;
+        while let Some(batch) = inbox.blocking_recv() {
+            match direct.push_batch(batch) {
+                Ok(empty) => {
+                    let _ = give_back.send(empty);
+                }
+                Err(err) => {
+                    pushed = Err(err);
+                    break;
+                }
             }
-            let _ = give_back.send(buf);
         }
         drop(inbox);
         let finished = direct.finish();
@@ -813,11 +816,12 @@ async fn copy_out(
     });
     let read = async {
         loop {
-            let mut buf = spare.try_recv().unwrap_or_else(|_| vec![0u8; WRITE_BATCH]);
+            let mut batch = spare.try_recv().unwrap_or_default();
+            // Whole batches, so that each goes to the disk as it is.
             let mut filled = 0;
-            while filled < WRITE_BATCH / 2 {
+            while filled < WRITE_BATCH {
                 let n = decryptor
-                    .read(&mut buf[filled..])
+                    .read(&mut batch.room()[filled..])
                     .await
                     .map_err(Copy::Read)?;
                 if n == 0 {
@@ -828,7 +832,8 @@ async fn copy_out(
             if filled == 0 {
                 return Ok(());
             }
-            if to_writer.send((buf, filled)).await.is_err() {
+            batch.set_filled(filled);
+            if to_writer.send(batch).await.is_err() {
                 // The writer stopped on an error; it reports it below.
                 return Ok(());
             }

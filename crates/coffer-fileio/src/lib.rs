@@ -105,6 +105,9 @@ pub struct Landed {
     pub bytes: u64,
     /// Of those, bytes that went to the disk directly.
     pub directly: u64,
+    /// Of those, bytes copied into the writer's own batches (`push`), not
+    /// handed over in a batch filled in place (`push_batch`).
+    pub copied: u64,
 }
 
 /// Writes a stream of bytes into a file from an offset on, in large
@@ -122,6 +125,8 @@ pub struct DirectWriter {
     pos: u64,
     batch: AlignedBuf,
     written: u64,
+    /// Of `written`, bytes copied into `batch` by `push`.
+    copied: u64,
     /// Full batches for the writing thread, with their offsets.
     queue: Option<std::sync::mpsc::SyncSender<Piece>>,
     /// Batches the thread wrote, back for reuse.
@@ -167,6 +172,7 @@ impl DirectWriter {
             pos: offset,
             batch: AlignedBuf::new(WRITE_BATCH),
             written: 0,
+            copied: 0,
             queue: Some(queue),
             spare,
             buffers: 1,
@@ -177,6 +183,7 @@ impl DirectWriter {
     /// Gathers `data`, handing each batch to the writing thread as it fills.
     pub fn push(&mut self, mut data: &[u8]) -> io::Result<()> {
         self.written += data.len() as u64;
+        self.copied += data.len() as u64;
         while !data.is_empty() {
             let room = self.batch_limit() - self.batch.len();
             let take = room.min(data.len());
@@ -187,6 +194,34 @@ impl DirectWriter {
             }
         }
         Ok(())
+    }
+
+    /// Writes a batch the caller filled in place ([`Batch::room`]), and
+    /// hands back an empty one to fill next. Where the writer stands at an
+    /// aligned offset with nothing gathered and the batch is whole blocks,
+    /// the batch itself goes to the disk, not a copy of it: a producer that
+    /// can write its output straight into a batch (a decryptor) saves the
+    /// copy [`DirectWriter::push`] makes. Otherwise its bytes are pushed.
+    pub fn push_batch(&mut self, mut batch: Batch) -> io::Result<Batch> {
+        let len = batch.0.len();
+        let whole_blocks = len > 0 && len.is_multiple_of(ALIGN);
+        if !(whole_blocks && self.batch.len() == 0 && self.pos.is_multiple_of(ALIGN as u64)) {
+            self.push(batch.0.as_slice())?;
+            batch.0.clear();
+            return Ok(batch);
+        }
+        let spare = self.next_buffer()?;
+        let piece = Piece {
+            buf: batch.0,
+            pos: self.pos,
+        };
+        let sent = self.queue.as_ref().map(|queue| queue.send(piece));
+        if !matches!(sent, Some(Ok(()))) {
+            return Err(self.disk_failure());
+        }
+        self.pos += len as u64;
+        self.written += len as u64;
+        Ok(Batch(spare))
     }
 
     /// How much the current batch gathers: up to the next aligned offset
@@ -256,6 +291,7 @@ impl DirectWriter {
     /// page cache), waits for the background syncs and syncs the file's
     /// data; hands the file back.
     pub fn finish(self) -> io::Result<(File, Landed)> {
+        let copied = self.copied;
         let (disk, bytes) = self.drain()?;
         let Disk {
             file,
@@ -268,6 +304,7 @@ impl DirectWriter {
         let landed = Landed {
             bytes,
             directly: written_directly,
+            copied,
         };
         Ok((file, landed))
     }
@@ -441,6 +478,39 @@ fn read_full(file: &File, buf: &mut [u8], pos: u64) -> io::Result<usize> {
     Ok(filled)
 }
 
+/// A buffer of [`WRITE_BATCH`] bytes to fill in place and hand to
+/// [`DirectWriter::push_batch`] (aligned as direct writes need).
+pub struct Batch(AlignedBuf);
+
+impl Batch {
+    /// An empty batch.
+    pub fn new() -> Self {
+        Self(AlignedBuf::new(WRITE_BATCH))
+    }
+
+    /// The whole buffer, to fill from its start.
+    pub fn room(&mut self) -> &mut [u8] {
+        self.0.space(WRITE_BATCH)
+    }
+
+    /// Marks the first `n` bytes of [`Batch::room`] as filled.
+    pub fn set_filled(&mut self, n: usize) {
+        assert!(n <= WRITE_BATCH, "within the batch");
+        self.0.set_len(n);
+    }
+
+    /// Bytes filled.
+    pub fn filled(&self) -> usize {
+        self.0.len()
+    }
+}
+
+impl Default for Batch {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// A byte buffer whose start is aligned to [`ALIGN`], as `O_DIRECT` needs.
 /// Made by over-allocating a `Vec` and starting at its first aligned byte
 /// (`align_offset` is safe; the `Vec` never grows, so it never moves).
@@ -552,10 +622,19 @@ mod tests {
         (i % 251) as u8
     }
 
-    /// Writes `total` pattern bytes in frames of `frame` bytes after
-    /// `offset` bytes already in the file; checks the file is exactly the
-    /// old prefix then the new bytes; returns the bytes written directly.
-    fn lands_exactly(offset: usize, total: usize, frame: usize, direct: bool) -> u64 {
+    /// How the bytes are handed to the writer.
+    #[derive(Clone, Copy)]
+    enum Feed {
+        /// `push` of frames of this many bytes.
+        Frames(usize),
+        /// Batches filled in place (full but the last), `push_batch`.
+        Batches,
+    }
+
+    /// Writes `total` pattern bytes fed as `feed` after `offset` bytes
+    /// already in the file; checks the file is exactly the old prefix then
+    /// the new bytes; returns what landed.
+    fn lands_exactly(offset: usize, total: usize, feed: Feed, direct: bool) -> Landed {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("staged");
         // Junk past `offset` (an earlier, interrupted append) must go.
@@ -569,10 +648,28 @@ mod tests {
             DirectWriter::through_page_cache(file, offset as u64).unwrap()
         };
         let mut sent = offset;
+        let mut batch = Batch::new();
         while sent < offset + total {
-            let len = frame.min(offset + total - sent);
-            let bytes: Vec<u8> = (sent..sent + len).map(|i| pattern(i) ^ 0x5a).collect();
-            writer.push(&bytes).unwrap();
+            let bytes = |len: usize| (sent..sent + len).map(|i| pattern(i) ^ 0x5a);
+            let len = match feed {
+                Feed::Frames(frame) => {
+                    let len = frame.min(offset + total - sent);
+                    writer.push(&bytes(len).collect::<Vec<u8>>()).unwrap();
+                    len
+                }
+                Feed::Batches => {
+                    // The batch handed back may hold older bytes: only
+                    // what is marked filled may land.
+                    let len = WRITE_BATCH.min(offset + total - sent);
+                    for (slot, byte) in batch.room().iter_mut().zip(bytes(len)) {
+                        *slot = byte;
+                    }
+                    batch.set_filled(len);
+                    batch = writer.push_batch(batch).unwrap();
+                    assert_eq!(batch.filled(), 0);
+                    len
+                }
+            };
             sent += len;
         }
         let (_, landed) = writer.finish().unwrap();
@@ -588,11 +685,8 @@ mod tests {
                 }
             })
             .collect();
-        assert!(
-            got == expected,
-            "offset {offset} total {total} frame {frame}"
-        );
-        landed.directly
+        assert!(got == expected, "offset {offset} total {total}");
+        landed
     }
 
     /// Every offset class (zero, unaligned, aligned, unaligned past a
@@ -611,8 +705,12 @@ mod tests {
                     WRITE_BATCH + 3,
                     3 * WRITE_BATCH + 777,
                 ] {
-                    for frame in [16_381, WRITE_BATCH + 1] {
-                        lands_exactly(offset, total, frame, direct);
+                    for feed in [
+                        Feed::Frames(16_381),
+                        Feed::Frames(WRITE_BATCH + 1),
+                        Feed::Batches,
+                    ] {
+                        lands_exactly(offset, total, feed, direct);
                     }
                 }
             }
@@ -630,12 +728,22 @@ mod tests {
             return;
         }
         let total = 4 * WRITE_BATCH + 99;
-        let direct = lands_exactly(5, total, 16_381, true);
+        let direct = lands_exactly(5, total, Feed::Frames(16_381), true).directly;
         assert_eq!(
             direct,
             (total - (ALIGN - 5) - (total - (ALIGN - 5)) % ALIGN) as u64
         );
-        assert_eq!(lands_exactly(5, total, 16_381, false), 0);
+        let cached = lands_exactly(5, total, Feed::Frames(16_381), false);
+        assert_eq!(cached.directly, 0);
+        // Whole batches filled in place from an aligned offset all go
+        // directly, and only the short last one is copied.
+        let batches = lands_exactly(0, total, Feed::Batches, true);
+        assert_eq!(batches.directly, (total - total % ALIGN) as u64);
+        assert_eq!(batches.copied, (total % WRITE_BATCH) as u64);
+        // From an unaligned offset they are copied, to keep later writes
+        // aligned.
+        let unaligned = lands_exactly(5, total, Feed::Batches, true);
+        assert_eq!(unaligned.copied, total as u64);
     }
 
     /// `read_range` of a file of `len` pattern bytes over `start..end`,

@@ -58,6 +58,7 @@ pub(super) fn write_staged(
     tracing::debug!(
         bytes = landed.bytes,
         directly = landed.directly,
+        copied = landed.copied,
         frames,
         "upload body written"
     );
