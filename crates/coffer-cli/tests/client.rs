@@ -299,7 +299,6 @@ fn a_login_does_not_silently_take_over_another_accounts_profile() {
 /// behind, and the pin never saved, so every night was "first contact".)
 #[test]
 fn a_nightly_fetch_piped_into_head_still_fetches_everything_and_keeps_its_pins() {
-    use std::io::BufRead as _;
     let world = World::new();
     std::fs::create_dir_all(world.path("in")).unwrap();
     for night in 1..=2 {
@@ -316,18 +315,7 @@ fn a_nightly_fetch_piped_into_head_still_fetches_everything_and_keeps_its_pins()
                 .unwrap();
             assert!(sent.status.success());
         }
-        let mut job = world
-            .std_coffer("bob")
-            .args(["inbox", "--get-all", "-o", "in"])
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut first = String::new();
-        std::io::BufReader::new(job.stdout.take().unwrap())
-            .read_line(&mut first)
-            .unwrap();
+        let (job, first) = nightly_job_until_its_first_line(&world, std::process::Stdio::piped());
         // `head -1` has its line and goes away.
         let out = job.wait_with_output().unwrap();
         let said = String::from_utf8_lossy(&out.stderr);
@@ -356,6 +344,29 @@ fn a_nightly_fetch_piped_into_head_still_fetches_everything_and_keeps_its_pins()
     );
 }
 
+/// Starts bob's nightly `inbox --get-all -o in` (no terminal, nothing on
+/// standard input) and reads the first line it prints, as `head -1` would;
+/// returns the job, still running, and that line.
+fn nightly_job_until_its_first_line(
+    world: &World,
+    stderr: std::process::Stdio,
+) -> (std::process::Child, String) {
+    use std::io::BufRead as _;
+    let mut job = world
+        .std_coffer("bob")
+        .args(["inbox", "--get-all", "-o", "in"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(stderr)
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufReader::new(job.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    (job, first)
+}
+
 /// The nightly job killed after its first file, while the second (large)
 /// one is still coming: the sender's key pinned with the first file is
 /// already saved, so the next night checks the files against it instead of
@@ -363,7 +374,6 @@ fn a_nightly_fetch_piped_into_head_still_fetches_everything_and_keeps_its_pins()
 /// arrives whole on the next night.
 #[test]
 fn a_nightly_job_killed_mid_run_keeps_the_key_it_pinned() {
-    use std::io::BufRead as _;
     let world = World::new();
     std::fs::create_dir_all(world.path("in")).unwrap();
     let large: Vec<u8> = (0..24u32 << 20).map(|i| (i % 251) as u8).collect();
@@ -382,18 +392,7 @@ fn a_nightly_job_killed_mid_run_keeps_the_key_it_pinned() {
         // The inbox comes oldest first, by the second each file was sent.
         std::thread::sleep(std::time::Duration::from_millis(1100));
     }
-    let mut job = world
-        .std_coffer("bob")
-        .args(["inbox", "--get-all", "-o", "in"])
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut first = String::new();
-    std::io::BufReader::new(job.stdout.take().unwrap())
-        .read_line(&mut first)
-        .unwrap();
+    let (mut job, first) = nightly_job_until_its_first_line(&world, std::process::Stdio::null());
     assert!(first.contains("in/first.csv"), "{first}");
     job.kill().unwrap();
     job.wait().unwrap();
@@ -2940,12 +2939,7 @@ fn a_download_too_large_for_the_disk_fails_before_filling_it() {
 /// The most bytes the world's servers sent in one response (access log).
 fn largest_response(world: &World) -> u64 {
     let mut largest = 0;
-    for entry in std::fs::read_dir(world.path(".")).unwrap().flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if !(name.starts_with("server-") && name.ends_with(".log")) {
-            continue;
-        }
-        let text = std::fs::read_to_string(entry.path()).unwrap();
+    for (_, text) in world.server_logs() {
         for field in text.split_whitespace() {
             if let Some(n) = field.strip_prefix("bytes_out=") {
                 largest = largest.max(n.parse().unwrap_or(0));

@@ -344,18 +344,27 @@ impl Drop for World {
 }
 
 impl World {
+    /// This world's server logs so far: (file name, text).
+    pub fn server_logs(&self) -> Vec<(String, String)> {
+        let Ok(entries) = std::fs::read_dir(self.dir.path()) else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .filter_map(|entry| {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                (name.starts_with("server-") && name.ends_with(".log")).then(|| {
+                    let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+                    (name, text)
+                })
+            })
+            .collect()
+    }
+
     /// The warnings, errors and last lines of this world's server logs, for
     /// a failed test's output (a CI run keeps nothing else).
     fn show_server_logs(&self) {
-        let Ok(entries) = std::fs::read_dir(self.dir.path()) else {
-            return;
-        };
-        for entry in entries.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if !(name.starts_with("server-") && name.ends_with(".log")) {
-                continue;
-            }
-            let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+        for (name, text) in self.server_logs() {
             let lines: Vec<&str> = text.lines().collect();
             let tail = lines.len().saturating_sub(15);
             eprintln!("--- {name}: warnings, errors and the last lines ---");
