@@ -666,7 +666,7 @@ pub(crate) async fn fetch(
     let mut failures = 0u32;
     let mut resumed_at = None;
     loop {
-        match attempt(session, source, opened, &partial, progress).await {
+        match attempt(session, source, opened, size, &partial, progress).await {
             Ok((verified, kept, out)) => {
                 resumed_at.get_or_insert(kept);
                 let path = place(&partial, &out, &path, options.on_exists)?;
@@ -717,10 +717,13 @@ impl From<Error> for Failure {
     }
 }
 
+/// One pass of a download of an object of `object_size` bytes into
+/// `partial`, resuming from what it already holds.
 async fn attempt(
     session: &mut Session,
     source: Source<'_>,
     opened: &Opened,
+    object_size: u64,
     partial: &Path,
     progress: &dyn Progress,
 ) -> Result<(coffer_format::Verified, u64, std::fs::File), Failure> {
@@ -728,7 +731,7 @@ async fn attempt(
     // Re-hashing a large partial file is blocking work: off the runtime.
     let path = partial.to_path_buf();
     let (header, out, point) = tokio::task::spawn_blocking(move || {
-        open_partial(&path, &header).map(|(out, point)| (header, out, point))
+        open_partial(&path, &header, object_size).map(|(out, point)| (header, out, point))
     })
     .await
     .map_err(|e| Failure::Final(Error::Usage(e.to_string())))??;
@@ -858,6 +861,7 @@ async fn copy_out(
 fn open_partial(
     partial: &Path,
     header: &coffer_format::OpenedHeader,
+    object_size: u64,
 ) -> Result<(std::fs::File, ResumePoint), Failure> {
     let io = |e| Failure::Final(Error::io(partial)(e));
     let mut file = match create_exclusive(partial) {
@@ -875,14 +879,26 @@ fn open_partial(
         .resume_point(&mut std::io::BufReader::new(&mut file), len)
         .map_err(|e| Failure::Final(e.into()))?;
     file.set_len(point.plaintext_len()).map_err(io)?;
-    // The size the sender declared (a different signed length fails the
-    // file at its end anyway): a disk that cannot hold it fails now.
-    if let Some(size) = header.metadata().size {
-        let rest = size.saturating_sub(point.plaintext_len());
-        coffer_fileio::reserve(&file, point.plaintext_len(), rest).map_err(io)?;
-    }
+    // A disk that cannot hold the rest fails now, not once it is full.
+    let rest = room_to_reserve(header.metadata().size, object_size, point.plaintext_len());
+    coffer_fileio::reserve(&file, point.plaintext_len(), rest).map_err(io)?;
     std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(point.plaintext_len())).map_err(io)?;
     Ok((file, point))
+}
+
+/// Bytes to reserve after `written` for a file whose sender declared
+/// `declared` bytes, in an object of `object_size` bytes. The declared size
+/// is the sender's word (a different signed length fails the file at its
+/// end), and a hostile sender, say through an upload link, could declare
+/// petabytes: a reservation that then fails would count as a local disk
+/// error, which stops a whole `inbox --get-all` run, every night. The
+/// plaintext is never longer than its object, whose length the server
+/// measured, so that bounds it.
+fn room_to_reserve(declared: Option<u64>, object_size: u64, written: u64) -> u64 {
+    declared
+        .unwrap_or(0)
+        .min(object_size)
+        .saturating_sub(written)
 }
 
 fn private_options() -> std::fs::OpenOptions {
@@ -1125,6 +1141,19 @@ pub async fn describe(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A declared size past the object (a hostile sender's petabytes)
+    /// reserves no more than the object could hold; what was written
+    /// already is not reserved again; no declared size reserves nothing.
+    #[test]
+    fn the_reservation_is_bounded_by_the_object() {
+        let object = 10 << 20;
+        assert_eq!(room_to_reserve(Some(8 << 20), object, 0), 8 << 20);
+        assert_eq!(room_to_reserve(Some(8 << 20), object, 3 << 20), 5 << 20);
+        assert_eq!(room_to_reserve(Some(1 << 50), object, 0), object);
+        assert_eq!(room_to_reserve(Some(u64::MAX), object, object + 1), 0);
+        assert_eq!(room_to_reserve(None, object, 0), 0);
+    }
 
     #[test]
     fn numbered_names_keep_the_extension() {
