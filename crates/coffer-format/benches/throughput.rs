@@ -5,17 +5,18 @@
 //!   cost; WebCrypto could do it one chunk at a time) and BLAKE3 (chosen).
 //! * `stream/*`: the STREAM layer alone (AES-256-GCM seal/open in place).
 //! * `file/*`: the whole version 2 format (framing, BLAKE3 tree over the
-//!   sealed chunks, signature) through `Encryptor` / `Decryptor` into
-//!   memory, on 1 and 2 threads.
+//!   sealed chunks, signature) from memory into memory, on 1 and 2
+//!   threads, through what `coffer encrypt` and `coffer decrypt` run:
+//!   `coffer_format::encrypt` and `Decryptor::copy_to`.
 //!
 //! Run: `cargo bench -p coffer-format --bench throughput`
 
 use std::hint::black_box;
-use std::io::{Cursor, Write};
+use std::io::Cursor;
 use std::time::Duration;
 
 use coffer_format::stream::{StreamOpener, StreamSealer};
-use coffer_format::{EncryptOptions, Header, Identity, Stanzas, prepare};
+use coffer_format::{EncryptOptions, Header, Identity};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use zeroize::Zeroizing;
 
@@ -127,12 +128,9 @@ fn whole_format(c: &mut Criterion) {
                 let mut options = EncryptOptions::new(&recipients, &alice);
                 options.chunk_size = chunk as u32;
                 options.threads = threads;
-                let mut w = prepare(options)
-                    .unwrap()
-                    .writer(Cursor::new(out), Stanzas::Embedded)
-                    .unwrap();
-                w.write_all(&plain).unwrap();
-                w.finish().unwrap().0.position() as usize
+                let (out, _) =
+                    coffer_format::encrypt(options, &mut &plain[..], Cursor::new(out)).unwrap();
+                out.position() as usize
             };
             let label = format!("{chunk}/{threads}t");
             let mut out = vec![0u8; TOTAL + TOTAL / 500 + 8192];

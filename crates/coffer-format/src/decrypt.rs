@@ -512,7 +512,7 @@ impl DecoderCore {
     }
 
     /// Bytes of tree entries stored after chunk `index`.
-    fn entries_len(&self, index: u64) -> usize {
+    pub(crate) fn entries_len(&self, index: u64) -> usize {
         match self.check {
             Check::V1(_) => 0,
             Check::V2 { .. } => tree::entries_after(index) as usize * HASH_LEN,
@@ -635,24 +635,13 @@ impl DecoderCore {
         // Each chunk: hash its sealed bytes (version 2), then open it in
         // place; on up to `threads` threads, in order within each.
         let opener = &self.opener;
-        type Outcome = (tree::Hash, Result<usize>);
-        let work = |group: &mut [(u64, &mut [u8], &[u8])]| -> Vec<Outcome> {
+        let work = |group: &mut [(u64, &mut [u8], &[u8])]| -> Vec<Opened> {
             group
                 .iter_mut()
-                .map(|(index, sealed, _)| {
-                    let leaf = if v2 {
-                        tree::leaf(*index, sealed)
-                    } else {
-                        [0; HASH_LEN]
-                    };
-                    let opened = opener
-                        .open_chunk(*index, false, sealed)
-                        .map(|plain| plain.len());
-                    (leaf, opened)
-                })
+                .map(|(index, sealed, _)| open_middle(opener, v2, *index, sealed))
                 .collect()
         };
-        let outcomes: Vec<Outcome> = if self.threads == 1 || slots.len() < 2 {
+        let outcomes: Vec<Opened> = if self.threads == 1 || slots.len() < 2 {
             work(&mut slots)
         } else {
             let per = slots.len().div_ceil(self.threads);
@@ -678,26 +667,74 @@ impl DecoderCore {
         // In order, as one thread would: the leaf joins the tree and the
         // stored entries must match (checked before the tag, §11.1), then
         // the tag; then the chunk is released.
-        for (&(index, at), (leaf, opened)) in chunks.iter().zip(outcomes) {
-            let entries = self.entries_len(index);
-            let stored = at + sealed_chunk..at + sealed_chunk + entries;
-            if let Check::V2 { tree, scratch } = &mut self.check {
-                scratch.clear();
-                tree.push(leaf, scratch);
-                if scratch[..] != self.buf[stored] {
-                    return Err(Error::TreeMismatch { index });
-                }
-            }
-            let plain_len = opened?;
-            if let Check::V1(digest) = &mut self.check {
-                digest.update(&self.buf[at..at + plain_len])?;
-            }
+        for (&(index, at), opened) in chunks.iter().zip(outcomes) {
+            let end = at + sealed_chunk + self.entries_len(index);
+            let plain_len = admit(
+                &mut self.check,
+                sealed_chunk,
+                index,
+                &self.buf[at..end],
+                opened,
+            )?;
             self.release(at..at + plain_len);
             self.plaintext_len += plain_len as u64;
             self.index = index + 1;
-            self.consumed = at + sealed_chunk + entries;
+            self.consumed = end;
         }
         Ok(())
+    }
+
+    /// Takes the verdicts on non-final chunk `index`, opened elsewhere (see
+    /// [`open_middle`]), in order: `chunk` is its sealed bytes, opened in
+    /// place, then its stored entries. Returns the length of the plaintext
+    /// at the front of `chunk`, which may now be released.
+    pub(crate) fn admit(&mut self, index: u64, chunk: &[u8], opened: Opened) -> Result<usize> {
+        if index != self.index || !matches!(self.state, State::Reading) {
+            return Err(Error::Crypto("chunks admitted out of order"));
+        }
+        let result = admit(&mut self.check, self.sealed_chunk, index, chunk, opened);
+        match result {
+            Ok(plain_len) => {
+                self.plaintext_len += plain_len as u64;
+                self.index = index + 1;
+            }
+            Err(_) => self.state = State::Failed,
+        }
+        result
+    }
+
+    /// Whether nothing was read yet.
+    pub(crate) fn is_fresh(&self) -> bool {
+        self.filled == 0 && self.released.is_empty() && matches!(self.state, State::Reading)
+    }
+
+    /// What a pipeline needs to cut the payload into chunks and open them.
+    pub(crate) fn framing(&self) -> Result<Framing> {
+        Ok(Framing {
+            opener: StreamOpener::new(&self.opened.keys.payload)?,
+            v2: matches!(self.check, Check::V2 { .. }),
+            sealed_chunk: self.sealed_chunk,
+            trailer_len: self.trailer_len,
+            threads: self.threads,
+        })
+    }
+
+    /// The index of the next chunk to admit.
+    pub(crate) fn next_index(&self) -> u64 {
+        self.index
+    }
+
+    /// At the end of input: decodes `rest`, everything from the next
+    /// chunk's start to the end, as the one-buffer reader would, leaving
+    /// its plaintext to hand out.
+    pub(crate) fn decode_rest(&mut self, rest: Vec<u8>) -> Result<()> {
+        if !self.released.is_empty() || !matches!(self.state, State::Reading) {
+            return Err(Error::Crypto("decode_rest on a busy reader"));
+        }
+        self.filled = rest.len();
+        self.consumed = 0;
+        self.buf = rest;
+        self.decode(true)
     }
 
     /// Checks chunk `index`'s stored tree entries (version 2) against the
@@ -809,6 +846,66 @@ impl DecoderCore {
     }
 }
 
+/// A non-final chunk's leaf (version 2; zero in version 1) and the
+/// verdict of its tag (the plaintext length).
+pub(crate) type Opened = (tree::Hash, Result<usize>);
+
+/// Hashes (version 2) and opens non-final chunk `index` in place: the part
+/// of reading a chunk that may run on any thread. Its verdicts must then
+/// be taken in order by [`admit`].
+pub(crate) fn open_middle(
+    opener: &StreamOpener,
+    v2: bool,
+    index: u64,
+    sealed: &mut [u8],
+) -> Opened {
+    let leaf = if v2 {
+        tree::leaf(index, sealed)
+    } else {
+        [0; HASH_LEN]
+    };
+    let opened = opener
+        .open_chunk(index, false, sealed)
+        .map(|plain| plain.len());
+    (leaf, opened)
+}
+
+/// The in-order step for non-final chunk `index`, as one thread would take
+/// it: the leaf joins the tree and the stored entries must match (checked
+/// before the tag, §11.1), then the tag; version 1 digests the plaintext.
+/// `chunk` is the sealed chunk (opened in place) and its stored entries.
+fn admit(
+    check: &mut Check,
+    sealed_chunk: usize,
+    index: u64,
+    chunk: &[u8],
+    (leaf, opened): Opened,
+) -> Result<usize> {
+    if let Check::V2 { tree, scratch } = check {
+        scratch.clear();
+        tree.push(leaf, scratch);
+        if chunk.get(sealed_chunk..) != Some(&scratch[..]) {
+            return Err(Error::TreeMismatch { index });
+        }
+    }
+    let plain_len = opened?;
+    if let Check::V1(digest) = check {
+        digest.update(&chunk[..plain_len])?;
+    }
+    Ok(plain_len)
+}
+
+/// The payload's framing, for [`crate::pipeline::open`].
+pub(crate) struct Framing {
+    /// Opens chunks on any thread (a second key schedule of the payload key).
+    pub(crate) opener: StreamOpener,
+    pub(crate) v2: bool,
+    /// A full chunk with its tag.
+    pub(crate) sealed_chunk: usize,
+    pub(crate) trailer_len: usize,
+    pub(crate) threads: usize,
+}
+
 /// Streams and verifies a payload from a [`Read`]. See the module docs.
 pub struct Decryptor<R> {
     inner: R,
@@ -837,8 +934,14 @@ impl<R: Read> Decryptor<R> {
 
     /// Decrypts everything into `out`, a chunk at a time with no extra copy,
     /// and returns what was verified. On error, what was written to `out` must
-    /// be discarded.
+    /// be discarded. On more than one thread (and before any `read`), the
+    /// reading and writing overlap with the opening, which the caller's
+    /// thread shares; the verdicts and what is released are the one-thread
+    /// reader's.
     pub fn copy_to(mut self, out: &mut impl Write) -> Result<Verified> {
+        if self.core.threads > 1 && self.core.is_fresh() {
+            return crate::pipeline::open::decrypt(self.core, self.inner, out);
+        }
         loop {
             loop {
                 let plain = self.core.plaintext();

@@ -28,7 +28,7 @@ use crate::identity::{Identity, PublicIdentity};
 use crate::keys::{DerivedKeys, FileKey, random_array, seal_once};
 use crate::metadata::Metadata;
 use crate::recipient::wrap_file_key;
-use crate::stream::{StreamSealer, TAG_LEN};
+use crate::stream::{Reserved, StreamSealer, TAG_LEN};
 use crate::trailer::Signed;
 use crate::tree::{self, HASH_LEN, Hash, TreeBuilder};
 use crate::{Error, Result};
@@ -46,7 +46,9 @@ pub struct EncryptOptions<'a> {
     /// The file id to record (a server object's id); random if `None`.
     pub file_id: Option<[u8; FILE_ID_LEN]>,
     /// Threads that seal and hash chunks (chunks are independent until the
-    /// tree joins their leaves). 1 seals on the caller's thread.
+    /// tree joins their leaves), the caller's included: 1 seals on the
+    /// caller's thread only. [`encrypt()`] also reads and writes on the
+    /// caller's thread, and gives it chunks to seal when the others are busy.
     pub threads: usize,
 }
 
@@ -191,6 +193,11 @@ impl<'a> Prepared<'a> {
         &self.core
     }
 
+    /// Threads that may seal (see [`EncryptOptions::threads`]).
+    pub(crate) fn threads(&self) -> usize {
+        self.threads
+    }
+
     /// SHA-256 of the core header.
     pub fn header_hash(&self) -> &[u8; 32] {
         &self.header_hash
@@ -252,10 +259,69 @@ pub struct Written {
 pub(crate) struct PayloadEncoder<'a> {
     sealer: StreamSealer,
     tree: TreeBuilder,
+    /// Index of the next chunk whose leaf joins the tree: chunks are
+    /// sealed in any order but joined in index order.
+    joined: u64,
     plaintext_len: u64,
     prepared: Prepared<'a>,
     /// Entries of one chunk, as the tree emits them.
     scratch: Vec<u8>,
+}
+
+/// Full, non-final chunks reserved by [`PayloadEncoder::reserve_laid_out`],
+/// to be sealed on any thread (their indices are taken, so nothing else
+/// can seal under them) and then handed back, in order, to
+/// [`PayloadEncoder::join_laid_out`].
+pub(crate) struct SealJob {
+    reserved: Reserved,
+    count: usize,
+    chunk: usize,
+}
+
+impl SealJob {
+    /// The index of the first chunk.
+    pub(crate) fn first(&self) -> u64 {
+        self.reserved.first()
+    }
+
+    /// Seals the chunks laid out in `region` (each chunk's plaintext
+    /// followed by room for its [`gap_after`]) in place and returns their
+    /// leaves, in order. The tree entries are left for `join_laid_out`.
+    pub(crate) fn seal(self, region: &mut [u8]) -> Result<Vec<Hash>> {
+        let (mut slots, _) = split_laid_out(region, self.chunk, self.first(), self.count)?;
+        self.reserved.seal(&mut slots, tree::leaf)
+    }
+}
+
+/// Each chunk's slot (plaintext, then room for its tag), and the room for
+/// each chunk's tree entries after it.
+type LaidOut<'r> = (Vec<&'r mut [u8]>, Vec<&'r mut [u8]>);
+
+/// Cuts a region laid out for `count` chunks from index `first` into
+/// [`LaidOut`] parts.
+fn split_laid_out(
+    region: &mut [u8],
+    chunk: usize,
+    first: u64,
+    count: usize,
+) -> Result<LaidOut<'_>> {
+    let need: usize = (first..first + count as u64)
+        .map(|index| chunk + gap_after(index))
+        .sum();
+    if region.len() != need {
+        return Err(Error::Crypto("a region not laid out for its chunks"));
+    }
+    let (mut slots, mut entry_slots) = (Vec::with_capacity(count), Vec::with_capacity(count));
+    let mut rest = region;
+    for index in first..first + count as u64 {
+        let entries = gap_after(index) - TAG_LEN;
+        let (slot, after) = rest.split_at_mut(chunk + TAG_LEN);
+        let (entry_slot, after) = after.split_at_mut(entries);
+        slots.push(slot);
+        entry_slots.push(entry_slot);
+        rest = after;
+    }
+    Ok((slots, entry_slots))
 }
 
 impl<'a> PayloadEncoder<'a> {
@@ -263,6 +329,7 @@ impl<'a> PayloadEncoder<'a> {
         Ok(Self {
             sealer: StreamSealer::new(&prepared.keys.payload)?,
             tree: TreeBuilder::new(),
+            joined: 0,
             plaintext_len: 0,
             prepared,
             scratch: Vec::with_capacity(tree::MAX_ENTRIES_PER_CHUNK * HASH_LEN),
@@ -278,28 +345,44 @@ impl<'a> PayloadEncoder<'a> {
     /// place, on up to `threads` threads, then joins their leaves to the
     /// tree in order and writes their entries.
     pub(crate) fn seal_laid_out(&mut self, region: &mut [u8], count: usize) -> Result<()> {
-        let chunk = self.chunk_size();
         let first = self.sealer.next_index();
-        let (mut slots, mut entry_slots) = (Vec::with_capacity(count), Vec::with_capacity(count));
-        let mut rest = region;
-        for j in 0..count {
-            let entries = gap_after(first + j as u64) - TAG_LEN;
-            let (slot, after) = rest.split_at_mut(chunk + TAG_LEN);
-            let (entry_slot, after) = after.split_at_mut(entries);
-            slots.push(slot);
-            entry_slots.push(entry_slot);
-            rest = after;
-        }
-        debug_assert!(rest.is_empty(), "the region holds exactly `count` chunks");
+        let (mut slots, _) = split_laid_out(region, self.chunk_size(), first, count)?;
         let leaves = self
             .sealer
             .seal_many(&mut slots, self.prepared.threads, tree::leaf)?;
-        for (leaf, entry_slot) in leaves.into_iter().zip(entry_slots) {
+        self.join_laid_out(region, first, &leaves)
+    }
+
+    /// Takes the next `count` chunk indices for a [`SealJob`].
+    pub(crate) fn reserve_laid_out(&mut self, count: usize) -> Result<SealJob> {
+        Ok(SealJob {
+            reserved: self.sealer.reserve(count as u64)?,
+            count,
+            chunk: self.chunk_size(),
+        })
+    }
+
+    /// Joins the leaves of the sealed chunks from index `first` laid out
+    /// in `region` to the tree and writes their entries there. Chunks must
+    /// be joined in index order, each once.
+    pub(crate) fn join_laid_out(
+        &mut self,
+        region: &mut [u8],
+        first: u64,
+        leaves: &[Hash],
+    ) -> Result<()> {
+        if first != self.joined {
+            return Err(Error::Crypto("sealed chunks joined out of order"));
+        }
+        let count = leaves.len();
+        let (_, entry_slots) = split_laid_out(region, self.chunk_size(), first, count)?;
+        for (leaf, entry_slot) in leaves.iter().zip(entry_slots) {
             self.scratch.clear();
-            self.tree.push(leaf, &mut self.scratch);
+            self.tree.push(*leaf, &mut self.scratch);
             entry_slot.copy_from_slice(&self.scratch);
         }
-        self.plaintext_len += (count * chunk) as u64;
+        self.joined += count as u64;
+        self.plaintext_len += (count * self.chunk_size()) as u64;
         Ok(())
     }
 
@@ -309,6 +392,11 @@ impl<'a> PayloadEncoder<'a> {
         let plain = (buf.len() - start) as u64;
         self.plaintext_len += plain;
         let index = self.sealer.next_index();
+        if self.joined != index {
+            return Err(Error::Crypto(
+                "the final chunk sealed before the others joined",
+            ));
+        }
         if plain == 0 && index > 0 {
             return Err(Error::Crypto("an empty final chunk after other chunks"));
         }
@@ -748,5 +836,5 @@ pub fn encrypt<R: io::Read, W: Write>(
     input: &mut R,
     output: W,
 ) -> Result<(W, Written)> {
-    crate::pipeline::encrypt(options, input, output)
+    crate::pipeline::seal::encrypt(options, input, output)
 }

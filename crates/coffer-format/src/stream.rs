@@ -21,6 +21,8 @@
 //! This module does only the cryptography of one chunk at a time, in place;
 //! framing lives in [`mod@crate::encrypt`] and [`mod@crate::decrypt`].
 
+use std::sync::Arc;
+
 use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
 use zeroize::Zeroizing;
 
@@ -49,7 +51,8 @@ fn aead_key(key: &Zeroizing<[u8; 32]>) -> Result<LessSafeKey> {
 
 /// Seals successive chunks of one payload. Consumed by sealing the final chunk.
 pub struct StreamSealer {
-    key: LessSafeKey,
+    /// Shared with [`Reserved`] runs of indices being sealed on other threads.
+    key: Arc<LessSafeKey>,
     counter: u64,
 }
 
@@ -57,8 +60,24 @@ impl StreamSealer {
     /// Starts a stream at chunk 0. `payload_key` must be fresh for this file.
     pub fn new(payload_key: &Zeroizing<[u8; 32]>) -> Result<Self> {
         Ok(Self {
-            key: aead_key(payload_key)?,
+            key: Arc::new(aead_key(payload_key)?),
             counter: 0,
+        })
+    }
+
+    /// Takes the next `count` indices for non-final chunks to be sealed
+    /// later, on any thread, by [`Reserved::seal`]. The counter moves past
+    /// them now, so no other chunk of this stream can get one of them.
+    pub fn reserve(&mut self, count: u64) -> Result<Reserved> {
+        if MAX_COUNTER - self.counter <= count {
+            return Err(Error::Crypto("STREAM counter exhausted"));
+        }
+        let first = self.counter;
+        self.counter += count;
+        Ok(Reserved {
+            key: Arc::clone(&self.key),
+            first,
+            count,
         })
     }
 
@@ -106,42 +125,22 @@ impl StreamSealer {
         threads: usize,
         then: impl Fn(u64, &[u8]) -> T + Sync,
     ) -> Result<Vec<T>> {
-        let count = slots.len() as u64;
-        let first = self.counter;
-        if MAX_COUNTER - first <= count {
-            return Err(Error::Crypto("STREAM counter exhausted"));
-        }
-        if slots.iter().any(|slot| slot.len() < TAG_LEN) {
-            return Err(Error::Crypto("a chunk slot has no room for its tag"));
-        }
-        self.counter += count;
-        let key = &self.key;
-        let seal_group = |start: usize, group: &mut [&mut [u8]]| -> Result<Vec<T>> {
-            let mut out = Vec::with_capacity(group.len());
-            for (j, slot) in group.iter_mut().enumerate() {
-                let index = first + (start + j) as u64;
-                let split = slot.len() - TAG_LEN;
-                let (plain, tag_room) = slot.split_at_mut(split);
-                let tag = key
-                    .seal_in_place_separate_tag(nonce(index, false), Aad::empty(), plain)
-                    .map_err(|_| Error::Crypto("AES-256-GCM seal"))?;
-                tag_room.copy_from_slice(tag.as_ref());
-                out.push(then(index, slot));
-            }
-            Ok(out)
-        };
+        let reserved = self.reserve(slots.len() as u64)?;
         let threads = threads.clamp(1, slots.len().max(1));
         if threads == 1 {
-            return seal_group(0, slots);
+            return reserved.seal(slots, then);
         }
         let per = slots.len().div_ceil(threads);
+        let groups = reserved.split(per as u64);
+        let count = slots.len();
         std::thread::scope(|scope| {
+            let then = &then;
             let workers: Vec<_> = slots
                 .chunks_mut(per)
-                .enumerate()
-                .map(|(g, group)| scope.spawn(move || seal_group(g * per, group)))
+                .zip(groups)
+                .map(|(group, run)| scope.spawn(move || run.seal(group, then)))
                 .collect();
-            let mut results = Vec::with_capacity(count as usize);
+            let mut results = Vec::with_capacity(count);
             for worker in workers {
                 let group = worker
                     .join()
@@ -171,6 +170,70 @@ impl StreamSealer {
             .map_err(|_| Error::Crypto("AES-256-GCM seal"))?;
         buf.extend_from_slice(tag.as_ref());
         Ok(())
+    }
+}
+
+/// A run of consecutive chunk indices taken from a [`StreamSealer`] by
+/// [`StreamSealer::reserve`], for sealing non-final chunks on any thread.
+///
+/// Each index is used at most once: the sealer's counter already moved past
+/// the run, [`Reserved::seal`] consumes it, and [`Reserved::split`] cuts it
+/// into disjoint runs. Nothing else can seal under these nonces.
+pub struct Reserved {
+    key: Arc<LessSafeKey>,
+    first: u64,
+    count: u64,
+}
+
+impl Reserved {
+    /// The index of the run's first chunk.
+    pub fn first(&self) -> u64 {
+        self.first
+    }
+
+    /// Cuts the run into consecutive runs of `per` indices (the last may be
+    /// shorter).
+    pub fn split(self, per: u64) -> Vec<Reserved> {
+        let per = per.max(1);
+        (0..self.count.div_ceil(per))
+            .map(|g| Reserved {
+                key: Arc::clone(&self.key),
+                first: self.first + g * per,
+                count: per.min(self.count - g * per),
+            })
+            .collect()
+    }
+
+    /// Seals one non-final chunk per index of the run, in place. Each slot
+    /// is one chunk's plaintext followed by `TAG_LEN` spare bytes that
+    /// receive its tag; there must be exactly one slot per index.
+    /// `then(index, sealed)` runs on each sealed slot while it is in cache
+    /// (to hash it); its results come back in slot order.
+    pub fn seal<T>(
+        self,
+        slots: &mut [&mut [u8]],
+        mut then: impl FnMut(u64, &[u8]) -> T,
+    ) -> Result<Vec<T>> {
+        if slots.len() as u64 != self.count {
+            return Err(Error::Crypto(
+                "a reserved run sealed with the wrong slot count",
+            ));
+        }
+        if slots.iter().any(|slot| slot.len() < TAG_LEN) {
+            return Err(Error::Crypto("a chunk slot has no room for its tag"));
+        }
+        let mut out = Vec::with_capacity(slots.len());
+        for (index, slot) in (self.first..).zip(slots.iter_mut()) {
+            let split = slot.len() - TAG_LEN;
+            let (plain, tag_room) = slot.split_at_mut(split);
+            let tag = self
+                .key
+                .seal_in_place_separate_tag(nonce(index, false), Aad::empty(), plain)
+                .map_err(|_| Error::Crypto("AES-256-GCM seal"))?;
+            tag_room.copy_from_slice(tag.as_ref());
+            out.push(then(index, slot));
+        }
+        Ok(out)
     }
 }
 
@@ -273,6 +336,49 @@ mod tests {
             assert_eq!(bufs, expected, "threads {threads}");
             assert_eq!(sealer.next_index(), 9);
         }
+    }
+
+    /// Runs reserved one after the other and sealed in the other order, on
+    /// another thread, give the chunks the sealer gives one by one; a run
+    /// with the wrong number of slots is refused.
+    #[test]
+    fn reserved_runs_seal_like_the_sealer_in_any_order() {
+        let mut one_by_one = StreamSealer::new(&key(4)).unwrap();
+        let expected: Vec<Vec<u8>> = (0..5u8)
+            .map(|i| {
+                let mut c = vec![i; 100];
+                one_by_one.seal_chunk(&mut c).unwrap();
+                c
+            })
+            .collect();
+        let mut sealer = StreamSealer::new(&key(4)).unwrap();
+        let early = sealer.reserve(3).unwrap();
+        let late = sealer.reserve(2).unwrap();
+        assert_eq!(
+            (early.first(), late.first(), sealer.next_index()),
+            (0, 3, 5)
+        );
+        let mut bufs: Vec<Vec<u8>> = (0..5u8)
+            .map(|i| [vec![i; 100], vec![0; TAG_LEN]].concat())
+            .collect();
+        let (front, back) = bufs.split_at_mut(3);
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                let mut slots: Vec<&mut [u8]> = back.iter_mut().map(|b| &mut b[..]).collect();
+                assert_eq!(late.seal(&mut slots, |i, _| i).unwrap(), [3, 4]);
+            });
+        });
+        let mut slots: Vec<&mut [u8]> = front.iter_mut().map(|b| &mut b[..]).collect();
+        assert_eq!(early.seal(&mut slots, |i, _| i).unwrap(), [0, 1, 2]);
+        assert_eq!(bufs, expected);
+
+        let short = sealer.reserve(2).unwrap();
+        let mut one = [0u8; 40];
+        assert!(short.seal(&mut [&mut one[..]], |_, _| ()).is_err());
+        let halves = sealer.reserve(5).unwrap().split(2);
+        let firsts: Vec<u64> = halves.iter().map(Reserved::first).collect();
+        assert_eq!(firsts, [7, 9, 11]);
+        assert_eq!(sealer.next_index(), 12);
     }
 
     #[test]

@@ -50,7 +50,7 @@ fn sizes_around_chunk_boundaries_round_trip() {
 fn several_threads_write_and_read_the_same_format() {
     let alice = Party::new();
     let chunk = 4096u32;
-    // Around the writer's 2 MiB batch (512 chunks of 4 KiB).
+    // Around the streaming writer's 2 MiB batch (512 chunks of 4 KiB).
     for len in [
         0usize,
         1,
@@ -320,12 +320,13 @@ impl Read for Trickle<'_> {
 
 /// `encrypt` (reading, sealing and writing overlapped) writes the same
 /// format as the streaming writer: same length, same chunk layout, same
-/// plaintext back, at every batch boundary and on any number of threads.
+/// plaintext back, at every piece boundary (1 MiB) and on any number of
+/// threads, whichever thread sealed each piece.
 #[test]
 fn overlapped_encrypt_writes_the_format_of_the_streaming_writer() {
     let alice = Party::new();
     let chunk = 4096u32;
-    let batch = 2 << 20;
+    let batch = 1 << 20;
     for len in [
         0usize,
         1,
@@ -340,7 +341,7 @@ fn overlapped_encrypt_writes_the_format_of_the_streaming_writer() {
     ] {
         let plain = data(len, len as u64 + 1);
         let streamed = seal(&alice.id, &[alice.public()], &plain, chunk);
-        for threads in [1, 2] {
+        for threads in [1, 2, 3] {
             let mut options =
                 EncryptOptions::new(std::slice::from_ref(alice.id.public()), &alice.id);
             options.chunk_size = chunk;
@@ -363,7 +364,7 @@ fn overlapped_encrypt_writes_the_format_of_the_streaming_writer() {
 
 /// An input that fails, an output that fails, or an input longer than the
 /// size the metadata declares ends `encrypt` with that error (no panic, no
-/// hang: the sealing thread is stopped and joined).
+/// hang: the helper threads are stopped and joined).
 #[test]
 fn overlapped_encrypt_fails_cleanly_on_bad_input_or_output() {
     let alice = Party::new();
