@@ -1,7 +1,9 @@
 //! A valid header followed by arbitrary payload bytes. Mutating a whole file
 //! rarely gets past the header MAC; this reaches the chunk framing, the tree
 //! entries, the final-chunk logic and the signature checks directly, for a
-//! version 1 and a version 2 file.
+//! version 1 and a version 2 file. The parallel reader (two threads; pieces
+//! of 1 KiB under the fuzzer) must give the one-thread reader's verdict and
+//! release no more than it.
 #![no_main]
 
 use std::sync::LazyLock;
@@ -28,11 +30,28 @@ fuzz_target!(|input: &[u8]| {
         (FILE_V2, &*CAROL_V2)
     };
     let (header, header_len) = Header::parse(file).unwrap();
-    let opened = header.open(identity, &[]).unwrap();
+    let opened = || header.clone().open(identity, &[]).unwrap();
     let mut out = Vec::new();
-    let result = opened.decryptor(payload).unwrap().copy_to(&mut out);
+    let result = opened().decryptor(payload).unwrap().copy_to(&mut out);
     // Only the genuine payload verifies.
     assert_eq!(result.is_ok(), payload == &file[header_len..]);
+    let mut out_parallel = Vec::new();
+    let parallel = opened()
+        .decryptor(payload)
+        .and_then(|d| d.with_threads(2))
+        .unwrap()
+        .copy_to(&mut out_parallel);
+    match (&result, &parallel) {
+        (Ok(one), Ok(two)) => {
+            assert_eq!(one.plaintext_len, two.plaintext_len);
+            assert_eq!(out, out_parallel);
+        }
+        (Err(one), Err(two)) => {
+            assert_eq!(one.to_string(), two.to_string());
+            assert!(out.starts_with(&out_parallel));
+        }
+        _ => panic!("the readers disagree: {result:?} vs {parallel:?}"),
+    }
     // The keyless verifier agrees for version 2.
     if which & 1 == 1 {
         let whole = [&file[..header_len], payload].concat();

@@ -493,7 +493,7 @@ fn assert_parallel_agrees(id: &Identity, files: &[Vec<u8>], threads: usize) {
     }
 }
 
-/// The parallel reader works in pieces of 1 MiB of sealed chunks, and opens
+/// The parallel reader works in pieces of 512 KiB of sealed chunks, and opens
 /// a piece's chunks as non-final only once `T + 1` bytes after it were read.
 /// Around each piece's end (where the next piece and its look-ahead begin):
 /// cuts, flipped bits, and a chunk swapped with the next piece's first, on
@@ -503,10 +503,10 @@ fn assert_parallel_agrees(id: &Identity, files: &[Vec<u8>], threads: usize) {
 fn a_parallel_reader_agrees_at_every_piece_edge() {
     let alice = Party::new();
     let chunk = 4096u32;
-    let plain = data(3 * (1 << 20) + 5000, 17);
+    let plain = data(3 * (512 << 10) + 5000, 17);
     let file = seal(&alice.id, &[alice.public()], &plain, chunk);
     let lay = layout(&file, chunk);
-    let per_piece = (1 << 20) / (chunk as usize + 16);
+    let per_piece = (512 << 10) / (chunk as usize + 16);
     let mut files = vec![file.clone()];
     for end in (per_piece..lay.chunks.len()).step_by(per_piece) {
         let edge = lay.chunks[end].start;

@@ -320,13 +320,13 @@ impl Read for Trickle<'_> {
 
 /// `encrypt` (reading, sealing and writing overlapped) writes the same
 /// format as the streaming writer: same length, same chunk layout, same
-/// plaintext back, at every piece boundary (1 MiB) and on any number of
+/// plaintext back, at every piece boundary (512 KiB) and on any number of
 /// threads, whichever thread sealed each piece.
 #[test]
 fn overlapped_encrypt_writes_the_format_of_the_streaming_writer() {
     let alice = Party::new();
     let chunk = 4096u32;
-    let batch = 1 << 20;
+    let batch = 512 << 10;
     for len in [
         0usize,
         1,

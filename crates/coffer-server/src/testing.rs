@@ -151,10 +151,16 @@ fn random_suffix() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Creates an empty database on the test PostgreSQL; returns its URL.
+/// Creates an empty database on the test PostgreSQL; returns its URL. Its
+/// name, `coffer_test_<unix seconds>_<random>`, tells `scripts/test-services`
+/// which databases are left from runs long over (they are never dropped by
+/// the tests themselves, and each takes about 8 MB).
 pub async fn fresh_postgres_database() -> String {
     let admin = postgres_url().expect("COFFER_TEST_POSTGRES is not set");
-    let name = format!("coffer_test_{}", random_suffix());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs());
+    let name = format!("coffer_test_{now}_{}", random_suffix());
     let mut conn = sqlx::PgConnection::connect(&admin)
         .await
         .expect("cannot reach the test PostgreSQL (COFFER_TEST_POSTGRES)");

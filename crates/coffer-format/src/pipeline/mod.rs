@@ -16,6 +16,12 @@ use std::io::{self, Read};
 
 use crate::{Error, Result};
 
+/// Bytes per piece: small enough that the caller and the helpers share
+/// the work evenly, large enough that handing a piece over costs little.
+/// Under the fuzzer (`cfg(fuzzing)`) a few KiB, so small inputs reach the
+/// piece edges.
+const PIECE_BYTES: usize = if cfg!(fuzzing) { 1024 } else { 512 * 1024 };
+
 /// Reads into `buf` until it is full or the input ends; the bytes read.
 fn read_full<R: Read>(input: &mut R, buf: &mut [u8]) -> Result<usize> {
     let mut filled = 0;

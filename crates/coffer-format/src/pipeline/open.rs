@@ -21,13 +21,10 @@
 use std::io::{Read, Write};
 
 use super::ordered::{self, Stage};
-use super::read_full;
+use super::{PIECE_BYTES, read_full};
 use crate::decrypt::{DecoderCore, Framing, Opened, Verified, open_middle};
 use crate::stream::StreamOpener;
 use crate::{Error, Result};
-
-/// Sealed bytes per piece (a whole number of chunks, at least one).
-const PIECE_BYTES: usize = 1024 * 1024;
 
 /// Sealed chunks `first..first + count` with their entries in `buf[..len]`.
 struct Job {

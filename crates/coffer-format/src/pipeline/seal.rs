@@ -32,16 +32,12 @@
 use std::io::{Read, Write};
 
 use super::ordered::{self, Stage};
-use super::read_full;
+use super::{PIECE_BYTES, read_full};
 use crate::encrypt::{
     EncryptOptions, PayloadEncoder, SealJob, Stanzas, Written, gap_after, prepare,
 };
 use crate::tree::Hash;
 use crate::{Error, Result};
-
-/// Plaintext per piece: small enough that the caller and the helpers share
-/// the work evenly, large enough that handing a piece over costs little.
-const PIECE_BYTES: usize = 1024 * 1024;
 
 /// A full piece to seal: `buf[..len]` laid out for its chunks.
 struct Job {
