@@ -46,8 +46,9 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         // A reader that closed the pipe of a file streamed to it (`coffer
-        // get ID -o - | head`) had what it wanted. (`say` drops the lines of
-        // a closed pipe and lets the command finish.)
+        // get ID -o - | head`, `coffer decrypt F | head`) had what it
+        // wanted. (`say` drops the lines of a closed pipe and lets the
+        // command finish.)
         Err(err) if reader_closed_stdout(&err) => ExitCode::SUCCESS,
         Err(err) => ExitCode::from(report_error(&err)),
     }
@@ -93,15 +94,27 @@ fn one_line(err: &anyhow::Error) -> String {
     line
 }
 
-/// Whether the failure is standard output closed by its reader.
+/// Whether the failure is standard output closed by its reader: a download
+/// streamed to it, or the output of `encrypt`/`decrypt`
+/// ([`output::StdoutClosed`]).
 fn reader_closed_stdout(err: &anyhow::Error) -> bool {
     err.chain().any(|cause| {
-        matches!(
+        let download = matches!(
             cause.downcast_ref::<coffer_client::Error>(),
             Some(coffer_client::Error::Io { path, source })
                 if path.as_os_str() == coffer_client::download::STANDARD_OUTPUT
                     && source.kind() == std::io::ErrorKind::BrokenPipe
-        )
+        );
+        // The format crate's `Io` is transparent: the `io::Error` is not
+        // in the chain by itself.
+        let io = match cause.downcast_ref::<coffer_format::Error>() {
+            Some(coffer_format::Error::Io(io)) => Some(io),
+            _ => cause.downcast_ref::<std::io::Error>(),
+        };
+        let file_command = io
+            .and_then(std::io::Error::get_ref)
+            .is_some_and(|inner| inner.is::<output::StdoutClosed>());
+        download || file_command
     })
 }
 

@@ -48,22 +48,45 @@ impl Output {
     /// Makes the output final: renames the temporary file into place.
     pub fn commit(self) -> Result<()> {
         match self {
-            Self::Stdout(mut out) => Ok(out.flush()?),
+            Self::Stdout(mut out) => Ok(on_stdout(out.flush())?),
             Self::File(file) => file.commit(),
         }
     }
 }
 
+/// Standard output closed by its reader (`coffer decrypt F | head`): the
+/// reader had what it wanted, so `main` exits 0 without a message, as for
+/// `coffer get ID -o - | head`. Carried inside the `io::Error`, so a broken
+/// pipe anywhere else still fails.
+#[derive(Debug)]
+pub struct StdoutClosed;
+
+impl std::fmt::Display for StdoutClosed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("standard output was closed by its reader")
+    }
+}
+
+impl std::error::Error for StdoutClosed {}
+
+/// Marks a broken pipe on standard output as [`StdoutClosed`].
+fn on_stdout<T>(result: io::Result<T>) -> io::Result<T> {
+    result.map_err(|err| match err.kind() {
+        io::ErrorKind::BrokenPipe => io::Error::new(io::ErrorKind::BrokenPipe, StdoutClosed),
+        _ => err,
+    })
+}
+
 impl Write for Output {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self {
-            Self::Stdout(out) => out.write(buf),
+            Self::Stdout(out) => on_stdout(out.write(buf)),
             Self::File(file) => file.writer.push(buf).map(|()| buf.len()),
         }
     }
     fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
         match self {
-            Self::Stdout(out) => out.write_all(buf),
+            Self::Stdout(out) => on_stdout(out.write_all(buf)),
             Self::File(file) => file.writer.push(buf),
         }
     }
@@ -71,7 +94,7 @@ impl Write for Output {
     /// `commit`, which alone makes the output appear.
     fn flush(&mut self) -> io::Result<()> {
         match self {
-            Self::Stdout(out) => out.flush(),
+            Self::Stdout(out) => on_stdout(out.flush()),
             Self::File(_) => Ok(()),
         }
     }

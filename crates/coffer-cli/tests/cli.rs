@@ -167,6 +167,48 @@ fn streams_from_stdin_to_stdout() {
         .stdout(predicate::eq(plain));
 }
 
+/// `coffer decrypt F | head` and `coffer encrypt … | head`: the reader
+/// closes the pipe early, had what it wanted, and the job's exit code is 0
+/// with nothing on stderr, as for `coffer get ID -o - | head`.
+#[test]
+fn output_piped_into_head_ends_quietly() {
+    use std::io::Read;
+    use std::process::Stdio;
+    let env = Env::new();
+    let alice = env.keygen("alice.key");
+    fs::write(env.path("big.bin"), data(8 << 20, 5)).unwrap();
+    env.encrypt("alice.key", &[&alice], "big.bin", "big.cof");
+    for args in [
+        vec!["decrypt", "-i", "alice.key", "big.cof"],
+        vec!["encrypt", "-i", "alice.key", "-r", &alice, "big.bin"],
+    ] {
+        let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("coffer"))
+            .current_dir(env.dir.path())
+            .env("HOME", env.dir.path())
+            .env_remove("COFFER_IDENTITY")
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut head = [0u8; 1000];
+        child.stdout.take().unwrap().read_exact(&mut head).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.stderr.is_empty(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
 #[test]
 fn every_recipient_from_flags_and_files_decrypts() {
     let env = Env::new();
