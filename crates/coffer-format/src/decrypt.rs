@@ -1009,8 +1009,101 @@ mod tests {
     use super::*;
     use crate::trailer::TrailerV1;
 
+    const ALICE_V1: &str = include_str!("../../../testdata/v1/alice.identity");
     const BOB_V1: &str = include_str!("../../../testdata/v1/bob.identity");
     const MULTI_V1: &[u8] = include_bytes!("../../../testdata/v1/multi.coffer");
+
+    /// Decrypts `file` as bob on `threads`: the verdict and what was released.
+    fn read_v1(file: &[u8], threads: usize) -> (Result<Verified>, Vec<u8>) {
+        let bob = Identity::from_file_string(BOB_V1, None).unwrap();
+        let mut input = file;
+        let mut out = Vec::new();
+        let verdict = Header::read_from(&mut input)
+            .and_then(|header| header.open(&bob, &[]))
+            .and_then(|opened| opened.decryptor(input)?.with_threads(threads))
+            .and_then(|decryptor| decryptor.copy_to(&mut out));
+        (verdict, out)
+    }
+
+    /// A version 1 file long enough for several pieces of the parallel
+    /// reader (5000 chunks under multi.coffer's header, signed by its
+    /// sender alice): whole, with a bit flipped just after each piece edge,
+    /// and cut there, two threads give the one-thread verdict (with the
+    /// plaintext digest taken in order) and release no more. Fails with the
+    /// parallel reader's look-ahead one byte short.
+    #[test]
+    fn a_v1_file_of_several_pieces_reads_the_same_on_two_threads() {
+        let alice = Identity::from_file_string(ALICE_V1, None).unwrap();
+        let bob = Identity::from_file_string(BOB_V1, None).unwrap();
+        let (header, header_len) = Header::parse(MULTI_V1).unwrap();
+        let opened = header.open(&bob, &[]).unwrap();
+        let chunk = opened.core.chunk_size as usize;
+        let plain: Vec<u8> = (0..5000 * chunk - 17)
+            .map(|i| (i * 31 % 251) as u8)
+            .collect();
+        let mut file = MULTI_V1[..header_len].to_vec();
+        let mut sealer = StreamSealer::new(&opened.keys.payload).unwrap();
+        let (last, middle) = plain
+            .chunks(chunk)
+            .collect::<Vec<_>>()
+            .split_last()
+            .map(|(l, m)| (l.to_vec(), m.to_vec()))
+            .unwrap();
+        for piece in middle {
+            let mut sealed = piece.to_vec();
+            sealer.seal_chunk(&mut sealed).unwrap();
+            file.extend_from_slice(&sealed);
+        }
+        let mut sealed = last;
+        sealer.seal_last(&mut sealed).unwrap();
+        file.extend_from_slice(&sealed);
+        let mut digest = PlaintextDigest::new();
+        digest.update(&plain).unwrap();
+        let key = opened.keys.trailer.as_ref().unwrap();
+        let trailer = TrailerV1::sign_and_seal(
+            &alice,
+            key,
+            &opened.header_hash,
+            plain.len() as u64,
+            digest.finish().unwrap(),
+        )
+        .unwrap();
+        file.extend_from_slice(&trailer);
+
+        let sealed_chunk = chunk + TAG_LEN;
+        let per_piece = (512 << 10) / sealed_chunk;
+        let mut files = vec![file.clone()];
+        for edge in [per_piece, 2 * per_piece] {
+            let at = header_len + edge * sealed_chunk;
+            for d in [0, 1, 200] {
+                let mut flipped = file.clone();
+                flipped[at + d] ^= 4;
+                files.push(flipped);
+            }
+            // Cut where the trailer's length after the piece makes its
+            // last chunk final, and around that.
+            let t = header::TRAILER_LEN_V1;
+            for d in [0, 1, t - 1, t, t + 1, 200] {
+                files.push(file[..at + d].to_vec());
+            }
+        }
+        assert_eq!(read_v1(&file, 2).1, plain);
+        for (i, file) in files.iter().enumerate() {
+            let (one, released_one) = read_v1(file, 1);
+            let (two, released_two) = read_v1(file, 2);
+            match (one, two) {
+                (Ok(a), Ok(b)) => assert_eq!((a, &released_one), (b, &released_two), "case {i}"),
+                (Err(a), Err(b)) => {
+                    assert_eq!(a.to_string(), b.to_string(), "case {i}");
+                    assert!(
+                        released_one.starts_with(&released_two),
+                        "case {i}: released more"
+                    );
+                }
+                (a, b) => panic!("case {i}: {:?} vs {:?}", a.is_ok(), b.is_ok()),
+            }
+        }
+    }
 
     /// Bob, a recipient of a version 1 file, knows the file key and so can
     /// re-seal the trailer. A trailer signed by anyone but the header's

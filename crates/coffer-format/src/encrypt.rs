@@ -274,7 +274,6 @@ pub(crate) struct PayloadEncoder<'a> {
 /// [`PayloadEncoder::join_laid_out`].
 pub(crate) struct SealJob {
     reserved: Reserved,
-    count: usize,
     chunk: usize,
 }
 
@@ -288,7 +287,8 @@ impl SealJob {
     /// followed by room for its [`gap_after`]) in place and returns their
     /// leaves, in order. The tree entries are left for `join_laid_out`.
     pub(crate) fn seal(self, region: &mut [u8]) -> Result<Vec<Hash>> {
-        let (mut slots, _) = split_laid_out(region, self.chunk, self.first(), self.count)?;
+        let count = self.reserved.len() as usize;
+        let (mut slots, _) = split_laid_out(region, self.chunk, self.first(), count)?;
         self.reserved.seal(&mut slots, tree::leaf)
     }
 }
@@ -357,7 +357,6 @@ impl<'a> PayloadEncoder<'a> {
     pub(crate) fn reserve_laid_out(&mut self, count: usize) -> Result<SealJob> {
         Ok(SealJob {
             reserved: self.sealer.reserve(count as u64)?,
-            count,
             chunk: self.chunk_size(),
         })
     }

@@ -191,6 +191,16 @@ impl Reserved {
         self.first
     }
 
+    /// The number of indices in the run.
+    pub fn len(&self) -> u64 {
+        self.count
+    }
+
+    /// Whether the run has no index.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
     /// Cuts the run into consecutive runs of `per` indices (the last may be
     /// shorter).
     pub fn split(self, per: u64) -> Vec<Reserved> {
