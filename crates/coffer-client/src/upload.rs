@@ -994,13 +994,14 @@ impl Producer {
             ));
         }
         let mut input = File::open(&self.source).map_err(Error::io(&self.source))?;
-        let pool = SendBuffers::default();
+        let pool = coffer_fileio::Lender::new(SEND_BUFFERS_KEPT);
         let mut produced = 0u64;
         for unit in 0.. {
             if encoder.is_finished() {
                 break;
             }
-            let mut out = pool.take();
+            // A new one is sized by the unit encoder.
+            let mut out: Vec<u8> = pool.take().unwrap_or_default();
             // The encoder reads the unit straight into `out`; input that
             // ends early, or grows past the size the header declares, is
             // refused there.
@@ -1071,57 +1072,12 @@ impl Producer {
     }
 }
 
-/// Send buffers that come back once the network side has dropped every
+/// Send buffers kept for reuse once the network side has dropped every
 /// piece of them, so that a long upload does not allocate, fault in and
 /// zero a fresh buffer per unit (the unit encoder overwrites a recycled
-/// buffer without zeroing it again). At most [`SendBuffers::KEPT`] wait.
-#[derive(Clone, Default)]
-struct SendBuffers(Arc<std::sync::Mutex<Vec<Vec<u8>>>>);
-
-impl SendBuffers {
-    /// The units the pipe holds at once, and one being encoded.
-    const KEPT: usize = PIPE_DEPTH * PIPE_PIECE / UNIT_LEN as usize + 1;
-
-    /// A returned buffer if there is one, else a new one (the unit encoder
-    /// sizes it).
-    fn take(&self) -> Vec<u8> {
-        self.0
-            .lock()
-            .ok()
-            .and_then(|mut kept| kept.pop())
-            .unwrap_or_default()
-    }
-
-    /// `buffer` as `Bytes` that come back here when the last piece of them
-    /// is dropped.
-    fn lend(&self, buffer: Vec<u8>) -> Bytes {
-        Bytes::from_owner(Lent {
-            buffer,
-            home: self.clone(),
-        })
-    }
-}
-
-struct Lent {
-    buffer: Vec<u8>,
-    home: SendBuffers,
-}
-
-impl AsRef<[u8]> for Lent {
-    fn as_ref(&self) -> &[u8] {
-        &self.buffer
-    }
-}
-
-impl Drop for Lent {
-    fn drop(&mut self) {
-        if let Ok(mut kept) = self.home.0.lock()
-            && kept.len() < SendBuffers::KEPT
-        {
-            kept.push(std::mem::take(&mut self.buffer));
-        }
-    }
-}
+/// buffer without zeroing it again): the units the pipe holds at once, and
+/// one being encoded.
+const SEND_BUFFERS_KEPT: usize = PIPE_DEPTH * PIPE_PIECE / UNIT_LEN as usize + 1;
 
 #[cfg(test)]
 mod tests {

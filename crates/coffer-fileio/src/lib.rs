@@ -26,6 +26,10 @@
 //!
 //! A writer that knows how much is coming reserves it first ([`reserve`]),
 //! so that a disk without room says so before the transfer starts.
+//!
+//! A [`BlockReader`] hands out the blocks it read into as they are, as
+//! `Bytes` for hyper, and reads into them again once they come back
+//! ([`Lender`], which the client's upload uses for its send buffers too).
 
 #![forbid(unsafe_code)]
 
@@ -33,6 +37,11 @@ use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt as _;
 use std::path::Path;
+
+use bytes::Bytes;
+
+mod lend;
+pub use lend::Lender;
 
 /// Alignment of direct transfers: address, offset and length (4 KiB
 /// covers every logical block size in common use, 512 B included).
@@ -44,6 +53,10 @@ pub const WRITE_BATCH: usize = 1024 * 1024;
 pub const IN_FLIGHT: usize = 3;
 /// Bytes read at a time.
 pub const READ_BLOCK: usize = 1024 * 1024;
+/// Read blocks a [`BlockReader`] keeps for reuse once they come back:
+/// enough for the blocks a download's consumer holds at once (read ahead,
+/// queued in hyper), so a long read allocates none after its first few.
+const BLOCKS_KEPT: usize = 8;
 /// Bytes written through the page cache between background `fdatasync`s,
 /// so the disk writes back while more arrives and the final sync is short.
 pub const SYNC_EVERY: u64 = 64 * 1024 * 1024;
@@ -398,12 +411,14 @@ impl Disk {
     }
 }
 
-/// Reads ranges of a file in blocks, direct where it can.
+/// Reads ranges of a file in blocks, direct where it can, and hands each
+/// block out as it was read, as [`Bytes`] lent from a [`Lender`]: no copy
+/// after the read itself.
 pub struct BlockReader {
     file: File,
     /// The same file opened with `O_DIRECT`, while direct reads work.
     direct: Option<File>,
-    buf: AlignedBuf,
+    blocks: Lender<AlignedBuf>,
 }
 
 impl BlockReader {
@@ -413,26 +428,31 @@ impl BlockReader {
         Ok(Self {
             direct: reopen_direct(&file, false),
             file,
-            buf: AlignedBuf::new(READ_BLOCK),
+            blocks: Lender::new(BLOCKS_KEPT),
         })
     }
 
     /// Hands `each` the bytes `start..end` (fewer if the file is shorter)
     /// in pieces of up to [`READ_BLOCK`], in order, until `each` returns
-    /// false.
+    /// false. A piece's buffer is read into again only once `each`'s
+    /// receiver has dropped it.
     pub fn read_range(
         &mut self,
         start: u64,
         end: u64,
-        mut each: impl FnMut(&[u8]) -> bool,
+        mut each: impl FnMut(Bytes) -> bool,
     ) -> io::Result<()> {
         let mut pos = start - start % ALIGN as u64;
         while pos < end {
             let want = READ_BLOCK.min((end - pos).next_multiple_of(ALIGN as u64) as usize);
-            let read = self.read_block(pos, want)?;
+            let mut block = self
+                .blocks
+                .take()
+                .unwrap_or_else(|| AlignedBuf::new(READ_BLOCK));
+            let read = self.read_block(&mut block, pos, want)?;
             let from = start.saturating_sub(pos) as usize;
             let to = read.min((end - pos) as usize);
-            if from < to && !each(&self.buf.as_slice()[from..to]) {
+            if from < to && !each(self.blocks.lend(block).slice(from..to)) {
                 return Ok(());
             }
             if read < want {
@@ -443,15 +463,15 @@ impl BlockReader {
         Ok(())
     }
 
-    /// Reads up to `want` bytes at `pos` (both aligned) into the buffer;
-    /// the count read, short only at the file's end.
-    fn read_block(&mut self, pos: u64, want: usize) -> io::Result<usize> {
-        self.buf.clear();
-        let space = self.buf.space(want);
+    /// Reads up to `want` bytes at `pos` (both aligned) into `block`; the
+    /// count read, short only at the file's end.
+    fn read_block(&mut self, block: &mut AlignedBuf, pos: u64, want: usize) -> io::Result<usize> {
+        block.clear();
+        let space = block.space(want);
         if let Some(direct) = &self.direct {
             match read_full(direct, space, pos) {
                 Ok(n) => {
-                    self.buf.set_len(n);
+                    block.set_len(n);
                     return Ok(n);
                 }
                 // Refused: this and every later block through the cache.
@@ -459,7 +479,7 @@ impl BlockReader {
             }
         }
         let n = read_full(&self.file, space, pos)?;
-        self.buf.set_len(n);
+        block.set_len(n);
         Ok(n)
     }
 }
@@ -560,6 +580,13 @@ impl AlignedBuf {
     fn set_len(&mut self, n: usize) {
         assert!(self.start + n <= self.storage.len(), "within the buffer");
         self.len = n;
+    }
+}
+
+/// What was read or filled: what a lent block hands out.
+impl AsRef<[u8]> for AlignedBuf {
+    fn as_ref(&self) -> &[u8] {
+        self.as_slice()
     }
 }
 
@@ -761,11 +788,48 @@ mod tests {
         reader
             .read_range(start, end, |piece| {
                 assert!(piece.len() <= READ_BLOCK);
-                got.extend_from_slice(piece);
+                got.extend_from_slice(&piece);
                 true
             })
             .unwrap();
         got
+    }
+
+    /// Pieces held while later blocks are read keep their bytes (a block
+    /// is read into again only once every piece of it is gone), and blocks
+    /// that came back are read into again, not allocated anew; a block
+    /// reused for the file's short end hands out only what was read there.
+    #[test]
+    fn held_pieces_keep_their_bytes_and_returned_blocks_are_reused() {
+        let len = 5 * READ_BLOCK + 77;
+        let file: Vec<u8> = (0..len).map(pattern).collect();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("object");
+        std::fs::write(&path, &file).unwrap();
+        let mut reader = BlockReader::open(&path).unwrap();
+        let mut held = Vec::new();
+        reader
+            .read_range(3, len as u64, |piece| {
+                held.push(piece);
+                true
+            })
+            .unwrap();
+        assert_eq!(reader.blocks.waiting(), 0, "every block is still out");
+        assert!(held.concat() == file[3..]);
+        drop(held);
+        assert_eq!(reader.blocks.waiting(), 6);
+        let mut blocks = std::collections::HashSet::new();
+        let mut got = Vec::new();
+        reader
+            .read_range(0, len as u64, |piece| {
+                blocks.insert(piece.as_ptr() as usize);
+                got.extend_from_slice(&piece);
+                true
+            })
+            .unwrap();
+        assert_eq!(blocks.len(), 1, "each block came back before the next read");
+        assert!(got == file);
+        assert_eq!(reader.blocks.waiting(), 6);
     }
 
     /// Any range, aligned or not, inside the file or past its end, comes

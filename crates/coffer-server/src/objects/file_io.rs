@@ -66,7 +66,8 @@ pub(super) fn write_staged(
 }
 
 /// Bytes `start..end` of the file at `path` (fewer if it is shorter), read
-/// ahead on a thread of their own. A file that is not there fails here,
+/// ahead on a thread of their own and handed on in the blocks they were
+/// read into (not copied). A file that is not there fails here,
 /// before the stream starts.
 pub(super) fn read_range(
     path: &Path,
@@ -78,9 +79,7 @@ pub(super) fn read_range(
     std::thread::Builder::new()
         .name("coffer-read".into())
         .spawn(move || {
-            let read = reader.read_range(start, end, |piece| {
-                tx.blocking_send(Ok(Bytes::copy_from_slice(piece))).is_ok()
-            });
+            let read = reader.read_range(start, end, |piece| tx.blocking_send(Ok(piece)).is_ok());
             if let Err(err) = read {
                 let _ = tx.blocking_send(Err(err));
             }
